@@ -1,0 +1,289 @@
+"""Deterministic demo assets: a tiny ModernBERT ColBERT and mini datasets in upstream formats.
+
+Everything the real run downloads has a small stand-in here, laid out exactly like the hub
+repository it replaces (``datasets.md`` in the README's references), so the demo runs the
+same loaders as the full reproduction:
+
+- ``reasonir-data/{vl,hq}/train-00000-of-00001.parquet`` with ``query: list<str>[2]``,
+  ``pos``/``neg``: ``list<list<str>[2]>``; hq positives are BRIGHT document ids.
+- ``bge-reasoner-data/bge-reasoner-data-0904/<domain>.jsonl`` rows ``{prompt, query, pos, neg}``.
+- ``BRIGHT/{examples,documents}/<split>-00000-of-00001.parquet`` for all 12 splits, with
+  ``gold_ids``, ``gold_ids_long`` and ``excluded_ids`` (``["N/A"]`` when empty).
+- ``base-model/``: a PyLate ColBERT (ModernBERT, hidden 64, 2 layers; Dense 64->128->128->64,
+  bias-free, like the base model's head) with a BPE vocabulary trained by ``tokenizers``.
+
+The data is learnable: each topic owns a handful of made-up keywords; a query uses some of
+them, its gold documents use others plus shared domain words, and near-miss documents mix a
+few of the topic's keywords into a sibling topic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .common import atomic_dir, run_cli
+
+__all__ = ["SPLITS", "DOMAINS", "make_assets"]
+
+SPLITS = [
+    "biology", "earth_science", "economics", "psychology", "robotics", "stackoverflow",
+    "sustainable_living", "leetcode", "pony", "aops", "theoremqa_questions", "theoremqa_theorems",
+]  # fmt: skip
+DOMAINS = {s: s.replace("_", " ").title() for s in SPLITS}
+
+EXAMPLES_SCHEMA = pa.schema(
+    [
+        ("query", pa.string()),
+        ("reasoning", pa.string()),
+        ("id", pa.string()),
+        ("excluded_ids", pa.list_(pa.string())),
+        ("gold_ids_long", pa.list_(pa.string())),
+        ("gold_ids", pa.list_(pa.string())),
+    ]
+)
+DOCUMENTS_SCHEMA = pa.schema([("id", pa.string()), ("content", pa.string())])
+PAIR_LIST = pa.list_(pa.list_(pa.string()))
+REASONIR_SCHEMA = pa.schema(
+    [("query", pa.list_(pa.string())), ("pos", PAIR_LIST), ("neg", PAIR_LIST)]
+)
+FILLER = "the a of to and in is that for it with as on this how why what can does".split()
+
+
+def _word(rng: random.Random) -> str:
+    syllables = ["ka", "lo", "mi", "tu", "re", "sa", "vi", "no", "de", "pa", "zu", "fe", "gi"]
+    return "".join(rng.choice(syllables) for _ in range(rng.randint(2, 3))) + rng.choice(
+        "nrstlx"
+    )
+
+
+def _sentence(rng: random.Random, words: list[str], n_filler: int) -> str:
+    tokens = words + rng.sample(FILLER, k=min(n_filler, len(FILLER)))
+    rng.shuffle(tokens)
+    return " ".join(tokens)
+
+
+def _make_split(rng: random.Random, split: str, n_queries: int, n_docs: int) -> dict:
+    """Topics, documents and queries of one BRIGHT split (ids like BRIGHT's ``topic/doc_i.txt``)."""
+    domain_words = [_word(rng) for _ in range(6)]
+    topics = [[_word(rng) for _ in range(8)] for _ in range(n_queries)]
+    docs: dict[str, str] = {}
+    gold: list[list[str]] = []
+    for t, kw in enumerate(topics):
+        ids = []
+        for j in range(2):
+            doc_id = f"{split}_topic{t}/gold_{j}.txt"
+            docs[doc_id] = _sentence(rng, rng.sample(kw, 5) + rng.sample(domain_words, 2), 6)
+            ids.append(doc_id)
+        gold.append(ids)
+    while len(docs) < n_docs:  # near misses: a sibling topic plus two of this topic's words
+        t = rng.randrange(n_queries)
+        other = topics[(t + 1) % n_queries]
+        text = rng.sample(other, 4) + rng.sample(topics[t], 2) + rng.sample(domain_words, 2)
+        docs[f"{split}_topic{t}/near_{len(docs)}.txt"] = _sentence(rng, text, 6)
+    examples = []
+    for t, kw in enumerate(topics):
+        excluded = ["N/A"]
+        if t % 4 == 0:  # a copy of the gold text that the protocol says must not be ranked
+            dup = f"{split}_topic{t}/duplicate.txt"
+            docs[dup] = " ".join(kw)
+            excluded = [dup]
+        examples.append(
+            {
+                "query": _sentence(rng, rng.sample(kw, 4) + rng.sample(domain_words, 1), 5) + "?",
+                "reasoning": f"The question is about {kw[0]} and {kw[1]}.",
+                "id": str(t),
+                "excluded_ids": excluded,
+                "gold_ids_long": ["N/A"],
+                "gold_ids": gold[t],
+            }
+        )
+    return {"topics": topics, "docs": docs, "examples": examples, "gold": gold, "domain_words": domain_words}
+
+
+def _instruction(split: str) -> str:
+    return f"Given a {DOMAINS[split]} post, retrieve relevant passages that help answer the post"
+
+
+def _train_query(rng: random.Random, split: str, data: dict, t: int) -> str:
+    return _sentence(rng, rng.sample(data["topics"][t], 3) + rng.sample(data["domain_words"], 1), 4)
+
+
+def _negative(rng: random.Random, data: dict, t: int) -> str:
+    other = data["topics"][(t + rng.randint(1, 3)) % len(data["topics"])]
+    return _sentence(rng, rng.sample(other, 4) + rng.sample(data["topics"][t], 1), 5)
+
+
+def _gold_text(data: dict, t: int, rng: random.Random) -> tuple[str, str]:
+    doc_id = rng.choice(data["gold"][t])
+    return doc_id, data["docs"][doc_id]
+
+
+def _write_readme(root: Path, configs: dict[str, dict[str, str]]) -> None:
+    """Hub dataset card with ``configs`` metadata, as ``load_dataset`` reads it."""
+    lines = ["---", "configs:"]
+    for name, splits in configs.items():
+        lines += [f"- config_name: {name}", "  data_files:"]
+        lines += [f"  - split: {s}\n    path: {p}" for s, p in splits.items()]
+    (root / "README.md").write_text("\n".join(lines + ["---", "Demo mirror (synthetic).", ""]))
+
+
+def write_bright(root: Path, splits: dict[str, dict]) -> None:
+    """BRIGHT ``examples`` and ``documents`` configs, one parquet file per split."""
+    for config in ("examples", "documents"):
+        (root / config).mkdir(parents=True)
+    for split, data in splits.items():
+        docs = {"id": list(data["docs"]), "content": list(data["docs"].values())}
+        pq.write_table(pa.table(docs, schema=DOCUMENTS_SCHEMA), root / f"documents/{split}-00000-of-00001.parquet")
+        examples = pa.Table.from_pylist(data["examples"], schema=EXAMPLES_SCHEMA)
+        pq.write_table(examples, root / f"examples/{split}-00000-of-00001.parquet")
+    _write_readme(
+        root,
+        {c: {s: f"{c}/{s}-*.parquet" for s in splits} for c in ("examples", "documents")},
+    )
+
+
+def write_reasonir(root: Path, splits: dict[str, dict], n_rows: int, rng: random.Random) -> None:
+    """reasonir-data ``vl`` (text positives) and ``hq`` (BRIGHT-id positives) configs."""
+    names = list(splits)
+    for config in ("vl", "hq"):
+        rows = []
+        for i in range(n_rows):
+            split = names[i % len(names)]
+            data = splits[split]
+            t = rng.randrange(len(data["topics"]))
+            doc_id, text = _gold_text(data, t, rng)
+            pos = [["", doc_id if config == "hq" else text]]
+            if config == "hq" and i % 50 == 7:
+                pos = [["", f"{split}_missing/{i}.txt"]]  # an id BRIGHT does not have
+            rows.append(
+                {
+                    "query": [_instruction(split), _train_query(rng, split, data, t)],
+                    "pos": pos,
+                    "neg": [["", _negative(rng, data, t)] for _ in range(2)],
+                }
+            )
+        (root / config).mkdir(parents=True)
+        pq.write_table(
+            pa.Table.from_pylist(rows, schema=REASONIR_SCHEMA),
+            root / f"{config}/train-00000-of-00001.parquet",
+        )
+    _write_readme(root, {c: {"train": f"{c}/train-*.parquet"} for c in ("vl", "hq")})
+
+
+def write_bge_reasoner(root: Path, splits: dict[str, dict], n_rows: int, rng: random.Random) -> None:
+    """One ``<domain>.jsonl`` per BRIGHT domain, rows ``{prompt, query, pos:[str], neg:[str]}``."""
+    folder = root / "bge-reasoner-data-0904"
+    folder.mkdir(parents=True)
+    for split, data in splits.items():
+        with open(folder / f"{split}.jsonl", "w") as handle:
+            for _ in range(max(1, n_rows // len(splits))):
+                t = rng.randrange(len(data["topics"]))
+                row = {
+                    "prompt": _instruction(split) + ".",
+                    "query": _train_query(rng, split, data, t),
+                    "pos": [_gold_text(data, t, rng)[1] for _ in range(2)],
+                    "neg": [_negative(rng, data, t) for _ in range(5)],
+                }
+                handle.write(json.dumps(row) + "\n")
+    (root / "README.md").write_text("Demo mirror (synthetic) of bge-reasoner-data.\n")
+
+
+def write_base_model(root: Path, texts: list[str], seed: int) -> None:
+    """A tiny ModernBERT ColBERT in PyLate format with the base model's head shape."""
+    import torch
+    from pylate import models
+    from sentence_transformers.models import Transformer
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import models as token_models
+    from transformers import ModernBertConfig, ModernBertModel, PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    # BPE: its trainer is deterministic (WordPiece's breaks ties differently run to run).
+    tok = Tokenizer(token_models.BPE(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)  # the base is uncased too
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=1500, special_tokens=specials))
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+        sep_token="[SEP]", mask_token="[MASK]", model_max_length=512,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    config = ModernBertConfig(
+        vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=2, max_position_embeddings=512, global_attn_every_n_layers=1,
+        local_attention=128, pad_token_id=fast.pad_token_id, cls_token_id=cls,
+        sep_token_id=sep, bos_token_id=cls, eos_token_id=sep,
+    )  # fmt: skip
+    backbone_dir = root.parent / f".{root.name}-backbone"
+    ModernBertModel(config).save_pretrained(backbone_dir)
+    fast.save_pretrained(backbone_dir)
+    identity = torch.nn.Identity()
+    head = [(64, 128), (128, 128), (128, 64)]
+    model = models.ColBERT(
+        modules=[Transformer(str(backbone_dir), max_seq_length=511, do_lower_case=True)]
+        + [models.Dense(i, o, bias=False, activation_function=identity) for i, o in head],
+        query_prefix="[Q] ", document_prefix="[D] ", query_length=32, document_length=128,
+        do_query_expansion=False, device="cpu",
+    )  # fmt: skip
+    model.save(str(root))
+    import shutil
+
+    shutil.rmtree(backbone_dir)
+
+
+def make_assets(
+    out_dir: str | Path,
+    queries_per_split: int = 16,
+    documents_per_split: int = 60,
+    train_rows: int = 240,
+    seed: int = 0,
+) -> Path:
+    """Create all demo assets under ``out_dir`` (atomically; same bytes for the same seed).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> root = make_assets(pathlib.Path(tempfile.mkdtemp()) / "demo", 2, 8, 12)  # doctest: +SKIP
+    """
+    rng = random.Random(seed)
+    splits = {s: _make_split(rng, s, queries_per_split, documents_per_split) for s in SPLITS}
+    with atomic_dir(out_dir) as tmp:
+        write_bright(tmp / "BRIGHT", splits)
+        write_reasonir(tmp / "reasonir-data", splits, train_rows, rng)
+        write_bge_reasoner(tmp / "bge-reasoner-data", splits, train_rows, rng)
+        texts = [t for d in splits.values() for t in d["docs"].values()]
+        texts += [e["query"] for d in splits.values() for e in d["examples"]]
+        texts += [_instruction(s) for s in SPLITS] + [f"Given a {d} post" for d in DOMAINS.values()]
+        write_base_model(tmp / "base-model", texts, seed)
+    return Path(out_dir)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out_dir")
+    parser.add_argument("--queries-per-split", type=int, default=16)
+    parser.add_argument("--documents-per-split", type=int, default=60)
+    parser.add_argument("--train-rows", type=int, default=240)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    make_assets(
+        args.out_dir,
+        queries_per_split=args.queries_per_split,
+        documents_per_split=args.documents_per_split,
+        train_rows=args.train_rows,
+        seed=args.seed,
+    )
+
+
+if __name__ == "__main__":
+    run_cli(main)

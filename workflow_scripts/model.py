@@ -1,0 +1,215 @@
+"""Model stage: widen the last Dense projection of a saved PyLate checkpoint, and verify it.
+
+``models.ColBERT(path, embedding_size=128)`` does NOT widen: it appends a fifth, random
+Dense layer. Widening is done on the saved files instead, as the published
+``widen_colbert_projection.py`` does: the last Dense in ``modules.json`` gets the weight
+``[W_old ; randn * max(std_fraction * std(W_old), min_std)]`` (rows 0..old-1 bit-identical,
+new rows small but non-zero so they receive gradient), a zero-padded bias if it has one, and
+``out_features = to``. Everything else is copied unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .common import UserError, atomic_dir, read_json, run_cli, write_json
+
+__all__ = ["dense_modules", "load_colbert", "model_dir", "verify_widening", "widen", "widen_weight"]
+
+logger = logging.getLogger(__name__)
+
+PROBE_TEXTS = [
+    "Why do insects fly towards artificial light at night?",
+    "def two_sum(nums, target): return indices of the pair",
+    "Let x^2 + y^2 = 1; find the maximum of x + y.",
+]
+
+
+def model_dir(path: str | Path) -> Path:
+    """A checkpoint directory, or the directory a download manifest points to."""
+    path = Path(path)
+    if path.suffix == ".json":
+        return Path(read_json(path)["path"])
+    return path
+
+
+def dense_modules(checkpoint: str | Path) -> list[dict[str, Any]]:
+    """The Dense entries of ``modules.json``, in order (Transformer and others skipped)."""
+    checkpoint = Path(checkpoint)
+    modules_file = checkpoint / "modules.json"
+    if not modules_file.exists():
+        raise UserError(f"{checkpoint}: not a sentence-transformers/PyLate checkpoint (no modules.json)")
+    modules = json.loads(modules_file.read_text())
+    dense = [m for m in modules if m.get("type", "").endswith("Dense") and (checkpoint / m["path"]).is_dir()]
+    if not dense:
+        raise UserError(f"{checkpoint}: modules.json has no Dense layer to widen")
+    return dense
+
+
+def widen_weight(weight: torch.Tensor, to: int, *, seed: int, std_fraction: float, min_std: float) -> torch.Tensor:
+    """Append ``to - rows`` random rows with std ``max(std_fraction * std(weight), min_std)``.
+
+    Examples
+    --------
+    >>> w = torch.randn(4, 6)
+    >>> new = widen_weight(w, 8, seed=0, std_fraction=0.1, min_std=1e-3)
+    >>> new.shape, bool(torch.equal(new[:4], w)), bool(new[4:].abs().min() > 0)
+    (torch.Size([8, 6]), True, True)
+    """
+    rows, cols = weight.shape
+    generator = torch.Generator().manual_seed(seed)
+    std = max(std_fraction * weight.float().std().item(), min_std)
+    extra = torch.randn(to - rows, cols, generator=generator) * std
+    return torch.cat([weight, extra.to(weight.dtype)], dim=0)
+
+
+def widen(
+    *,
+    source: str | Path,
+    out_dir: str | Path,
+    verify_path: str | Path,
+    to: int,
+    seed: int = 0,
+    std_fraction: float = 0.1,
+    min_std: float = 1e-3,
+    use_residual_2_dense: bool | None = None,
+) -> dict[str, Any]:
+    """Widen the last Dense of ``source`` to ``to`` outputs into ``out_dir``; verify; report."""
+    src = model_dir(source)
+    dense = dense_modules(src)
+    last = src / dense[-1]["path"]
+    config = json.loads((last / "config.json").read_text())
+    weights_file = last / "model.safetensors"
+    if not weights_file.exists():
+        raise UserError(f"{last}: no model.safetensors (only safetensors weights are loaded)")
+    state = load_file(weights_file)
+    old = state["linear.weight"]
+    if old.shape[0] >= to:
+        raise UserError(f"{last}: last Dense already has {old.shape[0]} outputs, not fewer than widen.to={to}")
+    with atomic_dir(out_dir) as tmp:
+        shutil.copytree(src, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".cache"))
+        new_state = dict(state)
+        new_state["linear.weight"] = widen_weight(old, to, seed=seed, std_fraction=std_fraction, min_std=min_std)
+        for key in ("linear.bias",):
+            if key in state:  # zero-padded: new channels start as pure projections
+                new_state[key] = torch.cat([state[key], state[key].new_zeros(to - old.shape[0])])
+        if "residual.weight" in state:
+            res = state["residual.weight"]
+            new_state["residual.weight"] = torch.cat([res, res.new_zeros(to - res.shape[0], res.shape[1])])
+        save_file({k: v.contiguous() for k, v in new_state.items()}, tmp / dense[-1]["path"] / "model.safetensors")
+        _write_dense_config(tmp / dense[-1]["path"], out_features=to)
+        _set_residual(tmp, use_residual_2_dense)
+        report = verify_widening(
+            old_path=src, new_path=tmp, old_rows=old.shape[0], seed=seed,
+            std_fraction=std_fraction, min_std=min_std, use_residual_2_dense=use_residual_2_dense,
+        )  # fmt: skip
+        report.update({"source": str(src), "dense_layer": dense[-1]["path"], "in_features": config["in_features"]})
+    write_json(verify_path, report)
+    return report
+
+
+def _write_dense_config(folder: Path, **updates: Any) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    config.update(updates)
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+def _set_residual(checkpoint: Path, use_residual: bool | None) -> None:
+    """Override ``use_residual`` of the ``2_Dense`` layer (identity residual: in == out)."""
+    if use_residual is None:
+        return
+    folder = checkpoint / "2_Dense"
+    if not folder.is_dir():
+        raise UserError(f"{checkpoint}: widen.use_residual_2_dense is set but there is no 2_Dense layer")
+    config = json.loads((folder / "config.json").read_text())
+    if use_residual and config["in_features"] != config["out_features"]:
+        raise UserError(f"{folder}: use_residual needs in_features == out_features for an identity residual")
+    _write_dense_config(folder, use_residual=use_residual)
+
+
+def load_colbert(path: str | Path, *, trust_remote_code: bool = False, **kwargs: Any):
+    """``pylate.models.ColBERT`` from a local checkpoint, safetensors only, no remote code."""
+    from pylate import models
+
+    path = model_dir(path)
+    if not trust_remote_code and (path / "config.json").exists():
+        auto_map = json.loads((path / "config.json").read_text()).get("auto_map")
+        if auto_map:
+            raise UserError(f"{path}: model needs remote code ({sorted(auto_map)}); set trust_remote_code: true to allow it")
+    return models.ColBERT(
+        str(path), device=kwargs.pop("device", "cpu"), trust_remote_code=trust_remote_code,
+        model_kwargs={"use_safetensors": True}, **kwargs,
+    )  # fmt: skip
+
+
+def verify_widening(
+    *, old_path: Path, new_path: Path, old_rows: int, seed: int, std_fraction: float, min_std: float,
+    use_residual_2_dense: bool | None,
+) -> dict[str, Any]:  # fmt: skip
+    """Check the widened checkpoint; raise on failure, return the figures for the report."""
+    old_model = load_colbert(old_path)
+    new_model = load_colbert(new_path)
+    if use_residual_2_dense is not None:
+        old_model[2].use_residual = use_residual_2_dense  # compare like with like
+    w_old = old_model[-1].linear.weight.detach()
+    w_new = new_model[-1].linear.weight.detach()
+    target_std = max(std_fraction * w_old.float().std().item(), min_std)
+    new_std = w_new[old_rows:].float().std().item()
+    with torch.no_grad():
+        old_vecs = old_model.encode(PROBE_TEXTS, is_query=False, normalize_embeddings=False)
+        new_vecs = new_model.encode(PROBE_TEXTS, is_query=False, normalize_embeddings=False)
+    head_diff = max(float(abs(n[:, :old_rows] - o).max()) for o, n in zip(old_vecs, new_vecs))
+    tail_min_norm = min(float(abs(n[:, old_rows:]).max(axis=1).min()) for n in new_vecs)
+    report = {
+        "old_dim": int(w_old.shape[0]),
+        "new_dim": int(w_new.shape[0]),
+        "loaded_embedding_size": int(new_model[-1].out_features),
+        "dense_layers": len(new_model) - 1,
+        "rows_identical": bool(torch.equal(w_new[:old_rows], w_old)),
+        "old_weight_std": w_old.float().std().item(),
+        "target_new_row_std": target_std,
+        "new_row_std": new_std,
+        "new_row_std_rel_error": abs(new_std - target_std) / target_std,
+        "probe_texts": len(PROBE_TEXTS),
+        "probe_max_abs_diff_first_dims": head_diff,
+        "probe_min_token_max_abs_new_dims": tail_min_norm,
+        "seed": seed,
+    }
+    checks = {
+        "rows 0..old-1 bit-identical": report["rows_identical"],
+        "new rows' std within 5% of target": report["new_row_std_rel_error"] <= 0.05,
+        "probe: first dims match the old model": head_diff <= 1e-4,
+        "probe: new dims non-zero for every token": tail_min_norm > 0,
+        "loads with the widened embedding size": report["loaded_embedding_size"] == w_new.shape[0]
+        and report["dense_layers"] == len(old_model) - 1,
+    }
+    report["checks"] = checks
+    failed = [name for name, ok in checks.items() if not ok]
+    if failed:
+        raise UserError(f"{new_path}: widening verification failed: {', '.join(failed)}")
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    w = sub.add_parser("widen", help="widen the last Dense of a checkpoint")
+    w.add_argument("--source", required=True, help="checkpoint dir or download manifest")
+    w.add_argument("--out", required=True)
+    w.add_argument("--verify", required=True, help="verification JSON to write")
+    w.add_argument("--args", default="{}", help="JSON keyword arguments of widen()")
+    args = parser.parse_args(argv)
+    kwargs = json.loads(args.args)
+    widen(source=args.source, out_dir=args.out, verify_path=args.verify, **kwargs)
+
+
+if __name__ == "__main__":
+    run_cli(main)
