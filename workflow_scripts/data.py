@@ -552,9 +552,16 @@ def main(argv: list[str] | None = None) -> None:
     res = sub.add_parser("resolve-revision", help="print the hub's current commit of a repo")
     res.add_argument("--repo", required=True)
     res.add_argument("--repo-type", default="dataset")
+    for name, help_ in (("fetch", "fetch_source()"), ("build-shards", "build_shards()")):
+        cmd = sub.add_parser(name, help=f"run {help_}")
+        cmd.add_argument("--args", required=True, help=f"JSON keyword arguments of {help_}")
     args = parser.parse_args(argv)
     if args.cmd == "resolve-revision":
         print(resolve_revision(args.repo, args.repo_type))
+    elif args.cmd == "fetch":
+        fetch_source(**json.loads(args.args))
+    else:
+        build_shards(**json.loads(args.args))
 
 
 if __name__ == "__main__":

@@ -271,18 +271,9 @@ def make_assets(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir")
-    parser.add_argument("--queries-per-split", type=int, default=16)
-    parser.add_argument("--documents-per-split", type=int, default=60)
-    parser.add_argument("--train-rows", type=int, default=240)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--args", default="{}", help="JSON keyword arguments of make_assets()")
     args = parser.parse_args(argv)
-    make_assets(
-        args.out_dir,
-        queries_per_split=args.queries_per_split,
-        documents_per_split=args.documents_per_split,
-        train_rows=args.train_rows,
-        seed=args.seed,
-    )
+    make_assets(args.out_dir, **json.loads(args.args))
 
 
 if __name__ == "__main__":

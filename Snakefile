@@ -1,0 +1,25 @@
+# Reason-mxbai-colbert-v0-32m, reproduced: data -> widen -> stage 1 -> stage 2 -> BRIGHT -> report.
+# This file is the table of contents; helpers live in rules/common.smk, logic in workflow_scripts/.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+report: "report/workflow.rst"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/model.smk"
+include: "rules/train.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        get_final_output(),

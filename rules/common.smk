@@ -1,0 +1,237 @@
+# Everything that is not a rule: validation, paths, and the input/param functions of the rules.
+import hashlib
+import json
+import os
+
+from snakemake.utils import validate
+
+
+validate(config, schema="../workflow_scripts/config.schema.yaml")
+
+# Rules run `python -m workflow_scripts.<stage>` from any working directory (tests, Slurm).
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (workflow.basedir, os.environ.get("PYTHONPATH", "")) if p
+)
+
+RUN = f"results/{config['run_name']}"
+LOGS = f"{RUN}/logs"
+BENCH = f"{RUN}/benchmarks"
+TRAINED = ["widened", "stage1", "stage2"]
+SPLITS = config["evaluate"]["splits"]
+
+MANIFEST = "resources/sources/{source}.manifest.json"
+SHARDS = RUN + "/shards/{stage}"
+MODEL = RUN + "/models/{model}"
+EVAL = RUN + "/eval/{model}/{split}.json"
+BASE_MODEL = MANIFEST.format(source="base_model")
+
+
+wildcard_constraints:
+    stage="stage1|stage2",
+    split="|".join(SPLITS),
+    model="[A-Za-z0-9_.-]+",
+    source="[A-Za-z0-9_.-]+",
+
+
+def get_sources():
+    """Every downloadable input: the datasets, the base model and extra evaluated models."""
+    sources = dict(config["sources"])
+    sources.update({f"model_{name}": src for name, src in config["evaluate_models"].items()})
+    return sources
+
+
+def is_widened():
+    return config["widen"]["to"] is not None
+
+
+def get_eval_models():
+    """Evaluated model names: DAG-made ones (per evaluate_trained) then evaluate_models."""
+    made = [m for m in config["evaluate_trained"] if m != "widened" or is_widened()]
+    return made + list(config["evaluate_models"])
+
+
+def get_model_path(name):
+    """A DAG-made model's directory, or the download manifest of an evaluate_models entry."""
+    if name in config["evaluate_models"]:
+        source = config["evaluate_models"][name]
+        same_as_base = source == config["sources"]["base_model"]  # one download, not two
+        return MANIFEST.format(source="base_model" if same_as_base else f"model_{name}")
+    return MODEL.format(model=name)
+
+
+def get_init_model(stage):
+    """Where each stage starts: widen.after decides whether widening precedes stage 1 or 2."""
+    widen_here = is_widened() and config["widen"]["after"] == ("base" if stage == "stage1" else "stage1")
+    if widen_here:
+        return MODEL.format(model="widened")
+    return BASE_MODEL if stage == "stage1" else MODEL.format(model="stage1")
+
+
+def get_widen_source():
+    return BASE_MODEL if config["widen"]["after"] == "base" else MODEL.format(model="stage1")
+
+
+def get_source_args(wildcards, output):
+    src = get_sources()[wildcards.source]
+    return json.dumps(
+        {
+            "name": wildcards.source,
+            "manifest": output.manifest,
+            "cache_dir": "resources/hub",
+            "allow_patterns": None,
+            **{k: src[k] for k in ("repo", "repo_type", "revision", "local")},
+        },
+        sort_keys=True,
+    )
+
+
+def get_download_input(wildcards):
+    """The demo creates its mirrors first; a real run downloads from the hub or a mirror."""
+    return [config["demo"]["assets_dir"]] if "demo" in config else []
+
+
+def get_stage_manifests(wildcards):
+    names = {e["source"] for e in config["data"]["stages"][wildcards.stage]}
+    if any(e.get("config") == "hq" for e in config["data"]["stages"][wildcards.stage]):
+        names.add("bright")
+    return {name: MANIFEST.format(source=name) for name in sorted(names)}
+
+
+def get_shard_args(wildcards, input, output):
+    data = config["data"]
+    return json.dumps(
+        {
+            "stage": wildcards.stage,
+            "stage_sources": data["stages"][wildcards.stage],
+            "manifests": {name: getattr(input, name) for name in get_stage_manifests(wildcards)},
+            "out_dir": output.shards,
+            "stats_path": output.stats,
+            "splits": SPLITS_ALL,
+            "bge_subdir": config["sources"]["bge_reasoner"].get("subdir"),
+            "tokenizer_manifest": input.tokenizer,
+            "seed": config["seed"],
+            **{k: data[k] for k in data if k != "stages"},
+        }
+    )
+
+
+# BRIGHT has 12 domains whatever subset is evaluated: hq ids resolve against all of them.
+SPLITS_ALL = [
+    "biology", "earth_science", "economics", "psychology", "robotics", "stackoverflow",
+    "sustainable_living", "leetcode", "pony", "aops", "theoremqa_questions", "theoremqa_theorems",
+]
+
+
+def get_widen_args():
+    w = config["widen"]
+    return json.dumps({k: w[k] for k in ("to", "seed", "std_fraction", "min_std", "use_residual_2_dense")})
+
+
+def get_train_args(wildcards, input, output):
+    t = dict(config["train"])
+    stage = os.path.basename(output.model)  # results/<run>/models/stage1 -> stage1
+    lr = t.pop(stage)["learning_rate"]
+    t.pop("stage2" if stage == "stage1" else "stage1")
+    for key in ("nodes", "gpus_per_node"):
+        t.pop(key)
+    args = {
+        **t,
+        "stage": stage,
+        "init_model": input.init,
+        "shards": input.shards,
+        "out_dir": output.model,
+        "checkpoint_dir": f"{RUN}/checkpoints/{stage}",
+        "metrics_path": output.metrics,
+        "meta_path": output.meta,
+        "learning_rate": lr,
+        "seed": config["seed"],
+        "trust_remote_code": config["trust_remote_code"],
+    }
+    return json.dumps(args, sort_keys=True)
+
+
+def get_eval_settings(split):
+    """query/document length of a split: the global values, then per-split overrides."""
+    e = config["evaluate"]
+    over = e["overrides"].get(split, {})
+    return {
+        "query_length": over.get("query_length", e["query_length"]),
+        "document_length": over.get("document_length", e["document_length"]),
+    }
+
+
+def get_eval_args(wildcards, input, output):
+    e = config["evaluate"]
+    args = {
+        "model_path": input.model,
+        "model_name": wildcards.model,
+        "bright_manifest": input.bright,
+        "split": wildcards.split,
+        "out_json": output.json,
+        "run_file": output.run,
+        "query_template": e["query_template"],
+        "domain": e["domains"].get(wildcards.split, wildcards.split),
+        "trust_remote_code": config["trust_remote_code"],
+        **get_eval_settings(wildcards.split),
+        **{k: e[k] for k in ("exclude_ids", "top_k", "chunk_size", "encode_batch_size", "dtype")},
+    }
+    return json.dumps(args, sort_keys=True)
+
+
+def get_summary_args(wildcards, input, output):
+    e = config["evaluate"]
+    return json.dumps(
+        {
+            "eval_dir": f"{RUN}/eval",
+            "models": get_eval_models(),
+            "splits": SPLITS,
+            "out_prefix": f"{RUN}/summary",
+            "protocol": {
+                "excluded_ids_removed": e["exclude_ids"],
+                "query_length": e["query_length"],
+                "document_length": e["document_length"],
+                "overrides": e["overrides"],
+                "query_template": e["query_template"],
+                "bright_revision": config["sources"]["bright"]["revision"],
+                "base_model_revision": config["sources"]["base_model"]["revision"],
+            },
+        },
+        sort_keys=True,
+    )
+
+
+def get_final_output():
+    return [f"{RUN}/summary.csv", f"{RUN}/summary.md", f"{RUN}/summary.json"] + get_report_targets()
+
+
+def get_used_sources():
+    """Sources the DAG reads: the datasets, the base model, and distinct extra models."""
+    extra = {get_model_path(m) for m in config["evaluate_models"]}
+    names = ["reasonir", "bge_reasoner", "bright", "base_model"]
+    return names + sorted(
+        n for n in get_sources() if MANIFEST.format(source=n) in extra and n not in names
+    )
+
+
+def get_provenance_args(wildcards, input, output):
+    return json.dumps(
+        {"config": config, "manifests": list(input.manifests), "out": output[0], "repo": workflow.basedir}
+    )
+
+
+def get_benchmarks():
+    """Benchmark files of every heavy job (they are outputs of those jobs)."""
+    files = expand(BENCH + "/build_shards/{stage}.tsv", stage=["stage1", "stage2"])
+    files += expand(BENCH + "/train/{stage}.tsv", stage=["stage1", "stage2"])
+    files += expand(BENCH + "/evaluate/{model}/{split}.tsv", model=get_eval_models(), split=SPLITS)
+    return files + ([BENCH + "/widen.tsv"] if is_widened() else [])
+
+
+def get_cost_args(wildcards, input, output):
+    gpus = config["train"]["nodes"] * config["train"]["gpus_per_node"]
+    return json.dumps({"benchmarks": list(input), "out": output[0], "gpus": {"train": gpus, "evaluate": 1}})
+
+
+def get_report_targets():
+    names = ["summary.html", "bright_ndcg10.png", "training_curves.png", "data_stats.png", "provenance.html", "cost.html"]
+    return [f"{RUN}/report/{n}" for n in names] + ([f"{RUN}/report/widen.html"] if is_widened() else [])

@@ -1,0 +1,52 @@
+# Data stage: sources (hub downloads or local mirrors) -> parquet triple shards per stage.
+
+
+if "demo" in config:
+
+    rule demo_assets:
+        output:
+            directory(config["demo"]["assets_dir"]),
+        params:
+            args=json.dumps({k: v for k, v in config["demo"].items() if k != "assets_dir"}),
+        log:
+            "resources/logs/demo_assets.log",
+        shell:
+            "python -m workflow_scripts.demo {output} --args {params.args:q} > {log} 2>&1"
+
+
+rule download:
+    input:
+        get_download_input,
+    output:
+        manifest=MANIFEST,
+    params:
+        source=get_source_args,
+    log:
+        "resources/logs/download/{source}.log",
+    benchmark:
+        "resources/benchmarks/download/{source}.tsv"
+    shell:
+        "python -m workflow_scripts.data fetch --args {params.source:q} > {log} 2>&1"
+
+
+rule build_shards:
+    input:
+        unpack(get_stage_manifests),
+        tokenizer=BASE_MODEL,
+    output:
+        shards=directory(SHARDS),
+        stats=report(
+            RUN + "/shards/{stage}.stats.json",
+            caption="../report/data_stats.rst",
+            category="2. Data",
+            labels={"stage": "{stage}", "what": "statistics (JSON)"},
+        ),
+    params:
+        args=get_shard_args,
+    threads: 2
+    log:
+        LOGS + "/build_shards/{stage}.log",
+    benchmark:
+        BENCH + "/build_shards/{stage}.tsv"
+    shell:
+        "python -m workflow_scripts.data build-shards --args {params.args:q} > {log} 2>&1"

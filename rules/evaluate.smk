@@ -1,0 +1,33 @@
+# BRIGHT evaluation: one job per model x split, then the summary table.
+
+
+rule evaluate:
+    input:
+        model=lambda wildcards: get_model_path(wildcards.model),
+        bright=MANIFEST.format(source="bright"),
+    output:
+        json=EVAL,
+        run=RUN + "/eval/{model}/{split}.run.trec",
+    params:
+        args=get_eval_args,
+    log:
+        LOGS + "/evaluate/{model}/{split}.log",
+    benchmark:
+        BENCH + "/evaluate/{model}/{split}.tsv"
+    shell:
+        "python -m workflow_scripts.evaluate split --args {params.args:q} > {log} 2>&1"
+
+
+rule summarize:
+    input:
+        expand(EVAL, model=get_eval_models(), split=SPLITS),
+    output:
+        csv=RUN + "/summary.csv",
+        md=RUN + "/summary.md",
+        json=RUN + "/summary.json",
+    params:
+        args=get_summary_args,
+    log:
+        LOGS + "/summarize.log",
+    shell:
+        "python -m workflow_scripts.summarize --args {params.args:q} > {log} 2>&1"

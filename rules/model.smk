@@ -1,0 +1,25 @@
+# Model stage: widen the last projection (64 -> widen.to), verified before anything trains on it.
+
+
+if is_widened():
+
+    rule widen:
+        input:
+            source=get_widen_source(),
+        output:
+            model=directory(MODEL.format(model="widened")),
+            verify=report(
+                RUN + "/models/widened.verify.json",
+                caption="../report/widen.rst",
+                category="3. Model",
+                labels={"what": "widening verification (JSON)"},
+            ),
+        params:
+            args=get_widen_args(),
+        log:
+            LOGS + "/widen.log",
+        benchmark:
+            BENCH + "/widen.tsv"
+        shell:
+            "python -m workflow_scripts.model widen --source {input.source} --out {output.model}"
+            " --verify {output.verify} --args {params.args:q} > {log} 2>&1"

@@ -1,0 +1,46 @@
+# Training stages, one rule each (same module): the stage picks data, init model and lr.
+# Under Slurm the job spans train.nodes x train.gpus_per_node GPUs (profile slurm/), and
+# launch.sh starts one process per GPU with srun; locally it is one process.
+
+
+rule train_stage1:
+    input:
+        init=get_init_model("stage1"),
+        shards=SHARDS.format(stage="stage1"),
+    output:
+        model=directory(MODEL.format(model="stage1")),
+        metrics=report(
+            RUN + "/train/stage1.metrics.jsonl",
+            caption="../report/train_metrics.rst",
+            category="4. Training",
+            labels={"stage": "stage1", "what": "per-step metrics (JSONL)"},
+        ),
+        meta=RUN + "/train/stage1.meta.json",
+    params:
+        args=get_train_args,
+    log:
+        LOGS + "/train/stage1.log",
+    benchmark:
+        BENCH + "/train/stage1.tsv"
+    shell:
+        "bash {workflow.basedir}/workflow_scripts/launch.sh"
+        " python -m workflow_scripts.train --args {params.args:q} > {log} 2>&1"
+
+
+use rule train_stage1 as train_stage2 with:
+    input:
+        init=get_init_model("stage2"),
+        shards=SHARDS.format(stage="stage2"),
+    output:
+        model=directory(MODEL.format(model="stage2")),
+        metrics=report(
+            RUN + "/train/stage2.metrics.jsonl",
+            caption="../report/train_metrics.rst",
+            category="4. Training",
+            labels={"stage": "stage2", "what": "per-step metrics (JSONL)"},
+        ),
+        meta=RUN + "/train/stage2.meta.json",
+    log:
+        LOGS + "/train/stage2.log",
+    benchmark:
+        BENCH + "/train/stage2.tsv"

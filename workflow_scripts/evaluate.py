@@ -1,0 +1,365 @@
+"""Evaluation stage: exact MaxSim over a whole BRIGHT split, streamed, scored with pytrec_eval.
+
+Documents are encoded ``chunk_size`` at a time; every query is scored against each chunk
+with pad-free GEMMs (all token vectors of the chunk side by side, then a segment max per
+document), and a running top-k per query is kept. Memory is bounded by the chunk, not by
+the corpus (leetcode has 414k documents). Metrics come from pytrec_eval (trec_eval's code),
+as in BRIGHT's ``calculate_retrieval_metrics`` and mteb; results are written in mteb's
+``TaskResult`` JSON layout plus a TREC run file.
+
+BRIGHT protocol (``run.py``): each query's ``excluded_ids`` are removed before ranking
+(``exclude_ids: true``); mteb's ``BrightRetrieval`` ignores them (``exclude_ids: false``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .common import UserError, atomic_file, read_json, run_cli, write_json
+from .data import load_bright_documents, load_bright_examples
+from .model import load_colbert
+
+__all__ = [
+    "MEASURES",
+    "TopK",
+    "evaluate_split",
+    "maxsim_scores",
+    "read_qrels",
+    "read_run",
+    "score_run",
+]
+
+logger = logging.getLogger(__name__)
+
+# mteb key -> (pytrec_eval measure, cutoff applied to the run first or None)
+MEASURES = {
+    "ndcg_at_1": ("ndcg_cut_1", None),
+    "ndcg_at_5": ("ndcg_cut_5", None),
+    "ndcg_at_10": ("ndcg_cut_10", None),
+    "ndcg_at_100": ("ndcg_cut_100", None),
+    "map_at_10": ("map_cut_10", None),
+    "map_at_100": ("map_cut_100", None),
+    "recall_at_10": ("recall_10", None),
+    "recall_at_100": ("recall_100", None),
+    "precision_at_10": ("P_10", None),
+    "mrr_at_10": ("recip_rank", 10),
+    "mrr_at_100": ("recip_rank", 100),
+}
+TASK_NAME = "BrightRetrieval"
+SCORE_BUDGET = 1 << 25  # query-token x document-token scores held at once (128 MiB fp32)
+
+
+# --------------------------------------------------------------------------- scoring
+def maxsim_scores(
+    queries: list[torch.Tensor], documents: list[torch.Tensor], budget: int = SCORE_BUDGET
+) -> torch.Tensor:
+    """Exact ColBERT scores ``sum_q max_d <q, d>`` of every query against every document.
+
+    Pad-free: token vectors are concatenated, so padding never wins a max. Work is split
+    in blocks of at most ``budget`` query-token x document-token scores.
+
+    Parameters
+    ----------
+    queries
+        One tensor per query, shape (query tokens, dim).
+    documents
+        One tensor per document, shape (document tokens, dim).
+
+    Returns
+    -------
+    Tensor of shape (queries, documents).
+
+    Examples
+    --------
+    >>> q = [torch.tensor([[1.0, 0.0], [0.0, 1.0]])]
+    >>> d = [torch.tensor([[1.0, 0.0]]), torch.tensor([[0.6, 0.8], [-1.0, 0.0]])]
+    >>> maxsim_scores(q, d)
+    tensor([[1.0000, 1.4000]])
+    """
+    q_lens = torch.tensor([len(q) for q in queries])
+    d_lens = torch.tensor([len(d) for d in documents])
+    q_all = torch.cat(queries)  # (Q tokens, dim)
+    d_all = torch.cat(documents)  # (D tokens, dim)
+    q_owner = torch.repeat_interleave(torch.arange(len(queries), device=q_all.device), q_lens.to(q_all.device))
+    out = torch.zeros(len(queries), len(documents), dtype=torch.float32, device=q_all.device)
+    d_bounds = _blocks(d_lens, max(budget // max(int(q_lens.sum()), 1), int(d_lens.max())))
+    for d_start, d_end in d_bounds:
+        tok_start, tok_end = int(d_lens[:d_start].sum()), int(d_lens[:d_end].sum())
+        sims = d_all[tok_start:tok_end] @ q_all.T  # (block tokens, Q tokens)
+        seg = d_lens[d_start:d_end].to(sims.device)
+        per_doc = torch.segment_reduce(sims.float(), "max", lengths=seg, axis=0)  # (docs, Q tokens)
+        block = torch.zeros(d_end - d_start, len(queries), device=sims.device).index_add_(1, q_owner, per_doc)
+        out[:, d_start:d_end] = block.T
+    return out
+
+
+def _blocks(lengths: torch.Tensor, max_tokens: int) -> list[tuple[int, int]]:
+    """Consecutive [start, end) ranges whose token counts stay under ``max_tokens``."""
+    bounds, start, total = [], 0, 0
+    for i, n in enumerate(lengths.tolist()):
+        if total + n > max_tokens and i > start:
+            bounds.append((start, i))
+            start, total = i, 0
+        total += n
+    bounds.append((start, len(lengths)))
+    return bounds
+
+
+class TopK:
+    """Running top-k (score, document index) per query over streamed chunks."""
+
+    def __init__(self, n_queries: int, k: int) -> None:
+        self.k = k
+        self.scores = torch.empty(n_queries, 0)
+        self.index = torch.empty(n_queries, 0, dtype=torch.long)
+
+    def update(self, scores: torch.Tensor, offset: int) -> None:
+        """Merge a chunk's scores (queries, chunk docs) whose first document is ``offset``."""
+        idx = torch.arange(offset, offset + scores.shape[1]).expand(scores.shape[0], -1)
+        all_scores = torch.cat([self.scores, scores.cpu()], dim=1)
+        all_index = torch.cat([self.index, idx], dim=1)
+        k = min(self.k, all_scores.shape[1])
+        top = torch.topk(all_scores, k=k, dim=1)
+        self.scores, self.index = top.values, torch.gather(all_index, 1, top.indices)
+
+
+# --------------------------------------------------------------------------- metrics
+def score_run(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """pytrec_eval metrics: mean over the queries pytrec_eval scores, plus per-query values.
+
+    Examples
+    --------
+    >>> qrels = {"q1": {"d1": 1}, "q2": {"d3": 1}}
+    >>> run = {"q1": {"d1": 2.0, "d2": 1.0}, "q2": {"d1": 2.0, "d3": 1.0}}
+    >>> res = score_run(qrels, run)
+    >>> round(res["mean"]["ndcg_at_10"], 6), res["per_query"]["q2"]["mrr_at_10"]
+    (0.815465, 0.5)
+    """
+    import pytrec_eval
+
+    per_query: dict[str, dict[str, float]] = {}
+    for cutoff in sorted({c for _, c in MEASURES.values()}, key=lambda c: c or 0):
+        names = {m for m, c in MEASURES.values() if c == cutoff}
+        cut_run = run if cutoff is None else {q: _top(d, cutoff) for q, d in run.items()}
+        evaluator = pytrec_eval.RelevanceEvaluator(qrels, _pytrec_measures(names))
+        results = evaluator.evaluate(cut_run)
+        for key, (measure, c) in MEASURES.items():
+            if c == cutoff:
+                for qid, values in results.items():
+                    per_query.setdefault(qid, {})[key] = values[measure]
+    mean = {key: float(np.mean([v[key] for v in per_query.values()])) if per_query else 0.0 for key in MEASURES}
+    return {"mean": mean, "per_query": per_query, "queries": len(per_query)}
+
+
+def _pytrec_measures(names: set[str]) -> set[str]:
+    out = set()
+    for name in names:
+        base, _, cut = name.rpartition("_")
+        out.add(f"{base}.{cut}" if cut.isdigit() else name)
+    return out
+
+
+def _top(docs: dict[str, float], k: int) -> dict[str, float]:
+    # trec_eval's order: score descending, then document id descending
+    return dict(sorted(docs.items(), key=lambda x: (x[1], x[0]), reverse=True)[:k])
+
+
+def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
+    """TREC qrels ``qid iter docid rel``."""
+    qrels: dict[str, dict[str, int]] = {}
+    for line_no, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 4:
+            raise UserError(f"{path}:{line_no}: expected 'qid iter docid rel'")
+        qrels.setdefault(parts[0], {})[parts[2]] = int(parts[3])
+    return qrels
+
+
+def read_run(path: str | Path) -> dict[str, dict[str, float]]:
+    """TREC run ``qid Q0 docid rank score tag``."""
+    run: dict[str, dict[str, float]] = {}
+    for line_no, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 6:
+            raise UserError(f"{path}:{line_no}: expected 'qid Q0 docid rank score tag'")
+        run.setdefault(parts[0], {})[parts[2]] = float(parts[4])
+    return run
+
+
+def write_run(path: str | Path, run: dict[str, list[tuple[str, float]]], tag: str) -> None:
+    """TREC run file, ranks 1..k in score order."""
+    with atomic_file(path) as handle:
+        for qid, docs in run.items():
+            for rank, (doc_id, score) in enumerate(docs, start=1):
+                handle.write(f"{qid} Q0 {doc_id} {rank} {score:.6f} {tag}\n")
+
+
+# --------------------------------------------------------------------------- a split
+def _chunks(root: Path, split: str, size: int) -> Iterator[tuple[list[str], list[str]]]:
+    ids, texts = [], []
+    for doc_id, content in load_bright_documents(root, split):
+        ids.append(doc_id)
+        texts.append(content)
+        if len(ids) == size:
+            yield ids, texts
+            ids, texts = [], []
+    if ids:
+        yield ids, texts
+
+
+def _device_dtype(dtype: str) -> tuple[str, torch.dtype]:
+    if not torch.cuda.is_available():
+        return "cpu", torch.float32
+    if dtype == "auto":
+        return "cuda", torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return "cuda", getattr(torch, dtype)
+
+
+def encode(model, texts: list[str], *, is_query: bool, batch_size: int, device: str, dtype: torch.dtype) -> list[torch.Tensor]:
+    """Normalised token vectors, one (tokens, dim) tensor per text (padding/skiplist removed)."""
+    with torch.inference_mode():
+        vecs = model.encode(texts, is_query=is_query, batch_size=batch_size, convert_to_numpy=False,
+                            convert_to_tensor=False, show_progress_bar=False)  # fmt: skip
+    return [v.to(device=device, dtype=dtype) for v in vecs]
+
+
+def evaluate_split(
+    *,
+    model_path: str | Path,
+    model_name: str,
+    bright_manifest: str | Path,
+    split: str,
+    out_json: str | Path,
+    run_file: str | Path,
+    query_template: str,
+    domain: str,
+    query_length: int,
+    document_length: int,
+    exclude_ids: bool,
+    top_k: int,
+    chunk_size: int,
+    encode_batch_size: int,
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+) -> dict[str, Any]:
+    """Rank every document of one BRIGHT split for every query; write mteb JSON + run file."""
+    started = time.time()
+    manifest = read_json(bright_manifest)
+    root = Path(manifest["path"])
+    examples = load_bright_examples(root, split)
+    if not examples:
+        raise UserError(f"{root}: BRIGHT split {split!r} has no examples")
+    device, torch_dtype = _device_dtype(dtype)
+    model = load_colbert(model_path, query_length=query_length, document_length=document_length,
+                         trust_remote_code=trust_remote_code, device=device)  # fmt: skip
+    if device == "cuda":
+        model.to(torch_dtype)
+    qids = [str(e["id"]) for e in examples]
+    queries = [query_template.format(domain=domain, query=e["query"]) for e in examples]
+    qrels = {str(e["id"]): {g: 1 for g in e["gold_ids"]} for e in examples}
+    excluded = {str(e["id"]): {x for x in e["excluded_ids"] if x != "N/A"} for e in examples}
+    q_vecs = encode(model, queries, is_query=True, batch_size=encode_batch_size, device=device, dtype=torch_dtype)
+    topk = TopK(len(queries), top_k)
+    doc_ids: list[str] = []
+    encode_s = score_s = 0.0
+    for ids, texts in _chunks(root, split, chunk_size):
+        t0 = time.time()
+        d_vecs = encode(model, texts, is_query=False, batch_size=encode_batch_size, device=device, dtype=torch_dtype)
+        t1 = time.time()
+        scores = maxsim_scores(q_vecs, d_vecs)
+        if exclude_ids:
+            _mask_excluded(scores, qids, ids, excluded)
+        topk.update(scores, offset=len(doc_ids))
+        score_s += time.time() - t1
+        encode_s += t1 - t0
+        doc_ids.extend(ids)
+    run = _ranked(topk, qids, doc_ids)
+    metrics = score_run(qrels, {q: dict(docs) for q, docs in run.items()})
+    write_run(run_file, run, tag=f"{model_name}")
+    result = _mteb_result(split=split, metrics=metrics["mean"], revision=manifest["revision"],
+                          seconds=time.time() - started)  # fmt: skip
+    result["protocol"] = {
+        "model": model_name, "model_path": str(model_path), "exact_maxsim": True,
+        "excluded_ids_removed": exclude_ids, "query_length": query_length,
+        "document_length": document_length, "query_template": query_template, "domain": domain,
+        "documents": len(doc_ids), "queries": len(qids), "top_k": top_k, "device": device,
+        "dtype": str(torch_dtype).removeprefix("torch."), "encode_seconds": encode_s,
+        "score_seconds": score_s,
+    }  # fmt: skip
+    result["per_query"] = {q: v["ndcg_at_10"] for q, v in metrics["per_query"].items()}
+    write_json(out_json, result)
+    logger.info("%s %s: nDCG@10 = %.4f", model_name, split, metrics["mean"]["ndcg_at_10"])
+    return result
+
+
+def _mask_excluded(scores: torch.Tensor, qids: list[str], ids: list[str], excluded: dict[str, set[str]]) -> None:
+    """BRIGHT removes each query's excluded ids before ranking: give them -inf, never rank them."""
+    position = {doc_id: j for j, doc_id in enumerate(ids)}
+    for i, qid in enumerate(qids):
+        for doc_id in excluded[qid]:
+            if doc_id in position:
+                scores[i, position[doc_id]] = float("-inf")
+
+
+def _ranked(topk: TopK, qids: list[str], doc_ids: list[str]) -> dict[str, list[tuple[str, float]]]:
+    run = {}
+    for i, qid in enumerate(qids):
+        pairs = [(doc_ids[j], float(s)) for s, j in zip(topk.scores[i].tolist(), topk.index[i].tolist())]
+        run[qid] = [(d, s) for d, s in pairs if s != float("-inf")]  # excluded never listed
+    return run
+
+
+def _mteb_result(*, split: str, metrics: dict[str, float], revision: str, seconds: float) -> dict[str, Any]:
+    """mteb ``TaskResult`` layout (``scores.standard[]`` with ``hf_subset`` and ``main_score``)."""
+    entry = {"hf_subset": split, "languages": ["eng-Latn"], "main_score": metrics["ndcg_at_10"], **metrics}
+    return {
+        "dataset_revision": revision,
+        "task_name": TASK_NAME,
+        "mteb_version": _mteb_version(),
+        "scores": {"standard": [entry]},
+        "evaluation_time": seconds,
+        "kg_co2_emissions": None,
+    }
+
+
+def _mteb_version() -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version("mteb")
+    except Exception:  # mteb is optional: the layout is what matters, version may be null
+        return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    split = sub.add_parser("split", help="evaluate one model on one BRIGHT split")
+    split.add_argument("--args", required=True, help="JSON keyword arguments of evaluate_split()")
+    sr = sub.add_parser("score-run", help="score a TREC run file against TREC qrels (JSON out)")
+    sr.add_argument("--qrels", required=True)
+    sr.add_argument("--run", required=True)
+    args = parser.parse_args(argv)
+    if args.cmd == "split":
+        evaluate_split(**json.loads(args.args))
+    else:
+        json.dump(score_run(read_qrels(args.qrels), read_run(args.run)), sys.stdout, indent=2, sort_keys=True)
+        print()
+
+
+if __name__ == "__main__":
+    run_cli(main)

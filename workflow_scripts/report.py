@@ -1,0 +1,225 @@
+"""Report stage: the figures and HTML tables that ``snakemake --report`` embeds.
+
+One consistent matplotlib style (labelled axes with units, one colour per model family),
+and small self-contained HTML fragments for tables (summary, widening, provenance, cost).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import html
+import json
+import logging
+import platform
+import subprocess
+from importlib.metadata import distributions
+from pathlib import Path
+from typing import Any
+
+from .common import atomic_file, read_json, run_cli
+
+__all__ = ["cost_html", "plot_bright", "plot_data", "plot_training", "provenance_html", "summary_html"]
+
+logger = logging.getLogger(__name__)
+
+OURS, PUBLISHED, DELTA = "#1f77b4", "#bbbbbb", "#2ca02c"
+STYLE = {"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
+         "axes.spines.right": False, "font.size": 9}  # fmt: skip
+CSS = (
+    "<style>table.r{border-collapse:collapse;font:13px sans-serif}table.r td,table.r th{padding:3px 8px;"
+    "border-bottom:1px solid #ddd;text-align:right}table.r td:first-child,table.r th:first-child{text-align:left}"
+    "tr.published td{color:#666}td.pos{background:#e6f4e6}td.neg{background:#fbe3e3}</style>"
+)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update(STYLE)
+    return plt
+
+
+def _save(fig, out: str | Path) -> None:
+    with atomic_file(out, "wb") as handle:
+        fig.savefig(handle, format="png", bbox_inches="tight")
+
+
+def _html_page(title: str, body: str) -> str:
+    return f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>{CSS}</head><body><h3>{html.escape(title)}</h3>{body}</body></html>\n"
+
+
+def summary_html(summary_json: str | Path, out: str | Path) -> None:
+    """The summary table, deltas against the card coloured green (better) or red (worse)."""
+    summary = read_json(summary_json)
+    columns = [*summary["splits"], "mean"]
+    head = "<tr><th>model</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>"
+    body = ""
+    for row in summary["rows"]:
+        cells = ""
+        for c in columns:
+            cls = ""
+            if row["kind"] == "delta":
+                cls = " class='pos'" if row[c] > 0 else " class='neg'" if row[c] < 0 else ""
+            cells += f"<td{cls}>{row[c]:.2f}</td>"
+        body += f"<tr class='{row['kind']}'><td>{html.escape(row['model'])}</td>{cells}</tr>"
+    p = summary["protocol"]
+    note = (
+        f"<p>BRIGHT nDCG@10 &times; 100, exact MaxSim; excluded_ids "
+        f"{'removed (BRIGHT protocol)' if p['excluded_ids_removed'] else 'kept (mteb BrightRetrieval)'}; "
+        f"query length {p['query_length']} (overrides {html.escape(json.dumps(p['overrides']))}), "
+        f"document length {p['document_length']}; BRIGHT revision <code>{p['bright_revision']}</code>.</p>"
+    )
+    with atomic_file(out) as handle:
+        handle.write(_html_page("BRIGHT nDCG@10: ours vs published", f"<table class='r' id='summary-table'>{head}{body}</table>{note}"))
+
+
+def plot_bright(summary_json: str | Path, out: str | Path) -> None:
+    """Grouped bars: nDCG@10 per split for each evaluated model and the published references."""
+    import numpy as np
+
+    plt = _pyplot()
+    summary = read_json(summary_json)
+    rows = [r for r in summary["rows"] if r["kind"] != "delta"]
+    splits = summary["splits"] + ["mean"]
+    x = np.arange(len(splits))
+    width = 0.8 / len(rows)
+    cmap = plt.get_cmap("Blues")
+    fig, ax = plt.subplots(figsize=(max(8, len(splits) * 0.9), 4))
+    ours = [r for r in rows if r["kind"] == "ours"]
+    for i, row in enumerate(rows):
+        if row["kind"] == "ours":
+            color = cmap(0.35 + 0.6 * ours.index(row) / max(1, len(ours) - 1))
+        else:
+            color = ["#999999", "#c7c7c7", "#e0a060"][i - len(ours)] if i - len(ours) < 3 else PUBLISHED
+        ax.bar(x + (i - len(rows) / 2 + 0.5) * width, [row[s] for s in splits], width, label=row["model"], color=color)
+    ax.set_xticks(x, [s.replace("_", "\n") for s in splits], fontsize=8)
+    ax.set_ylabel("nDCG@10 (x100)")
+    ax.set_title("BRIGHT nDCG@10 per split")
+    ax.legend(fontsize=7, ncol=2, loc="upper right")
+    _save(fig, out)
+
+
+def _read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    text = Path(path).read_text() if Path(path).exists() else ""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def plot_training(metrics: dict[str, str], out: str | Path) -> None:
+    """Loss, learning rate and gradient norm against optimizer step, one colour per stage."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    for (stage, path), color in zip(metrics.items(), [OURS, "#ff7f0e", DELTA]):
+        rows = _read_jsonl(path)
+        steps = [r["step"] for r in rows]
+        for ax, key in zip(axes, ("loss", "lr", "grad_norm")):
+            ax.plot(steps, [r.get(key) for r in rows], color=color, label=stage, lw=1.2)
+    for ax, (title, unit) in zip(axes, [("training loss", "CachedContrastive loss"), ("learning rate", "lr"),
+                                        ("gradient norm (before clipping)", "L2 norm")]):  # fmt: skip
+        ax.set_title(title)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(unit)
+        ax.legend(fontsize=7)
+    axes[2].set_yscale("log")
+    _save(fig, out)
+
+
+def plot_data(stats: dict[str, str], out: str | Path) -> None:
+    """Triples per source/domain for each stage, and token-length percentiles."""
+    plt = _pyplot()
+    loaded = {stage: read_json(p) for stage, p in stats.items()}
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
+    labels: list[str] = sorted({f"{r['source']} {r['domain']}".strip() for s in loaded.values() for r in s["rows_by_source_domain"]})
+    import numpy as np
+
+    y = np.arange(len(labels))
+    for i, (stage, s) in enumerate(loaded.items()):
+        counts = {f"{r['source']} {r['domain']}".strip(): r["rows"] for r in s["rows_by_source_domain"]}
+        axes[0].barh(y + i * 0.4, [counts.get(lbl, 0) for lbl in labels], 0.4, label=stage)
+    axes[0].set_yticks(y + 0.2, labels, fontsize=6)
+    axes[0].set_xlabel("triples")
+    axes[0].set_title("training triples per source / domain")
+    axes[0].legend(fontsize=7)
+    for i, (stage, s) in enumerate(loaded.items()):
+        for j, col in enumerate(("query", "positive", "negative")):
+            pct = s["token_lengths"].get(col, {})
+            if pct:
+                axes[1].errorbar(j + 0.2 * i, pct["p50"], yerr=[[pct["p50"] - pct["p5"]], [pct["p95"] - pct["p50"]]],
+                                 fmt="o", capsize=4, label=stage if j == 0 else None)  # fmt: skip
+    axes[1].set_xticks(range(3), ["query", "positive", "negative"])
+    axes[1].set_ylabel("tokens (base tokenizer): median, 5-95 %")
+    axes[1].set_title("text lengths")
+    axes[1].legend(fontsize=7)
+    _save(fig, out)
+
+
+def widen_html(verify_json: str | Path, out: str | Path) -> None:
+    """The widening verification as a two-column table."""
+    report = read_json(verify_json)
+    checks = report.pop("checks", {})
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in sorted(report.items()))
+    rows += "".join(f"<tr><td>check: {html.escape(k)}</td><td>{'pass' if v else 'FAIL'}</td></tr>" for k, v in checks.items())
+    with atomic_file(out) as handle:
+        handle.write(_html_page("Widening verification", f"<table class='r' id='widen-table'>{rows}</table>"))
+
+
+def provenance_html(*, config: dict[str, Any], manifests: list[str], out: str | Path, repo: str) -> None:
+    """Config (with pinned revisions), data manifests, package versions, git commit, machine."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return "unknown"
+
+    import torch
+
+    packages = sorted(f"{d.metadata['Name']}=={d.version}" for d in distributions())
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    sources = "".join(
+        f"<tr><td>{html.escape(m['name'])}</td><td>{html.escape(m['repo'])}</td><td><code>{m['revision']}</code></td>"
+        f"<td>{m['mode']}</td><td>{len(m['files'])}</td></tr>"
+        for m in (read_json(p) for p in manifests)
+    )
+    body = (
+        f"<p>git commit <code>{git('rev-parse', 'HEAD')}</code>{' (uncommitted changes)' if git('status', '--porcelain') else ''}; "
+        f"python {platform.python_version()} on {html.escape(platform.platform())}; GPU: {html.escape(gpu)}</p>"
+        f"<h4>Sources</h4><table class='r' id='sources-table'><tr><th>source</th><th>repo</th><th>revision</th><th>mode</th><th>files</th></tr>{sources}</table>"
+        f"<h4>Configuration</h4><pre>{html.escape(json.dumps(config, indent=2, sort_keys=True))}</pre>"
+        f"<h4>Packages</h4><pre>{html.escape(chr(10).join(packages))}</pre>"
+    )
+    with atomic_file(out) as handle:
+        handle.write(_html_page("Provenance", body))
+
+
+def cost_html(benchmarks: list[str], out: str | Path, gpus: dict[str, int]) -> None:
+    """Wall time, peak memory and GPU-hours per job, from Snakemake ``benchmark:`` files."""
+    rows, total = "", 0.0
+    for path in sorted(benchmarks):
+        with open(path) as handle:
+            record = next(csv.DictReader(handle, delimiter="\t"))
+        job = str(Path(path).with_suffix("")).split("benchmarks/", 1)[-1]
+        seconds = float(record["s"])
+        gpu_hours = gpus.get(job.split("/")[0], 0) * seconds / 3600
+        total += gpu_hours
+        rows += (f"<tr><td>{html.escape(job)}</td><td>{seconds:.1f}</td><td>{record.get('max_rss', 'NA')}</td>"
+                 f"<td>{gpu_hours:.3f}</td></tr>")  # fmt: skip
+    table = f"<table class='r' id='cost-table'><tr><th>job</th><th>wall (s)</th><th>max RSS (MB)</th><th>GPU-hours</th></tr>{rows}</table>"
+    with atomic_file(out) as handle:
+        handle.write(_html_page("Cost per job", f"{table}<p>total GPU-hours: {total:.3f}</p>"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["summary", "bright", "training", "data", "widen", "provenance", "cost"])
+    parser.add_argument("--args", required=True, help="JSON keyword arguments of the function")
+    args = parser.parse_args(argv)
+    functions = {"summary": summary_html, "bright": plot_bright, "training": plot_training, "data": plot_data,
+                 "widen": widen_html, "provenance": provenance_html, "cost": cost_html}  # fmt: skip
+    functions[args.what](**json.loads(args.args))
+
+
+if __name__ == "__main__":
+    run_cli(main)

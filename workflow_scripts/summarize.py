@@ -1,0 +1,123 @@
+"""Summary stage: per-split nDCG@10 (x100) of every evaluated model beside the card's numbers.
+
+Writes ``summary.csv`` (one row per model, 12 splits + mean), ``summary.md`` (the same table
+plus a delta row against the card and the protocol) and ``summary.json`` (all of it, for the
+report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from .common import UserError, atomic_file, read_json, run_cli, write_json
+
+__all__ = ["PUBLISHED", "summarize", "summary_rows"]
+
+logger = logging.getLogger(__name__)
+
+# BRIGHT nDCG@10 x 100 as published (see README "Published numbers").
+PUBLISHED: dict[str, dict[str, float]] = {
+    "card: Reason-mxbai-colbert-v0-32m": {
+        "biology": 32.71, "earth_science": 43.88, "economics": 18.70, "psychology": 22.62,
+        "robotics": 18.43, "stackoverflow": 16.78, "sustainable_living": 20.77, "leetcode": 17.67,
+        "pony": 20.73, "aops": 5.05, "theoremqa_questions": 8.38, "theoremqa_theorems": 2.25,
+    },
+    "published: Reason-mxbai-colbert-v0.1-32m": {
+        "biology": 33.16, "earth_science": 44.28, "economics": 20.25, "psychology": 24.91,
+        "robotics": 18.65, "stackoverflow": 16.66, "sustainable_living": 20.11, "leetcode": 17.40,
+        "pony": 22.77, "aops": 4.89, "theoremqa_questions": 9.04, "theoremqa_theorems": 3.19,
+    },
+    "published: Reason-ModernColBERT (150M)": {
+        "biology": 33.25, "earth_science": 41.02, "economics": 24.93, "psychology": 30.73,
+        "robotics": 21.12, "stackoverflow": 20.62, "sustainable_living": 20.31, "leetcode": 31.07,
+        "pony": 8.51, "aops": 9.17, "theoremqa_questions": 19.51, "theoremqa_theorems": 11.24,
+    },
+}  # fmt: skip
+CARD = "card: Reason-mxbai-colbert-v0-32m"
+
+
+def _mean(values: list[float]) -> float:
+    return round(sum(values) / len(values), 2)
+
+
+def summary_rows(scores: dict[str, dict[str, float]], splits: list[str]) -> list[dict[str, Any]]:
+    """Table rows: our models, then the published ones, then ``delta`` (last ours - card).
+
+    Examples
+    --------
+    >>> rows = summary_rows({"stage2": {"pony": 21.0}}, ["pony"])
+    >>> [(r["model"], r["pony"], r["mean"]) for r in rows][-1]
+    ('delta: stage2 - card', 0.27, 0.27)
+    """
+    rows = []
+    for model, per_split in scores.items():
+        rows.append({"model": model, "kind": "ours", **per_split, "mean": _mean([per_split[s] for s in splits])})
+    for model, per_split in PUBLISHED.items():
+        values = {s: per_split[s] for s in splits}
+        rows.append({"model": model, "kind": "published", **values, "mean": _mean(list(values.values()))})
+    if scores:
+        last = list(scores)[-1]
+        delta = {s: round(scores[last][s] - PUBLISHED[CARD][s], 2) for s in splits}
+        rows.append({"model": f"delta: {last} - card", "kind": "delta", **delta,
+                     "mean": round(_mean([scores[last][s] for s in splits]) - _mean([PUBLISHED[CARD][s] for s in splits]), 2)})  # fmt: skip
+    return rows
+
+
+def load_scores(eval_dir: str | Path, models: list[str], splits: list[str]) -> dict[str, dict[str, float]]:
+    """nDCG@10 x 100 per model and split from the mteb-format result files."""
+    scores: dict[str, dict[str, float]] = {}
+    for model in models:
+        for split in splits:
+            path = Path(eval_dir) / model / f"{split}.json"
+            result = read_json(path)
+            try:
+                entry = next(e for e in result["scores"]["standard"] if e["hf_subset"] == split)
+            except (KeyError, StopIteration) as err:
+                raise UserError(f"{path}: no scores.standard entry for {split}") from err
+            scores.setdefault(model, {})[split] = round(100 * entry["ndcg_at_10"], 2)
+    return scores
+
+
+def to_markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    head = "| " + " | ".join(columns) + " |\n|" + "|".join("---" if c == "model" else "---:" for c in columns) + "|\n"
+    return head + "".join("| " + " | ".join(f"{r[c]:.2f}" if isinstance(r[c], float) else str(r[c]) for c in columns) + " |\n" for r in rows)
+
+
+def summarize(*, eval_dir: str, models: list[str], splits: list[str], out_prefix: str, protocol: dict[str, Any]) -> list[dict[str, Any]]:
+    """Write ``<out_prefix>.{csv,md,json}``."""
+    scores = load_scores(eval_dir, models, splits)
+    rows = summary_rows(scores, splits)
+    columns = ["model", *splits, "mean"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["model", "kind", *splits, "mean"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_file(f"{out_prefix}.csv") as handle:
+        handle.write(buffer.getvalue())
+    excluded = "removed (BRIGHT protocol)" if protocol["excluded_ids_removed"] else "kept (mteb BrightRetrieval)"
+    notes = (
+        f"\nBRIGHT nDCG@10 x 100, exact MaxSim. excluded_ids: {excluded}. "
+        f"query_length {protocol['query_length']} (overrides: {json.dumps(protocol['overrides'])}), "
+        f"document_length {protocol['document_length']}. BRIGHT revision "
+        f"{protocol['bright_revision']}, base model revision {protocol['base_model_revision']}.\n"
+    )
+    with atomic_file(f"{out_prefix}.md") as handle:
+        handle.write(to_markdown(rows, columns) + notes)
+    write_json(f"{out_prefix}.json", {"rows": rows, "splits": splits, "models": models, "protocol": protocol})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--args", required=True, help="JSON keyword arguments of summarize()")
+    summarize(**json.loads(parser.parse_args(argv).args))
+
+
+if __name__ == "__main__":
+    run_cli(main)
