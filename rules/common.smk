@@ -33,6 +33,11 @@ wildcard_constraints:
     source="[A-Za-z0-9_.-]+",
 
 
+def get_code(stage):
+    """A stage's module as an input: editing it reruns that stage's jobs, and only those."""
+    return os.path.join(workflow.basedir, "workflow_scripts", f"{stage}.py")
+
+
 def get_sources():
     """Every downloadable input: the datasets, the base model and extra evaluated models."""
     sources = dict(config["sources"])

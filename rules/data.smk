@@ -32,6 +32,7 @@ rule download:
 rule build_shards:
     input:
         unpack(get_stage_manifests),
+        code=get_code("data"),
         tokenizer=BASE_MODEL,
     output:
         shards=directory(SHARDS),

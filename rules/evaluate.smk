@@ -4,6 +4,7 @@
 rule evaluate:
     input:
         model=lambda wildcards: get_model_path(wildcards.model),
+        code=get_code("evaluate"),
         bright=MANIFEST.format(source="bright"),
     output:
         json=EVAL,
@@ -21,6 +22,7 @@ rule evaluate:
 rule summarize:
     input:
         expand(EVAL, model=get_eval_models(), split=SPLITS),
+        code=get_code("summarize"),
     output:
         csv=RUN + "/summary.csv",
         md=RUN + "/summary.md",

@@ -6,6 +6,7 @@ if is_widened():
     rule widen:
         input:
             source=get_widen_source(),
+            code=get_code("model"),
         output:
             model=directory(MODEL.format(model="widened")),
             verify=report(

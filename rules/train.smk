@@ -6,6 +6,7 @@
 rule train_stage1:
     input:
         init=get_init_model("stage1"),
+        code=get_code("train"),
         shards=SHARDS.format(stage="stage1"),
     output:
         model=directory(MODEL.format(model="stage1")),
@@ -30,6 +31,7 @@ rule train_stage1:
 use rule train_stage1 as train_stage2 with:
     input:
         init=get_init_model("stage2"),
+        code=get_code("train"),
         shards=SHARDS.format(stage="stage2"),
     output:
         model=directory(MODEL.format(model="stage2")),

@@ -46,12 +46,16 @@ def _mean(values: list[float]) -> float:
     return round(sum(values) / len(values), 2)
 
 
-def summary_rows(scores: dict[str, dict[str, float]], splits: list[str]) -> list[dict[str, Any]]:
-    """Table rows: our models, then the published ones, then ``delta`` (last ours - card).
+def summary_rows(
+    scores: dict[str, dict[str, float]], splits: list[str], reference: str | None = None
+) -> list[dict[str, Any]]:
+    """Table rows: our models, then the published ones, then ``delta`` (reference - card).
+
+    ``reference`` is the model compared with the card (default: the last trained one).
 
     Examples
     --------
-    >>> rows = summary_rows({"stage2": {"pony": 21.0}}, ["pony"])
+    >>> rows = summary_rows({"stage2": {"pony": 21.0}, "base": {"pony": 9.0}}, ["pony"])
     >>> [(r["model"], r["pony"], r["mean"]) for r in rows][-1]
     ('delta: stage2 - card', 0.27, 0.27)
     """
@@ -61,8 +65,9 @@ def summary_rows(scores: dict[str, dict[str, float]], splits: list[str]) -> list
     for model, per_split in PUBLISHED.items():
         values = {s: per_split[s] for s in splits}
         rows.append({"model": model, "kind": "published", **values, "mean": _mean(list(values.values()))})
-    if scores:
-        last = list(scores)[-1]
+    trained = [m for m in ("stage2", "stage1", "widened") if m in scores]
+    last = reference or (trained[0] if trained else next(iter(scores), None))
+    if last is not None:
         delta = {s: round(scores[last][s] - PUBLISHED[CARD][s], 2) for s in splits}
         rows.append({"model": f"delta: {last} - card", "kind": "delta", **delta,
                      "mean": round(_mean([scores[last][s] for s in splits]) - _mean([PUBLISHED[CARD][s] for s in splits]), 2)})  # fmt: skip
