@@ -13,6 +13,9 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (workflow.basedir, os.environ.get("PYTHONPATH", "")) if p
 )
 
+# The conda envs' post-deploy scripts install this repository's pinned requirements.
+os.environ["REASON_COLBERT_REPO"] = workflow.basedir
+
 RUN = f"results/{config['run_name']}"
 LOGS = f"{RUN}/logs"
 BENCH = f"{RUN}/benchmarks"
@@ -20,9 +23,9 @@ TRAINED = ["widened", "stage1", "stage2"]
 SPLITS = config["evaluate"]["splits"]
 
 MANIFEST = "resources/sources/{source}.manifest.json"
-SHARDS = RUN + "/shards/{stage}"
-MODEL = RUN + "/models/{model}"
-EVAL = RUN + "/eval/{model}/{split}.json"
+SHARDS = f"{RUN}/shards/{{stage}}"
+MODEL = f"{RUN}/models/{{model}}"
+EVAL = f"{RUN}/eval/{{model}}/{{split}}.json"
 BASE_MODEL = MANIFEST.format(source="base_model")
 
 
@@ -36,6 +39,11 @@ wildcard_constraints:
 def get_code(stage):
     """A stage's module as an input: editing it reruns that stage's jobs, and only those."""
     return os.path.join(workflow.basedir, "workflow_scripts", f"{stage}.py")
+
+
+def get_launcher():
+    """One process locally; one per GPU under a multi-task Slurm allocation (see launch.sh)."""
+    return os.path.join(workflow.basedir, "workflow_scripts", "launch.sh")
 
 
 def get_sources():
@@ -226,10 +234,10 @@ def get_provenance_args(wildcards, input, output):
 
 def get_benchmarks():
     """Benchmark files of every heavy job (they are outputs of those jobs)."""
-    files = expand(BENCH + "/build_shards/{stage}.tsv", stage=["stage1", "stage2"])
-    files += expand(BENCH + "/train/{stage}.tsv", stage=["stage1", "stage2"])
-    files += expand(BENCH + "/evaluate/{model}/{split}.tsv", model=get_eval_models(), split=SPLITS)
-    return files + ([BENCH + "/widen.tsv"] if is_widened() else [])
+    files = expand(f"{BENCH}/build_shards/{{stage}}.tsv", stage=["stage1", "stage2"])
+    files += expand(f"{BENCH}/train/{{stage}}.tsv", stage=["stage1", "stage2"])
+    files += expand(f"{BENCH}/evaluate/{{model}}/{{split}}.tsv", model=get_eval_models(), split=SPLITS)
+    return files + ([f"{BENCH}/widen.tsv"] if is_widened() else [])
 
 
 def get_cost_args(wildcards, input, output):

@@ -8,6 +8,8 @@ if "demo" in config:
             directory(config["demo"]["assets_dir"]),
         params:
             args=json.dumps({k: v for k, v in config["demo"].items() if k != "assets_dir"}),
+        conda:
+            "../envs/data.yaml"
         log:
             "resources/logs/demo_assets.log",
         shell:
@@ -21,6 +23,8 @@ rule download:
         manifest=MANIFEST,
     params:
         source=get_source_args,
+    conda:
+        "../envs/data.yaml"
     log:
         "resources/logs/download/{source}.log",
     benchmark:
@@ -37,7 +41,7 @@ rule build_shards:
     output:
         shards=directory(SHARDS),
         stats=report(
-            RUN + "/shards/{stage}.stats.json",
+            f"{RUN}/shards/{{stage}}.stats.json",
             caption="../report/data_stats.rst",
             category="2. Data",
             labels={"stage": "{stage}", "what": "statistics (JSON)"},
@@ -45,9 +49,11 @@ rule build_shards:
     params:
         args=get_shard_args,
     threads: 2
+    conda:
+        "../envs/data.yaml"
     log:
-        LOGS + "/build_shards/{stage}.log",
+        f"{LOGS}/build_shards/{{stage}}.log",
     benchmark:
-        BENCH + "/build_shards/{stage}.tsv"
+        f"{BENCH}/build_shards/{{stage}}.tsv"
     shell:
         "python -m workflow_scripts.data build-shards --args {params.args:q} > {log} 2>&1"

@@ -8,13 +8,15 @@ rule evaluate:
         bright=MANIFEST.format(source="bright"),
     output:
         json=EVAL,
-        run=RUN + "/eval/{model}/{split}.run.trec",
+        run=f"{RUN}/eval/{{model}}/{{split}}.run.trec",
     params:
         args=get_eval_args,
+    conda:
+        "../envs/evaluate.yaml"
     log:
-        LOGS + "/evaluate/{model}/{split}.log",
+        f"{LOGS}/evaluate/{{model}}/{{split}}.log",
     benchmark:
-        BENCH + "/evaluate/{model}/{split}.tsv"
+        f"{BENCH}/evaluate/{{model}}/{{split}}.tsv"
     shell:
         "python -m workflow_scripts.evaluate split --args {params.args:q} > {log} 2>&1"
 
@@ -24,12 +26,14 @@ rule summarize:
         expand(EVAL, model=get_eval_models(), split=SPLITS),
         code=get_code("summarize"),
     output:
-        csv=RUN + "/summary.csv",
-        md=RUN + "/summary.md",
-        json=RUN + "/summary.json",
+        csv=f"{RUN}/summary.csv",
+        md=f"{RUN}/summary.md",
+        json=f"{RUN}/summary.json",
     params:
         args=get_summary_args,
+    conda:
+        "../envs/evaluate.yaml"
     log:
-        LOGS + "/summarize.log",
+        f"{LOGS}/summarize.log",
     shell:
         "python -m workflow_scripts.summarize --args {params.args:q} > {log} 2>&1"

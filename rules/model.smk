@@ -10,17 +10,19 @@ if is_widened():
         output:
             model=directory(MODEL.format(model="widened")),
             verify=report(
-                RUN + "/models/widened.verify.json",
+                f"{RUN}/models/widened.verify.json",
                 caption="../report/widen.rst",
                 category="3. Model",
                 labels={"what": "widening verification (JSON)"},
             ),
         params:
             args=get_widen_args(),
+        conda:
+            "../envs/model.yaml"
         log:
-            LOGS + "/widen.log",
+            f"{LOGS}/widen.log",
         benchmark:
-            BENCH + "/widen.tsv"
+            f"{BENCH}/widen.tsv"
         shell:
             "python -m workflow_scripts.model widen --source {input.source} --out {output.model}"
             " --verify {output.verify} --args {params.args:q} > {log} 2>&1"

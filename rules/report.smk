@@ -1,6 +1,6 @@
 # Report assets: figures and tables that `snakemake --report report.html` embeds.
 # Each is a cheap job, so changing a caption (report/*.rst) reruns nothing at all.
-REPORT = RUN + "/report"
+REPORT = f"{RUN}/report"
 
 
 localrules:
@@ -15,65 +15,75 @@ localrules:
 
 rule report_summary:
     input:
-        RUN + "/summary.json",
+        f"{RUN}/summary.json",
     output:
-        report(REPORT + "/summary.html", caption="../report/summary.rst", category="1. Results", labels={"figure": "summary table"}),
+        report(f"{REPORT}/summary.html", caption="../report/summary.rst", category="1. Results", labels={"figure": "summary table"}),
     params:
         args=lambda wildcards, input, output: json.dumps({"summary_json": input[0], "out": output[0]}),
+    conda:
+        "../envs/report.yaml"
     log:
-        LOGS + "/report/summary.log",
+        f"{LOGS}/report/summary.log",
     shell:
         "python -m workflow_scripts.report summary --args {params.args:q} > {log} 2>&1"
 
 
 rule report_bright:
     input:
-        RUN + "/summary.json",
+        f"{RUN}/summary.json",
     output:
-        report(REPORT + "/bright_ndcg10.png", caption="../report/bright.rst", category="1. Results", labels={"figure": "nDCG@10 per split"}),
+        report(f"{REPORT}/bright_ndcg10.png", caption="../report/bright.rst", category="1. Results", labels={"figure": "nDCG@10 per split"}),
     params:
         args=lambda wildcards, input, output: json.dumps({"summary_json": input[0], "out": output[0]}),
+    conda:
+        "../envs/report.yaml"
     log:
-        LOGS + "/report/bright.log",
+        f"{LOGS}/report/bright.log",
     shell:
         "python -m workflow_scripts.report bright --args {params.args:q} > {log} 2>&1"
 
 
 rule report_training:
     input:
-        expand(RUN + "/train/{stage}.metrics.jsonl", stage=["stage1", "stage2"]),
+        expand(f"{RUN}/train/{{stage}}.metrics.jsonl", stage=["stage1", "stage2"]),
     output:
-        report(REPORT + "/training_curves.png", caption="../report/training.rst", category="4. Training", labels={"figure": "training curves"}),
+        report(f"{REPORT}/training_curves.png", caption="../report/training.rst", category="4. Training", labels={"figure": "training curves"}),
     params:
         args=lambda wildcards, input, output: json.dumps({"metrics": dict(zip(["stage1", "stage2"], input)), "out": output[0]}),
+    conda:
+        "../envs/report.yaml"
     log:
-        LOGS + "/report/training.log",
+        f"{LOGS}/report/training.log",
     shell:
         "python -m workflow_scripts.report training --args {params.args:q} > {log} 2>&1"
 
 
 rule report_data:
     input:
-        expand(RUN + "/shards/{stage}.stats.json", stage=["stage1", "stage2"]),
+        expand(f"{RUN}/shards/{{stage}}.stats.json", stage=["stage1", "stage2"]),
     output:
-        report(REPORT + "/data_stats.png", caption="../report/data.rst", category="2. Data", labels={"figure": "training data"}),
+        report(f"{REPORT}/data_stats.png", caption="../report/data.rst", category="2. Data", labels={"figure": "training data"}),
     params:
         args=lambda wildcards, input, output: json.dumps({"stats": dict(zip(["stage1", "stage2"], input)), "out": output[0]}),
+    conda:
+        "../envs/report.yaml"
     log:
-        LOGS + "/report/data.log",
+        f"{LOGS}/report/data.log",
     shell:
         "python -m workflow_scripts.report data --args {params.args:q} > {log} 2>&1"
 
 
 rule report_widen:
     input:
-        RUN + "/models/widened.verify.json",
+        f"{RUN}/models/widened.verify.json",
     output:
-        report(REPORT + "/widen.html", caption="../report/widen.rst", category="3. Model", labels={"figure": "widening verification"}),
+        report(f"{REPORT}/widen.html", caption="../report/widen.rst", category="3. Model", labels={"figure": "widening verification"}),
     params:
         args=lambda wildcards, input, output: json.dumps({"verify_json": input[0], "out": output[0]}),
+    conda:
+        "../envs/report.yaml"
     log:
-        LOGS + "/report/widen.log",
+        f"{LOGS}/report/widen.log",
     shell:
         "python -m workflow_scripts.report widen --args {params.args:q} > {log} 2>&1"
 
@@ -82,11 +92,13 @@ rule report_provenance:
     input:
         manifests=expand(MANIFEST, source=get_used_sources()),
     output:
-        report(REPORT + "/provenance.html", caption="../report/provenance.rst", category="5. Provenance", labels={"figure": "provenance"}),
+        report(f"{REPORT}/provenance.html", caption="../report/provenance.rst", category="5. Provenance", labels={"figure": "provenance"}),
     params:
         args=get_provenance_args,
+    conda:
+        "../envs/report.yaml"
     log:
-        LOGS + "/report/provenance.log",
+        f"{LOGS}/report/provenance.log",
     shell:
         "python -m workflow_scripts.report provenance --args {params.args:q} > {log} 2>&1"
 
@@ -95,10 +107,12 @@ rule report_cost:
     input:
         get_benchmarks(),
     output:
-        report(REPORT + "/cost.html", caption="../report/cost.rst", category="5. Provenance", labels={"figure": "cost per job"}),
+        report(f"{REPORT}/cost.html", caption="../report/cost.rst", category="5. Provenance", labels={"figure": "cost per job"}),
     params:
         args=get_cost_args,
+    conda:
+        "../envs/report.yaml"
     log:
-        LOGS + "/report/cost.log",
+        f"{LOGS}/report/cost.log",
     shell:
         "python -m workflow_scripts.report cost --args {params.args:q} > {log} 2>&1"

@@ -11,20 +11,22 @@ rule train_stage1:
     output:
         model=directory(MODEL.format(model="stage1")),
         metrics=report(
-            RUN + "/train/stage1.metrics.jsonl",
+            f"{RUN}/train/stage1.metrics.jsonl",
             caption="../report/train_metrics.rst",
             category="4. Training",
             labels={"stage": "stage1", "what": "per-step metrics (JSONL)"},
         ),
-        meta=RUN + "/train/stage1.meta.json",
+        meta=f"{RUN}/train/stage1.meta.json",
     params:
         args=get_train_args,
+    conda:
+        "../envs/train.yaml"
     log:
-        LOGS + "/train/stage1.log",
+        f"{LOGS}/train/stage1.log",
     benchmark:
-        BENCH + "/train/stage1.tsv"
+        f"{BENCH}/train/stage1.tsv"
     shell:
-        "bash {workflow.basedir}/workflow_scripts/launch.sh"
+        "bash {params.launcher}"
         " python -m workflow_scripts.train --args {params.args:q} > {log} 2>&1"
 
 
@@ -36,13 +38,13 @@ use rule train_stage1 as train_stage2 with:
     output:
         model=directory(MODEL.format(model="stage2")),
         metrics=report(
-            RUN + "/train/stage2.metrics.jsonl",
+            f"{RUN}/train/stage2.metrics.jsonl",
             caption="../report/train_metrics.rst",
             category="4. Training",
             labels={"stage": "stage2", "what": "per-step metrics (JSONL)"},
         ),
-        meta=RUN + "/train/stage2.meta.json",
+        meta=f"{RUN}/train/stage2.meta.json",
     log:
-        LOGS + "/train/stage2.log",
+        f"{LOGS}/train/stage2.log",
     benchmark:
-        BENCH + "/train/stage2.tsv"
+        f"{BENCH}/train/stage2.tsv"

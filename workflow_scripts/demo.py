@@ -248,13 +248,7 @@ def make_assets(
     train_rows: int = 240,
     seed: int = 0,
 ) -> Path:
-    """Create all demo assets under ``out_dir`` (atomically; same bytes for the same seed).
-
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> root = make_assets(pathlib.Path(tempfile.mkdtemp()) / "demo", 2, 8, 12)  # doctest: +SKIP
-    """
+    """Create all demo assets under ``out_dir`` (atomically; same bytes for the same seed)."""
     rng = random.Random(seed)
     splits = {s: _make_split(rng, s, queries_per_split, documents_per_split) for s in SPLITS}
     with atomic_dir(out_dir) as tmp:

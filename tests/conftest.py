@@ -1,0 +1,80 @@
+"""Shared fixtures: offline HF, the demo assets, and one end-to-end demo run per session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = str(Path(sys.executable).parent)
+
+# Local loads stall on network retries without these; rules inherit them.
+os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+os.environ["PATH"] = VENV_BIN + os.pathsep + os.environ["PATH"]
+os.environ["PYTHONPATH"] = str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
+
+
+def snakemake(*args: str, cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real snakemake CLI on this repo's Snakefile in ``cwd`` (no user profiles)."""
+    cmd = [os.path.join(VENV_BIN, "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(cwd),
+           "--profile", "none", "--workflow-profile", "none", *args]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Parse the 'Job stats' table that `snakemake -n --quiet rules` prints."""
+    counts: dict[str, int] = {}
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Job stats"))
+    for line in lines[start + 3 :]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+@pytest.fixture(scope="session")
+def demo_assets(tmp_path_factory) -> Path:
+    """Small demo assets (the real generator, fewer rows), shared by the unit tests."""
+    from workflow_scripts.demo import make_assets
+
+    return make_assets(tmp_path_factory.mktemp("assets") / "demo", queries_per_split=6,
+                       documents_per_split=24, train_rows=96)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """The whole demo workflow, run once in a fresh directory (local executor, 2 cores)."""
+    workdir = tmp_path_factory.mktemp("demo_run")
+    snakemake("--configfile", str(REPO / "demo" / "config.yaml"), "--cores", "2", cwd=workdir)
+    snakemake("--configfile", str(REPO / "demo" / "config.yaml"), "--report", "report.html", cwd=workdir)
+    return workdir
+
+
+@pytest.fixture()
+def manifests(demo_assets, tmp_path) -> dict[str, str]:
+    """Download manifests of the demo mirrors (local mode)."""
+    from workflow_scripts.data import fetch_source
+
+    out = {}
+    for name, sub, kind in [("reasonir", "reasonir-data", "dataset"), ("bge_reasoner", "bge-reasoner-data", "dataset"),
+                            ("bright", "BRIGHT", "dataset"), ("base_model", "base-model", "model")]:  # fmt: skip
+        path = tmp_path / f"{name}.manifest.json"
+        fetch_source(name=name, repo=f"org/{name}", revision="a" * 40, repo_type=kind,
+                     local=str(demo_assets / sub), cache_dir=tmp_path / "hub", manifest=path)  # fmt: skip
+        out[name] = str(path)
+    return out
+
+
+def copy_tree(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst

@@ -1,0 +1,124 @@
+"""Evaluation: exact MaxSim equals PyLate's rank.rerank, BRIGHT protocol, metrics by hand."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import pytrec_eval
+import torch
+
+from workflow_scripts.data import load_bright_documents, load_bright_examples
+from workflow_scripts.evaluate import TopK, evaluate_split, maxsim_scores, read_run, score_run
+from workflow_scripts.model import load_colbert
+
+TEMPLATE = "Given a {domain} post, retrieve relevant passages that help answer the post.\nQuery: {query}"
+
+
+def run_split(demo_assets, manifests, tmp_path, split="biology", **overrides):
+    kwargs = dict(model_path=str(demo_assets / "base-model"), model_name="base", bright_manifest=manifests["bright"],
+                  split=split, out_json=str(tmp_path / "r.json"), run_file=str(tmp_path / "r.trec"),
+                  query_template=TEMPLATE, domain="Biology", query_length=32, document_length=48, exclude_ids=True,
+                  top_k=1000, chunk_size=7, encode_batch_size=8)  # fmt: skip
+    kwargs.update(overrides)
+    return evaluate_split(**kwargs)
+
+
+def test_ndcg_equals_pylate_rerank_plus_pytrec_eval(demo_assets, manifests, tmp_path):
+    result = run_split(demo_assets, manifests, tmp_path, exclude_ids=False)
+    root = demo_assets / "BRIGHT"
+    examples = load_bright_examples(root, "biology")
+    ids, texts = zip(*load_bright_documents(root, "biology"))
+    from pylate import rank
+
+    model = load_colbert(demo_assets / "base-model", query_length=32, document_length=48)
+    queries = [TEMPLATE.format(domain="Biology", query=e["query"]) for e in examples]
+    q = model.encode(queries, is_query=True)
+    d = model.encode(list(texts), is_query=False)
+    reranked = rank.rerank(documents_ids=[list(ids)] * len(q), queries_embeddings=q, documents_embeddings=[d] * len(q))
+    run = {e["id"]: {r["id"]: r["score"] for r in res} for e, res in zip(examples, reranked)}
+    qrels = {e["id"]: {g: 1 for g in e["gold_ids"]} for e in examples}
+    per_query = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"}).evaluate(run)
+    expected = sum(v["ndcg_cut_10"] for v in per_query.values()) / len(per_query)
+    assert abs(result["scores"]["standard"][0]["ndcg_at_10"] - expected) < 1e-6
+    ours = read_run(tmp_path / "r.trec")
+    for qid, docs in run.items():  # same scores, document by document
+        for doc_id, score in docs.items():
+            assert abs(ours[qid][doc_id] - score) < 1e-4
+
+
+def test_excluded_ids_never_ranked(demo_assets, manifests, tmp_path):
+    result = run_split(demo_assets, manifests, tmp_path)
+    excluded = {e["id"]: set(e["excluded_ids"]) - {"N/A"} for e in load_bright_examples(demo_assets / "BRIGHT", "biology")}
+    assert any(excluded.values())
+    run = read_run(tmp_path / "r.trec")
+    for qid, docs in run.items():
+        assert not excluded[qid] & set(docs)
+    assert result["protocol"]["excluded_ids_removed"] is True
+    kept = run_split(demo_assets, manifests, tmp_path / "k", exclude_ids=False, out_json=str(tmp_path / "k.json"),
+                     run_file=str(tmp_path / "k.trec"))  # fmt: skip
+    assert any(excluded[q] & set(d) for q, d in read_run(tmp_path / "k.trec").items())
+    assert kept["protocol"]["excluded_ids_removed"] is False
+
+
+def test_mteb_result_layout(demo_assets, manifests, tmp_path):
+    run_split(demo_assets, manifests, tmp_path, split="pony", domain="Pony", query_length=16)
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["task_name"] == "BrightRetrieval" and result["dataset_revision"] == "a" * 40
+    entry = result["scores"]["standard"][0]
+    assert entry["hf_subset"] == "pony" and entry["main_score"] == entry["ndcg_at_10"]
+    assert {"ndcg_at_100", "recall_at_100", "mrr_at_10"} <= set(entry)
+    assert result["protocol"]["query_length"] == 16
+
+
+def test_chunking_does_not_change_the_ranking(demo_assets, manifests, tmp_path):
+    run_split(demo_assets, manifests, tmp_path / "a", chunk_size=5, out_json=str(tmp_path / "a.json"), run_file=str(tmp_path / "a.trec"))
+    run_split(demo_assets, manifests, tmp_path / "b", chunk_size=1000, out_json=str(tmp_path / "b.json"), run_file=str(tmp_path / "b.trec"))
+    a, b = read_run(tmp_path / "a.trec"), read_run(tmp_path / "b.trec")
+    assert a.keys() == b.keys()
+    for q in a:
+        assert a[q] == pytest.approx(b[q], abs=1e-5)
+
+
+def test_maxsim_by_hand_and_blocked():
+    q = [torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[0.6, 0.8]])]
+    d = [torch.tensor([[1.0, 0.0]]), torch.tensor([[0.6, 0.8], [-1.0, 0.0]]), torch.tensor([[0.0, -1.0]])]
+    expected = torch.tensor([[1.0 + 0.0, 0.6 + 0.8, 0.0 + -1.0], [0.6, 1.0, -0.8]])
+    assert torch.allclose(maxsim_scores(q, d), expected)
+    assert torch.allclose(maxsim_scores(q, d, budget=1), expected)  # one document per block
+
+
+def test_running_topk_matches_a_full_sort():
+    scores = torch.randn(3, 50)
+    top = TopK(3, 7)
+    for start in range(0, 50, 9):
+        top.update(scores[:, start : start + 9], offset=start)
+    full = torch.topk(scores, 7, dim=1)
+    assert torch.equal(top.index, full.indices) and torch.equal(top.scores, full.values)
+
+
+def test_toy_metrics_by_hand():
+    qrels = {"q1": {"a": 1, "c": 1}, "q2": {"z": 1}}
+    run = {"q1": {"a": 3.0, "b": 2.0, "c": 1.0}, "q2": {"x": 1.0}}
+    res = score_run(qrels, run)
+    dcg = 1 + 1 / math.log2(4)
+    idcg = 1 + 1 / math.log2(3)
+    assert res["per_query"]["q1"]["ndcg_at_10"] == pytest.approx(dcg / idcg)
+    assert res["per_query"]["q2"]["ndcg_at_10"] == 0.0
+    assert res["per_query"]["q1"]["mrr_at_10"] == 1.0
+    assert res["per_query"]["q1"]["recall_at_100"] == 1.0
+    assert res["mean"]["ndcg_at_10"] == pytest.approx(dcg / idcg / 2)
+
+
+def test_score_run_cli_breaks_ties_like_trec_eval(tmp_path):
+    # equal scores: trec_eval ranks the higher document id first, so "b" is at rank 1
+    (tmp_path / "qrels").write_text("q1 0 a 1\n")
+    (tmp_path / "run").write_text("q1 Q0 a 1 1.0 t\nq1 Q0 b 2 1.0 t\n")
+    out = subprocess.run([sys.executable, "-m", "workflow_scripts.evaluate", "score-run", "--qrels",
+                          str(tmp_path / "qrels"), "--run", str(tmp_path / "run")], capture_output=True, text=True, check=True)  # fmt: skip
+    res = json.loads(out.stdout)
+    assert res["per_query"]["q1"]["ndcg_at_10"] == pytest.approx(1 / math.log2(3))
+    assert res["mean"]["mrr_at_10"] == 0.5

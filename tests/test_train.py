@@ -1,0 +1,60 @@
+"""Training: real PyLate CachedContrastive steps on the demo shards."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from workflow_scripts.common import UserError
+from workflow_scripts.data import build_shards
+from workflow_scripts.demo import SPLITS
+from workflow_scripts.train import per_device_batch_size, train_stage
+
+
+@pytest.fixture()
+def stage1_shards(manifests, tmp_path):
+    build_shards(stage="stage1", stage_sources=[{"source": "reasonir", "config": "vl"}], manifests=manifests,
+                 out_dir=tmp_path / "shards", stats_path=tmp_path / "stats.json", splits=SPLITS,
+                 positives_per_query=1, negatives_per_query=2, min_text_chars=10, max_unresolved_rate=0.1,
+                 rows_per_shard=64, shuffle_buckets=2, seed=0)  # fmt: skip
+    return tmp_path / "shards"
+
+
+def train_kwargs(tmp_path, init, shards, **overrides):
+    kwargs = dict(stage="stage1", init_model=str(init), shards=str(shards), out_dir=str(tmp_path / "model"),
+                  checkpoint_dir=str(tmp_path / "ckpt"), metrics_path=str(tmp_path / "m.jsonl"),
+                  meta_path=str(tmp_path / "meta.json"), learning_rate=2e-3, global_batch_size=16,
+                  gradient_accumulation_steps=1, mini_batch_size=8, query_length=32, document_length=48,
+                  temperature=1.0, gather_across_devices=True, max_grad_norm=100.0, warmup_ratio=0.0,
+                  epochs=2, bf16="auto", save_steps=4, save_total_limit=2, logging_steps=1,
+                  dataloader_num_workers=0, seed=0)  # fmt: skip
+    kwargs.update(overrides)
+    return kwargs
+
+
+def test_a_few_steps_lower_the_loss(demo_assets, stage1_shards, tmp_path):
+    meta = train_stage(**train_kwargs(tmp_path, demo_assets / "base-model", stage1_shards))
+    losses = [json.loads(line)["loss"] for line in open(tmp_path / "m.jsonl")]
+    assert len(losses) == meta["steps"] >= 10
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+    assert (tmp_path / "model/modules.json").exists()
+    config = json.loads((tmp_path / "model/config_sentence_transformers.json").read_text())
+    assert config["query_length"] == 32 and config["document_length"] == 48
+    assert config["query_prefix"] == "[Q] " and config["document_prefix"] == "[D] "
+
+
+def test_batch_arithmetic_is_refused_with_one_line(demo_assets, stage1_shards, tmp_path):
+    with pytest.raises(UserError, match="not divisible"):
+        per_device_batch_size(2048, 3, 1)
+    args = train_kwargs(tmp_path, demo_assets / "base-model", stage1_shards, global_batch_size=10,
+                        gradient_accumulation_steps=4)  # fmt: skip
+    proc = subprocess.run([sys.executable, "-m", "workflow_scripts.train", "--args", json.dumps(args)],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: train.global_batch_size=10 is not divisible by world size 1 x gradient_accumulation_steps 4"
+    ]
+    assert not (tmp_path / "model").exists()

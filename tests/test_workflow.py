@@ -1,0 +1,71 @@
+"""The DAG (dry runs of both configs) and the whole demo, end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from conftest import REPO, job_counts, snakemake
+
+SPLITS = ["biology", "earth_science", "economics", "psychology", "robotics", "stackoverflow",
+          "sustainable_living", "leetcode", "pony", "aops", "theoremqa_questions", "theoremqa_theorems"]  # fmt: skip
+STAGES = ["download", "build_shards", "widen", "train_stage1", "train_stage2", "evaluate", "summarize"]
+
+
+@pytest.mark.parametrize(
+    ("configfile", "downloads", "models"),
+    [("config.yaml", 4, 4), ("demo/config.yaml", 4, 4)],
+)
+def test_dry_run_builds_the_full_dag(tmp_path, configfile, downloads, models):
+    out = snakemake("-n", "--quiet", "rules", "--configfile", str(REPO / configfile), cwd=tmp_path).stdout
+    counts = job_counts(out)
+    for rule in STAGES:
+        assert rule in counts, f"{rule} missing from the DAG: {counts}"
+    assert counts["evaluate"] == 12 * models  # widened, stage1, stage2 + base from evaluate_models
+    assert counts["download"] == downloads
+    assert counts["build_shards"] == 2
+    assert ("demo_assets" in counts) == (configfile != "config.yaml")
+
+
+def test_dry_run_rejects_a_bad_config(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("evaluate:\n  splits: [biology, atlantis]\n")
+    proc = snakemake("-n", "--configfile", str(bad), cwd=tmp_path, check=False)
+    assert proc.returncode != 0
+    assert "atlantis" in proc.stderr + proc.stdout
+
+
+@pytest.mark.e2e
+def test_demo_summary_has_every_model_and_split(demo_run):
+    rows = list(csv.DictReader(open(demo_run / "results/demo/summary.csv")))
+    ours = {r["model"]: r for r in rows if r["kind"] == "ours"}
+    assert list(ours) == ["widened", "stage1", "stage2", "base"]
+    assert list(rows[0]) == ["model", "kind", *SPLITS, "mean"]
+    assert {r["kind"] for r in rows} == {"ours", "published", "delta"}
+    for row in ours.values():
+        values = [float(row[s]) for s in SPLITS]
+        assert abs(sum(values) / 12 - float(row["mean"])) < 0.01
+    assert float(ours["stage2"]["mean"]) > float(ours["base"]["mean"])  # training bought something
+
+
+@pytest.mark.e2e
+def test_demo_outputs_are_real(demo_run):
+    run = demo_run / "results/demo"
+    meta = json.loads((run / "train/stage2.meta.json").read_text())
+    assert meta["init_model"].endswith("models/stage1")  # stage 2 continues stage 1
+    assert meta["steps"] > 0 and meta["world_size"] == 1
+    verify = json.loads((run / "models/widened.verify.json").read_text())
+    assert verify["new_dim"] == 128 and all(verify["checks"].values())
+    result = json.loads((run / "eval/stage2/pony.json").read_text())
+    assert result["task_name"] == "BrightRetrieval" and result["protocol"]["query_length"] == 24
+    assert result["scores"]["standard"][0]["hf_subset"] == "pony"
+    assert len(list((run / "shards/stage2").glob("part-*.parquet"))) > 1
+    html = (demo_run / "report.html").read_text()
+    assert "summary.html" in html and "training_curves.png" in html
+
+
+@pytest.mark.e2e
+def test_demo_rerun_schedules_nothing(demo_run):
+    out = snakemake("-n", "--configfile", str(REPO / "demo/config.yaml"), cwd=demo_run).stdout
+    assert "Nothing to be done" in out
