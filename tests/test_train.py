@@ -24,6 +24,7 @@ def stage1_shards(manifests, tmp_path):
 
 
 def train_kwargs(tmp_path, init, shards, **overrides):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     kwargs = dict(stage="stage1", init_model=str(init), shards=str(shards), out_dir=str(tmp_path / "model"),
                   checkpoint_dir=str(tmp_path / "ckpt"), metrics_path=str(tmp_path / "m.jsonl"),
                   meta_path=str(tmp_path / "meta.json"), learning_rate=2e-3, global_batch_size=16,
@@ -58,3 +59,47 @@ def test_batch_arithmetic_is_refused_with_one_line(demo_assets, stage1_shards, t
         "error: train.global_batch_size=10 is not divisible by world size 1 x gradient_accumulation_steps 4"
     ]
     assert not (tmp_path / "model").exists()
+
+
+def test_resume_after_sigkill_gives_the_same_weights(demo_assets, stage1_shards, tmp_path):
+    """Kill a training run with SIGKILL after a checkpoint, rerun it: same final weights."""
+    import os
+    import signal
+    import time
+
+    import torch
+    from safetensors.torch import load_file
+
+    init = demo_assets / "base-model"
+    whole = train_kwargs(tmp_path / "whole", init, stage1_shards, save_steps=3)
+    train_stage(**whole)
+    killed = train_kwargs(tmp_path / "killed", init, stage1_shards, save_steps=3)
+    cmd = [sys.executable, "-m", "workflow_scripts.train", "--args", json.dumps(killed)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    ckpt_root = tmp_path / "killed/ckpt"
+    while time.time() < deadline and not list(ckpt_root.glob("*/checkpoint-6/trainer_state.json")):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed/model").exists()  # nothing half-written is taken as done
+    meta = train_stage(**killed)  # the rerun
+    assert meta["resumed_from"] and int(meta["resumed_from"].rsplit("-", 1)[1]) >= 6
+    for part in ("model.safetensors", "3_Dense/model.safetensors"):
+        a = load_file(tmp_path / "whole/model" / part)
+        b = load_file(tmp_path / "killed/model" / part)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), f"{part}:{key} differs after resume"
+    steps = [json.loads(line)["step"] for line in open(tmp_path / "killed/m.jsonl")]
+    assert steps == list(range(1, meta["steps"] + 1))  # the curve has each step once
+
+
+def test_a_changed_recipe_does_not_resume_old_checkpoints(demo_assets, stage1_shards, tmp_path):
+    from workflow_scripts.train import run_fingerprint
+
+    a = run_fingerprint({"learning_rate": 1e-5}, [demo_assets / "base-model", stage1_shards])
+    b = run_fingerprint({"learning_rate": 5e-6}, [demo_assets / "base-model", stage1_shards])
+    assert a != b
+    (stage1_shards / "part-00000.parquet").touch()  # rebuilt shards
+    assert run_fingerprint({"learning_rate": 1e-5}, [demo_assets / "base-model", stage1_shards]) != a

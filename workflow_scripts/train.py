@@ -14,10 +14,12 @@ deletes a failed job's outputs, but a rerun must find the last checkpoint and re
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import math
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -25,14 +27,15 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from .common import UserError, atomic_dir, run_cli, write_json
-from .model import load_colbert
+from .common import UserError, atomic_dir, atomic_file, run_cli, write_json
+from .model import load_colbert, model_dir
 
 __all__ = ["per_device_batch_size", "shard_files", "train_stage", "world_info"]
 
 logger = logging.getLogger(__name__)
 
 COLUMNS = ["query", "positive", "negative"]  # collator order: anchor, positive, negative
+OUTPUT_ARGS = ("out_dir", "checkpoint_dir", "metrics_path", "meta_path")
 
 
 def world_info() -> dict[str, Any]:
@@ -79,6 +82,51 @@ def shard_files(shards: str | Path) -> list[str]:
         if missing:
             raise UserError(f"{path}: parquet shard is missing column(s) {missing}")
     return files
+
+
+def run_fingerprint(args: dict[str, Any], paths: list[str | Path]) -> str:
+    """Names this exact run: training arguments plus identity (name, size, mtime) of inputs.
+
+    Checkpoints live under it, so a rerun with another lr, another init model or rebuilt
+    shards starts fresh instead of resuming a run that was about something else.
+
+    Examples
+    --------
+    >>> run_fingerprint({"lr": 1e-5}, []) == run_fingerprint({"lr": 1e-5}, [])
+    True
+    >>> run_fingerprint({"lr": 1e-5}, []) == run_fingerprint({"lr": 5e-6}, [])
+    False
+    """
+    files = []
+    for path in paths:
+        path = Path(path)
+        for f in sorted(path.rglob("*") if path.is_dir() else [path]):
+            if f.is_file() and ".cache" not in f.parts:
+                stat = f.stat()
+                files.append((str(f.relative_to(path)) if path.is_dir() else f.name, stat.st_size, stat.st_mtime_ns))
+    blob = json.dumps({"args": args, "files": files}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def last_checkpoint(folder: Path, *, cleanup: bool) -> str | None:
+    """The newest *complete* Trainer checkpoint (a kill can interrupt a save mid-way).
+
+    A checkpoint is complete when its ``trainer_state.json`` (written last) parses and names
+    its own step; incomplete ones are removed when ``cleanup`` (rank 0).
+    """
+    def step(path: Path) -> int:
+        return int(path.name.split("-")[-1])
+
+    for ckpt in sorted(folder.glob("checkpoint-*[0-9]"), key=step, reverse=True):
+        try:
+            if json.loads((ckpt / "trainer_state.json").read_text())["global_step"] == step(ckpt):
+                return str(ckpt)
+        except (OSError, ValueError, KeyError):
+            pass
+        logger.warning("ignoring incomplete checkpoint %s", ckpt)
+        if cleanup:
+            shutil.rmtree(ckpt, ignore_errors=True)
+    return None
 
 
 def load_triples(files: list[str], cache_dir: Path):
@@ -152,15 +200,16 @@ def train_stage(
     trust_remote_code: bool = False,
 ) -> dict[str, Any]:
     """Train one curriculum stage from ``init_model`` on ``shards``; resume if checkpoints exist."""
+    recipe = {k: v for k, v in locals().items() if k not in OUTPUT_ARGS}  # what defines the run
     import torch
     from pylate import losses, utils
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from transformers.trainer_utils import get_last_checkpoint
 
     world = world_info()
     per_device = per_device_batch_size(global_batch_size, world["world_size"], gradient_accumulation_steps)
     files = shard_files(shards)
-    checkpoint_dir = Path(checkpoint_dir)
+    recipe["world_size"] = world["world_size"]
+    checkpoint_dir = Path(checkpoint_dir) / run_fingerprint(recipe, [model_dir(init_model), shards])
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     model = load_colbert(init_model, query_length=query_length, document_length=document_length,
                          trust_remote_code=trust_remote_code,
@@ -179,10 +228,9 @@ def train_stage(
         use_cpu=not torch.cuda.is_available(),
         ddp_backend="gloo" if world["world_size"] > 1 and not torch.cuda.is_available() else None,
     )  # fmt: skip
-    resume = get_last_checkpoint(str(checkpoint_dir))
+    resume = last_checkpoint(checkpoint_dir, cleanup=world["rank"] == 0)
     metrics_path = Path(metrics_path)
-    if resume is None and metrics_path.exists():
-        metrics_path.unlink()  # a fresh start owns the curve; a resume appends to it
+    _truncate_metrics(metrics_path, resume)
     trainer = SentenceTransformerTrainer(
         model=model, args=args, train_dataset=dataset, loss=loss,
         data_collator=utils.ColBERTCollator(model.tokenize),
@@ -210,6 +258,7 @@ def train_stage(
         "world_size": world["world_size"],
         "ranks": ranks,
         "resumed_from": resume,
+        "checkpoint_dir": str(checkpoint_dir),
         "wall_clock_s": wall,
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "device_count": devices,
@@ -221,7 +270,21 @@ def train_stage(
         "steps_per_epoch": math.ceil(len(dataset) / global_batch_size),
     }
     write_json(meta_path, meta)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)  # done: the final model is the output
     return meta
+
+
+def _truncate_metrics(path: Path, resume: str | None) -> None:
+    """A fresh start owns the curve; a resume keeps the steps up to its checkpoint, then appends."""
+    if not path.exists():
+        return
+    if resume is None:
+        path.unlink()
+        return
+    step = int(resume.rsplit("-", 1)[1])
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    with atomic_file(path) as handle:
+        handle.write("".join(line + "\n" for line in kept))
 
 
 def _gather_world(world: dict[str, Any]) -> list[dict[str, Any]]:
