@@ -19,6 +19,7 @@ rule train_stage1:
         meta=f"{RUN}/train/stage1.meta.json",
     params:
         args=get_train_args,
+        launcher=get_launcher(),
     conda:
         "../envs/train.yaml"
     log:
