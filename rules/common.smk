@@ -41,6 +41,31 @@ def get_code(stage):
     return os.path.join(workflow.basedir, "workflow_scripts", f"{stage}.py")
 
 
+def get_train_resources():
+    """Slurm shape of a training job, from config.yaml `train` (which also fixes the batch).
+
+    One task per GPU: `tasks_per_node` = GPUs per node with `mpi: srun`, so the rule's shell
+    runs once on the first node and launch.sh starts the tasks (see the slurm plugin docs).
+    """
+    t = config["train"]
+    nodes, per_node = t["nodes"], t["gpus_per_node"]
+    gpu_type = os.environ.get("RC_SLURM_GPU_TYPE", "")
+    res = {"nodes": nodes, "gres": f"gpu:{gpu_type + ':' if gpu_type else ''}{per_node}"}
+    if nodes * per_node > 1:
+        res["mpi"] = "srun"
+        if per_node > 1:
+            res["tasks_per_node"] = per_node
+        else:  # the plugin wants tasks_per_node > 1 with mpi: count tasks instead
+            res["tasks"] = nodes
+    partition = os.environ.get("RC_SLURM_GPU_PARTITION")
+    return res | ({"slurm_partition": partition} if partition else {})
+
+
+def get_partition(kind):
+    """RC_SLURM_{GPU,CPU}_PARTITION, or "" (the cluster's default / SBATCH_PARTITION)."""
+    return os.environ.get(f"RC_SLURM_{kind.upper()}_PARTITION", "")
+
+
 def get_launcher():
     """One process locally; one per GPU under a multi-task Slurm allocation (see launch.sh)."""
     return os.path.join(workflow.basedir, "workflow_scripts", "launch.sh")

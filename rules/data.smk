@@ -1,7 +1,15 @@
 # Data stage: sources (hub downloads or local mirrors) -> parquet triple shards per stage.
 
 
+# Downloads run where the hub is reachable (the submit host), not on offline compute nodes.
+localrules:
+    download,
+
+
 if "demo" in config:
+
+    localrules:
+        demo_assets,
 
     rule demo_assets:
         output:

@@ -1,6 +1,10 @@
 # BRIGHT evaluation: one job per model x split, then the summary table.
 
 
+localrules:
+    summarize,
+
+
 rule evaluate:
     input:
         model=lambda wildcards: get_model_path(wildcards.model),

@@ -20,6 +20,8 @@ rule train_stage1:
     params:
         args=get_train_args,
         launcher=get_launcher(),
+    resources:
+        **get_train_resources(),
     conda:
         "../envs/train.yaml"
     log:

@@ -1,0 +1,100 @@
+"""`snakemake --profile slurm` on a real two-node Slurm cluster (tests/slurm/start-local-slurm.sh).
+
+The demo runs through the repository's own profile plus an overlay only for what this test
+cluster lacks (tests/slurm/profile: squeue status, 1 CPU / node, no GPUs) and its shape
+(tests/slurm/cluster.yaml: 2 nodes x 1 process).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, VENV_BIN
+
+pytestmark = pytest.mark.slurm
+
+PROFILE_ARGS = ["--profile", "slurm", "--profile", "tests/slurm/profile",
+                "--configfile", "demo/config.yaml", "tests/slurm/cluster.yaml"]  # fmt: skip
+
+
+def sh(*cmd: str, cwd: Path | None = None) -> str:
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=True).stdout
+
+
+def run_profile(workdir: Path, *extra: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([os.path.join(VENV_BIN, "snakemake"), *PROFILE_ARGS, *extra], cwd=workdir,
+                          capture_output=True, text=True)  # fmt: skip
+    if proc.returncode != 0:
+        raise AssertionError(f"snakemake --profile slurm failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+def slurm_jobs(workdir: Path, rule: str) -> set[str]:
+    """Slurm job ids of a rule's jobs, from the plugin's kept per-job logs."""
+    return {p.stem for p in (workdir / "results/slurm-logs" / f"rule_{rule}").rglob("*.log")}
+
+
+@pytest.fixture(scope="module")
+def cluster_run(tmp_path_factory) -> Path:
+    """A copy of the repository (tracked files) in which the demo ran through Slurm."""
+    try:
+        sh("sinfo", "-h")
+    except (OSError, subprocess.CalledProcessError) as err:
+        pytest.fail(f"no Slurm cluster: run `bash tests/slurm/start-local-slurm.sh` first ({err})")
+    workdir = tmp_path_factory.mktemp("slurm") / "repo"
+    files = sh("git", "ls-files", "--cached", "--others", "--exclude-standard", cwd=REPO).split()
+    for name in files:
+        if (REPO / name).is_file():
+            (workdir / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, workdir / name)
+    run_profile(workdir)
+    return workdir
+
+
+def test_training_is_one_job_spanning_both_nodes(cluster_run):
+    meta = json.loads((cluster_run / "results/demo/train/stage1.meta.json").read_text())
+    assert meta["world_size"] == 2
+    assert sorted(r["rank"] for r in meta["ranks"]) == [0, 1]
+    assert sorted(r["slurm_node"] for r in meta["ranks"]) == ["n1", "n2"]
+    assert len({r["slurm_job_id"] for r in meta["ranks"]}) == 1  # one Slurm job
+    assert slurm_jobs(cluster_run, "train_stage1") == {meta["ranks"][0]["slurm_job_id"]}
+
+
+def test_evaluate_jobs_are_separate_slurm_jobs(cluster_run):
+    evaluate = slurm_jobs(cluster_run, "evaluate")
+    training = slurm_jobs(cluster_run, "train_stage1") | slurm_jobs(cluster_run, "train_stage2")
+    assert len(evaluate) == 48  # 4 models x 12 splits, one job each
+    assert not evaluate & training
+    assert (cluster_run / "results/demo/summary.csv").exists()
+
+
+def test_second_run_submits_nothing(cluster_run):
+    before = sh("squeue", "-h", "--states=all", "-o", "%i").split()
+    proc = run_profile(cluster_run)
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+    assert sh("squeue", "-h", "--states=all", "-o", "%i").split() == before
+
+
+def test_scancel_of_training_resumes_from_a_checkpoint(cluster_run):
+    """Cancel stage-2 training mid-way: Snakemake's retry resumes it from its checkpoint."""
+    proc = subprocess.Popen([os.path.join(VENV_BIN, "snakemake"), *PROFILE_ARGS, "--forcerun", "train_stage2"],
+                            cwd=cluster_run, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    deadline = time.time() + 600
+    ckpts = cluster_run / "results/demo/checkpoints/stage2"
+    while time.time() < deadline and not list(ckpts.glob("*/checkpoint-*/trainer_state.json")):
+        time.sleep(0.5)
+    jobs = [line.split()[0] for line in sh("squeue", "-h", "-o", "%i %k").splitlines() if "train_stage2" in line]
+    assert jobs, "no running train_stage2 job to cancel"
+    sh("scancel", *jobs)
+    out, _ = proc.communicate(timeout=1200)
+    assert proc.returncode == 0, out[-5000:]
+    meta = json.loads((cluster_run / "results/demo/train/stage2.meta.json").read_text())
+    assert meta["resumed_from"], "the retried job started from scratch"
+    assert meta["ranks"][0]["slurm_job_id"] not in jobs  # a new job finished it
+    assert meta["world_size"] == 2
