@@ -15,12 +15,21 @@ if [[ "${1:-}" == "--task" ]]; then
     exec "$@"
 fi
 
-if [[ -n "${SLURM_JOB_ID:-}" && "${SLURM_NTASKS:-1}" -gt 1 ]]; then
-    first_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)
-    export MASTER_ADDR="${MASTER_ADDR:-$(scontrol show node "$first_node" | sed -n 's/.*NodeAddr=\([^ ]*\).*/\1/p')}"
-    export MASTER_PORT="${MASTER_PORT:-$((20000 + SLURM_JOB_ID % 20000))}"
-    echo "launch: srun ${SLURM_NTASKS} tasks on ${SLURM_JOB_NODELIST}, master ${MASTER_ADDR}:${MASTER_PORT}" >&2
-    exec srun --kill-on-bad-exit=1 --ntasks="$SLURM_NTASKS" bash "$0" --task "$@"
+# The Snakemake jobstep strips SLURM_* except the job id before running a rule, so the
+# allocation's shape is read back from scontrol rather than from SLURM_NTASKS.
+if [[ -n "${SLURM_JOB_ID:-}" ]]; then
+    job=$(scontrol show job -o "$SLURM_JOB_ID")
+    field() { grep -o " $1=[^ ]*" <<<"$job" | head -n1 | cut -d= -f2; }
+    ntasks=$(field NumTasks)
+    if [[ "${ntasks:-1}" -gt 1 ]]; then
+        nodes=$(field NumNodes)
+        first_node=$(scontrol show hostnames "$(field NodeList)" | head -n1)
+        export MASTER_ADDR="${MASTER_ADDR:-$(scontrol show node -o "$first_node" | grep -o ' NodeAddr=[^ ]*' | cut -d= -f2)}"
+        export MASTER_PORT="${MASTER_PORT:-$((20000 + SLURM_JOB_ID % 20000))}"
+        echo "launch: srun $ntasks tasks on $nodes node(s) $(field NodeList), master $MASTER_ADDR:$MASTER_PORT" >&2
+        exec srun --jobid="$SLURM_JOB_ID" --nodes="$nodes" --ntasks="$ntasks" --kill-on-bad-exit=1 \
+            bash "$0" --task "$@"
+    fi
 fi
 
 exec "$@"
