@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo report test test-fast clean-demo
+.PHONY: setup browser demo test test-fast clean-demo
 
 setup: $(VENV)/.installed
 
@@ -26,8 +26,12 @@ demo: setup
 	@echo "summary: results/demo/summary.md   report: report.html"
 	@cat results/demo/summary.md
 
+# Headless Chromium + its driver for the report test (Debian packages; needs root).
+browser:
+	command -v chromedriver >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
 # Every test, the Slurm ones on a local two-node cluster started for them.
-test: setup
+test: setup browser
 	bash tests/slurm/start-local-slurm.sh
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest
 

@@ -129,9 +129,8 @@ def get_download_input(wildcards):
 
 
 def get_stage_manifests(wildcards):
-    names = {e["source"] for e in config["data"]["stages"][wildcards.stage]}
-    if any(e.get("config") == "hq" for e in config["data"]["stages"][wildcards.stage]):
-        names.add("bright")
+    # bright: hq positive ids resolve against it, and the contamination audit reads its queries
+    names = {e["source"] for e in config["data"]["stages"][wildcards.stage]} | {"bright"}
     return {name: MANIFEST.format(source=name) for name in sorted(names)}
 
 
@@ -271,5 +270,6 @@ def get_cost_args(wildcards, input, output):
 
 
 def get_report_targets():
-    names = ["summary.html", "bright_ndcg10.png", "training_curves.png", "data_stats.png", "provenance.html", "cost.html"]
+    names = ["summary.html", "bright_ndcg10.png", "training_curves.png", "data_stats.png", "data_tables.html",
+             "provenance.html", "cost.html"]
     return [f"{RUN}/report/{n}" for n in names] + ([f"{RUN}/report/widen.html"] if is_widened() else [])

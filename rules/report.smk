@@ -8,6 +8,7 @@ localrules:
     report_bright,
     report_training,
     report_data,
+    report_data_tables,
     report_widen,
     report_provenance,
     report_cost,
@@ -71,6 +72,28 @@ rule report_data:
         f"{LOGS}/report/data.log",
     shell:
         "python -m workflow_scripts.report data --args {params.args:q} > {log} 2>&1"
+
+
+rule report_data_tables:
+    input:
+        expand(f"{RUN}/shards/{{stage}}.stats.json", stage=["stage1", "stage2"]),
+    output:
+        report(
+            f"{REPORT}/data_tables.html",
+            caption="../report/data_tables.rst",
+            category="2. Data",
+            labels={"figure": "rows, drops, contamination audit"},
+        ),
+    params:
+        args=lambda wildcards, input, output: json.dumps(
+            {"stats": dict(zip(["stage1", "stage2"], input)), "out": output[0]}
+        ),
+    conda:
+        "../envs/report.yaml"
+    log:
+        f"{LOGS}/report/data_tables.log",
+    shell:
+        "python -m workflow_scripts.report data_tables --args {params.args:q} > {log} 2>&1"
 
 
 rule report_widen:

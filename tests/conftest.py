@@ -20,8 +20,9 @@ os.environ["PYTHONPATH"] = str(REPO) + os.pathsep + os.environ.get("PYTHONPATH",
 
 
 def snakemake(*args: str, cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the real snakemake CLI on this repo's Snakefile in ``cwd`` (no user profiles)."""
-    cmd = [os.path.join(VENV_BIN, "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(cwd),
+    """Run the real snakemake CLI in ``cwd`` (its own Snakefile if it is a repo copy; no profiles)."""
+    snakefile = cwd / "Snakefile" if (cwd / "Snakefile").exists() else REPO / "Snakefile"
+    cmd = [os.path.join(VENV_BIN, "snakemake"), "-s", str(snakefile), "--directory", str(cwd),
            "--profile", "none", "--workflow-profile", "none", *args]  # fmt: skip
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:
@@ -54,9 +55,9 @@ def demo_assets(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory) -> Path:
     """The whole demo workflow, run once in a fresh directory (local executor, 2 cores)."""
-    workdir = tmp_path_factory.mktemp("demo_run")
-    snakemake("--configfile", str(REPO / "demo" / "config.yaml"), "--cores", "2", cwd=workdir)
-    snakemake("--configfile", str(REPO / "demo" / "config.yaml"), "--report", "report.html", cwd=workdir)
+    workdir = copy_repo(tmp_path_factory.mktemp("demo_run") / "repo")  # tests may edit its code
+    snakemake("--configfile", str(workdir / "demo" / "config.yaml"), "--cores", "2", cwd=workdir)
+    snakemake("--configfile", str(workdir / "demo" / "config.yaml"), "--report", "report.html", cwd=workdir)
     return workdir
 
 
@@ -75,6 +76,12 @@ def manifests(demo_assets, tmp_path) -> dict[str, str]:
     return out
 
 
-def copy_tree(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
+def copy_repo(dst: Path) -> Path:
+    """The repository's tracked (and unignored) files, copied to ``dst``."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    for name in files:
+        if (REPO / name).is_file():
+            (dst / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dst / name)
     return dst

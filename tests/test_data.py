@@ -142,3 +142,22 @@ def test_missing_local_mirror_is_one_line(tmp_path):
     with pytest.raises(UserError, match="sources.bright.local: directory /nope does not exist"):
         fetch_source(name="bright", repo="xlangai/BRIGHT", revision="a" * 40, repo_type="dataset",
                      local="/nope", cache_dir=tmp_path, manifest=tmp_path / "m.json")  # fmt: skip
+
+
+def test_contamination_audit_finds_and_drops_test_queries(manifests, tmp_path):
+    import pyarrow as pa
+
+    root, m = _mirror(manifests, "reasonir", tmp_path)
+    bright = Path(json.load(open(manifests["bright"]))["path"])
+    test_query = pq.read_table(bright / "examples/pony-00000-of-00001.parquet")["query"][0].as_py()
+    path = root / "vl/train-00000-of-00001.parquet"
+    rows = pq.read_table(path).to_pylist()
+    rows[0]["query"] = ["Given a Pony post", "  " + test_query.upper() + " "]  # same after normalisation
+    pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(path)), path)
+    kept = shards(m, tmp_path / "keep", stage="stage1", contamination={"ngram": 8, "drop": False})
+    table = {r["split"]: r for r in kept["contamination"]["per_split"]}
+    assert table["pony"]["triples_exact_query"] == 2 and table["pony"]["test_queries_hit"] >= 1
+    assert table["pony"]["test_queries"] == 6 and table["biology"]["triples_exact_query"] == 0
+    dropped = shards(m, tmp_path / "drop", stage="stage1", contamination={"ngram": 8, "drop": True})
+    assert dropped["rows"] == kept["rows"] - 2
+    assert dropped["dropped_rows"]["reasonir/vl: overlaps a BRIGHT test query"] == 2

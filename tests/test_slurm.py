@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, VENV_BIN
+from conftest import VENV_BIN, copy_repo
 
 pytestmark = pytest.mark.slurm
 
@@ -47,12 +46,7 @@ def cluster_run(tmp_path_factory) -> Path:
         sh("sinfo", "-h")
     except (OSError, subprocess.CalledProcessError) as err:
         pytest.fail(f"no Slurm cluster: run `bash tests/slurm/start-local-slurm.sh` first ({err})")
-    workdir = tmp_path_factory.mktemp("slurm") / "repo"
-    files = sh("git", "ls-files", "--cached", "--others", "--exclude-standard", cwd=REPO).split()
-    for name in files:
-        if (REPO / name).is_file():
-            (workdir / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, workdir / name)
+    workdir = copy_repo(tmp_path_factory.mktemp("slurm") / "repo")
     run_profile(workdir)
     return workdir
 
@@ -64,6 +58,8 @@ def test_training_is_one_job_spanning_both_nodes(cluster_run):
     assert sorted(r["slurm_node"] for r in meta["ranks"]) == ["n1", "n2"]
     assert len({r["slurm_job_id"] for r in meta["ranks"]}) == 1  # one Slurm job
     assert slurm_jobs(cluster_run, "train_stage1") == {meta["ranks"][0]["slurm_job_id"]}
+    # gather_across_devices really gathers: each query saw the whole global batch's documents
+    assert meta["candidates_per_query"] == 2 * meta["global_batch_size"]
 
 
 def test_evaluate_jobs_are_separate_slurm_jobs(cluster_run):

@@ -40,6 +40,7 @@ def test_a_few_steps_lower_the_loss(demo_assets, stage1_shards, tmp_path):
     meta = train_stage(**train_kwargs(tmp_path, demo_assets / "base-model", stage1_shards))
     losses = [json.loads(line)["loss"] for line in open(tmp_path / "m.jsonl")]
     assert len(losses) == meta["steps"] >= 10
+    assert meta["candidates_per_query"] == 2 * 16  # one process: the (local = global) batch x 2
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
     assert (tmp_path / "model/modules.json").exists()
     config = json.loads((tmp_path / "model/config_sentence_transformers.json").read_text())

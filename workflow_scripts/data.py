@@ -355,6 +355,82 @@ def bright_id2doc(root: Path, splits: list[str]) -> dict[str, tuple[str, str]]:
     return id2doc
 
 
+# --------------------------------------------------------------------------- contamination
+def normalise(text: str) -> str:
+    """Lower case, punctuation and runs of white space folded to one space.
+
+    Examples
+    --------
+    >>> normalise("  Why do Insects -- fly?\n")
+    'why do insects fly'
+    """
+    return " ".join(re.sub(r"[^\w\s]+", " ", text.lower()).split())
+
+
+class ContaminationAudit:
+    """Flags training triples that overlap BRIGHT test queries, per split.
+
+    Two tests: the training query text equals a test query after :func:`normalise`; or the
+    training query or positive shares a word ``ngram``-gram with a test query (test queries
+    shorter than ``ngram`` words count as one gram).
+    """
+
+    def __init__(self, examples: dict[str, list[dict[str, Any]]], ngram: int) -> None:
+        self.ngram = ngram
+        self.exact: dict[str, set[tuple[str, str]]] = {}
+        self.grams: dict[str, set[tuple[str, str]]] = {}
+        self.queries = {split: len(rows) for split, rows in examples.items()}
+        for split, rows in examples.items():
+            for row in rows:
+                key = (split, str(row["id"]))
+                text = normalise(row["query"])
+                self.exact.setdefault(text, set()).add(key)
+                for gram in self._grams(text) or [text]:
+                    self.grams.setdefault(gram, set()).add(key)
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self.hit: set[tuple[str, str]] = set()
+        self._cache: dict[int, frozenset[tuple[str, str]]] = {}
+
+    def _grams(self, text: str) -> list[str]:
+        words = text.split()
+        return [" ".join(words[i : i + self.ngram]) for i in range(len(words) - self.ngram + 1)]
+
+    def _overlap(self, text: str) -> frozenset[tuple[str, str]]:
+        key = hash(text)
+        if key not in self._cache:
+            if len(self._cache) > 200_000:  # bounded: positives repeat within a row, not beyond
+                self._cache.clear()
+            norm = normalise(text)
+            found = set(self.exact.get(norm, ()))
+            for gram in self._grams(norm):
+                found |= self.grams.get(gram, set())
+            self._cache[key] = frozenset(found)
+        return self._cache[key]
+
+    def check(self, triple: dict[str, str]) -> bool:
+        """Count this triple's overlaps; True when it overlaps any test query."""
+        text = triple["query"].split("\nQuery: ", 1)[-1] if triple["instruction"] else triple["query"]
+        exact = self.exact.get(normalise(text), set())
+        in_query = self._overlap(text)
+        in_positive = self._overlap(triple["positive"])
+        for kind, keys in (("exact_query", exact), ("query_ngram", in_query), ("positive_ngram", in_positive)):
+            for split in {k[0] for k in keys}:
+                self.counts[(split, kind)] += 1
+        self.hit |= exact | in_query | in_positive
+        return bool(exact or in_query or in_positive)
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per BRIGHT split: test queries, overlapping training triples, queries hit."""
+        return [
+            {"split": split, "test_queries": n,
+             "triples_exact_query": self.counts[(split, "exact_query")],
+             "triples_query_ngram": self.counts[(split, "query_ngram")],
+             "triples_positive_ngram": self.counts[(split, "positive_ngram")],
+             "test_queries_hit": sum(1 for k in self.hit if k[0] == split)}
+            for split, n in self.queries.items()
+        ]  # fmt: skip
+
+
 # --------------------------------------------------------------------------- shards
 def _key(seed: int, triple: dict[str, str]) -> bytes:
     text = "\x1f".join(triple[c] for c in ("query", "positive", "negative"))
@@ -482,10 +558,13 @@ def build_shards(
     seed: int,
     bge_subdir: str | None = None,
     tokenizer_manifest: str | None = None,
+    contamination: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build one stage's parquet triple shards and its ``stats.json``.
 
     ``manifests`` maps a source name (reasonir, bge_reasoner, bright) to its download manifest.
+    ``contamination`` (``{ngram, drop}``) audits the triples against BRIGHT's test queries
+    (needs the bright manifest) and, with ``drop``, leaves overlapping triples out.
     """
     roots = {name: Path(read_json(m)["path"]) for name, m in manifests.items()}
     builder = TripleBuilder(positives=positives_per_query, negatives=negatives_per_query,
@@ -495,6 +574,9 @@ def build_shards(
     def produce() -> Iterator[dict[str, str]]:
         for entry in stage_sources:
             name, config = entry["source"], entry["config"]
+            # a source entry may cap its own expansion (e.g. only stage 2's bge rows)
+            builder.positives = entry.get("positives_per_query") or positives_per_query
+            builder.negatives = entry.get("negatives_per_query") or negatives_per_query
             if name == "bge_reasoner":
                 yield from bge_reasoner_triples(roots[name], bge_subdir, splits, builder)
             elif config in ("vl", "hq"):
@@ -507,8 +589,16 @@ def build_shards(
     sample: list[dict[str, str]] = []
     per_source: Counter[str] = Counter()
 
+    audit = None
+    if contamination is not None:
+        examples = {split: load_bright_examples(roots["bright"], split) for split in splits}
+        audit = ContaminationAudit(examples, contamination["ngram"])
+
     def observed() -> Iterator[dict[str, str]]:
         for triple in produce():
+            if audit is not None and audit.check(triple) and contamination["drop"]:
+                builder.dropped[f"{triple['source']}: overlaps a BRIGHT test query"] += 1
+                continue
             per_source[f"{triple['source']}\t{triple['domain']}"] += 1
             _reservoir(rng, sample, triple, sum(per_source.values()), 2000)
             yield triple
@@ -539,6 +629,7 @@ def build_shards(
             "hq_unresolved_ids": counts["hq unresolved ids"],
             "token_lengths": length_stats(sample, tokenizer_dir),
             "schema": {f.name: str(f.type) for f in SHARD_SCHEMA},
+            "contamination": None if audit is None else {**contamination, "per_split": audit.table()},
         }
         write_json(tmp / "stats.json", stats)
     write_json(stats_path, stats)

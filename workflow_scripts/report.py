@@ -29,7 +29,8 @@ STYLE = {"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.t
 CSS = (
     "<style>table.r{border-collapse:collapse;font:13px sans-serif}table.r td,table.r th{padding:3px 8px;"
     "border-bottom:1px solid #ddd;text-align:right}table.r td:first-child,table.r th:first-child{text-align:left}"
-    "tr.published td{color:#666}td.pos{background:#e6f4e6}td.neg{background:#fbe3e3}</style>"
+    "tr.published td{color:#666}td.pos{background:#e6f4e6}td.neg{background:#fbe3e3}"
+    "table.r th{white-space:normal;max-width:7em;font-size:12px}</style>"
 )
 
 
@@ -156,6 +157,33 @@ def plot_data(stats: dict[str, str], out: str | Path) -> None:
     _save(fig, out)
 
 
+def _table(rows: list[dict[str, Any]], table_id: str) -> str:
+    if not rows:
+        return "<p>none</p>"
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r.values()) + "</tr>" for r in rows)
+    return f"<table class='r' id='{table_id}'><tr>{head}</tr>{body}</table>"
+
+
+def data_html(stats: dict[str, str], out: str | Path) -> None:
+    """Per stage: triples per source/domain, dropped rows and why, and the contamination audit."""
+    body = ""
+    for stage, path in stats.items():
+        s = read_json(path)
+        dropped = [{"reason": k, "rows": v} for k, v in s["dropped_rows"].items()]
+        dropped.append({"reason": "exact duplicate triple", "rows": s["duplicates_removed"]})
+        dropped.append({"reason": "hq positive id not in BRIGHT (ids, not rows)", "rows": s["hq_unresolved_ids"]})
+        body += f"<h4>{html.escape(stage)}: {s['rows']:,} triples in {s['shards']} shards</h4>"
+        body += _table(s["rows_by_source_domain"], f"rows-{stage}") + "<h5>dropped</h5>" + _table(dropped, f"dropped-{stage}")
+        audit = s.get("contamination")
+        if audit:
+            body += (f"<h5>contamination audit vs BRIGHT test queries ({audit['ngram']}-gram, "
+                     f"{'overlapping triples dropped' if audit['drop'] else 'kept'})</h5>")  # fmt: skip
+            body += _table(audit["per_split"], f"contamination-{stage}")
+    with atomic_file(out) as handle:
+        handle.write(_html_page("Training data", body))
+
+
 def widen_html(verify_json: str | Path, out: str | Path) -> None:
     """The widening verification as a two-column table."""
     report = read_json(verify_json)
@@ -213,10 +241,11 @@ def cost_html(benchmarks: list[str], out: str | Path, gpus: dict[str, int]) -> N
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["summary", "bright", "training", "data", "widen", "provenance", "cost"])
+    parser.add_argument("what", choices=["summary", "bright", "training", "data", "data_tables", "widen", "provenance", "cost"])
     parser.add_argument("--args", required=True, help="JSON keyword arguments of the function")
     args = parser.parse_args(argv)
     functions = {"summary": summary_html, "bright": plot_bright, "training": plot_training, "data": plot_data,
+                 "data_tables": data_html,
                  "widen": widen_html, "provenance": provenance_html, "cost": cost_html}  # fmt: skip
     functions[args.what](**json.loads(args.args))
 

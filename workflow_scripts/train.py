@@ -145,6 +145,20 @@ def _use_bf16(setting: str | bool) -> bool:
     return bool(setting)
 
 
+class CandidateCounter:
+    """Wraps the loss's score function and records how many documents a query is scored
+    against: the evidence that ``gather_across_devices`` gathers (global batch x columns)."""
+
+    def __init__(self, score_metric: Any) -> None:
+        self.score_metric = score_metric
+        self.max_candidates = 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        scores = self.score_metric(*args, **kwargs)  # (queries in chunk, candidate documents)
+        self.max_candidates = max(self.max_candidates, int(scores.shape[-1]))
+        return scores
+
+
 class MetricsLogger:
     """Trainer callback: one JSON line per logging step (loss, lr, grad-norm, samples/s)."""
 
@@ -203,7 +217,7 @@ def train_stage(
     recipe = {k: v for k, v in locals().items() if k not in OUTPUT_ARGS}  # what defines the run
     import torch
     from pylate import losses, utils
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import SentenceTransformerTrainingArguments
 
     world = world_info()
     per_device = per_device_batch_size(global_batch_size, world["world_size"], gradient_accumulation_steps)
@@ -218,6 +232,7 @@ def train_stage(
     loss = losses.CachedContrastive(model=model, mini_batch_size=mini_batch_size,
                                     gather_across_devices=gather_across_devices and world["world_size"] > 1,
                                     temperature=temperature)  # fmt: skip
+    loss.score_metric = counter = CandidateCounter(loss.score_metric)
     args = SentenceTransformerTrainingArguments(
         output_dir=str(checkpoint_dir), num_train_epochs=epochs, max_steps=max_steps or -1,
         per_device_train_batch_size=per_device, gradient_accumulation_steps=gradient_accumulation_steps,
@@ -231,7 +246,7 @@ def train_stage(
     resume = last_checkpoint(checkpoint_dir, cleanup=world["rank"] == 0)
     metrics_path = Path(metrics_path)
     _truncate_metrics(metrics_path, resume)
-    trainer = SentenceTransformerTrainer(
+    trainer = _trainer_class()(
         model=model, args=args, train_dataset=dataset, loss=loss,
         data_collator=utils.ColBERTCollator(model.tokenize),
         callbacks=[MetricsLogger(metrics_path, global_batch_size, world["rank"])],
@@ -257,6 +272,9 @@ def train_stage(
         "gradient_accumulation_steps": gradient_accumulation_steps,
         "world_size": world["world_size"],
         "ranks": ranks,
+        # documents each query was scored against: global batch x (positive + negative)
+        # when gathering works, local batch x 2 when it does not
+        "candidates_per_query": counter.max_candidates,
         "resumed_from": resume,
         "checkpoint_dir": str(checkpoint_dir),
         "wall_clock_s": wall,
@@ -272,6 +290,27 @@ def train_stage(
     write_json(meta_path, meta)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)  # done: the final model is the output
     return meta
+
+
+def _trainer_class():
+    """SentenceTransformerTrainer that can resume CPU DDP runs (gloo, the Slurm test).
+
+    transformers maps the optimizer state to ``args.device`` when world size > 1; on CPU that
+    is ``cpu:0``, which ``torch.load`` refuses. Load to plain ``cpu`` there instead.
+    """
+    import torch
+    from sentence_transformers import SentenceTransformerTrainer
+
+    class Trainer(SentenceTransformerTrainer):
+        def _load_optimizer_and_scheduler(self, checkpoint):
+            optimizer = os.path.join(checkpoint or "", "optimizer.pt")
+            if checkpoint is None or self.args.device.type != "cpu" or not os.path.isfile(optimizer):
+                return super()._load_optimizer_and_scheduler(checkpoint)
+            self.optimizer.load_state_dict(torch.load(optimizer, map_location="cpu", weights_only=True))
+            scheduler = torch.load(os.path.join(checkpoint, "scheduler.pt"), map_location="cpu", weights_only=True)
+            self.lr_scheduler.load_state_dict(scheduler)
+
+    return Trainer
 
 
 def _truncate_metrics(path: Path, resume: str | None) -> None:

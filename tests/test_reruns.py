@@ -1,0 +1,84 @@
+"""Rerun only what changed: dry-run job lists against the finished demo run."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from conftest import job_counts, snakemake
+
+pytestmark = pytest.mark.e2e
+
+REPORT = {"report_summary", "report_bright", "report_cost"}
+
+
+def planned(demo_run, overlay: str | None = None, *extra: str) -> dict[str, int]:
+    args = ["-n", "--quiet", "rules", "--configfile", str(demo_run / "demo/config.yaml")]
+    if overlay is not None:
+        (demo_run / "overlay.yaml").write_text(overlay)
+        args.append(str(demo_run / "overlay.yaml"))
+    out = snakemake(*args, *extra, cwd=demo_run).stdout
+    counts = job_counts(out) if "Job stats" in out else {}
+    counts.pop("all", None)
+    counts.pop("total", None)
+    return counts
+
+
+def test_pony_query_length_reruns_only_pony(demo_run):
+    jobs = planned(demo_run, "evaluate:\n  overrides:\n    pony: {query_length: 20}\n")
+    assert jobs.pop("evaluate") == 4  # pony, for each of the 4 models
+    assert set(jobs) <= {"summarize"} | REPORT and "summarize" in jobs
+
+
+def test_stage2_learning_rate_reruns_stage2_and_downstream_only(demo_run):
+    jobs = planned(demo_run, "train:\n  stage2: {learning_rate: 2.5e-4}\n")
+    assert jobs.pop("train_stage2") == 1
+    assert jobs.pop("evaluate") == 12  # stage2's splits only
+    assert set(jobs) <= {"summarize", "report_training"} | REPORT
+
+
+def test_stage2_negatives_rebuild_stage2_shards_only(demo_run):
+    overlay = ("data:\n  stages:\n    stage2:\n      - {source: bge_reasoner, config: null, negatives_per_query: 2}\n"
+               "      - {source: reasonir, config: hq}\n")  # fmt: skip
+    jobs = planned(demo_run, overlay)
+    assert jobs.pop("build_shards") == 1 and jobs.pop("train_stage2") == 1 and jobs.pop("evaluate") == 12
+    assert set(jobs) <= {"summarize", "report_training", "report_data"} | REPORT
+
+
+def test_extra_model_adds_only_its_evaluations(demo_run):
+    overlay = ("evaluate_models:\n  base_copy:\n    repo: someone/else\n    repo_type: model\n"
+               "    revision: " + "b" * 40 + "\n    local: resources/demo/base-model\n")  # fmt: skip
+    jobs = planned(demo_run, overlay)
+    assert jobs.pop("evaluate") == 12 and jobs.pop("download") == 1
+    assert set(jobs) <= {"summarize", "report_provenance"} | REPORT
+
+
+def edited(path, text: str):
+    """Context: append ``text`` to a file, then restore content and mtime."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def ctx():
+        original, stat = path.read_text(), path.stat()
+        path.write_text(original + text)
+        try:
+            yield
+        finally:
+            path.write_text(original)
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+    return ctx()
+
+
+def test_editing_the_evaluation_code_reruns_evaluations(demo_run):
+    with edited(demo_run / "workflow_scripts/evaluate.py", "\n# a change\n"):
+        jobs = planned(demo_run)
+    assert jobs.pop("evaluate") == 48
+    assert "train_stage1" not in jobs and "build_shards" not in jobs
+
+
+def test_docstring_edit_elsewhere_does_not_rerun_training(demo_run):
+    with edited(demo_run / "workflow_scripts/summarize.py", '\n"""More words."""\n'):
+        jobs = planned(demo_run)
+    assert not {"train_stage1", "train_stage2", "evaluate", "build_shards"} & set(jobs)
+    assert planned(demo_run) == {}  # restored: nothing to do
