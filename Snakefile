@@ -1,11 +1,14 @@
 # Reason-mxbai-colbert-v0-32m, reproduced: data -> widen -> stage 1 -> stage 2 -> BRIGHT -> report.
 # This file is the table of contents; helpers live in rules/common.smk, logic in workflow_scripts/.
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# Defaults = the full reproduction; --configfile overlays (demo, tests) are merged over them.
+configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 report: "report/workflow.rst"

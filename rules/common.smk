@@ -1,11 +1,19 @@
 # Everything that is not a rule: validation, paths, and the input/param functions of the rules.
-import hashlib
 import json
 import os
+import sys
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 
+# One line naming the bad key first (jsonschema's full report is pages long), then Snakemake's
+# own validation with the same schema.
+sys.path.insert(0, workflow.basedir)
+from workflow_scripts.common import config_problem
+
+if problem := config_problem(config, os.path.join(workflow.basedir, "workflow_scripts/config.schema.yaml")):
+    raise WorkflowError(problem)
 validate(config, schema="../workflow_scripts/config.schema.yaml")
 
 # Rules run `python -m workflow_scripts.<stage>` from any working directory (tests, Slurm).

@@ -12,6 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = str(Path(sys.executable).parent)
+FAKE_TOKEN = "hf_FAKEtokenThatMustNeverBeLogged0123456789"
 
 # Local loads stall on network retries without these; rules inherit them.
 os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
@@ -56,8 +57,9 @@ def demo_assets(tmp_path_factory) -> Path:
 def demo_run(tmp_path_factory) -> Path:
     """The whole demo workflow, run once in a fresh directory (local executor, 2 cores)."""
     workdir = copy_repo(tmp_path_factory.mktemp("demo_run") / "repo")  # tests may edit its code
-    snakemake("--configfile", str(workdir / "demo" / "config.yaml"), "--cores", "2", cwd=workdir)
-    snakemake("--configfile", str(workdir / "demo" / "config.yaml"), "--report", "report.html", cwd=workdir)
+    env = {**os.environ, "HF_TOKEN": FAKE_TOKEN}  # must never reach a log or the report
+    snakemake("--configfile", str(workdir / "demo" / "config.yaml"), "--cores", "2", cwd=workdir, env=env)
+    snakemake("--configfile", str(workdir / "demo" / "config.yaml"), "--report", "report.html", cwd=workdir, env=env)
     return workdir
 
 

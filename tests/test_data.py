@@ -161,3 +161,14 @@ def test_contamination_audit_finds_and_drops_test_queries(manifests, tmp_path):
     dropped = shards(m, tmp_path / "drop", stage="stage1", contamination={"ngram": 8, "drop": True})
     assert dropped["rows"] == kept["rows"] - 2
     assert dropped["dropped_rows"]["reasonir/vl: overlaps a BRIGHT test query"] == 2
+
+
+def test_unwritable_output_is_one_line(manifests, tmp_path):
+    args = {"name": "bright", "repo": "o/r", "revision": "a" * 40, "repo_type": "dataset",
+            "local": json.load(open(manifests["bright"]))["path"], "cache_dir": str(tmp_path),
+            "manifest": "/proc/no-such-dir/bright.manifest.json"}  # read-only even for root
+    proc = subprocess.run([sys.executable, "-m", "workflow_scripts.data", "fetch", "--args", json.dumps(args)],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: /proc/no-such-dir"), proc.stderr

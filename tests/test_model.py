@@ -64,6 +64,10 @@ def test_pickle_weights_are_refused(base, tmp_path):
     (ckpt / "3_Dense/model.safetensors").rename(ckpt / "3_Dense/pytorch_model.bin")
     with pytest.raises(UserError, match="only safetensors"):
         widen(source=ckpt, out_dir=tmp_path / "w", verify_path=tmp_path / "v.json", to=128)
+    (ckpt / "3_Dense/pytorch_model.bin").rename(ckpt / "2_Dense/pytorch_model.bin")
+    (ckpt / "2_Dense/model.safetensors").unlink()
+    with pytest.raises(UserError, match="2_Dense: weights only as pytorch_model.bin"):
+        load_colbert(ckpt)  # evaluation loads through the same gate
 
 
 def test_remote_code_is_refused_unless_allowed(base, tmp_path):

@@ -82,3 +82,37 @@ def test_docstring_edit_elsewhere_does_not_rerun_training(demo_run):
         jobs = planned(demo_run)
     assert not {"train_stage1", "train_stage2", "evaluate", "build_shards"} & set(jobs)
     assert planned(demo_run) == {}  # restored: nothing to do
+
+
+def test_killed_runs_finish_with_an_identical_summary(demo_run, tmp_path):
+    """SIGKILL the whole run while shards are written, then while evaluating; rerun each
+    time. Nothing partial is taken as done, and the end is byte-identical to the clean run."""
+    import signal
+    import subprocess
+    import time
+
+    from conftest import VENV_BIN, copy_repo
+
+    work = copy_repo(tmp_path / "repo")
+    cmd = [os.path.join(VENV_BIN, "snakemake"), "--profile", "none", "--workflow-profile", "none",
+           "--configfile", "demo/config.yaml", "--cores", "2"]  # fmt: skip
+
+    def run_until(pattern: str) -> None:
+        proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)  # fmt: skip
+        deadline = time.time() + 600
+        while time.time() < deadline and not list(work.glob(pattern)) and proc.poll() is None:
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        subprocess.run([*cmd, "--unlock"], cwd=work, capture_output=True, check=True)
+
+    run_until("results/demo/shards/.stage*.tmp-*/.buckets/*")  # mid-way through writing shards
+    run_until("results/demo/eval/stage1/*.json")  # evaluations under way
+    done = subprocess.run([*cmd, "--rerun-incomplete"], cwd=work, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (work / "results/demo/summary.csv").read_bytes() == (demo_run / "results/demo/summary.csv").read_bytes()
+    for stage in ("stage1", "stage2"):
+        for part in sorted((demo_run / f"results/demo/shards/{stage}").glob("part-*.parquet")):
+            assert part.read_bytes() == (work / f"results/demo/shards/{stage}" / part.name).read_bytes()
+    assert not list(work.glob("results/demo/**/.*.tmp-*"))  # no temporary leftovers taken as output

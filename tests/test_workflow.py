@@ -28,12 +28,24 @@ def test_dry_run_builds_the_full_dag(tmp_path, configfile, downloads, models):
     assert ("demo_assets" in counts) == (configfile != "config.yaml")
 
 
-def test_dry_run_rejects_a_bad_config(tmp_path):
+@pytest.mark.parametrize(
+    ("overlay", "line"),
+    [
+        ("evaluate:\n  splits: [biology, atlantis]\n", "config: evaluate/splits/1: 'atlantis' is not one of"),
+        ("data:\n  rows_per_shard: many\n", "config: data/rows_per_shard: 'many' is not of type 'integer'"),
+        ("trainn:\n  lr: 1\n", "config: (top level): Additional properties are not allowed ('trainn' was unexpected)"),
+        ("widen:\n  after: stage3\n", "config: widen/after: 'stage3' is not one of ['base', 'stage1']"),
+    ],
+)
+def test_bad_config_is_one_line_naming_the_key(tmp_path, overlay, line):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("evaluate:\n  splits: [biology, atlantis]\n")
+    bad.write_text(overlay)
     proc = snakemake("-n", "--configfile", str(bad), cwd=tmp_path, check=False)
     assert proc.returncode != 0
-    assert "atlantis" in proc.stderr + proc.stdout
+    assert [x for x in (proc.stdout + proc.stderr).splitlines() if x.startswith("config: ")] == [
+        next(x for x in (proc.stdout + proc.stderr).splitlines() if x.startswith(line))
+    ]
+    assert not (tmp_path / "results").exists()
 
 
 @pytest.mark.e2e
@@ -69,3 +81,16 @@ def test_demo_outputs_are_real(demo_run):
 def test_demo_rerun_schedules_nothing(demo_run):
     out = snakemake("-n", "--configfile", str(REPO / "demo/config.yaml"), cwd=demo_run).stdout
     assert "Nothing to be done" in out
+
+
+@pytest.mark.e2e
+def test_hub_token_never_reaches_logs_or_report(demo_run):
+    from conftest import FAKE_TOKEN
+
+    scanned = 0
+    for path in [demo_run / "report.html", *demo_run.glob("results/**/*"), *demo_run.glob("resources/logs/**/*"),
+                 *demo_run.glob(".snakemake/log/*")]:  # fmt: skip
+        if path.is_file() and path.stat().st_size < 50_000_000:
+            assert FAKE_TOKEN.encode() not in path.read_bytes(), path
+            scanned += 1
+    assert scanned > 100

@@ -121,6 +121,28 @@ def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def config_problem(config: dict[str, Any], schema_path: str | Path) -> str | None:
+    """The most relevant schema violation of ``config`` as one line naming the key, or None.
+
+    Examples
+    --------
+    >>> import pathlib
+    >>> schema = pathlib.Path(__file__).with_name("config.schema.yaml")
+    >>> config_problem({"run_name": "x y"}, schema)[:37]
+    "config: run_name: 'x y' does not matc"
+    """
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+    message = error.message if len(error.message) < 300 else error.message[:300] + "..."
+    return f"config: {where}: {message}"
+
+
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
     """Run a CLI entry point: user errors and OS errors become one line and exit code 2."""
     logging.basicConfig(

@@ -140,6 +140,9 @@ def load_colbert(path: str | Path, *, trust_remote_code: bool = False, **kwargs:
     from pylate import models
 
     path = model_dir(path)
+    for pickle in sorted(path.rglob("pytorch_model.bin")):
+        if not (pickle.parent / "model.safetensors").exists():  # torch.load runs pickled code
+            raise UserError(f"{pickle.parent}: weights only as pytorch_model.bin; only safetensors are loaded")
     if not trust_remote_code and (path / "config.json").exists():
         auto_map = json.loads((path / "config.json").read_text()).get("auto_map")
         if auto_map:
