@@ -1,4 +1,5 @@
 # Everything that is not a rule: validation, paths, and the input/param functions of the rules.
+import hashlib
 import json
 import os
 import sys
@@ -27,7 +28,8 @@ os.environ["REASON_COLBERT_REPO"] = workflow.basedir
 RUN = f"results/{config['run_name']}"
 LOGS = f"{RUN}/logs"
 BENCH = f"{RUN}/benchmarks"
-TRAINED = ["widened", "stage1", "stage2"]
+# A DAG-made model's id: its kind, optionally prefixed by the experiment that owns it.
+MADE_ID = "(?:[A-Za-z0-9_.]+-)?{kind}"
 SPLITS = config["evaluate"]["splits"]
 
 MANIFEST = "resources/sources/{source}.manifest.json"
@@ -86,13 +88,77 @@ def get_sources():
     return sources
 
 
-def is_widened():
-    return config["widen"]["to"] is not None
+# Experiments: variants of the recipe run side by side (config `experiments`). Each DAG-made
+# model is named by its lineage: a model whose recipe (own settings + everything upstream)
+# equals one of an earlier experiment is that model, computed once. The first experiment's
+# models keep the plain names (widened, stage1, stage2); others are "<experiment>-<kind>".
+EXPERIMENTS = {name: spec or {} for name, spec in (config.get("experiments") or {"main": {}}).items()}
+FIRST = next(iter(EXPERIMENTS))
+WIDEN_KEYS = ("to", "seed", "std_fraction", "min_std", "use_residual_2_dense")
+
+
+def deep_merge(base, override):
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def get_setting(section, exp):
+    """config[section] (widen or train) with the experiment's overrides merged in."""
+    return deep_merge(config[section], EXPERIMENTS[exp].get(section, {}))
+
+
+for _exp in EXPERIMENTS:  # a variant's merged sections obey the same schema
+    _merged = config | {section: get_setting(section, _exp) for section in ("widen", "train")}
+    if problem := config_problem(_merged, os.path.join(workflow.basedir, "workflow_scripts/config.schema.yaml")):
+        raise WorkflowError(f"experiments/{_exp}: {problem}")
+
+
+def get_kinds(exp):
+    """DAG-made models of an experiment, in curriculum order (widen.after and widen.to decide)."""
+    w = get_setting("widen", exp)
+    if w["to"] is None:
+        return ["stage1", "stage2"]
+    return ["widened", "stage1", "stage2"] if w["after"] == "base" else ["stage1", "widened", "stage2"]
+
+
+def get_parent(exp, kind):
+    kinds = get_kinds(exp)
+    i = kinds.index(kind)
+    return kinds[i - 1] if i else None
+
+
+def get_lineage(exp, kind):
+    """Hash of everything a model depends on: its own settings, then its parent's lineage."""
+    parent = get_parent(exp, kind)
+    upstream = get_lineage(exp, parent) if parent else config["sources"]["base_model"]
+    if kind == "widened":
+        own = {k: get_setting("widen", exp)[k] for k in WIDEN_KEYS}
+    else:
+        t = get_setting("train", exp)
+        own = {k: v for k, v in t.items() if k not in ("stage1", "stage2")} | t[kind] | {"seed": config["seed"]}
+    blob = json.dumps([kind, upstream, own], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def get_model_id(exp, kind):
+    owner = next(e for e in EXPERIMENTS if kind in get_kinds(e) and get_lineage(e, kind) == get_lineage(exp, kind))
+    return kind if owner == FIRST else f"{owner}-{kind}"
+
+
+# model id -> (experiment that owns it, kind)
+SPECS = {get_model_id(e, k): (e, k) for e in EXPERIMENTS for k in get_kinds(e)}
+
+
+def get_made(kind):
+    """Ids of the DAG-made models of one kind, across experiments."""
+    return [mid for mid, (_, k) in SPECS.items() if k == kind]
 
 
 def get_eval_models():
-    """Evaluated model names: DAG-made ones (per evaluate_trained) then evaluate_models."""
-    made = [m for m in config["evaluate_trained"] if m != "widened" or is_widened()]
+    """Evaluated models: DAG-made ones (kinds in evaluate_trained, per experiment), then evaluate_models."""
+    made = [mid for mid, (_, kind) in SPECS.items() if kind in config["evaluate_trained"]]
     return made + list(config["evaluate_models"])
 
 
@@ -105,16 +171,11 @@ def get_model_path(name):
     return MODEL.format(model=name)
 
 
-def get_init_model(stage):
-    """Where each stage starts: widen.after decides whether widening precedes stage 1 or 2."""
-    widen_here = is_widened() and config["widen"]["after"] == ("base" if stage == "stage1" else "stage1")
-    if widen_here:
-        return MODEL.format(model="widened")
-    return BASE_MODEL if stage == "stage1" else MODEL.format(model="stage1")
-
-
-def get_widen_source():
-    return BASE_MODEL if config["widen"]["after"] == "base" else MODEL.format(model="stage1")
+def get_init_model(wildcards):
+    """The model a widen/train job starts from: its parent in the curriculum, or the base."""
+    exp, kind = SPECS[wildcards.mid]
+    parent = get_parent(exp, kind)
+    return BASE_MODEL if parent is None else MODEL.format(model=get_model_id(exp, parent))
 
 
 def get_source_args(wildcards, output):
@@ -167,14 +228,23 @@ SPLITS_ALL = [
 ]
 
 
-def get_widen_args():
-    w = config["widen"]
-    return json.dumps({k: w[k] for k in ("to", "seed", "std_fraction", "min_std", "use_residual_2_dense")})
+def get_training_metrics():
+    """Per-step metrics of every training job, by model id (curriculum order per experiment)."""
+    return {mid: f"{RUN}/train/{mid}.metrics.jsonl" for mid in get_made("stage1") + get_made("stage2")}
+
+
+def get_widen_verifications():
+    return {mid: f"{RUN}/models/{mid}.verify.json" for mid in get_made("widened")}
+
+
+def get_widen_args(wildcards):
+    w = get_setting("widen", SPECS[wildcards.mid][0])
+    return json.dumps({k: w[k] for k in WIDEN_KEYS})
 
 
 def get_train_args(wildcards, input, output):
-    t = dict(config["train"])
-    stage = os.path.basename(output.model)  # results/<run>/models/stage1 -> stage1
+    exp, stage = SPECS[wildcards.mid]
+    t = get_setting("train", exp)
     lr = t.pop(stage)["learning_rate"]
     t.pop("stage2" if stage == "stage1" else "stage1")
     for key in ("nodes", "gpus_per_node"):
@@ -185,7 +255,7 @@ def get_train_args(wildcards, input, output):
         "init_model": input.init,
         "shards": input.shards,
         "out_dir": output.model,
-        "checkpoint_dir": f"{RUN}/checkpoints/{stage}",
+        "checkpoint_dir": f"{RUN}/checkpoints/{wildcards.mid}",
         "metrics_path": output.metrics,
         "meta_path": output.meta,
         "learning_rate": lr,
@@ -267,9 +337,9 @@ def get_provenance_args(wildcards, input, output):
 def get_benchmarks():
     """Benchmark files of every heavy job (they are outputs of those jobs)."""
     files = expand(f"{BENCH}/build_shards/{{stage}}.tsv", stage=["stage1", "stage2"])
-    files += expand(f"{BENCH}/train/{{stage}}.tsv", stage=["stage1", "stage2"])
+    files += [f"{BENCH}/train/{mid}.tsv" for mid in get_made("stage1") + get_made("stage2")]
     files += expand(f"{BENCH}/evaluate/{{model}}/{{split}}.tsv", model=get_eval_models(), split=SPLITS)
-    return files + ([f"{BENCH}/widen.tsv"] if is_widened() else [])
+    return files + [f"{BENCH}/widen/{mid}.tsv" for mid in get_made("widened")]
 
 
 def get_cost_args(wildcards, input, output):
@@ -280,4 +350,4 @@ def get_cost_args(wildcards, input, output):
 def get_report_targets():
     names = ["summary.html", "bright_ndcg10.png", "training_curves.png", "data_stats.png", "data_tables.html",
              "provenance.html", "cost.html"]
-    return [f"{RUN}/report/{n}" for n in names] + ([f"{RUN}/report/widen.html"] if is_widened() else [])
+    return [f"{RUN}/report/{n}" for n in names] + ([f"{RUN}/report/widen.html"] if get_made("widened") else [])

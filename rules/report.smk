@@ -46,11 +46,11 @@ rule report_bright:
 
 rule report_training:
     input:
-        expand(f"{RUN}/train/{{stage}}.metrics.jsonl", stage=["stage1", "stage2"]),
+        get_training_metrics().values(),
     output:
         report(f"{REPORT}/training_curves.png", caption="../report/training.rst", category="4. Training", labels={"figure": "training curves"}),
     params:
-        args=lambda wildcards, input, output: json.dumps({"metrics": dict(zip(["stage1", "stage2"], input)), "out": output[0]}),
+        args=lambda wildcards, input, output: json.dumps({"metrics": get_training_metrics(), "out": output[0]}),
     conda:
         "../envs/report.yaml"
     log:
@@ -98,11 +98,11 @@ rule report_data_tables:
 
 rule report_widen:
     input:
-        f"{RUN}/models/widened.verify.json",
+        get_widen_verifications().values(),
     output:
         report(f"{REPORT}/widen.html", caption="../report/widen.rst", category="3. Model", labels={"figure": "widening verification"}),
     params:
-        args=lambda wildcards, input, output: json.dumps({"verify_json": input[0], "out": output[0]}),
+        args=lambda wildcards, input, output: json.dumps({"verify": get_widen_verifications(), "out": output[0]}),
     conda:
         "../envs/report.yaml"
     log:

@@ -1,22 +1,25 @@
 # Training stages, one rule each (same module): the stage picks data, init model and lr.
+# {mid} is the stage's name for the first experiment, "<experiment>-<stage>" for a variant.
 # Under Slurm the job spans train.nodes x train.gpus_per_node GPUs (profile slurm/), and
 # launch.sh starts one process per GPU with srun; locally it is one process.
 
 
 rule train_stage1:
     input:
-        init=get_init_model("stage1"),
+        init=get_init_model,
         code=get_code("train"),
         shards=SHARDS.format(stage="stage1"),
     output:
-        model=directory(MODEL.format(model="stage1")),
+        model=directory(f"{RUN}/models/{{mid}}"),
         metrics=report(
-            f"{RUN}/train/stage1.metrics.jsonl",
+            f"{RUN}/train/{{mid}}.metrics.jsonl",
             caption="../report/train_metrics.rst",
             category="4. Training",
-            labels={"stage": "stage1", "what": "per-step metrics (JSONL)"},
+            labels={"model": "{mid}", "figure": "per-step metrics (JSONL)"},
         ),
-        meta=f"{RUN}/train/stage1.meta.json",
+        meta=f"{RUN}/train/{{mid}}.meta.json",
+    wildcard_constraints:
+        mid=MADE_ID.format(kind="stage1"),
     params:
         args=get_train_args,
         launcher=get_launcher(),
@@ -25,9 +28,9 @@ rule train_stage1:
     conda:
         "../envs/train.yaml"
     log:
-        f"{LOGS}/train/stage1.log",
+        f"{LOGS}/train/{{mid}}.log",
     benchmark:
-        f"{BENCH}/train/stage1.tsv"
+        f"{BENCH}/train/{{mid}}.tsv"
     shell:
         "bash {params.launcher}"
         " python -m workflow_scripts.train --args {params.args:q} > {log} 2>&1"
@@ -35,19 +38,8 @@ rule train_stage1:
 
 use rule train_stage1 as train_stage2 with:
     input:
-        init=get_init_model("stage2"),
+        init=get_init_model,
         code=get_code("train"),
         shards=SHARDS.format(stage="stage2"),
-    output:
-        model=directory(MODEL.format(model="stage2")),
-        metrics=report(
-            f"{RUN}/train/stage2.metrics.jsonl",
-            caption="../report/train_metrics.rst",
-            category="4. Training",
-            labels={"stage": "stage2", "what": "per-step metrics (JSONL)"},
-        ),
-        meta=f"{RUN}/train/stage2.meta.json",
-    log:
-        f"{LOGS}/train/stage2.log",
-    benchmark:
-        f"{BENCH}/train/stage2.tsv"
+    wildcard_constraints:
+        mid=MADE_ID.format(kind="stage2"),

@@ -116,3 +116,18 @@ def test_killed_runs_finish_with_an_identical_summary(demo_run, tmp_path):
         for part in sorted((demo_run / f"results/demo/shards/{stage}").glob("part-*.parquet")):
             assert part.read_bytes() == (work / f"results/demo/shards/{stage}" / part.name).read_bytes()
     assert not list(work.glob("results/demo/**/.*.tmp-*"))  # no temporary leftovers taken as output
+
+
+def test_variants_reuse_shared_upstream_outputs(demo_run):
+    overlay = ("experiments:\n  main: {}\n  lr2: {train: {stage2: {learning_rate: 2.5e-4}}}\n"
+               "  dim64: {widen: {to: null}}\n")  # fmt: skip
+    jobs = planned(demo_run, overlay)
+    # lr2 shares widened + stage1 with main; dim64 (no widening) retrains both stages
+    assert jobs.pop("train_stage2") == 2 and jobs.pop("train_stage1") == 1
+    assert jobs.pop("evaluate") == 12 * 3  # lr2-stage2, dim64-stage1, dim64-stage2
+    assert not {"download", "build_shards", "widen"} & set(jobs)
+    assert set(jobs) <= {"summarize", "report_training", "report_provenance"} | REPORT
+    out = snakemake("-n", "--configfile", str(demo_run / "demo/config.yaml"), str(demo_run / "overlay.yaml"),
+                    cwd=demo_run).stdout  # fmt: skip
+    assert "results/demo/models/lr2-stage2" in out and "results/demo/models/dim64-stage1" in out
+    assert "results/demo/models/lr2-stage1" not in out  # shared, not recomputed

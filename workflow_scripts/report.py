@@ -184,14 +184,17 @@ def data_html(stats: dict[str, str], out: str | Path) -> None:
         handle.write(_html_page("Training data", body))
 
 
-def widen_html(verify_json: str | Path, out: str | Path) -> None:
-    """The widening verification as a two-column table."""
-    report = read_json(verify_json)
-    checks = report.pop("checks", {})
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in sorted(report.items()))
-    rows += "".join(f"<tr><td>check: {html.escape(k)}</td><td>{'pass' if v else 'FAIL'}</td></tr>" for k, v in checks.items())
+def widen_html(verify: dict[str, str], out: str | Path) -> None:
+    """The widening verification of each widened model as a two-column table."""
+    body = ""
+    for name, path in verify.items():
+        report = read_json(path)
+        checks = report.pop("checks", {})
+        rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in sorted(report.items()))
+        rows += "".join(f"<tr><td>check: {html.escape(k)}</td><td>{'pass' if v else 'FAIL'}</td></tr>" for k, v in checks.items())
+        body += f"<h4>{html.escape(name)}</h4><table class='r' id='widen-table-{html.escape(name)}'>{rows}</table>"
     with atomic_file(out) as handle:
-        handle.write(_html_page("Widening verification", f"<table class='r' id='widen-table'>{rows}</table>"))
+        handle.write(_html_page("Widening verification", body))
 
 
 def provenance_html(*, config: dict[str, Any], manifests: list[str], out: str | Path, repo: str) -> None:
