@@ -36,6 +36,7 @@ MANIFEST = "resources/sources/{source}.manifest.json"
 SHARDS = f"{RUN}/shards/{{stage}}"
 MODEL = f"{RUN}/models/{{model}}"
 EVAL = f"{RUN}/eval/{{model}}/{{split}}.json"
+RUN_FILE = f"{RUN}/eval/{{model}}/{{split}}.run.trec"
 BASE_MODEL = MANIFEST.format(source="base_model")
 
 
@@ -178,12 +179,12 @@ def get_init_model(wildcards):
     return BASE_MODEL if parent is None else MODEL.format(model=get_model_id(exp, parent))
 
 
-def get_source_args(wildcards, output):
+def get_source_args(wildcards):
     src = get_sources()[wildcards.source]
     return json.dumps(
         {
             "name": wildcards.source,
-            "manifest": output.manifest,
+            "manifest": MANIFEST.format(source=wildcards.source),
             "cache_dir": "resources/hub",
             "allow_patterns": None,
             **{k: src[k] for k in ("repo", "repo_type", "revision", "local")},
@@ -203,18 +204,20 @@ def get_stage_manifests(wildcards):
     return {name: MANIFEST.format(source=name) for name in sorted(names)}
 
 
-def get_shard_args(wildcards, input, output):
+# Param functions take only `wildcards`: Snakemake does not track params derived from
+# input/output for reruns, so file paths are rebuilt here from the same templates.
+def get_shard_args(wildcards):
     data = config["data"]
     return json.dumps(
         {
             "stage": wildcards.stage,
             "stage_sources": data["stages"][wildcards.stage],
-            "manifests": {name: getattr(input, name) for name in get_stage_manifests(wildcards)},
-            "out_dir": output.shards,
-            "stats_path": output.stats,
+            "manifests": get_stage_manifests(wildcards),
+            "out_dir": SHARDS.format(stage=wildcards.stage),
+            "stats_path": f"{RUN}/shards/{wildcards.stage}.stats.json",
             "splits": SPLITS_ALL,
             "bge_subdir": config["sources"]["bge_reasoner"].get("subdir"),
-            "tokenizer_manifest": input.tokenizer,
+            "tokenizer_manifest": BASE_MODEL,
             "seed": config["seed"],
             **{k: data[k] for k in data if k != "stages"},
         }
@@ -242,7 +245,7 @@ def get_widen_args(wildcards):
     return json.dumps({k: w[k] for k in WIDEN_KEYS})
 
 
-def get_train_args(wildcards, input, output):
+def get_train_args(wildcards):
     exp, stage = SPECS[wildcards.mid]
     t = get_setting("train", exp)
     lr = t.pop(stage)["learning_rate"]
@@ -252,12 +255,12 @@ def get_train_args(wildcards, input, output):
     args = {
         **t,
         "stage": stage,
-        "init_model": input.init,
-        "shards": input.shards,
-        "out_dir": output.model,
+        "init_model": get_init_model(wildcards),
+        "shards": SHARDS.format(stage=stage),
+        "out_dir": MODEL.format(model=wildcards.mid),
         "checkpoint_dir": f"{RUN}/checkpoints/{wildcards.mid}",
-        "metrics_path": output.metrics,
-        "meta_path": output.meta,
+        "metrics_path": f"{RUN}/train/{wildcards.mid}.metrics.jsonl",
+        "meta_path": f"{RUN}/train/{wildcards.mid}.meta.json",
         "learning_rate": lr,
         "seed": config["seed"],
         "trust_remote_code": config["trust_remote_code"],
@@ -275,15 +278,15 @@ def get_eval_settings(split):
     }
 
 
-def get_eval_args(wildcards, input, output):
+def get_eval_args(wildcards):
     e = config["evaluate"]
     args = {
-        "model_path": input.model,
+        "model_path": get_model_path(wildcards.model),
         "model_name": wildcards.model,
-        "bright_manifest": input.bright,
+        "bright_manifest": MANIFEST.format(source="bright"),
         "split": wildcards.split,
-        "out_json": output.json,
-        "run_file": output.run,
+        "out_json": EVAL.format(model=wildcards.model, split=wildcards.split),
+        "run_file": RUN_FILE.format(model=wildcards.model, split=wildcards.split),
         "query_template": e["query_template"],
         "domain": e["domains"].get(wildcards.split, wildcards.split),
         "trust_remote_code": config["trust_remote_code"],
@@ -293,7 +296,7 @@ def get_eval_args(wildcards, input, output):
     return json.dumps(args, sort_keys=True)
 
 
-def get_summary_args(wildcards, input, output):
+def get_summary_args(wildcards):
     e = config["evaluate"]
     return json.dumps(
         {
@@ -328,10 +331,10 @@ def get_used_sources():
     )
 
 
-def get_provenance_args(wildcards, input, output):
-    return json.dumps(
-        {"config": config, "manifests": list(input.manifests), "out": output[0], "repo": workflow.basedir}
-    )
+def get_provenance_args(wildcards):
+    manifests = [MANIFEST.format(source=name) for name in get_used_sources()]
+    out = f"{RUN}/report/provenance.html"
+    return json.dumps({"config": config, "manifests": manifests, "out": out, "repo": workflow.basedir})
 
 
 def get_benchmarks():

@@ -12,7 +12,7 @@ rule evaluate:
         bright=MANIFEST.format(source="bright"),
     output:
         json=EVAL,
-        run=f"{RUN}/eval/{{model}}/{{split}}.run.trec",
+        run=RUN_FILE,
     params:
         args=get_eval_args,
     conda:

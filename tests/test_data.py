@@ -172,3 +172,10 @@ def test_unwritable_output_is_one_line(manifests, tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: /proc/no-such-dir"), proc.stderr
+
+
+def test_empty_file_is_named(manifests, tmp_path):
+    root, m = _mirror(manifests, "bge_reasoner", tmp_path)
+    (root / "bge-reasoner-data-0904/aops.jsonl").write_text("")
+    with pytest.raises(UserError, match=r"aops.jsonl: empty file"):
+        shards(m, tmp_path / "out")

@@ -131,3 +131,11 @@ def test_variants_reuse_shared_upstream_outputs(demo_run):
                     cwd=demo_run).stdout  # fmt: skip
     assert "results/demo/models/lr2-stage2" in out and "results/demo/models/dim64-stage1" in out
     assert "results/demo/models/lr2-stage1" not in out  # shared, not recomputed
+
+
+def test_caption_edit_reruns_nothing(demo_run):
+    with edited(demo_run / "report/summary.rst", "\nOne more sentence.\n"):
+        assert planned(demo_run) == {}
+        proc = snakemake("--configfile", str(demo_run / "demo/config.yaml"), "--report", "caption.html", cwd=demo_run)
+        assert proc.returncode == 0
+    assert "One more sentence." in (demo_run / "caption.html").read_text()

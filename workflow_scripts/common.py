@@ -128,8 +128,13 @@ def config_problem(config: dict[str, Any], schema_path: str | Path) -> str | Non
     --------
     >>> import pathlib
     >>> schema = pathlib.Path(__file__).with_name("config.schema.yaml")
-    >>> config_problem({"run_name": "x y"}, schema)[:37]
-    "config: run_name: 'x y' does not matc"
+    >>> config_problem({"run_name": "x y"}, schema)
+    "config: (top level): 'seed' is a required property"
+    >>> import yaml
+    >>> config = yaml.safe_load(schema.parents[1].joinpath("config.yaml").read_text())
+    >>> config["data"]["rows_per_shard"] = "many"
+    >>> config_problem(config, schema)
+    "config: data/rows_per_shard: 'many' is not of type 'integer'"
     """
     import jsonschema
     import yaml

@@ -205,6 +205,8 @@ def iter_parquet_rows(files: Iterable[Path], columns: list[str]) -> Iterator[tup
         missing = [c for c in columns if c not in handle.schema_arrow.names]
         if missing:
             raise UserError(f"{path}: missing column(s) {missing}; has {handle.schema_arrow.names}")
+        if handle.metadata.num_rows == 0:
+            raise UserError(f"{path}: empty file (no rows)")
         row = 0
         for batch in handle.iter_batches(batch_size=BATCH_ROWS, columns=columns):
             for record in batch.to_pylist():
@@ -214,6 +216,8 @@ def iter_parquet_rows(files: Iterable[Path], columns: list[str]) -> Iterator[tup
 
 def iter_jsonl_rows(path: Path) -> Iterator[tuple[Path, int, dict]]:
     """Stream a jsonl file; a truncated or malformed line is an error naming file and line."""
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: empty file")
     with open(path) as handle:
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
@@ -361,7 +365,7 @@ def normalise(text: str) -> str:
 
     Examples
     --------
-    >>> normalise("  Why do Insects -- fly?\n")
+    >>> normalise("  Why do Insects -- fly?  ")
     'why do insects fly'
     """
     return " ".join(re.sub(r"[^\w\s]+", " ", text.lower()).split())
