@@ -9,7 +9,9 @@ from conftest import job_counts, snakemake
 
 pytestmark = pytest.mark.e2e
 
-REPORT = {"report_summary", "report_bright", "report_cost"}
+# Report pages that follow any change: the table, the chart, the cost table, and the
+# provenance page (it records the config).
+REPORT = {"report_summary", "report_bright", "report_cost", "report_provenance"}
 
 
 def planned(demo_run, overlay: str | None = None, *extra: str) -> dict[str, int]:
@@ -42,7 +44,7 @@ def test_stage2_negatives_rebuild_stage2_shards_only(demo_run):
                "      - {source: reasonir, config: hq}\n")  # fmt: skip
     jobs = planned(demo_run, overlay)
     assert jobs.pop("build_shards") == 1 and jobs.pop("train_stage2") == 1 and jobs.pop("evaluate") == 12
-    assert set(jobs) <= {"summarize", "report_training", "report_data"} | REPORT
+    assert set(jobs) <= {"summarize", "report_training", "report_data", "report_data_tables"} | REPORT
 
 
 def test_extra_model_adds_only_its_evaluations(demo_run):
@@ -115,7 +117,7 @@ def test_killed_runs_finish_with_an_identical_summary(demo_run, tmp_path):
     for stage in ("stage1", "stage2"):
         for part in sorted((demo_run / f"results/demo/shards/{stage}").glob("part-*.parquet")):
             assert part.read_bytes() == (work / f"results/demo/shards/{stage}" / part.name).read_bytes()
-    assert not list(work.glob("results/demo/**/.*.tmp-*"))  # no temporary leftovers taken as output
+    assert not list(work.glob("results/demo/**/.*.tmp-*"))  # a killed job's temporaries are cleared
 
 
 def test_variants_reuse_shared_upstream_outputs(demo_run):
