@@ -57,7 +57,7 @@ def summary_html(summary_json: str | Path, out: str | Path) -> None:
     """The summary table, deltas against the card coloured green (better) or red (worse)."""
     summary = read_json(summary_json)
     columns = [*summary["splits"], "mean"]
-    head = "<tr><th>model</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>"
+    head = "<tr><th>model</th>" + "".join(f"<th>{html.escape(c.replace('_', ' '))}</th>" for c in columns) + "</tr>"
     body = ""
     for row in summary["rows"]:
         cells = ""
@@ -100,7 +100,7 @@ def plot_bright(summary_json: str | Path, out: str | Path) -> None:
     ax.set_xticks(x, [s.replace("_", "\n") for s in splits], fontsize=8)
     ax.set_ylabel("nDCG@10 (x100)")
     ax.set_title("BRIGHT nDCG@10 per split")
-    ax.legend(fontsize=7, ncol=2, loc="upper right")
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
     _save(fig, out)
 
 
@@ -145,11 +145,12 @@ def plot_data(stats: dict[str, str], out: str | Path) -> None:
     axes[0].set_title("training triples per source / domain")
     axes[0].legend(fontsize=7)
     for i, (stage, s) in enumerate(loaded.items()):
+        color = plt.get_cmap("tab10")(i)  # the same colour as the stage's bars
         for j, col in enumerate(("query", "positive", "negative")):
             pct = s["token_lengths"].get(col, {})
             if pct:
                 axes[1].errorbar(j + 0.2 * i, pct["p50"], yerr=[[pct["p50"] - pct["p5"]], [pct["p95"] - pct["p50"]]],
-                                 fmt="o", capsize=4, label=stage if j == 0 else None)  # fmt: skip
+                                 fmt="o", capsize=4, color=color, label=stage if j == 0 else None)  # fmt: skip
     axes[1].set_xticks(range(3), ["query", "positive", "negative"])
     axes[1].set_ylabel("tokens (base tokenizer): median, 5-95 %")
     axes[1].set_title("text lengths")

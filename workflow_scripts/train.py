@@ -17,7 +17,6 @@ import argparse
 import hashlib
 import json
 import logging
-import math
 import os
 import shutil
 import socket
@@ -240,6 +239,8 @@ def train_stage(
         bf16=_use_bf16(bf16), save_strategy="steps", save_steps=save_steps,
         save_total_limit=save_total_limit, logging_steps=logging_steps, seed=seed, data_seed=seed,
         report_to="none", dataloader_num_workers=dataloader_num_workers, disable_tqdm=True,
+        # a short last batch would give its queries few in-batch negatives and a noisy step
+        dataloader_drop_last=True,
         use_cpu=not torch.cuda.is_available(),
         ddp_backend="gloo" if world["world_size"] > 1 and not torch.cuda.is_available() else None,
     )  # fmt: skip
@@ -285,7 +286,7 @@ def train_stage(
         "final_loss": result.training_loss,
         "learning_rate": learning_rate,
         "epochs": epochs,
-        "steps_per_epoch": math.ceil(len(dataset) / global_batch_size),
+        "steps_per_epoch": len(dataset) // global_batch_size,  # last partial batch dropped
     }
     write_json(meta_path, meta)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)  # done: the final model is the output
