@@ -65,8 +65,11 @@ def maxsim_scores(
 ) -> torch.Tensor:
     """Exact ColBERT scores ``sum_q max_d <q, d>`` of every query against every document.
 
-    Pad-free: token vectors are concatenated, so padding never wins a max. Work is split
-    in blocks of at most ``budget`` query-token x document-token scores.
+    Documents are sorted by length and scored in groups padded to the group's longest
+    document, so padding stays small; padded positions carry an extra coordinate that makes
+    their similarity -1e4, so they never win a max (token vectors are unit-norm, |sim| <= 1)
+    and no mask pass is needed. The per-query sum over tokens is one more GEMM. Each group
+    holds at most ``budget`` query-token x document-token scores.
 
     Parameters
     ----------
@@ -77,7 +80,7 @@ def maxsim_scores(
 
     Returns
     -------
-    Tensor of shape (queries, documents).
+    Tensor of shape (queries, documents), float32.
 
     Examples
     --------
@@ -86,33 +89,32 @@ def maxsim_scores(
     >>> maxsim_scores(q, d)
     tensor([[1.0000, 1.4000]])
     """
+    device, dtype = queries[0].device, queries[0].dtype
     q_lens = torch.tensor([len(q) for q in queries])
-    d_lens = torch.tensor([len(d) for d in documents])
     q_all = torch.cat(queries)  # (Q tokens, dim)
-    d_all = torch.cat(documents)  # (D tokens, dim)
-    q_owner = torch.repeat_interleave(torch.arange(len(queries), device=q_all.device), q_lens.to(q_all.device))
-    out = torch.zeros(len(queries), len(documents), dtype=torch.float32, device=q_all.device)
-    d_bounds = _blocks(d_lens, max(budget // max(int(q_lens.sum()), 1), int(d_lens.max())))
-    for d_start, d_end in d_bounds:
-        tok_start, tok_end = int(d_lens[:d_start].sum()), int(d_lens[:d_end].sum())
-        sims = d_all[tok_start:tok_end] @ q_all.T  # (block tokens, Q tokens)
-        seg = d_lens[d_start:d_end].to(sims.device)
-        per_doc = torch.segment_reduce(sims.float(), "max", lengths=seg, axis=0)  # (docs, Q tokens)
-        block = torch.zeros(d_end - d_start, len(queries), device=sims.device).index_add_(1, q_owner, per_doc)
-        out[:, d_start:d_end] = block.T
+    q_all = torch.cat([q_all, torch.ones(len(q_all), 1, dtype=dtype, device=device)], dim=1)  # (Q tokens, dim+1)
+    owner = torch.repeat_interleave(torch.arange(len(queries)), q_lens)
+    summer = torch.zeros(len(q_all), len(queries), dtype=torch.float32, device=device)  # (Q tokens, queries)
+    summer[torch.arange(len(q_all)), owner] = 1.0
+    d_lens = torch.tensor([len(d) for d in documents])
+    order = torch.argsort(d_lens, stable=True)
+    out = torch.empty(len(queries), len(documents), dtype=torch.float32, device=device)
+    start = 0
+    while start < len(documents):
+        longest = int(d_lens[order[min(len(order) - 1, start)]])
+        group = max(1, budget // max(1, longest * len(q_all)))
+        idx = order[start : start + group]
+        longest = int(d_lens[idx].max())
+        padded = torch.zeros(len(idx), longest, q_all.shape[1], dtype=dtype, device=device)
+        padded[:, :, -1] = -1e4  # padding: sim = -1e4 with the queries' extra 1
+        for row, j in enumerate(idx.tolist()):
+            padded[row, : d_lens[j], :-1] = documents[j]
+            padded[row, : d_lens[j], -1] = 0
+        sims = padded.view(-1, q_all.shape[1]) @ q_all.T  # (group x longest, Q tokens)
+        best = sims.view(len(idx), longest, -1).amax(dim=1).float()  # (group, Q tokens)
+        out[:, idx] = (best @ summer).T
+        start += len(idx)
     return out
-
-
-def _blocks(lengths: torch.Tensor, max_tokens: int) -> list[tuple[int, int]]:
-    """Consecutive [start, end) ranges whose token counts stay under ``max_tokens``."""
-    bounds, start, total = [], 0, 0
-    for i, n in enumerate(lengths.tolist()):
-        if total + n > max_tokens and i > start:
-            bounds.append((start, i))
-            start, total = i, 0
-        total += n
-    bounds.append((start, len(lengths)))
-    return bounds
 
 
 class TopK:
