@@ -68,13 +68,13 @@ def get_train_resources():
             res["tasks_per_node"] = per_node
         else:  # the plugin wants tasks_per_node > 1 with mpi: count tasks instead
             res["tasks"] = nodes
-    partition = os.environ.get("RC_SLURM_GPU_PARTITION")
-    return res | ({"slurm_partition": partition} if partition else {})
+    return res | get_partition("gpu")
 
 
 def get_partition(kind):
-    """RC_SLURM_{GPU,CPU}_PARTITION, or "" (the cluster's default / SBATCH_PARTITION)."""
-    return os.environ.get(f"RC_SLURM_{kind.upper()}_PARTITION", "")
+    """{slurm_partition: $RC_SLURM_<KIND>_PARTITION}, or {} (the cluster's default / SBATCH_PARTITION)."""
+    partition = os.environ.get(f"RC_SLURM_{kind.upper()}_PARTITION")
+    return {"slurm_partition": partition} if partition else {}
 
 
 def get_launcher():

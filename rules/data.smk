@@ -56,6 +56,8 @@ rule build_shards:
         ),
     params:
         args=get_shard_args,
+    resources:
+        **get_partition("cpu"),
     threads: 2
     conda:
         "../envs/data.yaml"

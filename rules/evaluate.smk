@@ -15,6 +15,8 @@ rule evaluate:
         run=RUN_FILE,
     params:
         args=get_eval_args,
+    resources:
+        **get_partition("gpu"),
     conda:
         "../envs/evaluate.yaml"
     log:

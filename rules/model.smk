@@ -18,6 +18,8 @@ rule widen:
         mid=MADE_ID.format(kind="widened"),
     params:
         args=get_widen_args,
+    resources:
+        **get_partition("cpu"),
     conda:
         "../envs/model.yaml"
     log:
