@@ -301,6 +301,7 @@ def get_summary_args(wildcards):
     return json.dumps(
         {
             "eval_dir": f"{RUN}/eval",
+            "mteb_dir": f"{RUN}/mteb",
             "models": get_eval_models(),
             "splits": SPLITS,
             "out_prefix": f"{RUN}/summary",
@@ -319,7 +320,9 @@ def get_summary_args(wildcards):
 
 
 def get_final_output():
-    return [f"{RUN}/summary.csv", f"{RUN}/summary.md", f"{RUN}/summary.json"] + get_report_targets()
+    summary = [f"{RUN}/summary.csv", f"{RUN}/summary.md", f"{RUN}/summary.json"]
+    mteb = [f"{RUN}/mteb/{model}/BrightRetrieval.json" for model in get_eval_models()]
+    return summary + mteb + get_report_targets()
 
 
 def get_used_sources():

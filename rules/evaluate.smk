@@ -35,6 +35,7 @@ rule summarize:
         csv=f"{RUN}/summary.csv",
         md=f"{RUN}/summary.md",
         json=f"{RUN}/summary.json",
+        mteb=expand(f"{RUN}/mteb/{{model}}/BrightRetrieval.json", model=get_eval_models()),
     params:
         args=get_summary_args,
     conda:

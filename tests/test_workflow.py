@@ -94,3 +94,13 @@ def test_hub_token_never_reaches_logs_or_report(demo_run):
             assert FAKE_TOKEN.encode() not in path.read_bytes(), path
             scanned += 1
     assert scanned > 100
+
+
+@pytest.mark.e2e
+def test_mteb_reads_our_results(demo_run):
+    from mteb.results import TaskResult
+
+    result = TaskResult.from_disk(demo_run / "results/demo/mteb/stage2/BrightRetrieval.json")
+    assert result.task_name == "BrightRetrieval" and sorted(result.hf_subsets) == sorted(SPLITS)
+    summary = {r["model"]: r for r in csv.DictReader(open(demo_run / "results/demo/summary.csv"))}
+    assert abs(100 * result.get_score() - float(summary["stage2"]["mean"])) < 0.01

@@ -74,6 +74,17 @@ def summary_rows(
     return rows
 
 
+def write_mteb_results(eval_dir: str | Path, models: list[str], splits: list[str], out_dir: str | Path) -> None:
+    """One mteb ``BrightRetrieval.json`` per model with all its splits (``mteb/<model>/``),
+    loadable by ``mteb.results.TaskResult.from_disk``."""
+    for model in models:
+        results = [read_json(Path(eval_dir) / model / f"{split}.json") for split in splits]
+        combined = {k: results[0][k] for k in ("dataset_revision", "task_name", "mteb_version", "kg_co2_emissions")}
+        combined["evaluation_time"] = sum(r["evaluation_time"] for r in results)
+        combined["scores"] = {"standard": [e for r in results for e in r["scores"]["standard"]]}
+        write_json(Path(out_dir) / model / "BrightRetrieval.json", combined)
+
+
 def load_scores(eval_dir: str | Path, models: list[str], splits: list[str]) -> dict[str, dict[str, float]]:
     """nDCG@10 x 100 per model and split from the mteb-format result files."""
     scores: dict[str, dict[str, float]] = {}
@@ -94,9 +105,14 @@ def to_markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return head + "".join("| " + " | ".join(f"{r[c]:.2f}" if isinstance(r[c], float) else str(r[c]) for c in columns) + " |\n" for r in rows)
 
 
-def summarize(*, eval_dir: str, models: list[str], splits: list[str], out_prefix: str, protocol: dict[str, Any]) -> list[dict[str, Any]]:
-    """Write ``<out_prefix>.{csv,md,json}``."""
+def summarize(
+    *, eval_dir: str, models: list[str], splits: list[str], out_prefix: str, protocol: dict[str, Any],
+    mteb_dir: str | None = None,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Write ``<out_prefix>.{csv,md,json}`` (and mteb's per-model result files to ``mteb_dir``)."""
     scores = load_scores(eval_dir, models, splits)
+    if mteb_dir:
+        write_mteb_results(eval_dir, models, splits, mteb_dir)
     rows = summary_rows(scores, splits)
     columns = ["model", *splits, "mean"]
     buffer = io.StringIO()
