@@ -83,9 +83,11 @@ def main() -> None:
             print(f"{factor:>3}x: {r['triples']:>9,} triples  {r['triples'] / r['seconds']:>9,.0f} triples/s  "
                   f"peak RSS {r['peak_rss_mb']:,.0f} MB")  # fmt: skip
     one, ten = results[1], results[10]
-    print(f"10x/1x: input x{ten['triples'] / one['triples']:.1f}, throughput x"
-          f"{(ten['triples'] / ten['seconds']) / (one['triples'] / one['seconds']):.2f}, "
-          f"peak RSS x{ten['peak_rss_mb'] / one['peak_rss_mb']:.2f}")
+    print(
+        f"10x/1x: input x{ten['triples'] / one['triples']:.1f}, throughput x"
+        f"{(ten['triples'] / ten['seconds']) / (one['triples'] / one['seconds']):.2f}, "
+        f"peak RSS x{ten['peak_rss_mb'] / one['peak_rss_mb']:.2f}"
+    )
 
 
 if __name__ == "__main__":

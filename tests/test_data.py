@@ -106,7 +106,9 @@ def test_unknown_domain_file_is_rejected(manifests, tmp_path):
 
 def test_wrong_type_is_named(manifests, tmp_path):
     root, m = _mirror(manifests, "bge_reasoner", tmp_path)
-    (root / "bge-reasoner-data-0904/pony.jsonl").write_text('{"prompt": "p", "query": "q", "pos": "not a list", "neg": []}\n')
+    (root / "bge-reasoner-data-0904/pony.jsonl").write_text(
+        '{"prompt": "p", "query": "q", "pos": "not a list", "neg": []}\n'
+    )
     with pytest.raises(UserError, match=r"pony.jsonl:1: column pos must be list"):
         shards(m, tmp_path / "out")
 
@@ -164,9 +166,15 @@ def test_contamination_audit_finds_and_drops_test_queries(manifests, tmp_path):
 
 
 def test_unwritable_output_is_one_line(manifests, tmp_path):
-    args = {"name": "bright", "repo": "o/r", "revision": "a" * 40, "repo_type": "dataset",
-            "local": json.load(open(manifests["bright"]))["path"], "cache_dir": str(tmp_path),
-            "manifest": "/proc/no-such-dir/bright.manifest.json"}  # read-only even for root
+    args = {
+        "name": "bright",
+        "repo": "o/r",
+        "revision": "a" * 40,
+        "repo_type": "dataset",
+        "local": json.load(open(manifests["bright"]))["path"],
+        "cache_dir": str(tmp_path),
+        "manifest": "/proc/no-such-dir/bright.manifest.json",
+    }  # read-only even for root
     proc = subprocess.run([sys.executable, "-m", "workflow_scripts.data", "fetch", "--args", json.dumps(args)],
                           capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 2

@@ -52,7 +52,9 @@ def test_ndcg_equals_pylate_rerank_plus_pytrec_eval(demo_assets, manifests, tmp_
 
 def test_excluded_ids_never_ranked(demo_assets, manifests, tmp_path):
     result = run_split(demo_assets, manifests, tmp_path)
-    excluded = {e["id"]: set(e["excluded_ids"]) - {"N/A"} for e in load_bright_examples(demo_assets / "BRIGHT", "biology")}
+    excluded = {
+        e["id"]: set(e["excluded_ids"]) - {"N/A"} for e in load_bright_examples(demo_assets / "BRIGHT", "biology")
+    }
     assert any(excluded.values())
     run = read_run(tmp_path / "r.trec")
     for qid, docs in run.items():
@@ -75,8 +77,22 @@ def test_mteb_result_layout(demo_assets, manifests, tmp_path):
 
 
 def test_chunking_does_not_change_the_ranking(demo_assets, manifests, tmp_path):
-    run_split(demo_assets, manifests, tmp_path / "a", chunk_size=5, out_json=str(tmp_path / "a.json"), run_file=str(tmp_path / "a.trec"))
-    run_split(demo_assets, manifests, tmp_path / "b", chunk_size=1000, out_json=str(tmp_path / "b.json"), run_file=str(tmp_path / "b.trec"))
+    run_split(
+        demo_assets,
+        manifests,
+        tmp_path / "a",
+        chunk_size=5,
+        out_json=str(tmp_path / "a.json"),
+        run_file=str(tmp_path / "a.trec"),
+    )
+    run_split(
+        demo_assets,
+        manifests,
+        tmp_path / "b",
+        chunk_size=1000,
+        out_json=str(tmp_path / "b.json"),
+        run_file=str(tmp_path / "b.trec"),
+    )
     a, b = read_run(tmp_path / "a.trec"), read_run(tmp_path / "b.trec")
     assert a.keys() == b.keys()
     for q in a:

@@ -36,7 +36,9 @@ def test_widen_keeps_old_rows_and_adds_small_random_ones(base, tmp_path):
 def test_widen_is_seeded(base, tmp_path):
     for name in ("a", "b"):
         widen(source=base, out_dir=tmp_path / name, verify_path=tmp_path / f"{name}.json", to=96, seed=1)
-    assert (tmp_path / "a/3_Dense/model.safetensors").read_bytes() == (tmp_path / "b/3_Dense/model.safetensors").read_bytes()
+    assert (tmp_path / "a/3_Dense/model.safetensors").read_bytes() == (
+        tmp_path / "b/3_Dense/model.safetensors"
+    ).read_bytes()
 
 
 def test_use_residual_override(base, tmp_path):

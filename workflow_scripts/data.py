@@ -101,8 +101,7 @@ def fetch_source(
         "path": str(root),
         "mode": "local" if local else "hub",
         "files": [
-            {"path": str(p.relative_to(root)), "size": p.stat().st_size, "sha256": sha256_file(p)}
-            for p in files
+            {"path": str(p.relative_to(root)), "size": p.stat().st_size, "sha256": sha256_file(p)} for p in files
         ],
     }
     write_json(manifest, data)

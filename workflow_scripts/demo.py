@@ -49,17 +49,13 @@ EXAMPLES_SCHEMA = pa.schema(
 )
 DOCUMENTS_SCHEMA = pa.schema([("id", pa.string()), ("content", pa.string())])
 PAIR_LIST = pa.list_(pa.list_(pa.string()))
-REASONIR_SCHEMA = pa.schema(
-    [("query", pa.list_(pa.string())), ("pos", PAIR_LIST), ("neg", PAIR_LIST)]
-)
+REASONIR_SCHEMA = pa.schema([("query", pa.list_(pa.string())), ("pos", PAIR_LIST), ("neg", PAIR_LIST)])
 FILLER = "the a of to and in is that for it with as on this how why what can does".split()
 
 
 def _word(rng: random.Random) -> str:
     syllables = ["ka", "lo", "mi", "tu", "re", "sa", "vi", "no", "de", "pa", "zu", "fe", "gi"]
-    return "".join(rng.choice(syllables) for _ in range(rng.randint(2, 3))) + rng.choice(
-        "nrstlx"
-    )
+    return "".join(rng.choice(syllables) for _ in range(rng.randint(2, 3))) + rng.choice("nrstlx")
 
 
 def _sentence(rng: random.Random, words: list[str], n_filler: int) -> str:

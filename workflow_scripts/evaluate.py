@@ -77,6 +77,8 @@ def maxsim_scores(
         One tensor per query, shape (query tokens, dim).
     documents
         One tensor per document, shape (document tokens, dim).
+    budget
+        Most query-token x document-token scores held at once (bounds memory).
 
     Returns
     -------
@@ -231,7 +233,9 @@ def _device_dtype(dtype: str) -> tuple[str, torch.dtype]:
     return "cuda", getattr(torch, dtype)
 
 
-def encode(model, texts: list[str], *, is_query: bool, batch_size: int, device: str, dtype: torch.dtype) -> list[torch.Tensor]:
+def encode(
+    model, texts: list[str], *, is_query: bool, batch_size: int, device: str, dtype: torch.dtype
+) -> list[torch.Tensor]:
     """Normalised token vectors, one (tokens, dim) tensor per text (padding/skiplist removed)."""
     with torch.inference_mode():
         vecs = model.encode(texts, is_query=is_query, batch_size=batch_size, convert_to_numpy=False,

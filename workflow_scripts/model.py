@@ -146,7 +146,9 @@ def load_colbert(path: str | Path, *, trust_remote_code: bool = False, **kwargs:
     if not trust_remote_code and (path / "config.json").exists():
         auto_map = json.loads((path / "config.json").read_text()).get("auto_map")
         if auto_map:
-            raise UserError(f"{path}: model needs remote code ({sorted(auto_map)}); set trust_remote_code: true to allow it")
+            raise UserError(
+                f"{path}: model needs remote code ({sorted(auto_map)}); set trust_remote_code: true to allow it"
+            )
     return models.ColBERT(
         str(path), device=kwargs.pop("device", "cpu"), trust_remote_code=trust_remote_code,
         model_kwargs={"use_safetensors": True}, **kwargs,

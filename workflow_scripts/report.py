@@ -75,7 +75,11 @@ def summary_html(summary_json: str | Path, out: str | Path) -> None:
         f"document length {p['document_length']}; BRIGHT revision <code>{p['bright_revision']}</code>.</p>"
     )
     with atomic_file(out) as handle:
-        handle.write(_html_page("BRIGHT nDCG@10: ours vs published", f"<table class='r' id='summary-table'>{head}{body}</table>{note}"))
+        handle.write(
+            _html_page(
+                "BRIGHT nDCG@10: ours vs published", f"<table class='r' id='summary-table'>{head}{body}</table>{note}"
+            )
+        )
 
 
 def plot_bright(summary_json: str | Path, out: str | Path) -> None:
@@ -133,7 +137,9 @@ def plot_data(stats: dict[str, str], out: str | Path) -> None:
     plt = _pyplot()
     loaded = {stage: read_json(p) for stage, p in stats.items()}
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
-    labels: list[str] = sorted({f"{r['source']} {r['domain']}".strip() for s in loaded.values() for r in s["rows_by_source_domain"]})
+    labels: list[str] = sorted(
+        {f"{r['source']} {r['domain']}".strip() for s in loaded.values() for r in s["rows_by_source_domain"]}
+    )
     import numpy as np
 
     y = np.arange(len(labels))
@@ -175,7 +181,11 @@ def data_html(stats: dict[str, str], out: str | Path) -> None:
         dropped.append({"reason": "exact duplicate triple", "rows": s["duplicates_removed"]})
         dropped.append({"reason": "hq positive id not in BRIGHT (ids, not rows)", "rows": s["hq_unresolved_ids"]})
         body += f"<h4>{html.escape(stage)}: {s['rows']:,} triples in {s['shards']} shards</h4>"
-        body += _table(s["rows_by_source_domain"], f"rows-{stage}") + "<h5>dropped</h5>" + _table(dropped, f"dropped-{stage}")
+        body += (
+            _table(s["rows_by_source_domain"], f"rows-{stage}")
+            + "<h5>dropped</h5>"
+            + _table(dropped, f"dropped-{stage}")
+        )
         audit = s.get("contamination")
         if audit:
             body += (f"<h5>contamination audit vs BRIGHT test queries ({audit['ngram']}-gram, "
@@ -191,8 +201,12 @@ def widen_html(verify: dict[str, str], out: str | Path) -> None:
     for name, path in verify.items():
         report = read_json(path)
         checks = report.pop("checks", {})
-        rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in sorted(report.items()))
-        rows += "".join(f"<tr><td>check: {html.escape(k)}</td><td>{'pass' if v else 'FAIL'}</td></tr>" for k, v in checks.items())
+        rows = "".join(
+            f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in sorted(report.items())
+        )
+        rows += "".join(
+            f"<tr><td>check: {html.escape(k)}</td><td>{'pass' if v else 'FAIL'}</td></tr>" for k, v in checks.items()
+        )
         body += f"<h4>{html.escape(name)}</h4><table class='r' id='widen-table-{html.escape(name)}'>{rows}</table>"
     with atomic_file(out) as handle:
         handle.write(_html_page("Widening verification", body))
@@ -200,6 +214,7 @@ def widen_html(verify: dict[str, str], out: str | Path) -> None:
 
 def provenance_html(*, config: dict[str, Any], manifests: list[str], out: str | Path, repo: str) -> None:
     """Config (with pinned revisions), data manifests, package versions, git commit, machine."""
+
     def git(*args: str) -> str:
         try:
             return subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True, check=True).stdout.strip()
@@ -245,7 +260,9 @@ def cost_html(benchmarks: list[str], out: str | Path, gpus: dict[str, int]) -> N
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["summary", "bright", "training", "data", "data_tables", "widen", "provenance", "cost"])
+    parser.add_argument(
+        "what", choices=["summary", "bright", "training", "data", "data_tables", "widen", "provenance", "cost"]
+    )
     parser.add_argument("--args", required=True, help="JSON keyword arguments of the function")
     args = parser.parse_args(argv)
     functions = {"summary": summary_html, "bright": plot_bright, "training": plot_training, "data": plot_data,

@@ -102,7 +102,10 @@ def load_scores(eval_dir: str | Path, models: list[str], splits: list[str]) -> d
 
 def to_markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
     head = "| " + " | ".join(columns) + " |\n|" + "|".join("---" if c == "model" else "---:" for c in columns) + "|\n"
-    return head + "".join("| " + " | ".join(f"{r[c]:.2f}" if isinstance(r[c], float) else str(r[c]) for c in columns) + " |\n" for r in rows)
+    return head + "".join(
+        "| " + " | ".join(f"{r[c]:.2f}" if isinstance(r[c], float) else str(r[c]) for c in columns) + " |\n"
+        for r in rows
+    )
 
 
 def summarize(

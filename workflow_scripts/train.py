@@ -113,6 +113,7 @@ def last_checkpoint(folder: Path, *, cleanup: bool) -> str | None:
     A checkpoint is complete when its ``trainer_state.json`` (written last) parses and names
     its own step; incomplete ones are removed when ``cleanup`` (rank 0).
     """
+
     def step(path: Path) -> int:
         return int(path.name.split("-")[-1])
 
