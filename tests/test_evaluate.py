@@ -138,3 +138,15 @@ def test_score_run_cli_breaks_ties_like_trec_eval(tmp_path):
     res = json.loads(out.stdout)
     assert res["per_query"]["q1"]["ndcg_at_10"] == pytest.approx(1 / math.log2(3))
     assert res["mean"]["mrr_at_10"] == 0.5
+
+
+def test_malformed_trec_line_is_named(tmp_path):
+    from workflow_scripts.common import UserError
+    from workflow_scripts.evaluate import read_qrels
+
+    (tmp_path / "qrels").write_text("q1 0 a 1\nq2 0 b yes\n")
+    with pytest.raises(UserError, match=r"qrels:2: rel 'yes' is not a number"):
+        read_qrels(tmp_path / "qrels")
+    (tmp_path / "run").write_text("q1 Q0 a 1 1.0\n")
+    with pytest.raises(UserError, match=r"run:1: expected 'qid Q0 docid rank score tag'"):
+        read_run(tmp_path / "run")

@@ -597,13 +597,16 @@ def build_shards(
         examples = {split: load_bright_examples(roots["bright"], split) for split in splits}
         audit = ContaminationAudit(examples, contamination["ngram"])
 
+    kept = [0]  # triples yielded so far (the reservoir's denominator)
+
     def observed() -> Iterator[dict[str, str]]:
         for triple in produce():
             if audit is not None and audit.check(triple) and contamination["drop"]:
                 builder.dropped[f"{triple['source']}: overlaps a BRIGHT test query"] += 1
                 continue
             per_source[f"{triple['source']}\t{triple['domain']}"] += 1
-            _reservoir(rng, sample, triple, sum(per_source.values()), 2000)
+            kept[0] += 1
+            _reservoir(rng, sample, triple, kept[0], 2000)
             yield triple
 
     with atomic_dir(out_dir) as tmp:

@@ -178,30 +178,31 @@ def _top(docs: dict[str, float], k: int) -> dict[str, float]:
     return dict(sorted(docs.items(), key=lambda x: (x[1], x[0]), reverse=True)[:k])
 
 
-def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
-    """TREC qrels ``qid iter docid rel``."""
-    qrels: dict[str, dict[str, int]] = {}
+def _read_trec(path: str | Path, layout: str, value: int, cast: type) -> dict[str, dict[str, Any]]:
+    """``{qid: {docid: cast(column value)}}`` of a whitespace-separated TREC file."""
+    fields = layout.split()
+    out: dict[str, dict[str, Any]] = {}
     for line_no, line in enumerate(Path(path).read_text().splitlines(), start=1):
         parts = line.split()
         if not parts:
             continue
-        if len(parts) != 4:
-            raise UserError(f"{path}:{line_no}: expected 'qid iter docid rel'")
-        qrels.setdefault(parts[0], {})[parts[2]] = int(parts[3])
-    return qrels
+        if len(parts) != len(fields):
+            raise UserError(f"{path}:{line_no}: expected '{layout}'")
+        try:
+            out.setdefault(parts[0], {})[parts[2]] = cast(parts[value])
+        except ValueError as err:
+            raise UserError(f"{path}:{line_no}: {fields[value]} {parts[value]!r} is not a number") from err
+    return out
+
+
+def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
+    """TREC qrels ``qid iter docid rel``."""
+    return _read_trec(path, "qid iter docid rel", 3, int)
 
 
 def read_run(path: str | Path) -> dict[str, dict[str, float]]:
     """TREC run ``qid Q0 docid rank score tag``."""
-    run: dict[str, dict[str, float]] = {}
-    for line_no, line in enumerate(Path(path).read_text().splitlines(), start=1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) != 6:
-            raise UserError(f"{path}:{line_no}: expected 'qid Q0 docid rank score tag'")
-        run.setdefault(parts[0], {})[parts[2]] = float(parts[4])
-    return run
+    return _read_trec(path, "qid Q0 docid rank score tag", 4, float)
 
 
 def write_run(path: str | Path, run: dict[str, list[tuple[str, float]]], tag: str) -> None:

@@ -159,29 +159,27 @@ class CandidateCounter:
         return scores
 
 
-class MetricsLogger:
-    """Trainer callback: one JSON line per logging step (loss, lr, grad-norm, samples/s)."""
+def metrics_callback(path: Path, global_batch: int, rank: int):
+    """Trainer callback writing one JSON line per logging step (loss, lr, grad-norm, samples/s)."""
+    from transformers import TrainerCallback
 
-    def __new__(cls, path: Path, global_batch: int, rank: int):
-        from transformers import TrainerCallback
+    class MetricsLogger(TrainerCallback):
+        def __init__(self) -> None:
+            self.last = (time.time(), 0)
 
-        class _Callback(TrainerCallback):
-            def __init__(self) -> None:
-                self.last = (time.time(), 0)
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if rank != 0 or not logs or "loss" not in logs:
+                return
+            now, step = time.time(), state.global_step
+            rate = (step - self.last[1]) * global_batch / max(now - self.last[0], 1e-9)
+            self.last = (now, step)
+            row = {"step": step, "samples": step * global_batch, "epoch": logs.get("epoch"),
+                   "loss": logs.get("loss"), "lr": logs.get("learning_rate"),
+                   "grad_norm": logs.get("grad_norm"), "samples_per_s": rate, "time": now}  # fmt: skip
+            with open(path, "a") as handle:
+                handle.write(json.dumps(row) + "\n")
 
-            def on_log(self, args, state, control, logs=None, **kwargs):
-                if rank != 0 or not logs or "loss" not in logs:
-                    return
-                now, step = time.time(), state.global_step
-                rate = (step - self.last[1]) * global_batch / max(now - self.last[0], 1e-9)
-                self.last = (now, step)
-                row = {"step": step, "samples": step * global_batch, "epoch": logs.get("epoch"),
-                       "loss": logs.get("loss"), "lr": logs.get("learning_rate"),
-                       "grad_norm": logs.get("grad_norm"), "samples_per_s": rate, "time": now}  # fmt: skip
-                with open(path, "a") as handle:
-                    handle.write(json.dumps(row) + "\n")
-
-        return _Callback()
+    return MetricsLogger()
 
 
 def train_stage(
@@ -251,7 +249,7 @@ def train_stage(
     trainer = _trainer_class()(
         model=model, args=args, train_dataset=dataset, loss=loss,
         data_collator=utils.ColBERTCollator(model.tokenize),
-        callbacks=[MetricsLogger(metrics_path, global_batch_size, world["rank"])],
+        callbacks=[metrics_callback(metrics_path, global_batch_size, world["rank"])],
     )  # fmt: skip
     logger.info("stage %s: world %s, per-device batch %d, resume from %s", stage, world, per_device, resume)
     started = time.time()
