@@ -4,6 +4,9 @@ import json
 import os
 import sys
 
+import yaml
+from pathlib import Path
+
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
@@ -13,7 +16,8 @@ from snakemake.utils import validate
 sys.path.insert(0, workflow.basedir)
 from workflow_scripts.common import config_problem
 
-if problem := config_problem(config, os.path.join(workflow.basedir, "workflow_scripts/config.schema.yaml")):
+SCHEMA = os.path.join(workflow.basedir, "workflow_scripts/config.schema.yaml")
+if problem := config_problem(config, SCHEMA):
     raise WorkflowError(problem)
 validate(config, schema="../workflow_scripts/config.schema.yaml")
 
@@ -112,7 +116,7 @@ def get_setting(section, exp):
 
 for _exp in EXPERIMENTS:  # a variant's merged sections obey the same schema
     _merged = config | {section: get_setting(section, _exp) for section in ("widen", "train")}
-    if problem := config_problem(_merged, os.path.join(workflow.basedir, "workflow_scripts/config.schema.yaml")):
+    if problem := config_problem(_merged, SCHEMA):
         raise WorkflowError(f"experiments/{_exp}: {problem}")
 
 
@@ -225,10 +229,8 @@ def get_shard_args(wildcards):
 
 
 # BRIGHT has 12 domains whatever subset is evaluated: hq ids resolve against all of them.
-SPLITS_ALL = [
-    "biology", "earth_science", "economics", "psychology", "robotics", "stackoverflow",
-    "sustainable_living", "leetcode", "pony", "aops", "theoremqa_questions", "theoremqa_theorems",
-]
+# The list is the schema's (one place): its `split` enum.
+SPLITS_ALL = yaml.safe_load(Path(SCHEMA).read_text())["definitions"]["split"]["enum"]
 
 
 def get_training_metrics():
