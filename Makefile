@@ -21,7 +21,7 @@ $(VENV)/.installed: requirements.txt requirements-pylate.txt
 
 # The whole pipeline on the embedded demo, then the HTML report.
 demo: setup
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --configfile demo/config.yaml --cores all
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --configfile demo/config.yaml --cores all --rerun-incomplete
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --configfile demo/config.yaml --report report.html
 	@echo "summary: results/demo/summary.md   report: report.html"
 	@cat results/demo/summary.md

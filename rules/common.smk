@@ -1,33 +1,50 @@
-# Everything that is not a rule: validation, paths, and the input/param functions of the rules.
-import hashlib
+# Everything that is not a rule: validation, paths, and the tiny get_* helpers of the rules.
+# The logic behind them lives in workflow_scripts/ (lineage, fingerprint, config_checks).
 import json
 import os
+import shlex
 import sys
-
-import yaml
-from pathlib import Path
+from functools import cache
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 
 # One line naming the bad key first (jsonschema's full report is pages long), then Snakemake's
 # own validation with the same schema.
 sys.path.insert(0, workflow.basedir)
+from workflow_scripts.bright_meta import DOMAINS, SPLITS as BRIGHT_SPLITS
 from workflow_scripts.common import config_problem
+from workflow_scripts.config_checks import semantic_problems, semantic_warnings
+from workflow_scripts.cli import to_argv
+from workflow_scripts.fingerprint import code_fingerprint
+from workflow_scripts.lineage import Lineage
 
 SCHEMA = os.path.join(workflow.basedir, "workflow_scripts/config.schema.yaml")
-if problem := config_problem(config, SCHEMA):
+ENUMS = {"split": BRIGHT_SPLITS}  # BRIGHT's split names: one place, bright_meta.py
+if problem := config_problem(config, SCHEMA, ENUMS):
     raise WorkflowError(problem)
 validate(config, schema="../workflow_scripts/config.schema.yaml")
 
-# Rules run `python -m workflow_scripts.<stage>` from any working directory (tests, Slurm).
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (workflow.basedir, os.environ.get("PYTHONPATH", "")) if p
-)
-
-# The conda envs' post-deploy scripts install this repository's pinned requirements.
+# Rules run `python -m workflow_scripts.<stage>` from any working directory (tests, Slurm), and
+# the training launcher and conda post-deploy scripts find the repository through this.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH", "")) if p)
 os.environ["REASON_COLBERT_REPO"] = workflow.basedir
+
+
+# Set just above, asserted here so that Snakemake passes them on to remote (Slurm) jobs.
+envvars:
+    "PYTHONPATH",
+    "REASON_COLBERT_REPO",
+
+
+# `logged LOG CMD...` runs a stage with its output in LOG; when it fails, the stage's own
+# one-line error (the log's last line) is printed where the user looks, not only in LOG.
+shell.prefix(
+    "set -euo pipefail; logged() {{ log=$1; shift; \"$@\" > \"$log\" 2>&1"
+    " || {{ s=$?; echo \"$(tail -n 1 \"$log\")  [log: $log]\" >&2; return $s; }}; }}; "
+)
 
 RUN = f"results/{config['run_name']}"
 LOGS = f"{RUN}/logs"
@@ -42,6 +59,19 @@ MODEL = f"{RUN}/models/{{model}}"
 EVAL = f"{RUN}/eval/{{model}}/{{split}}.json"
 RUN_FILE = f"{RUN}/eval/{{model}}/{{split}}.run.trec"
 BASE_MODEL = MANIFEST.format(source="base_model")
+BRIGHT = MANIFEST.format(source="bright")
+
+LINEAGE = Lineage(config)
+for _exp in LINEAGE.experiments:  # a variant's merged sections obey the same schema
+    _merged = config | {section: LINEAGE.setting(section, _exp) for section in ("widen", "train")}
+    if problem := config_problem(_merged, SCHEMA, ENUMS):
+        raise WorkflowError(f"experiments/{_exp}: {problem}")
+# What the schema cannot say but a job would fail on hours later (a float where an int is
+# needed, a template field nobody fills, batch arithmetic): refused now, one line each.
+if problems := semantic_problems(config):
+    raise WorkflowError("\n".join(problems))
+for _warning in semantic_warnings(config):
+    logger.warning(_warning)
 
 
 wildcard_constraints:
@@ -51,11 +81,21 @@ wildcard_constraints:
     source="[A-Za-z0-9_.-]+",
 
 
-def get_code(stage):
-    """A stage's module as an input: editing it reruns that stage's jobs, and only those."""
-    return os.path.join(workflow.basedir, "workflow_scripts", f"{stage}.py")
+# ---------------------------------------------------------------- params: settings, canonical
+def as_flags(settings):
+    """`--kebab-case value` per setting, keys sorted and values shell-quoted: a param whose
+    repr (what Snakemake compares) depends neither on key order nor on where the checkout is."""
+    return shlex.join(to_argv(settings))
 
 
+@cache
+def get_code(stage, *extra):
+    """Fingerprint of a stage's module and every project module it imports (transitively), as
+    a param: editing `model.py` reruns widen, training and evaluation, and nothing else."""
+    return code_fingerprint(stage, *extra)
+
+
+# ---------------------------------------------------------------- Slurm shape
 def get_train_resources():
     """Slurm shape of a training job, from config.yaml `train` (which also fixes the batch).
 
@@ -65,7 +105,7 @@ def get_train_resources():
     t = config["train"]
     nodes, per_node = t["nodes"], t["gpus_per_node"]
     gpu_type = os.environ.get("RC_SLURM_GPU_TYPE", "")
-    res = {"nodes": nodes, "gres": f"gpu:{gpu_type + ':' if gpu_type else ''}{per_node}"}
+    res = {"nodes": nodes, "gres": f"gpu:{gpu_type}:{per_node}" if gpu_type else f"gpu:{per_node}"}
     if nodes * per_node > 1:
         res["mpi"] = "srun"
         if per_node > 1:
@@ -81,11 +121,7 @@ def get_partition(kind):
     return {"slurm_partition": partition} if partition else {}
 
 
-def get_launcher():
-    """One process locally; one per GPU under a multi-task Slurm allocation (see launch.sh)."""
-    return os.path.join(workflow.basedir, "workflow_scripts", "launch.sh")
-
-
+# ---------------------------------------------------------------- sources
 def get_sources():
     """Every downloadable input: the datasets, the base model and extra evaluated models."""
     sources = dict(config["sources"])
@@ -93,78 +129,61 @@ def get_sources():
     return sources
 
 
-# Experiments: variants of the recipe run side by side (config `experiments`). Each DAG-made
-# model is named by its lineage: a model whose recipe (own settings + everything upstream)
-# equals one of an earlier experiment is that model, computed once. The first experiment's
-# models keep the plain names (widened, stage1, stage2); others are "<experiment>-<kind>".
-EXPERIMENTS = {name: spec or {} for name, spec in (config.get("experiments") or {"main": {}}).items()}
-FIRST = next(iter(EXPERIMENTS))
-WIDEN_KEYS = ("to", "seed", "std_fraction", "min_std", "use_residual_2_dense")
+def get_source_flags(wildcards):
+    src = get_sources()[wildcards.source]
+    return as_flags({k: src[k] for k in ("repo", "repo_type", "revision", "local")})
 
 
-def deep_merge(base, override):
-    out = dict(base)
-    for key, value in override.items():
-        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
+def get_download_input(wildcards):
+    """The demo and the rehearsal create their mirrors first; a real run downloads from the
+    hub or a mirror."""
+    return [config[k]["assets_dir"] for k in ("demo", "rehearsal") if k in config]
 
 
-def get_setting(section, exp):
-    """config[section] (widen or train) with the experiment's overrides merged in."""
-    return deep_merge(config[section], EXPERIMENTS[exp].get(section, {}))
+def get_generator_flags(kind):
+    """Settings of the demo / rehearsal asset generator: its config section but the folder."""
+    return as_flags({k: v for k, v in config[kind].items() if k != "assets_dir"})
 
 
-for _exp in EXPERIMENTS:  # a variant's merged sections obey the same schema
-    _merged = config | {section: get_setting(section, _exp) for section in ("widen", "train")}
-    if problem := config_problem(_merged, SCHEMA):
-        raise WorkflowError(f"experiments/{_exp}: {problem}")
+def get_used_sources():
+    """Sources the DAG reads: the datasets, the base model, and distinct extra models."""
+    extra = {get_model_path(m) for m in config["evaluate_models"]}
+    names = ["reasonir", "bge_reasoner", "bright", "base_model"]
+    return names + sorted(n for n in get_sources() if MANIFEST.format(source=n) in extra and n not in names)
 
 
-def get_kinds(exp):
-    """DAG-made models of an experiment, in curriculum order (widen.after and widen.to decide)."""
-    w = get_setting("widen", exp)
-    if w["to"] is None:
-        return ["stage1", "stage2"]
-    return ["widened", "stage1", "stage2"] if w["after"] == "base" else ["stage1", "widened", "stage2"]
+# ---------------------------------------------------------------- data
+def get_stage_manifests(wildcards):
+    # bright: hq positive ids resolve against it, and the contamination audit reads its queries
+    names = {e["source"] for e in config["data"]["stages"][wildcards.stage]} | {"bright"}
+    return [MANIFEST.format(source=name) for name in sorted(names)]
 
 
-def get_parent(exp, kind):
-    kinds = get_kinds(exp)
-    i = kinds.index(kind)
-    return kinds[i - 1] if i else None
+def get_shard_flags(wildcards):
+    data = config["data"]
+    settings = {k: v for k, v in data.items() if k not in ("stages", "contamination")}
+    return as_flags(
+        settings
+        | {
+            "stage_sources": data["stages"][wildcards.stage],
+            "contamination_ngram": data["contamination"]["ngram"],
+            "contamination_drop": data["contamination"]["drop"],
+            "bge_subdir": config["sources"]["bge_reasoner"].get("subdir"),
+            "seed": config["seed"],
+        }
+    )
 
 
-def get_lineage(exp, kind):
-    """Hash of everything a model depends on: its own settings, then its parent's lineage."""
-    parent = get_parent(exp, kind)
-    upstream = get_lineage(exp, parent) if parent else config["sources"]["base_model"]
-    if kind == "widened":
-        own = {k: get_setting("widen", exp)[k] for k in WIDEN_KEYS}
-    else:
-        t = get_setting("train", exp)
-        own = {k: v for k, v in t.items() if k not in ("stage1", "stage2")} | t[kind] | {"seed": config["seed"]}
-    blob = json.dumps([kind, upstream, own], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def get_model_id(exp, kind):
-    owner = next(e for e in EXPERIMENTS if kind in get_kinds(e) and get_lineage(e, kind) == get_lineage(exp, kind))
-    return kind if owner == FIRST else f"{owner}-{kind}"
-
-
-# model id -> (experiment that owns it, kind)
-SPECS = {get_model_id(e, k): (e, k) for e in EXPERIMENTS for k in get_kinds(e)}
-
-
+# ---------------------------------------------------------------- models and lineage
 def get_made(kind):
-    """Ids of the DAG-made models of one kind, across experiments."""
-    return [mid for mid, (_, k) in SPECS.items() if k == kind]
+    """Ids of the DAG-made models of one kind, across experiments (main first)."""
+    return LINEAGE.made(kind)
 
 
 def get_eval_models():
-    """Evaluated models: DAG-made ones (kinds in evaluate_trained, per experiment), then evaluate_models."""
-    made = [mid for mid, (_, kind) in SPECS.items() if kind in config["evaluate_trained"]]
-    return made + list(config["evaluate_models"])
+    """Evaluated models: DAG-made ones (kinds in evaluate_trained), then evaluate_models by name."""
+    made = [mid for mid, (_, kind) in LINEAGE.models.items() if kind in config["evaluate_trained"]]
+    return made + sorted(config["evaluate_models"])
 
 
 def get_model_path(name):
@@ -176,61 +195,29 @@ def get_model_path(name):
     return MODEL.format(model=name)
 
 
+def get_eval_model(wildcards):
+    return get_model_path(wildcards.model)
+
+
 def get_init_model(wildcards):
     """The model a widen/train job starts from: its parent in the curriculum, or the base."""
-    exp, kind = SPECS[wildcards.mid]
-    parent = get_parent(exp, kind)
-    return BASE_MODEL if parent is None else MODEL.format(model=get_model_id(exp, parent))
+    parent = LINEAGE.parent_id(wildcards.mid)
+    return BASE_MODEL if parent is None else MODEL.format(model=parent)
 
 
-def get_source_args(wildcards):
-    src = get_sources()[wildcards.source]
-    return json.dumps(
-        {
-            "name": wildcards.source,
-            "manifest": MANIFEST.format(source=wildcards.source),
-            "cache_dir": "resources/hub",
-            "allow_patterns": None,
-            **{k: src[k] for k in ("repo", "repo_type", "revision", "local")},
-        },
-        sort_keys=True,
-    )
+def get_widen_flags(wildcards):
+    experiment, _ = LINEAGE.models[wildcards.mid]
+    return as_flags(LINEAGE.own_settings(experiment, "widened"))
 
 
-def get_download_input(wildcards):
-    """The demo creates its mirrors first; a real run downloads from the hub or a mirror."""
-    return [config["demo"]["assets_dir"]] if "demo" in config else []
-
-
-def get_stage_manifests(wildcards):
-    # bright: hq positive ids resolve against it, and the contamination audit reads its queries
-    names = {e["source"] for e in config["data"]["stages"][wildcards.stage]} | {"bright"}
-    return {name: MANIFEST.format(source=name) for name in sorted(names)}
-
-
-# Param functions take only `wildcards`: Snakemake does not track params derived from
-# input/output for reruns, so file paths are rebuilt here from the same templates.
-def get_shard_args(wildcards):
-    data = config["data"]
-    return json.dumps(
-        {
-            "stage": wildcards.stage,
-            "stage_sources": data["stages"][wildcards.stage],
-            "manifests": get_stage_manifests(wildcards),
-            "out_dir": SHARDS.format(stage=wildcards.stage),
-            "stats_path": f"{RUN}/shards/{wildcards.stage}.stats.json",
-            "splits": SPLITS_ALL,
-            "bge_subdir": config["sources"]["bge_reasoner"].get("subdir"),
-            "tokenizer_manifest": BASE_MODEL,
-            "seed": config["seed"],
-            **{k: data[k] for k in data if k != "stages"},
-        }
-    )
-
-
-# BRIGHT has 12 domains whatever subset is evaluated: hq ids resolve against all of them.
-# The list is the schema's (one place): its `split` enum.
-SPLITS_ALL = yaml.safe_load(Path(SCHEMA).read_text())["definitions"]["split"]["enum"]
+def get_train_flags(wildcards):
+    """The stage's settings: shared train keys, its own learning rate, not the cluster shape
+    (Slurm resources) and not the other stage's settings."""
+    experiment, stage = LINEAGE.models[wildcards.mid]
+    t = LINEAGE.setting("train", experiment)
+    settings = {k: v for k, v in t.items() if k not in ("stage1", "stage2", "nodes", "gpus_per_node")}
+    return as_flags(settings | t[stage] | {"stage": stage, "seed": config["seed"],
+                                           "trust_remote_code": config["trust_remote_code"]})  # fmt: skip
 
 
 def get_training_metrics():
@@ -242,104 +229,39 @@ def get_widen_verifications():
     return {mid: f"{RUN}/models/{mid}.verify.json" for mid in get_made("widened")}
 
 
-def get_widen_args(wildcards):
-    w = get_setting("widen", SPECS[wildcards.mid][0])
-    return json.dumps({k: w[k] for k in WIDEN_KEYS})
-
-
-def get_train_args(wildcards):
-    exp, stage = SPECS[wildcards.mid]
-    t = get_setting("train", exp)
-    lr = t.pop(stage)["learning_rate"]
-    t.pop("stage2" if stage == "stage1" else "stage1")
-    for key in ("nodes", "gpus_per_node"):
-        t.pop(key)
-    args = {
-        **t,
-        "stage": stage,
-        "init_model": get_init_model(wildcards),
-        "shards": SHARDS.format(stage=stage),
-        "out_dir": MODEL.format(model=wildcards.mid),
-        "checkpoint_dir": f"{RUN}/checkpoints/{wildcards.mid}",
-        "metrics_path": f"{RUN}/train/{wildcards.mid}.metrics.jsonl",
-        "meta_path": f"{RUN}/train/{wildcards.mid}.meta.json",
-        "learning_rate": lr,
-        "seed": config["seed"],
-        "trust_remote_code": config["trust_remote_code"],
-    }
-    return json.dumps(args, sort_keys=True)
-
-
-def get_eval_settings(split):
-    """query/document length of a split: the global values, then per-split overrides."""
+# ---------------------------------------------------------------- evaluation
+def get_eval_flags(wildcards):
+    """Settings of one (model, split) evaluation: global values, then the split's overrides."""
     e = config["evaluate"]
-    over = e["overrides"].get(split, {})
+    settings = {k: e[k] for k in ("query_template", "exclude_ids", "top_k", "chunk_size", "encode_batch_size",
+                                  "dtype", "query_length", "document_length")}  # fmt: skip
+    settings |= e["overrides"].get(wildcards.split, {})
+    settings["domain"] = DOMAINS[wildcards.split]
+    return as_flags(settings | {"trust_remote_code": config["trust_remote_code"]})
+
+
+def get_summary_protocol():
+    e = config["evaluate"]
     return {
-        "query_length": over.get("query_length", e["query_length"]),
-        "document_length": over.get("document_length", e["document_length"]),
-    }
-
-
-def get_eval_args(wildcards):
-    e = config["evaluate"]
-    args = {
-        "model_path": get_model_path(wildcards.model),
-        "model_name": wildcards.model,
-        "bright_manifest": MANIFEST.format(source="bright"),
-        "split": wildcards.split,
-        "out_json": EVAL.format(model=wildcards.model, split=wildcards.split),
-        "run_file": RUN_FILE.format(model=wildcards.model, split=wildcards.split),
+        "excluded_ids_removed": e["exclude_ids"],
+        "query_length": e["query_length"],
+        "document_length": e["document_length"],
+        "overrides": e["overrides"],
         "query_template": e["query_template"],
-        "domain": e["domains"].get(wildcards.split, wildcards.split),
-        "trust_remote_code": config["trust_remote_code"],
-        **get_eval_settings(wildcards.split),
-        **{k: e[k] for k in ("exclude_ids", "top_k", "chunk_size", "encode_batch_size", "dtype")},
+        "bright_revision": config["sources"]["bright"]["revision"],
+        "base_model_revision": config["sources"]["base_model"]["revision"],
     }
-    return json.dumps(args, sort_keys=True)
 
 
-def get_summary_args(wildcards):
-    e = config["evaluate"]
-    return json.dumps(
-        {
-            "eval_dir": f"{RUN}/eval",
-            "mteb_dir": f"{RUN}/mteb",
-            "models": get_eval_models(),
-            "splits": SPLITS,
-            "out_prefix": f"{RUN}/summary",
-            "protocol": {
-                "excluded_ids_removed": e["exclude_ids"],
-                "query_length": e["query_length"],
-                "document_length": e["document_length"],
-                "overrides": e["overrides"],
-                "query_template": e["query_template"],
-                "bright_revision": config["sources"]["bright"]["revision"],
-                "base_model_revision": config["sources"]["base_model"]["revision"],
-            },
-        },
-        sort_keys=True,
-    )
+def get_summary_flags(wildcards):
+    return as_flags({"models": get_eval_models(), "splits": SPLITS, "protocol": get_summary_protocol()})
 
 
+# ---------------------------------------------------------------- report
 def get_final_output():
     summary = [f"{RUN}/summary.csv", f"{RUN}/summary.md", f"{RUN}/summary.json"]
     mteb = [f"{RUN}/mteb/{model}/BrightRetrieval.json" for model in get_eval_models()]
     return summary + mteb + get_report_targets()
-
-
-def get_used_sources():
-    """Sources the DAG reads: the datasets, the base model, and distinct extra models."""
-    extra = {get_model_path(m) for m in config["evaluate_models"]}
-    names = ["reasonir", "bge_reasoner", "bright", "base_model"]
-    return names + sorted(
-        n for n in get_sources() if MANIFEST.format(source=n) in extra and n not in names
-    )
-
-
-def get_provenance_args(wildcards):
-    manifests = [MANIFEST.format(source=name) for name in get_used_sources()]
-    out = f"{RUN}/report/provenance.html"
-    return json.dumps({"config": config, "manifests": manifests, "out": out, "repo": workflow.basedir})
 
 
 def get_benchmarks():
@@ -350,12 +272,17 @@ def get_benchmarks():
     return files + [f"{BENCH}/widen/{mid}.tsv" for mid in get_made("widened")]
 
 
-def get_cost_args(wildcards, input, output):
-    gpus = config["train"]["nodes"] * config["train"]["gpus_per_node"]
-    return json.dumps({"benchmarks": list(input), "out": output[0], "gpus": {"train": gpus, "evaluate": 1}})
+def get_cost_flags(wildcards):
+    """GPUs per job kind: a change of train.nodes / gpus_per_node reruns the cost page."""
+    train = config["train"]
+    return as_flags({"train_gpus": train["nodes"] * train["gpus_per_node"], "evaluate_gpus": 1})
+
+
+def get_provenance_flags(wildcards):
+    return as_flags({"config": config})
 
 
 def get_report_targets():
     names = ["summary.html", "bright_ndcg10.png", "training_curves.png", "data_stats.png", "data_tables.html",
-             "provenance.html", "cost.html"]
+             "provenance.html", "cost.html"]  # fmt: skip
     return [f"{RUN}/report/{n}" for n in names] + ([f"{RUN}/report/widen.html"] if get_made("widened") else [])

@@ -15,13 +15,33 @@ if "demo" in config:
         output:
             directory(config["demo"]["assets_dir"]),
         params:
-            args=json.dumps({k: v for k, v in config["demo"].items() if k != "assets_dir"}),
+            settings=get_generator_flags("demo"),
+            code=get_code("demo"),
         conda:
             "../envs/data.yaml"
         log:
             "resources/logs/demo_assets.log",
         shell:
-            "python -m workflow_scripts.demo {output} --args {params.args:q} > {log} 2>&1"
+            "logged {log:q} python -m workflow_scripts.demo make --out-dir {output:q} {params.settings}"
+
+
+if "rehearsal" in config:
+
+    localrules:
+        rehearsal_assets,
+
+    rule rehearsal_assets:
+        output:
+            directory(config["rehearsal"]["assets_dir"]),
+        params:
+            settings=get_generator_flags("rehearsal"),
+            code=get_code("rehearsal"),
+        conda:
+            "../envs/data.yaml"
+        log:
+            "resources/logs/rehearsal_assets.log",
+        shell:
+            "logged {log:q} python -m workflow_scripts.rehearsal make --out {output:q} {params.settings}"
 
 
 rule download:
@@ -30,7 +50,8 @@ rule download:
     output:
         manifest=MANIFEST,
     params:
-        source=get_source_args,
+        settings=get_source_flags,
+        code=get_code("data"),
     conda:
         "../envs/data.yaml"
     log:
@@ -38,13 +59,13 @@ rule download:
     benchmark:
         "resources/benchmarks/download/{source}.tsv"
     shell:
-        "python -m workflow_scripts.data fetch --args {params.source:q} > {log} 2>&1"
+        "logged {log:q} python -m workflow_scripts.data fetch --name {wildcards.source} --cache-dir resources/hub"
+        " --manifest {output.manifest:q} {params.settings}"
 
 
 rule build_shards:
     input:
-        unpack(get_stage_manifests),
-        code=get_code("data"),
+        manifests=get_stage_manifests,
         tokenizer=BASE_MODEL,
     output:
         shards=directory(SHARDS),
@@ -55,7 +76,8 @@ rule build_shards:
             labels={"stage": "{stage}", "what": "statistics (JSON)"},
         ),
     params:
-        args=get_shard_args,
+        settings=get_shard_flags,
+        code=get_code("data"),
     resources:
         **get_partition("cpu"),
     threads: 2
@@ -66,4 +88,6 @@ rule build_shards:
     benchmark:
         f"{BENCH}/build_shards/{{stage}}.tsv"
     shell:
-        "python -m workflow_scripts.data build-shards --args {params.args:q} > {log} 2>&1"
+        "logged {log:q} python -m workflow_scripts.data build-shards --stage {wildcards.stage} --manifests {input.manifests:q}"
+        " --tokenizer-manifest {input.tokenizer:q} --out-dir {output.shards:q} --stats-path {output.stats:q}"
+        " --threads {threads} {params.settings}"

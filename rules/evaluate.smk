@@ -7,14 +7,14 @@ localrules:
 
 rule evaluate:
     input:
-        model=lambda wildcards: get_model_path(wildcards.model),
-        code=get_code("evaluate"),
-        bright=MANIFEST.format(source="bright"),
+        model=get_eval_model,
+        bright=BRIGHT,
     output:
         json=EVAL,
         run=RUN_FILE,
     params:
-        args=get_eval_args,
+        settings=get_eval_flags,
+        code=get_code("evaluate"),
     resources:
         **get_partition("gpu"),
     conda:
@@ -24,23 +24,26 @@ rule evaluate:
     benchmark:
         f"{BENCH}/evaluate/{{model}}/{{split}}.tsv"
     shell:
-        "python -m workflow_scripts.evaluate split --args {params.args:q} > {log} 2>&1"
+        "logged {log:q} python -m workflow_scripts.evaluate split --model-name {wildcards.model} --split {wildcards.split}"
+        " --model-path {input.model:q} --bright-manifest {input.bright:q}"
+        " --out-json {output.json:q} --run-file {output.run:q} {params.settings}"
 
 
 rule summarize:
     input:
         expand(EVAL, model=get_eval_models(), split=SPLITS),
-        code=get_code("summarize"),
     output:
         csv=f"{RUN}/summary.csv",
         md=f"{RUN}/summary.md",
         json=f"{RUN}/summary.json",
         mteb=expand(f"{RUN}/mteb/{{model}}/BrightRetrieval.json", model=get_eval_models()),
     params:
-        args=get_summary_args,
+        settings=get_summary_flags,
+        code=get_code("summarize"),
     conda:
         "../envs/evaluate.yaml"
     log:
         f"{LOGS}/summarize.log",
     shell:
-        "python -m workflow_scripts.summarize --args {params.args:q} > {log} 2>&1"
+        "logged {log:q} python -m workflow_scripts.summarize table --results {input:q} --csv-path {output.csv:q} --md-path {output.md:q}"
+        " --json-path {output.json:q} --mteb-paths {output.mteb:q} {params.settings}"

@@ -1,11 +1,10 @@
 # Model stage: widen the last projection (64 -> widen.to), verified before anything trains on it.
-# {mid} is "widened" for the first experiment, "<experiment>-widened" for a variant of it.
+# {mid} is "widened" for the main experiment, "<experiment>-widened" for a variant of it.
 
 
 rule widen:
     input:
         source=get_init_model,
-        code=get_code("model"),
     output:
         model=directory(f"{RUN}/models/{{mid}}"),
         verify=report(
@@ -17,7 +16,8 @@ rule widen:
     wildcard_constraints:
         mid=MADE_ID.format(kind="widened"),
     params:
-        args=get_widen_args,
+        settings=get_widen_flags,
+        code=get_code("model"),
     resources:
         **get_partition("cpu"),
     conda:
@@ -27,5 +27,5 @@ rule widen:
     benchmark:
         f"{BENCH}/widen/{{mid}}.tsv"
     shell:
-        "python -m workflow_scripts.model widen --source {input.source} --out {output.model}"
-        " --verify {output.verify} --args {params.args:q} > {log} 2>&1"
+        "logged {log:q} python -m workflow_scripts.model widen --source {input.source:q} --out-dir {output.model:q}"
+        " --verify-path {output.verify:q} {params.settings}"

@@ -1,5 +1,5 @@
 # Training stages, one rule each (same module): the stage picks data, init model and lr.
-# {mid} is the stage's name for the first experiment, "<experiment>-<stage>" for a variant.
+# {mid} is the stage's name for the main experiment, "<experiment>-<stage>" for a variant.
 # Under Slurm the job spans train.nodes x train.gpus_per_node GPUs (profile slurm/), and
 # launch.sh starts one process per GPU with srun; locally it is one process.
 
@@ -7,7 +7,6 @@
 rule train_stage1:
     input:
         init=get_init_model,
-        code=get_code("train"),
         shards=SHARDS.format(stage="stage1"),
     output:
         model=directory(f"{RUN}/models/{{mid}}"),
@@ -21,8 +20,10 @@ rule train_stage1:
     wildcard_constraints:
         mid=MADE_ID.format(kind="stage1"),
     params:
-        args=get_train_args,
-        launcher=get_launcher(),
+        settings=get_train_flags,
+        # checkpoints outlive a failed job (Snakemake deletes its outputs): resume from them
+        checkpoints=f"{RUN}/checkpoints/{{mid}}",
+        code=get_code("train", "launch.sh"),
     resources:
         **get_train_resources(),
     conda:
@@ -32,14 +33,15 @@ rule train_stage1:
     benchmark:
         f"{BENCH}/train/{{mid}}.tsv"
     shell:
-        "bash {params.launcher}"
-        " python -m workflow_scripts.train --args {params.args:q} > {log} 2>&1"
+        'logged {log:q} bash "$REASON_COLBERT_REPO/workflow_scripts/launch.sh" python -m workflow_scripts.train fit'
+        " --init-model {input.init:q} --shards {input.shards:q} --out-dir {output.model:q}"
+        " --metrics-path {output.metrics:q} --meta-path {output.meta:q} --checkpoint-dir {params.checkpoints:q}"
+        " {params.settings}"
 
 
 use rule train_stage1 as train_stage2 with:
     input:
         init=get_init_model,
-        code=get_code("train"),
         shards=SHARDS.format(stage="stage2"),
     wildcard_constraints:
         mid=MADE_ID.format(kind="stage2"),

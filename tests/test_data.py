@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from workflow_scripts.cli import to_argv
 from workflow_scripts.common import UserError
 from workflow_scripts.data import SHARD_SCHEMA, build_shards, fetch_source
 from workflow_scripts.demo import SPLITS
@@ -22,7 +23,7 @@ STAGES = {
 
 
 def shards(manifests, out, stage="stage2", **overrides):
-    kwargs = dict(stage=stage, stage_sources=STAGES[stage], manifests=manifests, out_dir=out / "shards",
+    kwargs = dict(stage=stage, stage_sources=STAGES[stage], manifests=list(manifests.values()), out_dir=out / "shards",
                   stats_path=out / "stats.json", splits=SPLITS, positives_per_query=2, negatives_per_query=4,
                   min_text_chars=10, max_unresolved_rate=0.1, rows_per_shard=100, shuffle_buckets=3, seed=42,
                   bge_subdir="bge-reasoner-data-0904", tokenizer_manifest=manifests["base_model"])  # fmt: skip
@@ -88,10 +89,18 @@ def _mirror(manifests, name, tmp_path):
     return dst, manifests
 
 
+def _pin(manifests, name):
+    """Rewrite a copied mirror's manifest after a test damaged it on purpose (readers check it)."""
+    data = json.load(open(manifests[name]))
+    fetch_source(name=name, repo=data["repo"], revision=data["revision"], repo_type=data["repo_type"],
+                 local=data["path"], cache_dir=Path(manifests[name]).parent, manifest=manifests[name])  # fmt: skip
+
+
 def test_truncated_jsonl_line_is_named(manifests, tmp_path):
     root, m = _mirror(manifests, "bge_reasoner", tmp_path)
     path = root / "bge-reasoner-data-0904/pony.jsonl"
     path.write_text(path.read_text() + '{"prompt": "x", "query": "trunc\n')
+    _pin(m, "bge_reasoner")
     with pytest.raises(UserError, match=r"pony.jsonl:\d+: malformed JSON line"):
         shards(m, tmp_path / "out")
     assert not (tmp_path / "out/shards").exists()
@@ -100,6 +109,7 @@ def test_truncated_jsonl_line_is_named(manifests, tmp_path):
 def test_unknown_domain_file_is_rejected(manifests, tmp_path):
     root, m = _mirror(manifests, "bge_reasoner", tmp_path)
     shutil.copy(root / "bge-reasoner-data-0904/pony.jsonl", root / "bge-reasoner-data-0904/atlantis.jsonl")
+    _pin(m, "bge_reasoner")
     with pytest.raises(UserError, match="unknown domain file 'atlantis.jsonl'"):
         shards(m, tmp_path / "out")
 
@@ -109,6 +119,7 @@ def test_wrong_type_is_named(manifests, tmp_path):
     (root / "bge-reasoner-data-0904/pony.jsonl").write_text(
         '{"prompt": "p", "query": "q", "pos": "not a list", "neg": []}\n'
     )
+    _pin(m, "bge_reasoner")
     with pytest.raises(UserError, match=r"pony.jsonl:1: column pos must be list"):
         shards(m, tmp_path / "out")
 
@@ -117,6 +128,7 @@ def test_parquet_missing_column_is_named(manifests, tmp_path):
     root, m = _mirror(manifests, "reasonir", tmp_path)
     path = root / "vl/train-00000-of-00001.parquet"
     pq.write_table(pq.read_table(path).drop(["neg"]), path)
+    _pin(m, "reasonir")
     with pytest.raises(UserError, match=r"train-00000-of-00001.parquet: missing column\(s\) \['neg'\]"):
         shards(m, tmp_path / "out", stage="stage1")
 
@@ -129,7 +141,7 @@ def test_revision_must_be_a_sha(tmp_path):
 
 def test_offline_without_mirror_names_the_local_key(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "workflow_scripts.data", "fetch", "--args", json.dumps(
+        [sys.executable, "-m", "workflow_scripts.data", "fetch", *to_argv(
             {"name": "bright", "repo": "xlangai/BRIGHT", "revision": "a75a0eb483f6a5233a6efc2d63d71540a4443dfb",
              "repo_type": "dataset", "local": None, "cache_dir": str(tmp_path), "manifest": str(tmp_path / "m.json")})],
         capture_output=True, text=True,
@@ -156,11 +168,12 @@ def test_contamination_audit_finds_and_drops_test_queries(manifests, tmp_path):
     rows = pq.read_table(path).to_pylist()
     rows[0]["query"] = ["Given a Pony post", "  " + test_query.upper() + " "]  # same after normalisation
     pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(path)), path)
-    kept = shards(m, tmp_path / "keep", stage="stage1", contamination={"ngram": 8, "drop": False})
+    _pin(m, "reasonir")
+    kept = shards(m, tmp_path / "keep", stage="stage1", contamination_ngram=8, contamination_drop=False)
     table = {r["split"]: r for r in kept["contamination"]["per_split"]}
     assert table["pony"]["triples_exact_query"] == 2 and table["pony"]["test_queries_hit"] >= 1
     assert table["pony"]["test_queries"] == 6 and table["biology"]["triples_exact_query"] == 0
-    dropped = shards(m, tmp_path / "drop", stage="stage1", contamination={"ngram": 8, "drop": True})
+    dropped = shards(m, tmp_path / "drop", stage="stage1", contamination_ngram=8, contamination_drop=True)
     assert dropped["rows"] == kept["rows"] - 2
     assert dropped["dropped_rows"]["reasonir/vl: overlaps a BRIGHT test query"] == 2
 
@@ -175,7 +188,7 @@ def test_unwritable_output_is_one_line(manifests, tmp_path):
         "cache_dir": str(tmp_path),
         "manifest": "/proc/no-such-dir/bright.manifest.json",
     }  # read-only even for root
-    proc = subprocess.run([sys.executable, "-m", "workflow_scripts.data", "fetch", "--args", json.dumps(args)],
+    proc = subprocess.run([sys.executable, "-m", "workflow_scripts.data", "fetch", *to_argv(args)],
                           capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
@@ -185,5 +198,6 @@ def test_unwritable_output_is_one_line(manifests, tmp_path):
 def test_empty_file_is_named(manifests, tmp_path):
     root, m = _mirror(manifests, "bge_reasoner", tmp_path)
     (root / "bge-reasoner-data-0904/aops.jsonl").write_text("")
+    _pin(m, "bge_reasoner")
     with pytest.raises(UserError, match=r"aops.jsonl: empty file"):
         shards(m, tmp_path / "out")

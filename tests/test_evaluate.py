@@ -11,7 +11,7 @@ import pytest
 import pytrec_eval
 import torch
 
-from workflow_scripts.data import load_bright_documents, load_bright_examples
+from workflow_scripts.bright import load_bright_documents, load_bright_examples
 from workflow_scripts.evaluate import TopK, evaluate_split, maxsim_scores, read_run, score_run
 from workflow_scripts.model import load_colbert
 

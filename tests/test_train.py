@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from workflow_scripts.cli import to_argv
 from workflow_scripts.common import UserError
 from workflow_scripts.data import build_shards
 from workflow_scripts.demo import SPLITS
@@ -16,7 +17,7 @@ from workflow_scripts.train import per_device_batch_size, train_stage
 
 @pytest.fixture()
 def stage1_shards(manifests, tmp_path):
-    build_shards(stage="stage1", stage_sources=[{"source": "reasonir", "config": "vl"}], manifests=manifests,
+    build_shards(stage="stage1", stage_sources=[{"source": "reasonir", "config": "vl"}], manifests=list(manifests.values()),
                  out_dir=tmp_path / "shards", stats_path=tmp_path / "stats.json", splits=SPLITS,
                  positives_per_query=1, negatives_per_query=2, min_text_chars=10, max_unresolved_rate=0.1,
                  rows_per_shard=64, shuffle_buckets=2, seed=0)  # fmt: skip
@@ -53,7 +54,7 @@ def test_batch_arithmetic_is_refused_with_one_line(demo_assets, stage1_shards, t
         per_device_batch_size(2048, 3, 1)
     args = train_kwargs(tmp_path, demo_assets / "base-model", stage1_shards, global_batch_size=10,
                         gradient_accumulation_steps=4)  # fmt: skip
-    proc = subprocess.run([sys.executable, "-m", "workflow_scripts.train", "--args", json.dumps(args)],
+    proc = subprocess.run([sys.executable, "-m", "workflow_scripts.train", "fit", *to_argv(args)],
                           capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
@@ -75,7 +76,7 @@ def test_resume_after_sigkill_gives_the_same_weights(demo_assets, stage1_shards,
     whole = train_kwargs(tmp_path / "whole", init, stage1_shards, save_steps=3)
     train_stage(**whole)
     killed = train_kwargs(tmp_path / "killed", init, stage1_shards, save_steps=3)
-    cmd = [sys.executable, "-m", "workflow_scripts.train", "--args", json.dumps(killed)]
+    cmd = [sys.executable, "-m", "workflow_scripts.train", "fit", *to_argv(killed)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     ckpt_root = tmp_path / "killed/ckpt"
@@ -84,6 +85,7 @@ def test_resume_after_sigkill_gives_the_same_weights(demo_assets, stage1_shards,
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "killed/model").exists()  # nothing half-written is taken as done
+    (tmp_path / "killed/m.jsonl").unlink(missing_ok=True)  # Snakemake removes a failed job's outputs
     meta = train_stage(**killed)  # the rerun
     assert meta["resumed_from"] and int(meta["resumed_from"].rsplit("-", 1)[1]) >= 6
     for part in ("model.safetensors", "3_Dense/model.safetensors"):
@@ -92,8 +94,12 @@ def test_resume_after_sigkill_gives_the_same_weights(demo_assets, stage1_shards,
         assert a.keys() == b.keys()
         for key in a:
             assert torch.equal(a[key], b[key]), f"{part}:{key} differs after resume"
-    steps = [json.loads(line)["step"] for line in open(tmp_path / "killed/m.jsonl")]
-    assert steps == list(range(1, meta["steps"] + 1))  # the curve has each step once
+    rows = [json.loads(line) for line in open(tmp_path / "killed/m.jsonl")]
+    assert [r["step"] for r in rows] == list(range(1, meta["steps"] + 1))  # the whole curve, each step once
+    whole_meta = json.loads((tmp_path / "whole/meta.json").read_text())
+    assert meta["mean_loss"] == pytest.approx(sum(r["loss"] for r in rows) / len(rows))  # the whole run's
+    assert meta["mean_loss"] == pytest.approx(whole_meta["mean_loss"], rel=1e-4)
+    assert meta["last_loss"] == rows[-1]["loss"]
 
 
 def test_a_changed_recipe_does_not_resume_old_checkpoints(demo_assets, stage1_shards, tmp_path):

@@ -104,3 +104,31 @@ def test_mteb_reads_our_results(demo_run):
     assert result.task_name == "BrightRetrieval" and sorted(result.hf_subsets) == sorted(SPLITS)
     summary = {r["model"]: r for r in csv.DictReader(open(demo_run / "results/demo/summary.csv"))}
     assert abs(100 * result.get_score() - float(summary["stage2"]["mean"])) < 0.01
+
+
+def test_a_failed_job_shows_its_own_error_line(tmp_path):
+    """The stage's one-line error reaches the terminal, not only the job log."""
+    overlay = tmp_path / "missing.yaml"
+    overlay.write_text("sources:\n  bright: {local: /nonexistent/BRIGHT}\n")
+    proc = snakemake("resources/sources/bright.manifest.json", "--cores", "1", "--configfile", str(overlay),
+                     cwd=tmp_path, check=False)  # fmt: skip
+    assert proc.returncode != 0
+    expected = ("error: sources.bright.local: directory /nonexistent/BRIGHT does not exist"
+                "  [log: resources/logs/download/bright.log]")  # fmt: skip
+    assert expected in proc.stderr.splitlines(), proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+    "overlay",
+    [
+        "run_name: ..\n",
+        "run_name: .\n",
+        "evaluate_models:\n  ..: {repo: a/b, repo_type: model, revision: " + "a" * 40 + ", local: null}\n",
+    ],
+)
+def test_path_like_names_are_refused(tmp_path, overlay):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(overlay)
+    proc = snakemake("-n", "--configfile", str(bad), cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and "does not match" in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()

@@ -7,11 +7,13 @@ Every stage module exposes plain typed functions plus a ``main()`` built with
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -22,6 +24,9 @@ __all__ = [
     "UserError",
     "atomic_dir",
     "atomic_file",
+    "follow_umask",
+    "naming_write_errors",
+    "process_umask",
     "read_json",
     "run_cli",
     "sha256_file",
@@ -35,6 +40,116 @@ ZERO_REVISION = "0" * 40
 
 class UserError(Exception):
     """A problem with the user's input (config, data, checkpoint): shown as one line."""
+
+
+# torch's stream writer loses errno: a short or failed write (disk full, quota) reads like these
+TORCH_WRITE_FAILED = ("basic_ios", "file write failed", "unexpected pos")
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def write_error(err: BaseException, path: str | Path | None) -> OSError | None:
+    """``err`` as an ``OSError`` naming ``path`` if it is a failed write (disk full), else None.
+
+    A full disk reaches us as ``OSError(ENOSPC)`` without a file name (``write()``, ``close()``),
+    as safetensors' ``SafetensorError("... No space left on device (os error 28)")`` or as
+    torch's ``RuntimeError("basic_ios::clear: iostream error")``: none says which file.
+
+    Examples
+    --------
+    >>> str(write_error(OSError(errno.ENOSPC, "No space left on device"), "out/eval.json"))
+    "[Errno 28] No space left on device: 'out/eval.json'"
+    >>> write_error(RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"), "m").strerror
+    'No space left on device (torch: write failed)'
+    >>> write_error(RuntimeError("shape mismatch"), "m") is None
+    True
+    """
+    text = str(err)
+    if isinstance(err, OSError):
+        if err.errno not in FULL_ERRNOS or err.filename is not None:
+            return None
+        reason = err.strerror
+    elif "No space left on device" in text or "os error 28" in text:
+        reason = os.strerror(errno.ENOSPC)
+    elif isinstance(err, RuntimeError) and any(s in text for s in TORCH_WRITE_FAILED):
+        reason = f"{os.strerror(errno.ENOSPC)} (torch: write failed)"
+    else:
+        return None
+    return OSError(getattr(err, "errno", None) or errno.ENOSPC, reason, None if path is None else str(path))
+
+
+@contextlib.contextmanager
+def naming_write_errors(path: str | Path) -> Iterator[None]:
+    """Re-raise a failed write (disk full) inside the block as an ``OSError`` naming ``path``.
+
+    Examples
+    --------
+    >>> with naming_write_errors("results/eval.json"):
+    ...     raise OSError(errno.ENOSPC, "No space left on device")  # as write() raises it: no file name
+    Traceback (most recent call last):
+    OSError: [Errno 28] No space left on device: 'results/eval.json'
+    """
+    try:
+        yield
+    except Exception as err:
+        named = write_error(err, path)
+        if named is None:
+            raise
+        raise named from err
+
+
+def _umask_by_setting() -> int:
+    mask = os.umask(0o077)  # os.umask can only be read by setting it: set and restore at once
+    os.umask(mask)
+    return mask
+
+
+_UMASK_AT_IMPORT = _umask_by_setting()  # fallback where /proc/self/status has no Umask line
+
+
+def process_umask() -> int:
+    """The process umask, read from ``/proc/self/status`` (Linux) without changing it.
+
+    Elsewhere the value read once at import (a set-and-restore there, before any threads).
+
+    Examples
+    --------
+    >>> previous = os.umask(0o002)
+    >>> oct(process_umask())
+    '0o2'
+    >>> _ = os.umask(previous)
+    """
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return _UMASK_AT_IMPORT
+
+
+def follow_umask(root: str | Path) -> None:
+    """Give a tree the modes freshly created files get: files 0o666, dirs 0o777, minus the umask.
+
+    For copies (``shutil.copytree`` copies the source's modes: a read-only mirror would give a
+    read-only output, an 0o600 cache a private one). An executable file stays executable.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, stat
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "f").write_text("x"); (d / "f").chmod(0o400)
+    >>> previous = os.umask(0o022); follow_umask(d); _ = os.umask(previous)
+    >>> oct(stat.S_IMODE((d / "f").stat().st_mode)), oct(stat.S_IMODE(d.stat().st_mode))
+    ('0o644', '0o755')
+    """
+    mask = process_umask()
+    root = Path(root)
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink():
+            continue
+        executable = path.is_dir() or path.stat().st_mode & stat.S_IXUSR
+        path.chmod((0o777 if executable else 0o666) & ~mask)
 
 
 @contextlib.contextmanager
@@ -55,9 +170,10 @@ def atomic_file(path: str | Path, mode: str = "w") -> Iterator[Any]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~process_umask())  # mkstemp makes 0o600: give it open()'s mode
     os.close(fd)
     try:
-        with open(tmp, mode) as handle:
+        with naming_write_errors(path), open(tmp, mode) as handle:
             yield handle
         os.replace(tmp, path)
     except BaseException:
@@ -70,7 +186,8 @@ def atomic_file(path: str | Path, mode: str = "w") -> Iterator[Any]:
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``path`` only when the block succeeds.
 
-    A killed job leaves a ``.<name>.tmp-*`` sibling, never a half-written ``path``.
+    A killed job leaves a ``.<name>.tmp-*`` sibling, never a half-written ``path``. The
+    finished tree gets the umask's modes (:func:`follow_umask`), whatever its writers chose.
 
     Examples
     --------
@@ -86,8 +203,11 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a killed earlier attempt
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    tmp.chmod(0o777 & ~process_umask())  # mkdtemp makes 0o700: give it mkdir()'s mode
     try:
-        yield tmp
+        with naming_write_errors(path):
+            yield tmp
+        follow_umask(tmp)  # writers that ignore the umask (safetensors' save_file makes 0o600)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -123,8 +243,13 @@ def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def config_problem(config: dict[str, Any], schema_path: str | Path) -> str | None:
+def config_problem(
+    config: dict[str, Any], schema_path: str | Path, enums: dict[str, list[str]] | None = None
+) -> str | None:
     """The most relevant schema violation of ``config`` as one line naming the key, or None.
+
+    ``enums`` fills ``definitions.<name>.enum`` of the schema first (BRIGHT's split names live
+    in :mod:`workflow_scripts.bright_meta`, not in a second copy in the YAML).
 
     Examples
     --------
@@ -135,13 +260,19 @@ def config_problem(config: dict[str, Any], schema_path: str | Path) -> str | Non
     >>> import yaml
     >>> config = yaml.safe_load(schema.parents[1].joinpath("config.yaml").read_text())
     >>> config["data"]["rows_per_shard"] = "many"
-    >>> config_problem(config, schema)
+    >>> config_problem(config, schema, {"split": config["evaluate"]["splits"]})
     "config: data/rows_per_shard: 'many' is not of type 'integer'"
+    >>> config = yaml.safe_load(schema.parents[1].joinpath("config.yaml").read_text())
+    >>> config["evaluate"]["splits"] = ["pony", "atlantis"]
+    >>> config_problem(config, schema, {"split": ["pony"]})
+    "config: evaluate/splits/1: 'atlantis' is not one of ['pony']"
     """
     import jsonschema
     import yaml
 
     schema = yaml.safe_load(Path(schema_path).read_text())
+    for name, values in (enums or {}).items():
+        schema["definitions"][name]["enum"] = list(values)
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
     if error is None:
         return None
@@ -161,8 +292,11 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    except OSError as err:  # disk full, permission denied: the path and the reason
-        where = f" {err.filename}" if getattr(err, "filename", None) else ""
-        print(f"error:{where}: {err.strerror or err}", file=sys.stderr)
+    except Exception as err:  # disk full, permission denied: the path and the reason
+        failure = write_error(err, None) or err  # a full disk outside any atomic output: no path
+        if not isinstance(failure, OSError):
+            raise
+        where = f"{failure.filename}: " if failure.filename else ""
+        print(f"error: {where}{failure.strerror or failure}", file=sys.stderr)
         sys.exit(2)
     sys.exit(code or 0)

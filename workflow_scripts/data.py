@@ -19,7 +19,6 @@ out of core through hash buckets, so memory does not grow with the number of row
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import hashlib
 import json
@@ -35,7 +34,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from .common import ZERO_REVISION, UserError, atomic_dir, read_json, run_cli, sha256_file, write_json
+from .bright_meta import SPLITS
+from .cli import run_commands
+from .common import ZERO_REVISION, UserError, atomic_dir, read_json, sha256_file, write_json
 
 __all__ = [
     "SHARD_SCHEMA",
@@ -43,8 +44,10 @@ __all__ = [
     "config_files",
     "fetch_source",
     "format_query",
-    "load_bright_documents",
-    "load_bright_examples",
+    "iter_jsonl_rows",
+    "iter_parquet_batches",
+    "iter_parquet_rows",
+    "source_root",
 ]
 
 logger = logging.getLogger(__name__)
@@ -60,6 +63,7 @@ SHARD_SCHEMA = pa.schema(
     ]
 )
 REVISION_RE = re.compile(r"^[0-9a-f]{40}$")
+DATA_SUFFIXES = (".parquet", ".jsonl", ".json", ".safetensors")  # a mirror's files a reader may pick up
 BATCH_ROWS = 1024
 
 
@@ -79,18 +83,21 @@ def fetch_source(
 
     With ``local`` set the directory is used as is (a mirror); otherwise the pinned revision
     is downloaded with ``huggingface_hub.snapshot_download`` into ``cache_dir``. The manifest
-    lists every file with size and sha256, so a changed mirror reruns what depends on it.
+    lists every file with size, mtime and sha256, and every reader checks the data against
+    it (:func:`source_root`). Its ``path`` is the directory as given: a relative ``local`` or
+    ``cache_dir`` stays relative to the working directory, so a moved checkout reads its own copy.
     """
     if not REVISION_RE.match(revision or ""):
         raise UserError(f"sources.{name}.revision: {revision!r} is not a 40-hex commit sha")
     if local:
-        root = Path(local).expanduser().resolve()
+        root = Path(local).expanduser()
         if not root.is_dir():
             raise UserError(f"sources.{name}.local: directory {local} does not exist")
     else:
-        root = _snapshot(name=name, repo=repo, revision=revision, repo_type=repo_type,
-                         cache_dir=Path(cache_dir), allow_patterns=allow_patterns)  # fmt: skip
-    files = [p for p in sorted(root.rglob("*")) if p.is_file() and ".cache" not in p.parts]
+        _snapshot(name=name, repo=repo, revision=revision, repo_type=repo_type,
+                  cache_dir=Path(cache_dir), allow_patterns=allow_patterns)  # fmt: skip
+        root = Path(cache_dir) / name  # where snapshot_download put it, not its resolved path
+    files = _tree_files(root)
     if not files:
         raise UserError(f"sources.{name}: {root} holds no files")
     data = {
@@ -100,12 +107,93 @@ def fetch_source(
         "revision": revision,
         "path": str(root),
         "mode": "local" if local else "hub",
-        "files": [
-            {"path": str(p.relative_to(root)), "size": p.stat().st_size, "sha256": sha256_file(p)} for p in files
-        ],
+        "files": [_file_entry(root, p) for p in files],
     }
     write_json(manifest, data)
     return data
+
+
+def _tree_files(root: Path) -> list[Path]:
+    """Files under ``root`` in sorted order, without the hub's ``.cache`` bookkeeping."""
+    return [p for p in sorted(root.rglob("*")) if p.is_file() and ".cache" not in p.relative_to(root).parts]
+
+
+def _file_entry(root: Path, path: Path) -> dict[str, Any]:
+    """One manifest row: the path relative to ``root``, size, mtime (ns) and sha256."""
+    stat = path.stat()
+    return {"path": path.relative_to(root).as_posix(), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+            "sha256": sha256_file(path)}  # fmt: skip
+
+
+def source_root(manifest: str | Path) -> Path:
+    """The directory a download manifest describes, checked against the manifest.
+
+    Every listed file must exist with its recorded size; a file whose mtime differs (a copied
+    checkout) is hashed again and must keep its sha256; a data file the manifest does not list
+    (``.parquet``, ``.jsonl``, ``.json``, ``.safetensors``) is a change too. A relative
+    ``path`` resolves against the working directory. Any difference is one line naming the
+    file and the fix: rerun the download.
+
+    Parameters
+    ----------
+    manifest
+        A ``resources/sources/<name>.manifest.json`` written by :func:`fetch_source`.
+
+    Returns
+    -------
+    The directory, as the manifest gives it (relative or absolute).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> (d / "src").mkdir(); _ = (d / "src" / "a.jsonl").write_text("{}")
+    >>> _ = fetch_source(name="x", repo="o/x", revision="a" * 40, repo_type="dataset",
+    ...                  local=str(d / "src"), cache_dir=d, manifest=d / "x.json")
+    >>> source_root(d / "x.json") == d / "src"
+    True
+    >>> _ = (d / "src" / "b.jsonl").write_text("{}")
+    >>> source_root(d / "x.json")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    workflow_scripts.common.UserError: .../src/b.jsonl: changed since its download manifest .../x.json was written (not listed in it); rerun the download (snakemake --forcerun download)
+    """
+    data = read_json(manifest)
+    if not isinstance(data, dict) or not isinstance(data.get("path"), str) or not isinstance(data.get("files"), list):
+        raise UserError(f"{manifest}: not a download manifest (no path and files); rerun the download "
+                        "(snakemake --forcerun download)")  # fmt: skip
+    root = Path(data["path"])
+    if not root.is_dir():
+        raise UserError(_changed(root, manifest, "directory missing"))
+    for entry in data["files"]:
+        problem = _file_problem(root / entry["path"], entry)
+        if problem:
+            raise UserError(_changed(root / entry["path"], manifest, problem))
+    listed = {entry["path"] for entry in data["files"]}
+    for path in _tree_files(root):
+        if path.suffix in DATA_SUFFIXES and path.relative_to(root).as_posix() not in listed:
+            raise UserError(_changed(path, manifest, "not listed in it"))
+    return root
+
+
+def _file_problem(path: Path, entry: dict[str, Any]) -> str | None:
+    """How ``path`` differs from its manifest row, or None; hashes only when the mtime moved."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return "missing"
+    if stat.st_size != entry["size"]:
+        return f"size {stat.st_size}, was {entry['size']}"
+    if stat.st_mtime_ns == entry.get("mtime_ns"):  # older manifests have no mtime: hash
+        return None
+    if sha256_file(path) != entry["sha256"]:
+        return "same size, other content: sha256 differs"
+    return None
+
+
+def _changed(path: Path, manifest: str | Path, problem: str) -> str:
+    return (f"{path}: changed since its download manifest {manifest} was written ({problem}); "
+            "rerun the download (snakemake --forcerun download)")  # fmt: skip
 
 
 def _snapshot(
@@ -172,53 +260,128 @@ def config_files(root: str | Path, config: str, split: str | None = None) -> lis
 
 
 def _readme_patterns(root: Path, config: str, split: str | None) -> list[str] | None:
+    """``data_files`` patterns the dataset card gives ``config`` (and ``split``); None without them."""
     readme = root / "README.md"
+    meta = _front_matter(readme)
+    if meta is None:
+        return None
+    configs = meta.get("configs") or []
+    if not isinstance(configs, list):
+        raise UserError(f"{readme}: configs must be a list of {{config_name, data_files}}")
+    for i, entry in enumerate(configs):
+        if not isinstance(entry, dict):
+            raise UserError(f"{readme}: configs[{i}] must be a mapping with config_name and data_files")
+        if entry.get("config_name") == config:
+            return _data_file_patterns(entry.get("data_files") or [], split, f"{readme}: configs[{i}].data_files")
+    return None
+
+
+def _front_matter(readme: Path) -> dict[str, Any] | None:
+    """The YAML front matter of a dataset card, or None when there is no card or no front matter.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> card = pathlib.Path(tempfile.mkdtemp()) / "README.md"
+    >>> _ = card.write_text("---\\nconfigs: [a, b\\n---\\n")
+    >>> _front_matter(card)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    workflow_scripts.common.UserError: .../README.md:3: front matter is not valid YAML (expected ',' or ']', but got '<stream end>')
+    """
     if not readme.exists():
         return None
-    text = readme.read_text()
+    try:
+        text = readme.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{readme}: not valid UTF-8 (byte {err.start})") from err
     if not text.startswith("---"):
         return None
-    meta = yaml.safe_load(text.split("---")[1]) or {}
-    for entry in meta.get("configs") or []:
-        if entry.get("config_name") != config:
+    try:
+        meta = yaml.safe_load(text.split("---")[1]) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{readme}:{mark.line + 1}" if mark is not None else str(readme)  # starts after the first ---
+        reason = getattr(err, "problem", None) or type(err).__name__
+        raise UserError(f"{where}: front matter is not valid YAML ({' '.join(str(reason).split())})") from err
+    if not isinstance(meta, dict):
+        raise UserError(f"{readme}: front matter is not a mapping (got {type(meta).__name__})")
+    return meta
+
+
+def _data_file_patterns(data_files: Any, split: str | None, where: str) -> list[str]:
+    """Patterns of one ``data_files`` entry: a path, a list of paths (the train split), or ``{split, path}``s."""
+    if isinstance(data_files, str):
+        return [data_files]
+    if not isinstance(data_files, list):
+        raise UserError(f"{where}: expected a path, a list of paths or of {{split, path}}, got {data_files!r:.80}")
+    out: list[str] = []
+    for item in data_files:
+        if isinstance(item, str):
+            out += [item] if split in (None, "train") else []
             continue
-        data_files = entry.get("data_files") or []
-        if isinstance(data_files, str):
-            return [data_files]
-        out = []
-        for item in data_files:
-            if split is None or item.get("split") == split:
-                paths = item.get("path")
-                out += [paths] if isinstance(paths, str) else list(paths)
-        return out
-    return None
+        paths = item.get("path") if isinstance(item, dict) else None
+        if not isinstance(paths, str) and not (isinstance(paths, list) and all(isinstance(x, str) for x in paths)):
+            raise UserError(
+                f"{where}: expected {{split, path}} with path a string or a list of strings, got {item!r:.80}"
+            )
+        if split is None or item.get("split") == split:
+            out += [paths] if isinstance(paths, str) else paths
+    return out
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _open_parquet(path: Path, columns: list[str]) -> pq.ParquetFile:
+    """A parquet file with ``columns`` and at least one row; anything else is one line naming it."""
+    try:
+        handle = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as err:
+        raise UserError(f"{path}: not a readable parquet file ({_one_line(err)})") from err
+    missing = [c for c in columns if c not in handle.schema_arrow.names]
+    if missing:
+        raise UserError(f"{path}: missing column(s) {missing}; has {handle.schema_arrow.names}")
+    if handle.metadata.num_rows == 0:
+        raise UserError(f"{path}: empty file (no rows)")
+    return handle
+
+
+def iter_parquet_batches(files: Iterable[Path], columns: list[str]) -> Iterator[tuple[Path, pa.RecordBatch]]:
+    """Stream (file, record batch of ``columns``); a damaged page is one line naming the file."""
+    for path in files:
+        batches = _open_parquet(path, columns).iter_batches(batch_size=BATCH_ROWS, columns=columns)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except (pa.ArrowException, OSError) as err:  # only the read: the consumer's errors pass
+                raise UserError(f"{path}: not a readable parquet file ({_one_line(err)})") from err
+            yield path, batch
 
 
 def iter_parquet_rows(files: Iterable[Path], columns: list[str]) -> Iterator[tuple[Path, int, dict]]:
     """Stream rows as dicts (file, row number, row), naming the file when a column is missing."""
     for path in files:
-        try:
-            handle = pq.ParquetFile(path)
-        except (pa.ArrowInvalid, OSError) as err:
-            raise UserError(f"{path}: not a readable parquet file ({err})") from err
-        missing = [c for c in columns if c not in handle.schema_arrow.names]
-        if missing:
-            raise UserError(f"{path}: missing column(s) {missing}; has {handle.schema_arrow.names}")
-        if handle.metadata.num_rows == 0:
-            raise UserError(f"{path}: empty file (no rows)")
         row = 0
-        for batch in handle.iter_batches(batch_size=BATCH_ROWS, columns=columns):
+        for _, batch in iter_parquet_batches([path], columns):
             for record in batch.to_pylist():
                 yield path, row, record
                 row += 1
 
 
 def iter_jsonl_rows(path: Path) -> Iterator[tuple[Path, int, dict]]:
-    """Stream a jsonl file; a truncated or malformed line is an error naming file and line."""
+    """Stream a jsonl file; a truncated, malformed or undecodable line is an error naming file and line."""
     if path.stat().st_size == 0:
         raise UserError(f"{path}: empty file")
-    with open(path) as handle:
-        for line_no, line in enumerate(handle, start=1):
+    with open(path, "rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise UserError(f"{path}:{line_no}: not valid UTF-8") from err
             if not line.strip():
                 continue
             try:
@@ -228,26 +391,6 @@ def iter_jsonl_rows(path: Path) -> Iterator[tuple[Path, int, dict]]:
             if not isinstance(row, dict):
                 raise UserError(f"{path}:{line_no}: expected a JSON object")
             yield path, line_no, row
-
-
-def load_bright_documents(root: str | Path, split: str) -> Iterator[tuple[str, str]]:
-    """(id, content) of one BRIGHT ``documents`` split, streamed."""
-    for path, row_no, row in iter_parquet_rows(config_files(root, "documents", split), ["id", "content"]):
-        if not isinstance(row["id"], str) or not isinstance(row["content"], str):
-            raise UserError(f"{path}: row {row_no}: id and content must be strings")
-        yield row["id"], row["content"]
-
-
-def load_bright_examples(root: str | Path, split: str) -> list[dict[str, Any]]:
-    """Queries of one BRIGHT ``examples`` split (small: at most a few hundred rows)."""
-    cols = ["id", "query", "gold_ids", "excluded_ids"]
-    rows = []
-    for path, row_no, row in iter_parquet_rows(config_files(root, "examples", split), cols):
-        for col in ("gold_ids", "excluded_ids"):
-            if not isinstance(row[col], list):
-                raise UserError(f"{path}: row {row_no}: column {col} must be a list of strings")
-        rows.append(row)
-    return rows
 
 
 # --------------------------------------------------------------------------- triples
@@ -344,18 +487,12 @@ def bge_reasoner_triples(
             for key, kind in BGE_FIELDS.items():
                 if not isinstance(row.get(key), kind):
                     raise UserError(f"{path}:{line_no}: column {key} must be {kind.__name__}")
+            for key in ("pos", "neg"):
+                if not all(isinstance(text, str) for text in row[key]):
+                    raise UserError(f"{path}:{line_no}: column {key} must be list of strings")
             yield from builder.expand(query=format_query(row["prompt"], row["query"]),
                                       instruction=row["prompt"].strip(), pos=row["pos"],
                                       neg=row["neg"], source="bge_reasoner", domain=domain)  # fmt: skip
-
-
-def bright_id2doc(root: Path, splits: list[str]) -> dict[str, tuple[str, str]]:
-    """Merged id → (domain, text) over all BRIGHT documents splits (ids carry no domain)."""
-    id2doc: dict[str, tuple[str, str]] = {}
-    for split in splits:
-        for doc_id, content in load_bright_documents(root, split):
-            id2doc.setdefault(doc_id, (split, content))
-    return id2doc
 
 
 # --------------------------------------------------------------------------- contamination
@@ -544,14 +681,22 @@ def length_stats(sample: list[dict[str, str]], tokenizer_dir: str | None) -> dic
     return out
 
 
+def _source_roots(manifests: list[str]) -> dict[str, Path]:
+    """Source name -> its directory, from download manifests (each names its source), verified."""
+    roots = {}
+    for manifest in manifests:
+        root = source_root(manifest)  # first: a malformed manifest is one line, not a KeyError
+        roots[read_json(manifest)["name"]] = root
+    return roots
+
+
 def build_shards(
     *,
     stage: str,
     stage_sources: list[dict[str, str | None]],
-    manifests: dict[str, str],
+    manifests: list[str],
     out_dir: str | Path,
     stats_path: str | Path,
-    splits: list[str],
     positives_per_query: int,
     negatives_per_query: int,
     min_text_chars: int,
@@ -561,15 +706,26 @@ def build_shards(
     seed: int,
     bge_subdir: str | None = None,
     tokenizer_manifest: str | None = None,
-    contamination: dict[str, Any] | None = None,
+    contamination_ngram: int | None = None,
+    contamination_drop: bool = False,
+    threads: int = 1,
+    splits: list[str] | None = None,
 ) -> dict[str, Any]:
     """Build one stage's parquet triple shards and its ``stats.json``.
 
-    ``manifests`` maps a source name (reasonir, bge_reasoner, bright) to its download manifest.
-    ``contamination`` (``{ngram, drop}``) audits the triples against BRIGHT's test queries
-    (needs the bright manifest) and, with ``drop``, leaves overlapping triples out.
+    ``manifests`` are the download manifests of the sources the stage reads (each names its
+    source: reasonir, bge_reasoner, bright). With ``contamination_ngram`` set, the triples are
+    audited against BRIGHT's test queries (needs the bright manifest) and, with
+    ``contamination_drop``, overlapping triples are left out. ``threads`` bounds Arrow's
+    thread pool (parquet decoding and zstd compression).
     """
-    roots = {name: Path(read_json(m)["path"]) for name, m in manifests.items()}
+    from .bright import bright_id2doc, load_bright_examples  # bright.py reads through this module
+
+    pa.set_cpu_count(threads)
+    # BRIGHT has 12 domains whatever subset is evaluated: hq ids resolve against all of them
+    splits = splits or SPLITS
+    contamination = None if contamination_ngram is None else {"ngram": contamination_ngram, "drop": contamination_drop}
+    roots = _source_roots(manifests)
     builder = TripleBuilder(positives=positives_per_query, negatives=negatives_per_query,
                             min_chars=min_text_chars)  # fmt: skip
     counts: Counter[str] = Counter()
@@ -620,7 +776,7 @@ def build_shards(
                 f"stage {stage}: {unresolved:.1%} of hq positive ids are not BRIGHT document ids "
                 f"(> data.max_unresolved_rate={max_unresolved_rate})"
             )
-        tokenizer_dir = read_json(tokenizer_manifest)["path"] if tokenizer_manifest else None
+        tokenizer_dir = str(source_root(tokenizer_manifest)) if tokenizer_manifest else None
         stats = {
             "stage": stage,
             "rows": rows,
@@ -643,23 +799,14 @@ def build_shards(
     return stats
 
 
+def print_revision(*, repo: str, repo_type: str = "dataset") -> None:
+    """Print the hub's current commit of a repository (to pin it in config.yaml)."""
+    print(resolve_revision(repo, repo_type))
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="data stage")
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    res = sub.add_parser("resolve-revision", help="print the hub's current commit of a repo")
-    res.add_argument("--repo", required=True)
-    res.add_argument("--repo-type", default="dataset")
-    for name, help_ in (("fetch", "fetch_source()"), ("build-shards", "build_shards()")):
-        cmd = sub.add_parser(name, help=f"run {help_}")
-        cmd.add_argument("--args", required=True, help=f"JSON keyword arguments of {help_}")
-    args = parser.parse_args(argv)
-    if args.cmd == "resolve-revision":
-        print(resolve_revision(args.repo, args.repo_type))
-    elif args.cmd == "fetch":
-        fetch_source(**json.loads(args.args))
-    else:
-        build_shards(**json.loads(args.args))
+    run_commands({"fetch": fetch_source, "build-shards": build_shards, "resolve-revision": print_revision}, argv)
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    main()

@@ -19,7 +19,6 @@ few of the topic's keywords into a sibling topic.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 from pathlib import Path
@@ -27,15 +26,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .common import atomic_dir, run_cli
+from .bright_meta import DOMAINS, SPLITS
+from .cli import run_commands
+from .common import atomic_dir
 
 __all__ = ["SPLITS", "DOMAINS", "make_assets"]
-
-SPLITS = [
-    "biology", "earth_science", "economics", "psychology", "robotics", "stackoverflow",
-    "sustainable_living", "leetcode", "pony", "aops", "theoremqa_questions", "theoremqa_theorems",
-]  # fmt: skip
-DOMAINS = {s: s.replace("_", " ").title() for s in SPLITS}
 
 EXAMPLES_SCHEMA = pa.schema(
     [
@@ -259,12 +254,8 @@ def make_assets(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out_dir")
-    parser.add_argument("--args", default="{}", help="JSON keyword arguments of make_assets()")
-    args = parser.parse_args(argv)
-    make_assets(args.out_dir, **json.loads(args.args))
+    run_commands({"make": make_assets}, argv)
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    main()

@@ -9,13 +9,16 @@ as in BRIGHT's ``calculate_retrieval_metrics`` and mteb; results are written in 
 
 BRIGHT protocol (``run.py``): each query's ``excluded_ids`` are removed before ranking
 (``exclude_ids: true``); mteb's ``BrightRetrieval`` ignores them (``exclude_ids: false``).
+Before any model is loaded, the mirror is checked against its download manifest and against
+the invariants BRIGHT's own code relies on (``bright.py``); what is legal but odd is counted
+under ``data_checks`` in the result.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Iterator
@@ -25,8 +28,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .common import UserError, atomic_file, read_json, run_cli, write_json
-from .data import load_bright_documents, load_bright_examples
+from .bright import load_bright_documents, load_bright_examples, validate_split
+from .cli import run_commands
+from .common import UserError, atomic_file, read_json, write_json
+from .data import source_root
 from .model import load_colbert
 
 __all__ = [
@@ -151,6 +156,7 @@ def score_run(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]
     """
     import pytrec_eval
 
+    _warn_unranked(qrels, run)
     per_query: dict[str, dict[str, float]] = {}
     for cutoff in sorted({c for _, c in MEASURES.values()}, key=lambda c: c or 0):
         names = {m for m, c in MEASURES.values() if c == cutoff}
@@ -161,8 +167,23 @@ def score_run(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]
             if c == cutoff:
                 for qid, values in results.items():
                     per_query.setdefault(qid, {})[key] = values[measure]
-    mean = {key: float(np.mean([v[key] for v in per_query.values()])) if per_query else 0.0 for key in MEASURES}
+    if not per_query:  # a mean of nothing is not a score
+        judged = sum(1 for docs in qrels.values() if docs)
+        raise UserError(
+            f"nothing to score: none of the {judged} judged qrels queries is in the run ({len(run)} queries)"
+        )
+    mean = {key: float(np.mean([v[key] for v in per_query.values()])) for key in MEASURES}
     return {"mean": mean, "per_query": per_query, "queries": len(per_query)}
+
+
+def _warn_unranked(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> None:
+    """One warning line when judged queries have no run line: trec_eval (without -c) skips them."""
+    judged = [q for q, docs in qrels.items() if docs]
+    missing = [q for q in judged if q not in run]
+    if missing:
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        logger.warning("%d of %d qrels queries have no line in the run and are not scored (as trec_eval "
+                       "without -c): %s", len(missing), len(judged), shown)  # fmt: skip
 
 
 def _pytrec_measures(names: set[str]) -> set[str]:
@@ -179,20 +200,54 @@ def _top(docs: dict[str, float], k: int) -> dict[str, float]:
 
 
 def _read_trec(path: str | Path, layout: str, value: int, cast: type) -> dict[str, dict[str, Any]]:
-    """``{qid: {docid: cast(column value)}}`` of a whitespace-separated TREC file."""
+    """``{qid: {docid: cast(column value)}}`` of a whitespace-separated TREC file, streamed.
+
+    Refuses, as one line naming ``file:line``, what trec_eval would not score: a line with
+    another number of columns, bytes that are not UTF-8, a value that is not a finite number,
+    a (qid, docid) pair given twice; and a file with no lines at all.
+    """
     fields = layout.split()
     out: dict[str, dict[str, Any]] = {}
-    for line_no, line in enumerate(Path(path).read_text().splitlines(), start=1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) != len(fields):
-            raise UserError(f"{path}:{line_no}: expected '{layout}'")
-        try:
-            out.setdefault(parts[0], {})[parts[2]] = cast(parts[value])
-        except ValueError as err:
-            raise UserError(f"{path}:{line_no}: {fields[value]} {parts[value]!r} is not a number") from err
+    first: dict[tuple[str, str], int] = {}  # (qid, docid) -> line it first appeared on
+    with open(path, "rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            try:
+                parts = raw.decode("utf-8").split()
+            except UnicodeDecodeError as err:
+                raise UserError(f"{path}:{line_no}: not valid UTF-8") from err
+            if not parts:
+                continue
+            if len(parts) != len(fields):
+                raise UserError(f"{path}:{line_no}: expected '{layout}'")
+            key = (parts[0], parts[2])
+            if key in first:
+                raise UserError(f"{path}:{line_no}: repeated ({key[0]}, {key[1]}), first on line {first[key]}")
+            first[key] = line_no
+            out.setdefault(key[0], {})[key[1]] = _trec_number(f"{path}:{line_no}", fields[value], parts[value], cast)
+    if not first:
+        raise UserError(f"{path}: empty file (no '{layout}' lines)")
     return out
+
+
+def _trec_number(where: str, field: str, text: str, cast: type) -> Any:
+    """A TREC column as ``cast`` (int or float), refused unless it is a finite number.
+
+    Examples
+    --------
+    >>> _trec_number("run:1", "score", "1.5", float)
+    1.5
+    >>> _trec_number("run:1", "score", "nan", float)
+    Traceback (most recent call last):
+    ...
+    workflow_scripts.common.UserError: run:1: score 'nan' is not a finite number
+    """
+    try:
+        number = cast(text)
+    except ValueError as err:
+        raise UserError(f"{where}: {field} {text!r} is not a number") from err
+    if not math.isfinite(number):
+        raise UserError(f"{where}: {field} {text!r} is not a finite number")
+    return number
 
 
 def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
@@ -265,11 +320,12 @@ def evaluate_split(
 ) -> dict[str, Any]:
     """Rank every document of one BRIGHT split for every query; write mteb JSON + run file."""
     started = time.time()
-    manifest = read_json(bright_manifest)
-    root = Path(manifest["path"])
+    root = source_root(bright_manifest)  # the data the manifest pinned, or one line
+    revision = read_json(bright_manifest)["revision"]
     examples = load_bright_examples(root, split)
     if not examples:
         raise UserError(f"{root}: BRIGHT split {split!r} has no examples")
+    data_checks = validate_split(root, split, examples)  # before any model is loaded
     device, torch_dtype = _device_dtype(dtype)
     model = load_colbert(model_path, query_length=query_length, document_length=document_length,
                          trust_remote_code=trust_remote_code, device=device)  # fmt: skip
@@ -297,7 +353,7 @@ def evaluate_split(
     run = _ranked(topk, qids, doc_ids)
     metrics = score_run(qrels, {q: dict(docs) for q, docs in run.items()})
     write_run(run_file, run, tag=f"{model_name}")
-    result = _mteb_result(split=split, metrics=metrics["mean"], revision=manifest["revision"],
+    result = _mteb_result(split=split, metrics=metrics["mean"], revision=revision,
                           seconds=time.time() - started)  # fmt: skip
     result["protocol"] = {
         "model": model_name, "model_path": str(model_path), "exact_maxsim": True,
@@ -307,6 +363,7 @@ def evaluate_split(
         "dtype": str(torch_dtype).removeprefix("torch."), "encode_seconds": encode_s,
         "score_seconds": score_s,
     }  # fmt: skip
+    result["data_checks"] = data_checks  # what BRIGHT allows but is odd (bright.check_split)
     result["per_query"] = {q: v["ndcg_at_10"] for q, v in metrics["per_query"].items()}
     write_json(out_json, result)
     logger.info("%s %s: nDCG@10 = %.4f", model_name, split, metrics["mean"]["ndcg_at_10"])
@@ -352,21 +409,15 @@ def _mteb_version() -> str | None:
         return None
 
 
+def score_run_files(*, qrels: str, run: str) -> None:
+    """Score a TREC run file against TREC qrels; print the metrics as JSON."""
+    json.dump(score_run(read_qrels(qrels), read_run(run)), sys.stdout, indent=2, sort_keys=True)
+    print()
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    split = sub.add_parser("split", help="evaluate one model on one BRIGHT split")
-    split.add_argument("--args", required=True, help="JSON keyword arguments of evaluate_split()")
-    sr = sub.add_parser("score-run", help="score a TREC run file against TREC qrels (JSON out)")
-    sr.add_argument("--qrels", required=True)
-    sr.add_argument("--run", required=True)
-    args = parser.parse_args(argv)
-    if args.cmd == "split":
-        evaluate_split(**json.loads(args.args))
-    else:
-        json.dump(score_run(read_qrels(args.qrels), read_run(args.run)), sys.stdout, indent=2, sort_keys=True)
-        print()
+    run_commands({"split": evaluate_split, "score-run": score_run_files}, argv)
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    main()

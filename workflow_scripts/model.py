@@ -10,7 +10,6 @@ new rows small but non-zero so they receive gradient), a zero-padded bias if it 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
@@ -20,7 +19,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .common import UserError, atomic_dir, read_json, run_cli, write_json
+from .checkpoint import check_checkpoint, check_untrusted_checkpoint, read_modules
+from .cli import run_commands
+from .common import UserError, atomic_dir, follow_umask, write_json
+from .data import source_root
 
 __all__ = ["dense_modules", "load_colbert", "model_dir", "verify_widening", "widen", "widen_weight"]
 
@@ -34,20 +36,17 @@ PROBE_TEXTS = [
 
 
 def model_dir(path: str | Path) -> Path:
-    """A checkpoint directory, or the directory a download manifest points to."""
+    """A checkpoint directory, or the directory a download manifest points to (verified against it)."""
     path = Path(path)
     if path.suffix == ".json":
-        return Path(read_json(path)["path"])
+        return source_root(path)
     return path
 
 
 def dense_modules(checkpoint: str | Path) -> list[dict[str, Any]]:
     """The Dense entries of ``modules.json``, in order (Transformer and others skipped)."""
     checkpoint = Path(checkpoint)
-    modules_file = checkpoint / "modules.json"
-    if not modules_file.exists():
-        raise UserError(f"{checkpoint}: not a sentence-transformers/PyLate checkpoint (no modules.json)")
-    modules = json.loads(modules_file.read_text())
+    modules = read_modules(checkpoint)
     dense = [m for m in modules if m.get("type", "").endswith("Dense") and (checkpoint / m["path"]).is_dir()]
     if not dense:
         raise UserError(f"{checkpoint}: modules.json has no Dense layer to widen")
@@ -84,6 +83,7 @@ def widen(
 ) -> dict[str, Any]:
     """Widen the last Dense of ``source`` to ``to`` outputs into ``out_dir``; verify; report."""
     src = model_dir(source)
+    check_checkpoint(src)  # a truncated or missing file: one line naming it, not a traceback
     dense = dense_modules(src)
     last = src / dense[-1]["path"]
     config = json.loads((last / "config.json").read_text())
@@ -96,6 +96,7 @@ def widen(
         raise UserError(f"{last}: last Dense already has {old.shape[0]} outputs, not fewer than widen.to={to}")
     with atomic_dir(out_dir) as tmp:
         shutil.copytree(src, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".cache"))
+        follow_umask(tmp)  # copytree copied the source's modes (a read-only mirror: read-only)
         new_state = dict(state)
         new_state["linear.weight"] = widen_weight(old, to, seed=seed, std_fraction=std_fraction, min_std=min_std)
         for key in ("linear.bias",):
@@ -136,19 +137,16 @@ def _set_residual(checkpoint: Path, use_residual: bool | None) -> None:
 
 
 def load_colbert(path: str | Path, *, trust_remote_code: bool = False, **kwargs: Any):
-    """``pylate.models.ColBERT`` from a local checkpoint, safetensors only, no remote code."""
+    """``pylate.models.ColBERT`` from a local checkpoint, safetensors only, no code it ships or names.
+
+    The files are checked first (:mod:`workflow_scripts.checkpoint`): a broken or code-carrying
+    checkpoint is refused in one line naming the file, before anything is imported or loaded.
+    """
     from pylate import models
 
     path = model_dir(path)
-    for pickle in sorted(path.rglob("pytorch_model.bin")):
-        if not (pickle.parent / "model.safetensors").exists():  # torch.load runs pickled code
-            raise UserError(f"{pickle.parent}: weights only as pytorch_model.bin; only safetensors are loaded")
-    if not trust_remote_code and (path / "config.json").exists():
-        auto_map = json.loads((path / "config.json").read_text()).get("auto_map")
-        if auto_map:
-            raise UserError(
-                f"{path}: model needs remote code ({sorted(auto_map)}); set trust_remote_code: true to allow it"
-            )
+    check_checkpoint(path)
+    check_untrusted_checkpoint(path, trust_remote_code=trust_remote_code)
     return models.ColBERT(
         str(path), device=kwargs.pop("device", "cpu"), trust_remote_code=trust_remote_code,
         model_kwargs={"use_safetensors": True}, **kwargs,
@@ -204,17 +202,8 @@ def verify_widening(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    w = sub.add_parser("widen", help="widen the last Dense of a checkpoint")
-    w.add_argument("--source", required=True, help="checkpoint dir or download manifest")
-    w.add_argument("--out", required=True)
-    w.add_argument("--verify", required=True, help="verification JSON to write")
-    w.add_argument("--args", default="{}", help="JSON keyword arguments of widen()")
-    args = parser.parse_args(argv)
-    kwargs = json.loads(args.args)
-    widen(source=args.source, out_dir=args.out, verify_path=args.verify, **kwargs)
+    run_commands({"widen": widen}, argv)
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    main()

@@ -6,18 +6,19 @@ and small self-contained HTML fragments for tables (summary, widening, provenanc
 
 from __future__ import annotations
 
-import argparse
 import csv
 import html
 import json
 import logging
+import os
 import platform
 import subprocess
 from importlib.metadata import distributions
 from pathlib import Path
 from typing import Any
 
-from .common import atomic_file, read_json, run_cli
+from .cli import run_commands
+from .common import UserError, atomic_file, read_json
 
 __all__ = ["cost_html", "plot_bright", "plot_data", "plot_training", "provenance_html", "summary_html"]
 
@@ -53,7 +54,7 @@ def _html_page(title: str, body: str) -> str:
     return f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>{CSS}</head><body><h3>{html.escape(title)}</h3>{body}</body></html>\n"
 
 
-def summary_html(summary_json: str | Path, out: str | Path) -> None:
+def summary_html(*, summary_json: str | Path, out: str | Path) -> None:
     """The summary table, deltas against the card coloured green (better) or red (worse)."""
     summary = read_json(summary_json)
     columns = [*summary["splits"], "mean"]
@@ -82,7 +83,7 @@ def summary_html(summary_json: str | Path, out: str | Path) -> None:
         )
 
 
-def plot_bright(summary_json: str | Path, out: str | Path) -> None:
+def plot_bright(*, summary_json: str | Path, out: str | Path) -> None:
     """Grouped bars: nDCG@10 per split for each evaluated model and the published references."""
     import numpy as np
 
@@ -113,15 +114,23 @@ def _read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def plot_training(metrics: dict[str, str], out: str | Path) -> None:
-    """Loss, learning rate and gradient norm against optimizer step, one colour per stage."""
+def plot_training(*, labels: list[str], metrics: list[str], out: str | Path):
+    """Loss, learning rate and gradient norm against optimizer step, one colour per model.
+
+    ``labels[i]`` names the model whose per-step metrics are ``metrics[i]``; every model gets
+    a curve (colours cycle through a qualitative map, never a fixed short list). Returns the
+    figure.
+    """
     plt = _pyplot()
+    if len(labels) != len(metrics):
+        raise UserError(f"{len(labels)} labels for {len(metrics)} metrics files")
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-    for (stage, path), color in zip(metrics.items(), [OURS, "#ff7f0e", DELTA]):
+    colors = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
+    for i, (label, path) in enumerate(zip(labels, metrics)):
         rows = _read_jsonl(path)
         steps = [r["step"] for r in rows]
         for ax, key in zip(axes, ("loss", "lr", "grad_norm")):
-            ax.plot(steps, [r.get(key) for r in rows], color=color, label=stage, lw=1.2)
+            ax.plot(steps, [r.get(key) for r in rows], color=colors(i % colors.N), label=label, lw=1.2)
     for ax, (title, unit) in zip(axes, [("training loss", "CachedContrastive loss"), ("learning rate", "lr"),
                                         ("gradient norm (before clipping)", "L2 norm")]):  # fmt: skip
         ax.set_title(title)
@@ -130,12 +139,19 @@ def plot_training(metrics: dict[str, str], out: str | Path) -> None:
         ax.legend(fontsize=7)
     axes[2].set_yscale("log")
     _save(fig, out)
+    return fig
 
 
-def plot_data(stats: dict[str, str], out: str | Path) -> None:
+def _stage_stats(stats: list[str]) -> dict[str, dict[str, Any]]:
+    """The ``stats.json`` files of the training stages, by the stage each one names."""
+    loaded = [read_json(path) for path in stats]
+    return {s["stage"]: s for s in loaded}
+
+
+def plot_data(*, stats: list[str], out: str | Path) -> None:
     """Triples per source/domain for each stage, and token-length percentiles."""
     plt = _pyplot()
-    loaded = {stage: read_json(p) for stage, p in stats.items()}
+    loaded = _stage_stats(stats)
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
     labels: list[str] = sorted(
         {f"{r['source']} {r['domain']}".strip() for s in loaded.values() for r in s["rows_by_source_domain"]}
@@ -172,11 +188,10 @@ def _table(rows: list[dict[str, Any]], table_id: str) -> str:
     return f"<table class='r' id='{table_id}'><tr>{head}</tr>{body}</table>"
 
 
-def data_html(stats: dict[str, str], out: str | Path) -> None:
+def data_html(*, stats: list[str], out: str | Path) -> None:
     """Per stage: triples per source/domain, dropped rows and why, and the contamination audit."""
     body = ""
-    for stage, path in stats.items():
-        s = read_json(path)
+    for stage, s in _stage_stats(stats).items():
         dropped = [{"reason": k, "rows": v} for k, v in s["dropped_rows"].items()]
         dropped.append({"reason": "exact duplicate triple", "rows": s["duplicates_removed"]})
         dropped.append({"reason": "hq positive id not in BRIGHT (ids, not rows)", "rows": s["hq_unresolved_ids"]})
@@ -195,10 +210,10 @@ def data_html(stats: dict[str, str], out: str | Path) -> None:
         handle.write(_html_page("Training data", body))
 
 
-def widen_html(verify: dict[str, str], out: str | Path) -> None:
-    """The widening verification of each widened model as a two-column table."""
+def widen_html(*, labels: list[str], verify: list[str], out: str | Path) -> None:
+    """The widening verification of each widened model (``labels[i]``: ``verify[i]``) as a table."""
     body = ""
-    for name, path in verify.items():
+    for name, path in zip(labels, verify, strict=True):
         report = read_json(path)
         checks = report.pop("checks", {})
         rows = "".join(
@@ -212,8 +227,13 @@ def widen_html(verify: dict[str, str], out: str | Path) -> None:
         handle.write(_html_page("Widening verification", body))
 
 
-def provenance_html(*, config: dict[str, Any], manifests: list[str], out: str | Path, repo: str) -> None:
-    """Config (with pinned revisions), data manifests, package versions, git commit, machine."""
+def provenance_html(*, config: dict[str, Any], manifests: list[str], out: str | Path) -> None:
+    """Config (with pinned revisions), data manifests, package versions, git commit, machine.
+
+    The commit is read from the workflow's repository (``REASON_COLBERT_REPO``, set by the
+    Snakefile), not from a path passed in: the page must not depend on where the checkout is.
+    """
+    repo = os.environ.get("REASON_COLBERT_REPO", ".")
 
     def git(*args: str) -> str:
         try:
@@ -241,8 +261,9 @@ def provenance_html(*, config: dict[str, Any], manifests: list[str], out: str | 
         handle.write(_html_page("Provenance", body))
 
 
-def cost_html(benchmarks: list[str], out: str | Path, gpus: dict[str, int]) -> None:
+def cost_html(*, benchmarks: list[str], out: str | Path, train_gpus: int, evaluate_gpus: int) -> None:
     """Wall time, peak memory and GPU-hours per job, from Snakemake ``benchmark:`` files."""
+    gpus = {"train": train_gpus, "evaluate": evaluate_gpus}
     rows, total = "", 0.0
     for path in sorted(benchmarks):
         with open(path) as handle:
@@ -259,17 +280,10 @@ def cost_html(benchmarks: list[str], out: str | Path, gpus: dict[str, int]) -> N
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "what", choices=["summary", "bright", "training", "data", "data_tables", "widen", "provenance", "cost"]
-    )
-    parser.add_argument("--args", required=True, help="JSON keyword arguments of the function")
-    args = parser.parse_args(argv)
-    functions = {"summary": summary_html, "bright": plot_bright, "training": plot_training, "data": plot_data,
-                 "data_tables": data_html,
-                 "widen": widen_html, "provenance": provenance_html, "cost": cost_html}  # fmt: skip
-    functions[args.what](**json.loads(args.args))
+    run_commands({"summary": summary_html, "bright": plot_bright, "training": plot_training, "data": plot_data,
+                  "data_tables": data_html, "widen": widen_html, "provenance": provenance_html,
+                  "cost": cost_html}, argv)  # fmt: skip
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    main()

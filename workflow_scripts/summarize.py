@@ -7,15 +7,14 @@ report).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
-from .common import UserError, atomic_file, read_json, run_cli, write_json
+from .cli import run_commands
+from .common import UserError, atomic_file, read_json, write_json
 
 __all__ = ["PUBLISHED", "summarize", "summary_rows"]
 
@@ -74,30 +73,46 @@ def summary_rows(
     return rows
 
 
-def write_mteb_results(eval_dir: str | Path, models: list[str], splits: list[str], out_dir: str | Path) -> None:
-    """One mteb ``BrightRetrieval.json`` per model with all its splits (``mteb/<model>/``),
-    loadable by ``mteb.results.TaskResult.from_disk``."""
-    for model in models:
-        results = [read_json(Path(eval_dir) / model / f"{split}.json") for split in splits]
-        combined = {k: results[0][k] for k in ("dataset_revision", "task_name", "mteb_version", "kg_co2_emissions")}
-        combined["evaluation_time"] = sum(r["evaluation_time"] for r in results)
-        combined["scores"] = {"standard": [e for r in results for e in r["scores"]["standard"]]}
-        write_json(Path(out_dir) / model / "BrightRetrieval.json", combined)
+def read_results(results: list[str], models: list[str], splits: list[str]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The mteb-format result of every (model, split), keyed by what each file says it holds.
+
+    Each file names its model (``protocol.model``) and split (``scores.standard[].hf_subset``),
+    so a file is never attributed by where it lies; every pair must be there exactly once.
+    """
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in results:
+        result = read_json(path)
+        try:
+            key = (result["protocol"]["model"], result["scores"]["standard"][0]["hf_subset"])
+        except (KeyError, IndexError, TypeError) as err:
+            raise UserError(f"{path}: not an evaluation result (no protocol.model / scores.standard)") from err
+        if key in found:
+            raise UserError(f"{path}: a second result for model {key[0]!r}, split {key[1]!r}")
+        found[key] = result
+    missing = [f"{m}/{s}" for m in models for s in splits if (m, s) not in found]
+    if missing:
+        raise UserError(f"no evaluation result for {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+    return found
 
 
-def load_scores(eval_dir: str | Path, models: list[str], splits: list[str]) -> dict[str, dict[str, float]]:
-    """nDCG@10 x 100 per model and split from the mteb-format result files."""
-    scores: dict[str, dict[str, float]] = {}
-    for model in models:
-        for split in splits:
-            path = Path(eval_dir) / model / f"{split}.json"
-            result = read_json(path)
-            try:
-                entry = next(e for e in result["scores"]["standard"] if e["hf_subset"] == split)
-            except (KeyError, StopIteration) as err:
-                raise UserError(f"{path}: no scores.standard entry for {split}") from err
-            scores.setdefault(model, {})[split] = round(100 * entry["ndcg_at_10"], 2)
-    return scores
+def write_mteb_results(results: dict[tuple[str, str], dict[str, Any]], models: list[str], splits: list[str],
+                       paths: list[str]) -> None:  # fmt: skip
+    """One mteb ``BrightRetrieval.json`` per model with all its splits (``paths[i]`` for
+    ``models[i]``), loadable by ``mteb.results.TaskResult.from_disk``."""
+    for model, path in zip(models, paths, strict=True):
+        per_split = [results[(model, split)] for split in splits]
+        combined = {k: per_split[0][k] for k in ("dataset_revision", "task_name", "mteb_version", "kg_co2_emissions")}
+        combined["evaluation_time"] = sum(r["evaluation_time"] for r in per_split)
+        combined["scores"] = {"standard": [e for r in per_split for e in r["scores"]["standard"]]}
+        write_json(path, combined)
+
+
+def ndcg_table(
+    results: dict[tuple[str, str], dict[str, Any]], models: list[str], splits: list[str]
+) -> dict[str, dict[str, float]]:
+    """nDCG@10 x 100 per model and split."""
+    return {m: {s: round(100 * results[(m, s)]["scores"]["standard"][0]["ndcg_at_10"], 2) for s in splits}
+            for m in models}  # fmt: skip
 
 
 def to_markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -109,20 +124,20 @@ def to_markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 
 def summarize(
-    *, eval_dir: str, models: list[str], splits: list[str], out_prefix: str, protocol: dict[str, Any],
-    mteb_dir: str | None = None,
+    *, results: list[str], models: list[str], splits: list[str], protocol: dict[str, Any], csv_path: str,
+    md_path: str, json_path: str, mteb_paths: list[str],
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """Write ``<out_prefix>.{csv,md,json}`` (and mteb's per-model result files to ``mteb_dir``)."""
-    scores = load_scores(eval_dir, models, splits)
-    if mteb_dir:
-        write_mteb_results(eval_dir, models, splits, mteb_dir)
+    """Write the summary table (csv, md, json) and mteb's per-model result files."""
+    found = read_results(results, models, splits)
+    scores = ndcg_table(found, models, splits)
+    write_mteb_results(found, models, splits, mteb_paths)
     rows = summary_rows(scores, splits)
     columns = ["model", *splits, "mean"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=["model", "kind", *splits, "mean"], lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    with atomic_file(f"{out_prefix}.csv") as handle:
+    with atomic_file(csv_path) as handle:
         handle.write(buffer.getvalue())
     excluded = "removed (BRIGHT protocol)" if protocol["excluded_ids_removed"] else "kept (mteb BrightRetrieval)"
     notes = (
@@ -131,17 +146,15 @@ def summarize(
         f"document_length {protocol['document_length']}. BRIGHT revision "
         f"{protocol['bright_revision']}, base model revision {protocol['base_model_revision']}.\n"
     )
-    with atomic_file(f"{out_prefix}.md") as handle:
+    with atomic_file(md_path) as handle:
         handle.write(to_markdown(rows, columns) + notes)
-    write_json(f"{out_prefix}.json", {"rows": rows, "splits": splits, "models": models, "protocol": protocol})
+    write_json(json_path, {"rows": rows, "splits": splits, "models": models, "protocol": protocol})
     return rows
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--args", required=True, help="JSON keyword arguments of summarize()")
-    summarize(**json.loads(parser.parse_args(argv).args))
+    run_commands({"table": summarize}, argv)
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    main()

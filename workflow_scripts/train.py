@@ -8,12 +8,13 @@ and sets up DDP; ``CachedContrastive(gather_across_devices=True)`` then gathers 
 documents, so each query sees the whole global batch as negatives.
 
 Checkpoints go to a directory Snakemake does not own (``checkpoints/<stage>``): Snakemake
-deletes a failed job's outputs, but a rerun must find the last checkpoint and resume.
+deletes a failed job's outputs, but a rerun must find the last checkpoint and resume. The
+per-step metrics log lives there too (truncated to the resumed step on a rerun) and is copied
+to the ``metrics_path`` output at the end, so the curve always covers the whole run.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -26,10 +27,11 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from .common import UserError, atomic_dir, atomic_file, run_cli, write_json
+from .cli import run_commands
+from .common import UserError, atomic_dir, atomic_file, naming_write_errors, write_json
 from .model import load_colbert, model_dir
 
-__all__ = ["per_device_batch_size", "shard_files", "train_stage", "world_info"]
+__all__ = ["loss_summary", "per_device_batch_size", "shard_files", "train_stage", "world_info"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +97,10 @@ def run_fingerprint(args: dict[str, Any], paths: list[str | Path]) -> str:
     True
     >>> run_fingerprint({"lr": 1e-5}, []) == run_fingerprint({"lr": 5e-6}, [])
     False
+    >>> run_fingerprint({"epochs": 2}, []) == run_fingerprint({"epochs": 2.0}, [])  # CLI: float("2")
+    True
     """
+    args = {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in args.items()}
     files = []
     for path in paths:
         path = Path(path)
@@ -167,6 +172,9 @@ def metrics_callback(path: Path, global_batch: int, rank: int):
         def __init__(self) -> None:
             self.last = (time.time(), 0)
 
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.last = (time.time(), state.global_step)  # a resumed run starts at its checkpoint
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             if rank != 0 or not logs or "loss" not in logs:
                 return
@@ -176,8 +184,10 @@ def metrics_callback(path: Path, global_batch: int, rank: int):
             row = {"step": step, "samples": step * global_batch, "epoch": logs.get("epoch"),
                    "loss": logs.get("loss"), "lr": logs.get("learning_rate"),
                    "grad_norm": logs.get("grad_norm"), "samples_per_s": rate, "time": now}  # fmt: skip
-            with open(path, "a") as handle:
+            with naming_write_errors(path), open(path, "a") as handle:
                 handle.write(json.dumps(row) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())  # the resume reads it after a kill or a lost node
 
     return MetricsLogger()
 
@@ -202,7 +212,7 @@ def train_stage(
     max_grad_norm: float,
     warmup_ratio: float,
     epochs: float,
-    bf16: str | bool,
+    bf16: bool | str,
     save_steps: int,
     save_total_limit: int,
     logging_steps: int,
@@ -244,22 +254,29 @@ def train_stage(
         ddp_backend="gloo" if world["world_size"] > 1 and not torch.cuda.is_available() else None,
     )  # fmt: skip
     resume = last_checkpoint(checkpoint_dir, cleanup=world["rank"] == 0)
-    metrics_path = Path(metrics_path)
-    _truncate_metrics(metrics_path, resume)
+    # The authoritative curve lives beside the checkpoints: Snakemake deletes a failed job's
+    # metrics_path, the checkpoint directory survives. It is copied to metrics_path at the end.
+    log_path = checkpoint_dir / "metrics.jsonl"
+    if world["rank"] == 0:
+        _truncate_metrics(log_path, resume)
     trainer = _trainer_class()(
         model=model, args=args, train_dataset=dataset, loss=loss,
         data_collator=utils.ColBERTCollator(model.tokenize),
-        callbacks=[metrics_callback(metrics_path, global_batch_size, world["rank"])],
+        callbacks=[metrics_callback(log_path, global_batch_size, world["rank"])],
     )  # fmt: skip
     logger.info("stage %s: world %s, per-device batch %d, resume from %s", stage, world, per_device, resume)
     started = time.time()
-    result = trainer.train(resume_from_checkpoint=resume)
+    with naming_write_errors(checkpoint_dir):  # a full disk at a checkpoint: torch names no file
+        trainer.train(resume_from_checkpoint=resume)
     wall = time.time() - started
     ranks = _gather_world(world)
     if world["rank"] != 0:
         return {}
     with atomic_dir(out_dir) as tmp:
         model.save(str(tmp))
+    curve = log_path.read_text() if log_path.exists() else ""
+    with atomic_file(metrics_path) as handle:
+        handle.write(curve)
     devices = world["world_size"] if torch.cuda.is_available() else 0
     meta = {
         "stage": stage,
@@ -282,7 +299,8 @@ def train_stage(
         "device_count": devices,
         "gpu_hours": devices * wall / 3600,
         "bf16": args.bf16,
-        "final_loss": result.training_loss,
+        # over the whole run's curve: a resumed Trainer's training_loss covers only its part
+        **loss_summary(curve),
         "learning_rate": learning_rate,
         "epochs": epochs,
         "steps_per_epoch": len(dataset) // global_batch_size,  # last partial batch dropped
@@ -321,9 +339,40 @@ def _truncate_metrics(path: Path, resume: str | None) -> None:
         path.unlink()
         return
     step = int(resume.rsplit("-", 1)[1])
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    kept = [line for line in path.read_text().splitlines() if (row := _metric_row(line)) and row["step"] <= step]
     with atomic_file(path) as handle:
         handle.write("".join(line + "\n" for line in kept))
+
+
+def _metric_row(line: str) -> dict[str, Any] | None:
+    """One parsed metrics line; None for a blank line or one torn by a kill mid-write."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return row if isinstance(row, dict) and "step" in row else None
+
+
+def loss_summary(curve: str) -> dict[str, Any]:
+    """Loss figures of a whole run from its metrics JSONL (every logged step, resumed or not).
+
+    ``mean_loss`` is the mean of the logged losses (each the mean over its logging interval),
+    ``last_loss`` the last one logged; ``logged_steps`` counts them.
+
+    Examples
+    --------
+    >>> loss_summary('{"step": 1, "loss": 3.0}\\n{"step": 2, "loss": 1.0}\\n{"step": 3, "lo')
+    {'mean_loss': 2.0, 'last_loss': 1.0, 'logged_steps': 2}
+    >>> loss_summary("")
+    {'mean_loss': None, 'last_loss': None, 'logged_steps': 0}
+    """
+    rows = [row for line in curve.splitlines() if (row := _metric_row(line))]
+    losses = [row["loss"] for row in rows if row.get("loss") is not None]
+    return {
+        "mean_loss": sum(losses) / len(losses) if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "logged_steps": len(losses),
+    }
 
 
 def _gather_world(world: dict[str, Any]) -> list[dict[str, Any]]:
@@ -338,11 +387,8 @@ def _gather_world(world: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--args", required=True, help="JSON keyword arguments of train_stage()")
-    args = parser.parse_args(argv)
-    train_stage(**json.loads(args.args))
+    run_commands({"fit": train_stage}, argv)
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    main()

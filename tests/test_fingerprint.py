@@ -1,0 +1,64 @@
+"""Code fingerprints: a stage reruns when a module it imports changes, and only then."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from conftest import REPO
+
+from workflow_scripts.fingerprint import code_fingerprint
+
+STAGES = ["data", "demo", "model", "train", "evaluate", "summarize", "report"]
+
+
+@pytest.fixture()
+def package(tmp_path):
+    return shutil.copytree(REPO / "workflow_scripts", tmp_path / "workflow_scripts")
+
+
+def fingerprints(root):
+    return {stage: code_fingerprint(stage, root=root) for stage in STAGES}
+
+
+def modules(stage):
+    return set(code_fingerprint(stage).split(":")[0].split("+"))
+
+
+def test_each_stage_covers_what_it_imports_transitively():
+    assert {"evaluate", "model", "common"} <= modules("evaluate")
+    assert {"train", "model", "common"} <= modules("train")
+    assert "model" not in modules("report") and "model" not in modules("data")
+    assert "train" not in modules("evaluate")
+
+
+def test_an_edit_inside_load_colbert_changes_exactly_its_importers(package):
+    before = fingerprints(package)
+    model = package / "model.py"
+    model.write_text(
+        model.read_text().replace("    from pylate import models\n", "    from pylate import models\n    _ = 0\n", 1)
+    )
+    after = fingerprints(package)
+    changed = {stage for stage in STAGES if before[stage] != after[stage]}
+    assert changed == {stage for stage in STAGES if "model" in modules(stage)} >= {"model", "train", "evaluate"}
+
+
+def test_comments_docstrings_and_blank_lines_change_nothing(package):
+    before = fingerprints(package)
+    model = package / "model.py"
+    text = model.read_text().replace('"""Model stage:', '"""Other words. Model stage:', 1)
+    text = text.replace("    from pylate import models\n", "    from pylate import models  # why\n\n", 1)
+    model.write_text(text + "\n# trailing comment\n")
+    assert fingerprints(package) == before
+
+
+def test_the_fingerprint_holds_no_path(package, tmp_path):
+    moved = shutil.copytree(package, tmp_path / "elsewhere" / "workflow_scripts")
+    assert fingerprints(moved) == fingerprints(package) == fingerprints(REPO / "workflow_scripts")
+    assert str(tmp_path) not in "".join(fingerprints(package).values())
+
+
+def test_extra_files_count(package):
+    before = code_fingerprint("train", "launch.sh", root=package)
+    (package / "launch.sh").write_text((package / "launch.sh").read_text() + "\necho changed\n")
+    assert code_fingerprint("train", "launch.sh", root=package) != before

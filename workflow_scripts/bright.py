@@ -1,0 +1,214 @@
+"""BRIGHT (``xlangai/BRIGHT``): streamed loading of one split, and the checks its own code relies on.
+
+A mirror that breaks what BRIGHT's official evaluation (``xlang-ai/BRIGHT`` ``run.py`` and
+``retrievers.py`` @d99e839) assumes is refused with one line naming the file, before any
+model is loaded:
+
+- ``excluded_ids`` and ``gold_ids`` of a query are disjoint (``run.py``:
+  ``assert len(set(e['excluded_ids']).intersection(set(e['gold_ids'])))==0``, and again
+  ``assert not did in ground_truth[e['id']]`` for every excluded id);
+- ``excluded_ids`` is a list of strings (``retrievers.py`` ``get_scores``: ``assert
+  len(excluded_ids[query_id])==0 or (isinstance(excluded_ids[query_id][0], str) and
+  isinstance(excluded_ids[query_id], list))``); ``gold_ids`` too, and ``id``/``query`` are
+  strings (``get_scores`` looks ids up as ``excluded_ids[str(query_id)]`` in a dict keyed by
+  ``e['id']``, so only string ids work);
+- query ids are unique in a split and document ids are unique in a split: upstream keys the
+  qrels, the exclusions and the scores by id (``ground_truth[e['id']]``,
+  ``cur_scores[str(did)]``), so a repeated id silently drops a query or a document;
+- some query of the split has gold ids, and at least one gold id of the split is one of its
+  document ids (otherwise nothing is scored, or examples and documents come from different
+  splits or revisions and every query scores 0).
+
+What is legal but odd is counted (:func:`check_split`) and written beside the scores:
+queries without gold ids (pytrec_eval does not score them), gold ids that are not documents
+of the split, excluded ids that are not documents of the split (upstream's
+``cur_scores.pop(did)`` would raise ``KeyError`` on them; removing them changes nothing
+here), and empty documents.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .common import UserError
+from .data import config_files, iter_parquet_batches, iter_parquet_rows
+
+__all__ = [
+    "bright_id2doc",
+    "check_split",
+    "load_bright_documents",
+    "load_bright_examples",
+    "scan_documents",
+    "validate_split",
+]
+
+logger = logging.getLogger(__name__)
+
+
+EXAMPLE_COLUMNS = ["id", "query", "gold_ids", "excluded_ids"]
+NOT_AVAILABLE = "N/A"  # BRIGHT's placeholder for "no excluded ids"
+
+
+def load_bright_documents(root: str | Path, split: str) -> Iterator[tuple[str, str]]:
+    """(id, content) of one BRIGHT ``documents`` split, streamed."""
+    for path, row_no, row in iter_parquet_rows(config_files(root, "documents", split), ["id", "content"]):
+        if not isinstance(row["id"], str) or not isinstance(row["content"], str):
+            raise UserError(f"{path}: row {row_no}: id and content must be strings")
+        yield row["id"], row["content"]
+
+
+def load_bright_examples(root: str | Path, split: str) -> list[dict[str, Any]]:
+    """Queries of one BRIGHT ``examples`` split (small: at most a few hundred rows), checked row by row.
+
+    Refuses a row whose types are not BRIGHT's, whose gold and excluded ids overlap, or whose
+    id an earlier row of the split already has, and a split where no query has a gold id (see
+    the module docstring for the upstream lines).
+    """
+    rows: list[dict[str, Any]] = []
+    first: dict[str, str] = {}
+    for path, row_no, row in iter_parquet_rows(config_files(root, "examples", split), EXAMPLE_COLUMNS):
+        problem = _example_problem(row)
+        if problem is None and row["id"] in first:
+            problem = f"query id {row['id']!r} appears twice in split {split!r} (first at {first[row['id']]})"
+        if problem is not None:
+            raise UserError(f"{path}: row {row_no}: {problem}")
+        first[row["id"]] = f"{path.name} row {row_no}"
+        rows.append(row)
+    if rows and not any(row["gold_ids"] for row in rows):
+        raise UserError(f"{path}: no query of split {split!r} has a gold id: nothing to score")
+    return rows
+
+
+def _example_problem(row: dict[str, Any]) -> str | None:
+    """What makes one examples row unusable for BRIGHT's protocol, or None.
+
+    Examples
+    --------
+    >>> _example_problem({"id": "0", "query": "q", "gold_ids": ["a"], "excluded_ids": ["N/A"]}) is None
+    True
+    >>> _example_problem({"id": "0", "query": "q", "gold_ids": ["a"], "excluded_ids": ["a"]})
+    "excluded_ids and gold_ids share ['a'] (BRIGHT's run.py asserts they are disjoint)"
+    """
+    for col in ("id", "query"):
+        if not isinstance(row[col], str):
+            return f"{col} must be a string, got {row[col]!r:.40}"
+    for col in ("gold_ids", "excluded_ids"):
+        if not isinstance(row[col], list) or not all(isinstance(x, str) for x in row[col]):
+            return f"{col} must be a list of strings"
+    shared = sorted(set(row["gold_ids"]) & set(row["excluded_ids"]))
+    if shared:
+        return f"excluded_ids and gold_ids share {shared[:3]} (BRIGHT's run.py asserts they are disjoint)"
+    return None
+
+
+def scan_documents(root: str | Path, split: str) -> tuple[set[str], int]:
+    """Document ids of one split (refused when one repeats) and how many documents are blank.
+
+    Streams the ``id`` and ``content`` columns batch by batch; only the ids are kept.
+    """
+    ids: set[str] = set()
+    empty = 0
+    offset: Counter[Path] = Counter()  # rows of each file seen so far
+    for path, batch in iter_parquet_batches(config_files(root, "documents", split), ["id", "content"]):
+        for name in ("id", "content"):
+            _require_strings(path, name, batch.column(name), first_row=offset[path])
+        for i, doc_id in enumerate(batch.column("id").to_pylist()):
+            if doc_id in ids:
+                raise UserError(
+                    f"{path}: row {offset[path] + i}: document id {doc_id!r} appears twice in split {split!r}"
+                )
+            ids.add(doc_id)
+        empty += pc.sum(pc.equal(pc.utf8_trim_whitespace(batch.column("content")), "")).as_py() or 0
+        offset[path] += batch.num_rows
+    return ids, empty
+
+
+def _require_strings(path: Path, name: str, column: pa.Array, first_row: int) -> None:
+    """Refuse a column of a batch (starting at row ``first_row`` of ``path``) that is not all strings."""
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        raise UserError(f"{path}: column {name} must hold strings, the file has {column.type}")
+    if column.null_count:
+        row = first_row + pc.index(pc.is_null(column), True).as_py()
+        raise UserError(f"{path}: row {row}: {name} must be a string, not null")
+
+
+def check_split(
+    *, examples: list[dict[str, Any]], doc_ids: set[str], empty_documents: int, where: str
+) -> dict[str, int]:
+    """Refuse examples that share no gold id with the documents; count what is legal but odd.
+
+    Parameters
+    ----------
+    examples
+        Rows of :func:`load_bright_examples` (already checked row by row).
+    doc_ids
+        Every document id of the same split (:func:`scan_documents`).
+    empty_documents
+        Documents whose content is blank.
+    where
+        The documents file(s), named in the error.
+
+    Returns
+    -------
+    Counts: ``queries``, ``documents``, ``empty_documents``, ``queries_without_gold_ids``
+    (pytrec_eval leaves them out of the mean), ``gold_ids_not_in_documents``,
+    ``queries_without_gold_in_documents`` (they score 0 whatever the model),
+    ``excluded_ids`` (other than "N/A") and ``excluded_ids_not_in_documents``.
+
+    Examples
+    --------
+    >>> ex = [{"gold_ids": ["a", "z"], "excluded_ids": ["N/A"]}, {"gold_ids": [], "excluded_ids": ["y"]}]
+    >>> counts = check_split(examples=ex, doc_ids={"a", "b"}, empty_documents=0, where="f")
+    >>> counts["gold_ids_not_in_documents"], counts["queries_without_gold_ids"], counts["excluded_ids_not_in_documents"]
+    (1, 1, 1)
+    >>> check_split(examples=ex, doc_ids={"b"}, empty_documents=0, where="f")
+    Traceback (most recent call last):
+    ...
+    workflow_scripts.common.UserError: f: none of the 2 gold ids of the split is one of its 1 document ids: examples and documents do not belong together
+    """
+    golds = [set(e["gold_ids"]) for e in examples]
+    excluded = [set(e["excluded_ids"]) - {NOT_AVAILABLE} for e in examples]
+    all_gold = set().union(*golds)
+    if all_gold and not all_gold & doc_ids:
+        raise UserError(
+            f"{where}: none of the {len(all_gold)} gold ids of the split is one of its {len(doc_ids)} "
+            "document ids: examples and documents do not belong together"
+        )
+    return {
+        "queries": len(examples),
+        "documents": len(doc_ids),
+        "empty_documents": empty_documents,
+        "queries_without_gold_ids": sum(1 for g in golds if not g),
+        "gold_ids_not_in_documents": sum(len(g - doc_ids) for g in golds),
+        "queries_without_gold_in_documents": sum(1 for g in golds if g and not g & doc_ids),
+        "excluded_ids": sum(len(x) for x in excluded),
+        "excluded_ids_not_in_documents": sum(len(x - doc_ids) for x in excluded),
+    }
+
+
+def validate_split(root: str | Path, split: str, examples: list[dict[str, Any]]) -> dict[str, int]:
+    """:func:`check_split` over the documents of ``split``; logs one warning line when something is odd."""
+    files = config_files(root, "documents", split)
+    where = str(files[0]) if len(files) == 1 else f"{files[0]} (+{len(files) - 1} more files of split {split!r})"
+    doc_ids, empty = scan_documents(root, split)
+    counts = check_split(examples=examples, doc_ids=doc_ids, empty_documents=empty, where=where)
+    odd = {k: v for k, v in counts.items() if v and k not in ("queries", "documents", "excluded_ids")}
+    if odd:
+        logger.warning("BRIGHT %s: legal but odd (counted in the result's data_checks): %s", split, odd)
+    return counts
+
+
+def bright_id2doc(root: Path, splits: list[str]) -> dict[str, tuple[str, str]]:
+    """Merged id → (domain, text) over all BRIGHT documents splits (ids carry no domain)."""
+    id2doc: dict[str, tuple[str, str]] = {}
+    for split in splits:
+        for doc_id, content in load_bright_documents(root, split):
+            id2doc.setdefault(doc_id, (split, content))
+    return id2doc

@@ -1,0 +1,136 @@
+"""Command lines built from typed functions: one ``--flag`` per keyword argument.
+
+Every stage is a plain typed function (``evaluate_split(*, model_path, split, ...)``); its
+command line is derived from the signature, so a rule names each file and setting once,
+by name, and ``snakemake -n -p`` prints a command a person can read and rerun by hand::
+
+    python -m workflow_scripts.evaluate split --model-path results/demo/models/stage1 \\
+        --split pony --query-length 24 ...
+
+Values are converted from their annotations: ``int``, ``float``, ``str``/``Path``, ``bool``
+(``true``/``false``, any case, as Snakemake prints Python's ``True``), ``X | None``
+(``None``/``null``), ``list[str]``/``list[int]`` as several words, and anything else
+(``dict``, ``list[dict]``) as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import types
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .common import run_cli
+
+__all__ = ["parser_for", "run_commands", "to_argv"]
+
+NONE_WORDS = {"none", "null"}
+
+
+def _convert(hint: Any) -> tuple[Callable[[str], Any], bool]:
+    """(string -> value converter, takes several words) for one annotation."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [_convert(a)[0] for a in args if a is not type(None)]
+        optional = type(None) in args
+
+        def union(text: str) -> Any:
+            if optional and text.lower() in NONE_WORDS:
+                return None
+            for convert in inner:  # declared order: bool before str in ``bool | str``
+                try:
+                    return convert(text)
+                except (ValueError, json.JSONDecodeError):
+                    continue
+            raise ValueError(f"not one of {hint}: {text!r}")
+
+        return union, False
+    if origin is list and args and args[0] in (str, int, float, Path):
+        return args[0], True
+    if hint is bool:
+        return _bool, False
+    if hint in (int, float, str):
+        return hint, False
+    if hint is Path:
+        return str, False
+    return json.loads, False
+
+
+def _bool(text: str) -> bool:
+    """``true``/``false`` in any case.
+
+    Examples
+    --------
+    >>> _bool("True"), _bool("false")
+    (True, False)
+    """
+    if text.lower() not in ("true", "false"):
+        raise ValueError(f"expected true or false, got {text!r}")
+    return text.lower() == "true"
+
+
+def to_argv(settings: dict[str, Any]) -> list[str]:
+    """The command-line words of ``settings``, keys sorted: the inverse of :func:`parser_for`.
+
+    Sorted keys and sorted JSON make the words (and Snakemake's record of them) independent
+    of the order the config was written in.
+
+    Examples
+    --------
+    >>> to_argv({"top_k": 10, "splits": ["a", "b"], "sources": [{"y": 1, "x": None}], "drop": False})
+    ['--drop', 'False', '--sources', '[{"x": null, "y": 1}]', '--splits', 'a', 'b', '--top-k', '10']
+    """
+    words: list[str] = []
+    for key in sorted(settings):
+        value = settings[key]
+        words.append(f"--{key.replace('_', '-')}")
+        if isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
+            words.extend(str(v) for v in value)
+        elif isinstance(value, dict | list):
+            words.append(json.dumps(value, sort_keys=True))
+        else:
+            words.append(str(value))
+    return words
+
+
+def parser_for(function: Callable[..., Any], parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add one ``--kebab-case`` option per keyword argument of ``function`` to ``parser``.
+
+    Examples
+    --------
+    >>> def f(*, path: str, top_k: int = 10, exclude: bool = True, tags: list[str] | None = None) -> None: ...
+    >>> p = parser_for(f, argparse.ArgumentParser())
+    >>> vars(p.parse_args(["--path", "x", "--top-k", "5", "--exclude", "False"]))
+    {'path': 'x', 'top_k': 5, 'exclude': False, 'tags': None}
+    """
+    hints = typing.get_type_hints(function)
+    for name, param in inspect.signature(function).parameters.items():
+        convert, several = _convert(hints.get(name, str))
+        required = param.default is inspect.Parameter.empty
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", dest=name, type=convert, nargs="*" if several else None,
+            required=required, default=None if required else param.default,
+        )  # fmt: skip
+    return parser
+
+
+def run_commands(commands: dict[str, Callable[..., Any]], argv: list[str] | None = None) -> None:
+    """Parse ``argv`` as ``COMMAND --flag value ...`` and call that function by keyword.
+
+    User errors end as one line and exit 2 (:func:`workflow_scripts.common.run_cli`).
+    """
+
+    def main(args: list[str] | None) -> None:
+        parser = argparse.ArgumentParser()
+        sub = parser.add_subparsers(dest="command", required=True)
+        for name, function in commands.items():
+            summary = (inspect.getdoc(function) or "").split("\n")[0]
+            parser_for(function, sub.add_parser(name, help=summary, description=summary))
+        kwargs = vars(parser.parse_args(args))
+        commands[kwargs.pop("command")](**kwargs)
+
+    run_cli(main, argv)

@@ -1,0 +1,313 @@
+"""Config checks beyond the JSON schema: what a job would otherwise find out hours later.
+
+The schema (``config.schema.yaml``) checks types and ranges key by key; it cannot say that a
+query template names a field nobody fills, that the global batch does not split over the
+cluster, or that ``top_k: 1000.0`` -- an *integer* to JSON Schema Draft 2020-12, which counts
+any float with a zero fraction as one -- reaches a stage whose command line reads ``int``
+(``int("1000.0")`` fails). :func:`semantic_problems` finds those from the config alone, at
+parse time, each as one line naming the key, in the format of
+:func:`workflow_scripts.common.config_problem`; call it after the schema passed.
+
+Integers: a float is refused wherever the schema says ``integer`` (decided here rather than
+casting in every stage: ``2.0`` GPUs or ``1000.0`` documents are slips worth a line, and
+the stages' typed command lines stay strict).
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "TEMPLATE_FIELDS",
+    "batch_problems",
+    "float_integer_problems",
+    "model_name_problems",
+    "ranking_problems",
+    "semantic_problems",
+    "semantic_warnings",
+    "stage_source_problems",
+    "step_problems",
+    "template_problems",
+]
+
+SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
+TEMPLATE_FIELDS = ("domain", "query")  # what evaluate_split fills in evaluate.query_template
+REASONIR_CONFIGS = ("vl", "hq")  # what build_shards reads from reasonir-data
+CLUSTER_SHAPE = ("nodes", "gpus_per_node")  # Slurm resources: the top-level train section only
+METRIC_DEPTH = 100  # deepest cutoff of evaluate.MEASURES (ndcg/map/recall/mrr @100)
+
+
+def semantic_problems(config: dict[str, Any], schema_path: str | Path = SCHEMA_PATH) -> list[str]:
+    """Every problem of a schema-valid ``config`` that would make a job fail or mislead, one line each.
+
+    Experiments are checked on their merged ``widen`` / ``train`` sections; a problem they
+    inherit from the top level is reported once.
+
+    Parameters
+    ----------
+    config
+        The workflow config, already valid against the schema.
+    schema_path
+        The JSON schema (its ``integer`` leaves are re-checked strictly).
+
+    Examples
+    --------
+    >>> import yaml
+    >>> config = yaml.safe_load(SCHEMA_PATH.parents[1].joinpath("config.yaml").read_text())
+    >>> semantic_problems(config)
+    []
+    >>> config["evaluate"]["top_k"] = 1000.0
+    >>> config["evaluate"]["query_template"] = "{lang}: {query}"
+    >>> config["experiments"]["big"] = {"train": {"global_batch_size": 1020}}
+    >>> for line in semantic_problems(config):
+    ...     print(line)
+    config: evaluate/top_k: 1000.0 is a float; the stage reads an integer here (write 1000)
+    config: evaluate/query_template: field {lang} is never filled (only {domain} and {query} are)
+    config: experiments/big: train/global_batch_size: 1020 is not divisible by nodes 2 x gpus_per_node 4 x gradient_accumulation_steps 1 = 8
+    """
+    import yaml
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    problems = float_integer_problems(config, schema)
+    problems += template_problems(config["evaluate"]["query_template"])
+    problems += ranking_problems(config["evaluate"])
+    problems += stage_source_problems(config["data"]["stages"])
+    problems += model_name_problems(config)
+    problems += batch_problems(config["train"]) + step_problems(config["train"])
+    for experiment, train, own in _experiment_sections(config, schema):
+        found = [p for p in own + batch_problems(train) + step_problems(train) if p not in problems]
+        problems += [f"config: experiments/{experiment}: {p.removeprefix('config: ')}" for p in found]
+    return _unique(problems)
+
+
+def semantic_warnings(config: dict[str, Any]) -> list[str]:
+    """Settings that are legal but have no effect, one line each (worth printing, not fatal).
+
+    Examples
+    --------
+    >>> config = {"evaluate": {"splits": ["biology"], "overrides": {"pony": {"query_length": 32}}},
+    ...           "evaluate_trained": ["widened"], "widen": {"to": None}}
+    >>> for line in semantic_warnings(config):
+    ...     print(line)
+    config: evaluate/overrides: pony is not in evaluate/splits; its override is unused
+    config: evaluate_trained: widened, but no experiment widens (widen/to is null)
+    """
+    e = config["evaluate"]
+    out = [
+        f"config: evaluate/overrides: {split} is not in evaluate/splits; its override is unused"
+        for split in e.get("overrides", {})
+        if split not in e["splits"]
+    ]
+    widens = [config["widen"]["to"]] + [
+        ((spec or {}).get("widen") or {}).get("to", config["widen"]["to"])
+        for spec in (config.get("experiments") or {}).values()
+    ]
+    if "widened" in config.get("evaluate_trained", []) and all(to is None for to in widens):
+        out.append("config: evaluate_trained: widened, but no experiment widens (widen/to is null)")
+    return out
+
+
+def float_integer_problems(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
+    """Floats where the schema says ``integer`` (Draft 2020-12 accepts ``2.0`` there; we do not).
+
+    Examples
+    --------
+    >>> schema = {"type": "object", "properties": {"n": {"type": ["integer", "null"]}, "x": {"type": "number"}}}
+    >>> float_integer_problems({"n": 2.0, "x": 2.0}, schema)
+    ['config: n: 2.0 is a float; the stage reads an integer here (write 2)']
+    >>> float_integer_problems({"n": None, "x": 2.5}, schema)
+    []
+    """
+    import jsonschema
+
+    base = jsonschema.Draft202012Validator
+    strict = base.TYPE_CHECKER.redefine("integer", lambda _, x: isinstance(x, int) and not isinstance(x, bool))
+    validator = jsonschema.validators.extend(base, type_checker=strict)(schema)
+    out = []
+    for error in validator.iter_errors(config):
+        if error.validator == "type" and isinstance(error.instance, float) and error.instance.is_integer():
+            where = "/".join(str(p) for p in error.absolute_path)
+            out.append(
+                f"config: {where}: {error.instance!r} is a float; the stage reads an integer here "
+                f"(write {int(error.instance)})"
+            )
+    return out
+
+
+def template_problems(template: str, key: str = "evaluate/query_template") -> list[str]:
+    """Problems of the evaluation query template: only ``{domain}`` and ``{query}`` are filled.
+
+    Examples
+    --------
+    >>> template_problems("Given a {domain} post.\\nQuery: {query}")
+    []
+    >>> template_problems("{0} {query}")
+    ['config: evaluate/query_template: positional field {0}; name it {domain} or {query}']
+    >>> template_problems("Query: {{query}}")
+    ['config: evaluate/query_template: never inserts the query: no {query} field ({{query}} is a literal)']
+    >>> template_problems("{query:d}")
+    ["config: evaluate/query_template: '{query:d}' does not format: Unknown format code 'd' for object of type 'str'"]
+    >>> template_problems("{query")
+    ["config: evaluate/query_template: expected '}' before end of string (a literal brace is written {{ or }})"]
+    """
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+    except ValueError as err:
+        return [f"config: {key}: {err} (a literal brace is written {{{{ or }}}})"]
+    out = []
+    for field in fields:
+        if field == "" or field.isdigit():
+            out.append(f"config: {key}: positional field {{{field}}}; name it {{domain}} or {{query}}")
+        elif field not in TEMPLATE_FIELDS:
+            out.append(f"config: {key}: field {{{field}}} is never filled (only {{domain}} and {{query}} are)")
+    if "query" not in fields:
+        out.append(f"config: {key}: never inserts the query: no {{query}} field ({{{{query}}}} is a literal)")
+    if not out:
+        try:
+            template.format(domain="Biology", query="Why?")
+        except (ValueError, KeyError, IndexError, AttributeError, TypeError) as err:
+            out.append(f"config: {key}: {template!r} does not format: {err}")
+    return out
+
+
+def ranking_problems(evaluate: dict[str, Any]) -> list[str]:
+    """The run file must be deep enough for every metric computed from it.
+
+    pytrec_eval scores the top ``top_k`` documents only: with fewer than ``METRIC_DEPTH`` the
+    @100 metrics (and with fewer than 10 nDCG@10 itself) would be silently wrong.
+
+    Examples
+    --------
+    >>> ranking_problems({"top_k": 1000}), ranking_problems({"top_k": 100})
+    ([], [])
+    >>> ranking_problems({"top_k": 50})
+    ['config: evaluate/top_k: 50 < 100: the @100 metrics (nDCG, MAP, recall, MRR) need the top 100 documents']
+    """
+    if evaluate["top_k"] < METRIC_DEPTH:
+        return [
+            f"config: evaluate/top_k: {evaluate['top_k']} < {METRIC_DEPTH}: the @{METRIC_DEPTH} metrics "
+            f"(nDCG, MAP, recall, MRR) need the top {METRIC_DEPTH} documents"
+        ]
+    return []
+
+
+def batch_problems(train: dict[str, Any]) -> list[str]:
+    """The global batch must split evenly over devices and accumulation steps.
+
+    Only this must hold: ``per_device = global / (nodes x gpus_per_node x accumulation)`` is
+    a whole number (``train.per_device_batch_size``). ``mini_batch_size`` is GradCache's
+    chunk: PyLate's CachedContrastive steps through the per-device batch in chunks of it, so
+    it need not divide the batch and may exceed it (then one chunk).
+
+    Examples
+    --------
+    >>> t = {"global_batch_size": 2048, "nodes": 2, "gpus_per_node": 4, "gradient_accumulation_steps": 1}
+    >>> batch_problems(t)
+    []
+    >>> batch_problems(t | {"gradient_accumulation_steps": 3})
+    ['config: train/global_batch_size: 2048 is not divisible by nodes 2 x gpus_per_node 4 x gradient_accumulation_steps 3 = 24']
+    """
+    nodes, gpus, accumulation = train["nodes"], train["gpus_per_node"], train["gradient_accumulation_steps"]
+    split = nodes * gpus * accumulation
+    if train["global_batch_size"] % split:
+        return [
+            f"config: train/global_batch_size: {train['global_batch_size']} is not divisible by nodes {nodes} "
+            f"x gpus_per_node {gpus} x gradient_accumulation_steps {accumulation} = {split}"
+        ]
+    return []
+
+
+def step_problems(train: dict[str, Any]) -> list[str]:
+    """``max_steps`` is null or a step count, and a capped run logs at least one loss.
+
+    Examples
+    --------
+    >>> step_problems({"max_steps": None, "logging_steps": 10})
+    []
+    >>> step_problems({"max_steps": 0, "logging_steps": 1})
+    ['config: train/max_steps: 0 is not a step cap; write null (whole epochs) or a count >= 1']
+    >>> step_problems({"max_steps": 5, "logging_steps": 10})
+    ['config: train/logging_steps: 10 > train/max_steps 5: no loss would ever be logged']
+    """
+    cap = train.get("max_steps")
+    if cap is None:
+        return []
+    if cap < 1:  # train_stage passes `max_steps or -1`: 0 and negatives mean whole epochs
+        return [f"config: train/max_steps: {cap} is not a step cap; write null (whole epochs) or a count >= 1"]
+    if train["logging_steps"] > cap:
+        return [
+            f"config: train/logging_steps: {train['logging_steps']} > train/max_steps {cap}: no loss would ever be logged"
+        ]
+    return []
+
+
+def stage_source_problems(stages: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Each training source entry names data that ``build_shards`` reads.
+
+    Examples
+    --------
+    >>> stage_source_problems({"stage1": [{"source": "reasonir", "config": "vl"}],
+    ...                        "stage2": [{"source": "reasonir", "config": None},
+    ...                                   {"source": "bge_reasoner", "config": "hq"}]})  # doctest: +NORMALIZE_WHITESPACE
+    ["config: data/stages/stage2/0/config: reasonir needs 'vl' or 'hq', not None",
+     "config: data/stages/stage2/1/config: bge_reasoner reads all its domain files; write null, not 'hq'"]
+    """
+    out = []
+    for stage, entries in stages.items():
+        for i, entry in enumerate(entries):
+            where = f"config: data/stages/{stage}/{i}/config"
+            if entry["source"] == "reasonir" and entry["config"] not in REASONIR_CONFIGS:
+                out.append(f"{where}: reasonir needs 'vl' or 'hq', not {entry['config']!r}")
+            elif entry["source"] == "bge_reasoner" and entry["config"] is not None:
+                out.append(f"{where}: bge_reasoner reads all its domain files; write null, not {entry['config']!r}")
+    return out
+
+
+def model_name_problems(config: dict[str, Any]) -> list[str]:
+    """An ``evaluate_models`` name must not be a model the DAG makes (``lr2-stage2``...).
+
+    Both would be ``results/<run>/eval/<name>/``; the download would be scored in its place.
+
+    Examples
+    --------
+    >>> import yaml
+    >>> config = yaml.safe_load(SCHEMA_PATH.parents[1].joinpath("config.yaml").read_text())
+    >>> config["experiments"]["lr2"] = {"train": {"stage2": {"learning_rate": 1e-5}}}
+    >>> config["evaluate_models"]["lr2-stage2"] = config["evaluate_models"]["base"]
+    >>> model_name_problems(config)
+    ['config: evaluate_models/lr2-stage2: is also the name of a model the workflow trains (experiment lr2)']
+    """
+    from .lineage import Lineage
+
+    made = Lineage(config).models
+    return [
+        f"config: evaluate_models/{name}: is also the name of a model the workflow trains (experiment {made[name][0]})"
+        for name in config.get("evaluate_models") or {}
+        if name in made
+    ]
+
+
+def _experiment_sections(config: dict[str, Any], schema: dict[str, Any]):
+    """(experiment, merged train section, its own problems) for each experiment but main's defaults."""
+    from .lineage import Lineage
+
+    lineage = Lineage(config)
+    for experiment in lineage.experiments:
+        override = lineage.overrides[experiment]
+        if not override:
+            continue
+        merged = config | {section: lineage.setting(section, experiment) for section in ("widen", "train")}
+        own = float_integer_problems(merged, schema)
+        own += [
+            f"config: train/{key}: the cluster shape is the top-level train/{key} (Slurm resources); "
+            "an experiment cannot change it"
+            for key in CLUSTER_SHAPE
+            if key in (override.get("train") or {})
+        ]
+        yield experiment, merged["train"], own
+
+
+def _unique(lines: list[str]) -> list[str]:
+    return list(dict.fromkeys(lines))
