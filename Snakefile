@@ -20,9 +20,17 @@ include: "rules/model.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
+include: "rules/preflight.smk"
 
 
 rule all:
     default_target: True
     input:
         get_final_output(),
+
+
+# Before the real run: every heavy stage at the real shapes, bounded, and a cost forecast
+# (results/<run>/preflight.{json,md}; README "Preflight").
+rule preflight:
+    input:
+        get_preflight_output(),

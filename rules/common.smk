@@ -14,15 +14,18 @@ from snakemake.utils import validate
 # One line naming the bad key first (jsonschema's full report is pages long), then Snakemake's
 # own validation with the same schema.
 sys.path.insert(0, workflow.basedir)
-from workflow_scripts.bright_meta import DOMAINS, SPLITS as BRIGHT_SPLITS
+from workflow_scripts.bright_meta import SPLITS as BRIGHT_SPLITS
 from workflow_scripts.common import config_problem
 from workflow_scripts.config_checks import semantic_problems, semantic_warnings
 from workflow_scripts.cli import to_argv
 from workflow_scripts.fingerprint import code_fingerprint
 from workflow_scripts.lineage import Lineage
+from workflow_scripts.protocols import PRESETS, QUERY_SETS, evaluation_rules, job_name, job_pairs, mteb_files
+from workflow_scripts.protocols import resolve as resolve_protocols
 
 SCHEMA = os.path.join(workflow.basedir, "workflow_scripts/config.schema.yaml")
-ENUMS = {"split": BRIGHT_SPLITS}  # BRIGHT's split names: one place, bright_meta.py
+# BRIGHT's split names (bright_meta.py), the protocol presets and query sets (protocols.py): one place each.
+ENUMS = {"split": BRIGHT_SPLITS, "protocol_preset": list(PRESETS), "query_set": QUERY_SETS}
 if problem := config_problem(config, SCHEMA, ENUMS):
     raise WorkflowError(problem)
 validate(config, schema="../workflow_scripts/config.schema.yaml")
@@ -56,8 +59,8 @@ SPLITS = config["evaluate"]["splits"]
 MANIFEST = "resources/sources/{source}.manifest.json"
 SHARDS = f"{RUN}/shards/{{stage}}"
 MODEL = f"{RUN}/models/{{model}}"
-EVAL = f"{RUN}/eval/{{model}}/{{split}}.json"
-RUN_FILE = f"{RUN}/eval/{{model}}/{{split}}.run.trec"
+EVAL = f"{RUN}/eval/{{protocol}}/{{model}}/{{split}}.json"
+RUN_FILE = f"{RUN}/eval/{{protocol}}/{{model}}/{{split}}.run.trec"
 BASE_MODEL = MANIFEST.format(source="base_model")
 BRIGHT = MANIFEST.format(source="bright")
 
@@ -72,6 +75,12 @@ if problems := semantic_problems(config):
     raise WorkflowError("\n".join(problems))
 for _warning in semantic_warnings(config):
     logger.warning(_warning)
+# The protocols scored (protocols.py), and the evaluation rules that cover every (split, protocol):
+# a split's documents are encoded once per model, aops and theoremqa_questions' one corpus too.
+PROTOCOLS = resolve_protocols(config["evaluate"]["protocols"])
+_DOCUMENT_LENGTHS = {s: {**config["evaluate"], **config["evaluate"]["overrides"].get(s, {})}["document_length"]
+                     for s in SPLITS}  # fmt: skip
+EVAL_RULES = {r.name: r for r in evaluation_rules(PROTOCOLS, SPLITS, _DOCUMENT_LENGTHS)}
 
 
 wildcard_constraints:
@@ -230,45 +239,75 @@ def get_widen_verifications():
 
 
 # ---------------------------------------------------------------- evaluation
+def get_eval_outputs(rule, kind):
+    """An evaluation rule's result files (json or run) of every (protocol, split) its job scores,
+    in protocols.job_pairs order (the order the job writes them in)."""
+    r = EVAL_RULES[rule]
+    pattern = EVAL if kind == "json" else RUN_FILE
+    splits = r.splits if r.shared else ["{split}"]
+    return [pattern.format(protocol=p, model="{model}", split=s) for p, s in job_pairs(r.protocols, splits)]
+
+
+def get_eval_splits(rule):
+    """The `split` wildcard constraint of a one-split evaluation rule."""
+    return "|".join(EVAL_RULES[rule].splits)
+
+
+def get_eval_job(rule):
+    """The log / benchmark name of a shared-corpus job: its splits joined by '+'."""
+    return job_name(EVAL_RULES[rule].splits)
+
+
 def get_eval_flags(wildcards):
-    """Settings of one (model, split) evaluation: global values, then the split's overrides."""
+    """Settings of one evaluation job: its splits, the protocols it scores (each as its job needs
+    it: only these splits' templates), the global lengths and only these splits' overrides."""
     e = config["evaluate"]
-    settings = {k: e[k] for k in ("query_template", "exclude_ids", "top_k", "chunk_size", "encode_batch_size",
-                                  "dtype", "query_length", "document_length")}  # fmt: skip
-    settings |= e["overrides"].get(wildcards.split, {})
-    settings["domain"] = DOMAINS[wildcards.split]
+    shared = EVAL_RULES.get("evaluate_shared_corpus")
+    splits = [wildcards.split] if "split" in wildcards.keys() else list(shared.splits)
+    protocols = [p.for_job(splits) for p in PROTOCOLS.values() if all(p.covers(s) for s in splits)]
+    settings = {k: e[k] for k in ("query_length", "document_length", "top_k", "chunk_size", "encode_batch_size", "dtype")}
+    settings |= {"splits": splits, "protocols": protocols, "overrides": {s: e["overrides"][s] for s in splits if s in e["overrides"]}}
     return as_flags(settings | {"trust_remote_code": config["trust_remote_code"]})
 
 
-def get_summary_protocol():
-    e = config["evaluate"]
-    return {
-        "excluded_ids_removed": e["exclude_ids"],
-        "query_length": e["query_length"],
-        "document_length": e["document_length"],
-        "overrides": e["overrides"],
-        "query_template": e["query_template"],
-        "bright_revision": config["sources"]["bright"]["revision"],
-        "base_model_revision": config["sources"]["base_model"]["revision"],
-    }
+def get_protocol_summaries():
+    """What the summary states about each protocol (its splits among the evaluated ones)."""
+    return [p.summary(SPLITS) for p in PROTOCOLS.values()]
+
+
+def get_eval_results():
+    """Every per-split result the summary reads: each protocol x model x split it covers."""
+    return [EVAL.format(protocol=p.name, model=m, split=s) for p in PROTOCOLS.values() for m in get_eval_models()
+            for s in SPLITS if p.covers(s)]  # fmt: skip
+
+
+def get_mteb_outputs():
+    """mteb-format results: mteb/<protocol>/<model>/<task>.json, in protocols.mteb_files order."""
+    files = mteb_files(get_protocol_summaries(), get_eval_models())
+    return [f"{RUN}/mteb/{protocol}/{model}/{task}.json" for protocol, model, task, _ in files]
 
 
 def get_summary_flags(wildcards):
-    return as_flags({"models": get_eval_models(), "splits": SPLITS, "protocol": get_summary_protocol()})
+    e = config["evaluate"]
+    settings = {k: e[k] for k in ("query_length", "document_length", "overrides")}
+    settings |= {"bright_revision": config["sources"]["bright"]["revision"],
+                 "base_model_revision": config["sources"]["base_model"]["revision"]}  # fmt: skip
+    return as_flags({"models": get_eval_models(), "splits": SPLITS, "protocols": get_protocol_summaries(),
+                     "settings": settings})  # fmt: skip
 
 
 # ---------------------------------------------------------------- report
 def get_final_output():
     summary = [f"{RUN}/summary.csv", f"{RUN}/summary.md", f"{RUN}/summary.json"]
-    mteb = [f"{RUN}/mteb/{model}/BrightRetrieval.json" for model in get_eval_models()]
-    return summary + mteb + get_report_targets()
+    return summary + get_mteb_outputs() + get_report_targets()
 
 
 def get_benchmarks():
     """Benchmark files of every heavy job (they are outputs of those jobs)."""
     files = expand(f"{BENCH}/build_shards/{{stage}}.tsv", stage=["stage1", "stage2"])
     files += [f"{BENCH}/train/{mid}.tsv" for mid in get_made("stage1") + get_made("stage2")]
-    files += expand(f"{BENCH}/evaluate/{{model}}/{{split}}.tsv", model=get_eval_models(), split=SPLITS)
+    jobs = [job_name(r.splits) if r.shared else s for r in EVAL_RULES.values() for s in ([None] if r.shared else r.splits)]
+    files += expand(f"{BENCH}/evaluate/{{model}}/{{job}}.tsv", model=get_eval_models(), job=jobs)
     return files + [f"{BENCH}/widen/{mid}.tsv" for mid in get_made("widened")]
 
 
@@ -286,3 +325,67 @@ def get_report_targets():
     names = ["summary.html", "bright_ndcg10.png", "training_curves.png", "data_stats.png", "data_tables.html",
              "provenance.html", "cost.html"]  # fmt: skip
     return [f"{RUN}/report/{n}" for n in names] + ([f"{RUN}/report/widen.html"] if get_made("widened") else [])
+
+
+# ---------------------------------------------------------------- preflight (rules/preflight.smk)
+PREFLIGHT = f"{RUN}/preflight"
+
+
+def get_preflight_shape():
+    """The cluster and global batch the forecast is for: `preflight.forecast`, else `train`'s."""
+    train, forecast = config["train"], config["preflight"]["forecast"] or {}
+    return {k: forecast.get(k, train[k]) for k in ("nodes", "gpus_per_node", "global_batch_size")}
+
+
+def get_preflight_model(kind):
+    """The main experiment's model a preflight stage measures: the widened one when widening
+    comes before `kind` (stage1, stage2; `evaluate`: the final architecture), else the base."""
+    kinds = LINEAGE.kinds("main")
+    before = kinds[: kinds.index(kind)] if kind in kinds else kinds
+    return MODEL.format(model=LINEAGE.model_id("main", "widened")) if "widened" in before else BASE_MODEL
+
+
+def get_preflight_init(wildcards):
+    return get_preflight_model(wildcards.stage)
+
+
+def get_preflight_train_flags(wildcards):
+    """The training stage's own settings, the preflight's bounds and the forecast's shape."""
+    t, p, shape = config["train"], config["preflight"], get_preflight_shape()
+    keys = ("global_batch_size", "gradient_accumulation_steps", "mini_batch_size", "query_length", "document_length",
+            "temperature", "gather_across_devices", "max_grad_norm", "bf16", "batch_sampler", "dataloader_num_workers")  # fmt: skip
+    return as_flags(
+        {k: t[k] for k in keys}
+        | {k: p[k] for k in ("train_steps", "per_device_batch_size", "false_negative_batches")}
+        | {"learning_rate": t[wildcards.stage]["learning_rate"], "seed": config["seed"],
+           "trust_remote_code": config["trust_remote_code"],
+           "forecast_nodes": shape["nodes"], "forecast_gpus_per_node": shape["gpus_per_node"],
+           "forecast_global_batch_size": shape["global_batch_size"]}  # fmt: skip
+    )
+
+
+def get_preflight_eval_flags(wildcards):
+    e, p = config["evaluate"], config["preflight"]
+    settings = {k: e[k] for k in ("query_length", "document_length", "overrides", "encode_batch_size", "dtype")}
+    settings |= {k: p[k] for k in ("documents_per_split", "queries_per_split", "length_sample")}
+    return as_flags(settings | {"splits": SPLITS, "seed": config["seed"], "trust_remote_code": config["trust_remote_code"]})
+
+
+def get_preflight_widen(wildcards):
+    """The widening verification of the model the preflight trains (none when nothing widens)."""
+    model = get_preflight_model("evaluate")
+    return [f"{model}.verify.json"] if model != BASE_MODEL else []
+
+
+def get_preflight_forecast_flags(wildcards):
+    t, p, shape = config["train"], config["preflight"], get_preflight_shape()
+    return as_flags(
+        shape
+        | {k: t[k] for k in ("gradient_accumulation_steps", "mini_batch_size", "epochs", "bf16")}
+        | {k: p[k] for k in ("device_memory_gib", "gpu_hours_budget")}
+        | {"evaluated_models": len(get_eval_models()), "shuffle_buckets": config["data"]["shuffle_buckets"]}
+    )
+
+
+def get_preflight_output():
+    return [f"{RUN}/preflight.json", f"{RUN}/preflight.md", f"{RUN}/report/preflight.html"]

@@ -18,7 +18,7 @@ rule report_summary:
     input:
         summary=f"{RUN}/summary.json",
     output:
-        report(f"{REPORT}/summary.html", caption="../report/summary.rst", category="1. Results", labels={"figure": "summary table"}),
+        report(f"{REPORT}/summary.html", caption="../report/summary.rst", category="1. Results", labels={"figure": "summary tables per protocol"}),
     params:
         code=get_code("report"),
     conda:
@@ -33,7 +33,7 @@ rule report_bright:
     input:
         summary=f"{RUN}/summary.json",
     output:
-        report(f"{REPORT}/bright_ndcg10.png", caption="../report/bright.rst", category="1. Results", labels={"figure": "nDCG@10 per split"}),
+        report(f"{REPORT}/bright_ndcg10.png", caption="../report/bright.rst", category="1. Results", labels={"figure": "nDCG@10 per split and protocol"}),
     params:
         code=get_code("report"),
     conda:

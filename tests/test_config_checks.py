@@ -19,7 +19,7 @@ import pytest
 import yaml
 from snakemake.utils import update_config
 
-from workflow_scripts import data, demo, evaluate, model, rehearsal, train
+from workflow_scripts import data, demo, evaluate, model, preflight, rehearsal, train
 from workflow_scripts.cli import parser_for, to_argv
 from workflow_scripts.common import UserError, config_problem
 from workflow_scripts.config_checks import (
@@ -87,10 +87,37 @@ def test_query_template(template, expected):
 
 
 def test_query_template_problems_are_reported_by_semantic_problems(config):
-    config["evaluate"]["query_template"] = "Given a {lang} post: {query}"
+    config["evaluate"]["protocols"]["card"] = {"query_template": "Given a {lang} post: {query}"}
+    config["evaluate"]["protocols"]["mine"] = {"preset": "bright", "instructions": {"pony": "{0}: {query}"}}
     assert config_problem(config, SCHEMA_PATH) is None  # the schema only asks for "{query}"
     assert semantic_problems(config) == [
-        "config: evaluate/query_template: field {lang} is never filled (only {domain} and {query} are)"
+        "config: evaluate/protocols/card/query_template: field {lang} is never filled (only {domain} and {query} are)",
+        "config: evaluate/protocols/mine/instructions/pony: positional field {0}; name it {domain} or {query}",
+    ]
+
+
+def test_a_protocol_names_its_preset_and_a_corpus_some_split_has(config):
+    config["evaluate"]["protocols"]["nodrop"] = {"exclude_ids": False}
+    config["evaluate"]["protocols"]["long"] = {}
+    config["evaluate"]["splits"] = ["leetcode", "aops"]
+    assert config_problem(config, SCHEMA_PATH) is None
+    problems = semantic_problems(config)
+    assert problems == [
+        "config: evaluate/protocols/nodrop: not a preset name; say which preset it starts from (preset: one of "
+        "card, bright, reasoning, long, mteb-v1.1, mteb-v1.1-prompt)"
+    ]
+    del config["evaluate"]["protocols"]["nodrop"]
+    assert semantic_problems(config) == [
+        "config: evaluate/protocols/long: its corpus long_documents exists for none of evaluate/splits (only "
+        "biology, earth_science, economics, psychology, robotics, stackoverflow, sustainable_living, pony have it)"
+    ]
+
+
+def test_a_protocol_equal_to_another_is_a_warning(config):
+    config["evaluate"]["protocols"]["nodrop"] = {"preset": "bright", "exclude_ids": False}
+    assert semantic_problems(config) == []
+    assert semantic_warnings(config) == [
+        "config: evaluate/protocols/nodrop: scores exactly what card does (same definition)"
     ]
 
 
@@ -254,7 +281,7 @@ def types_of(node: dict[str, Any]) -> set[str]:
 INTEGER_LEAVES = [path for path, node in schema_leaves() if "integer" in types_of(node)]
 STAGES = {
     "train": train.train_stage,
-    "evaluate": evaluate.evaluate_split,
+    "evaluate": evaluate.evaluate_job,
     "data": data.build_shards,
     "widen": model.widen,
     "demo": demo.make_assets,
@@ -288,10 +315,45 @@ for _section in STAGES:  # the plain case: key k of section s is parameter k of 
         _head, _, _key = _path.partition("/")
         if _head == _section and "/" not in _key and _path not in READERS:
             READERS[_path] = [f"{_section}:{_key}"]
+# The preflight's commands read the settings they measure at (train, evaluate), their own
+# section and the forecast's shape (rules/common.smk get_preflight_*_flags): path -> parameter.
+STAGES |= {"preflight_train": preflight.measure_training, "preflight_evaluate": preflight.measure_evaluation,
+           "preflight_forecast": preflight.forecast}  # fmt: skip
+_TRAIN_KEYS = ["global_batch_size", "gradient_accumulation_steps", "mini_batch_size", "query_length", "document_length",
+               "temperature", "gather_across_devices", "max_grad_norm", "bf16", "batch_sampler", "dataloader_num_workers"]  # fmt: skip
+for _reader, _pairs in {
+    "preflight_train": [(f"train/{k}", k) for k in _TRAIN_KEYS]
+    + [("train/stage1/learning_rate", "learning_rate"), ("train/stage2/learning_rate", "learning_rate"),
+       ("seed", "seed"), ("trust_remote_code", "trust_remote_code"), ("train/nodes", "forecast_nodes"),
+       ("train/gpus_per_node", "forecast_gpus_per_node"), ("preflight/forecast/nodes", "forecast_nodes"),
+       ("preflight/forecast/gpus_per_node", "forecast_gpus_per_node"),
+       ("preflight/forecast/global_batch_size", "forecast_global_batch_size")]
+    + [(f"preflight/{k}", k) for k in ("train_steps", "per_device_batch_size", "false_negative_batches")],
+    "preflight_evaluate": [(f"evaluate/{k}", k) for k in ("query_length", "document_length", "encode_batch_size", "dtype")]
+    + [(f"preflight/{k}", k) for k in ("documents_per_split", "queries_per_split", "length_sample")]
+    + [("seed", "seed"), ("trust_remote_code", "trust_remote_code")],
+    "preflight_forecast": [(f"train/{k}", k) for k in ("nodes", "gpus_per_node", "global_batch_size",
+                                                      "gradient_accumulation_steps", "mini_batch_size", "epochs", "bf16")]
+    + [(f"preflight/forecast/{k}", k) for k in ("nodes", "gpus_per_node", "global_batch_size")]
+    + [(f"preflight/{k}", k) for k in ("device_memory_gib", "gpu_hours_budget")]
+    + [("data/shuffle_buckets", "shuffle_buckets")],
+}.items():  # fmt: skip
+    for _path, _name in _pairs:
+        READERS.setdefault(_path, []).append(f"{_reader}:{_name}")
 # Stage parameters that do not come from the config (paths, wildcards, constants).
 NOT_FROM_CONFIG = {
     "train": {"stage", "init_model", "shards", "out_dir", "checkpoint_dir", "metrics_path", "meta_path"},
-    "evaluate": {"model_path", "model_name", "bright_manifest", "split", "out_json", "run_file", "domain"},
+    # splits: the job's (wildcards); protocols, overrides: resolved for the job (get_eval_flags)
+    "evaluate": {
+        "model_path",
+        "model_name",
+        "bright_manifest",
+        "splits",
+        "protocols",
+        "overrides",
+        "out_json",
+        "run_file",
+    },  # fmt: skip
     "data": {
         "stage",
         "stage_sources",
@@ -305,6 +367,27 @@ NOT_FROM_CONFIG = {
     "widen": {"source", "out_dir", "verify_path"},
     "demo": {"out_dir", "seed"},
     "rehearsal": {"out", "seed"},
+    "preflight_train": {"stage", "init_model", "shards", "out_json", "threads"},
+    "preflight_evaluate": {
+        "model_path",
+        "bright_manifest",
+        "out_json",
+        "splits",
+        "overrides",
+        "query_template",
+        "threads",
+    },  # fmt: skip
+    "preflight_forecast": {
+        "train",
+        "evaluate",
+        "shard_stats",
+        "shard_benchmarks",
+        "out_json",
+        "out_md",
+        "out_html",
+        "widen",
+        "evaluated_models",
+    },  # fmt: skip
 }
 NULL_MEANS_NO_JOB = {"widen/to"}  # null: the DAG makes no widen job, so widen() never sees it
 ANNOTATION_TYPES = {int: {"integer"}, float: {"number", "integer"}, bool: {"boolean"}, str: {"string"},
@@ -335,6 +418,8 @@ def full_config() -> dict[str, Any]:
         config[name] = yaml.safe_load((REPO / name / "config.yaml").read_text())[name]
     config["evaluate"]["overrides"]["pony"]["document_length"] = 512
     config["train"]["max_steps"] = 100
+    config["preflight"] |= {"per_device_batch_size": 4, "queries_per_split": 8,
+                            "forecast": {"nodes": 2, "gpus_per_node": 4, "global_batch_size": 2048}}  # fmt: skip
     for entry in config["data"]["stages"]["stage1"] + config["data"]["stages"]["stage2"]:
         entry |= {"positives_per_query": 1, "negatives_per_query": 2}
     return config

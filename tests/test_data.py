@@ -133,8 +133,12 @@ def test_parquet_missing_column_is_named(manifests, tmp_path):
         shards(m, tmp_path / "out", stage="stage1")
 
 
-def test_revision_must_be_a_sha(tmp_path):
-    with pytest.raises(UserError, match="not a 40-hex commit sha"):
+def test_revision_must_be_a_sha_or_a_ref_name(tmp_path):
+    with pytest.raises(UserError, match="neither a 40-hex commit sha nor a branch or tag name"):
+        fetch_source(name="bright", repo="xlangai/BRIGHT", revision="-main", repo_type="dataset",
+                     local=None, cache_dir=tmp_path, manifest=tmp_path / "m.json")  # fmt: skip
+    # a branch name is resolved on the hub first (tests/test_preflight.py); offline that is one line
+    with pytest.raises(UserError, match="sources.bright.revision 'main' is not pinned and cannot be resolved"):
         fetch_source(name="bright", repo="xlangai/BRIGHT", revision="main", repo_type="dataset",
                      local=None, cache_dir=tmp_path, manifest=tmp_path / "m.json")  # fmt: skip
 

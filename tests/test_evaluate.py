@@ -150,3 +150,124 @@ def test_malformed_trec_line_is_named(tmp_path):
     (tmp_path / "run").write_text("q1 Q0 a 1 1.0\n")
     with pytest.raises(UserError, match=r"run:1: expected 'qid Q0 docid rank score tag'"):
         read_run(tmp_path / "run")
+
+
+# --------------------------------------------------------------------------- protocols on one encoding
+DOCUMENT_PRESETS = ["card", "bright", "reasoning", "mteb-v1.1", "mteb-v1.1-prompt"]
+
+
+def run_job(demo_assets, bright_manifest, out, splits, names, **overrides):
+    """One evaluation job as the workflow runs it: the named presets on ``splits``."""
+    from workflow_scripts.evaluate import evaluate_job
+    from workflow_scripts.protocols import job_pairs, resolve
+
+    protocols = [p.for_job(splits) for p in resolve(dict.fromkeys(names)).values() if all(map(p.covers, splits))]
+    pairs = job_pairs([p["name"] for p in protocols], splits)
+    kwargs = dict(model_path=str(demo_assets / "base-model"), model_name="base", bright_manifest=bright_manifest,
+                  splits=splits, protocols=protocols, out_json=[str(out / p / f"{s}.json") for p, s in pairs],
+                  run_file=[str(out / p / f"{s}.run.trec") for p, s in pairs], query_length=32, document_length=48,
+                  overrides={}, top_k=100, chunk_size=7, encode_batch_size=8)  # fmt: skip
+    return pairs, evaluate_job(**(kwargs | overrides))
+
+
+@pytest.fixture()
+def counted(monkeypatch):
+    """Every text handed to the encoder, as (is_query, text)."""
+    import workflow_scripts.evaluate as evaluate
+
+    seen: list[tuple[bool, str]] = []
+    real = evaluate.encode
+
+    def encode(model, texts, *, is_query, **kwargs):
+        seen.extend((is_query, t) for t in texts)
+        return real(model, texts, is_query=is_query, **kwargs)
+
+    monkeypatch.setattr(evaluate, "encode", encode)
+    return seen
+
+
+def test_a_corpus_is_encoded_once_for_every_protocol_and_both_splits_that_share_it(demo_assets, manifests, tmp_path,
+                                                                                     counted):  # fmt: skip
+    root = demo_assets / "BRIGHT"
+    texts = [c for _, c in load_bright_documents(root, "aops")]
+    assert texts == [c for _, c in load_bright_documents(root, "theoremqa_questions")]  # one corpus, as in BRIGHT
+    pairs, results = run_job(demo_assets, manifests["bright"], tmp_path, ["aops", "theoremqa_questions"],
+                             DOCUMENT_PRESETS)  # fmt: skip
+    assert len(results) == len(pairs) == 10
+    documents = [t for is_query, t in counted if not is_query]
+    assert sorted(documents) == sorted(texts)  # every document once, for 5 protocols x 2 splits
+    for result in results:
+        assert result["encoding"]["documents_encoded"] == len(texts) == result["protocol"]["documents"]
+        assert len(result["encoding"]["scored_on_this_encoding"]) == 10
+        assert set(result["timing"]) >= {"document_encode_seconds", "query_encode_seconds", "score_seconds"}
+
+
+def test_long_documents_are_a_second_corpus_encoded_once(demo_assets, manifests, tmp_path, counted):
+    root = demo_assets / "BRIGHT"
+    short = [c for _, c in load_bright_documents(root, "pony")]
+    long = [c for _, c in load_bright_documents(root, "pony", "long_documents")]
+    _, results = run_job(demo_assets, manifests["bright"], tmp_path, ["pony"], ["card", "bright", "long"])
+    assert sorted(t for q, t in counted if not q) == sorted(short + long)
+    by_name = {r["protocol"]["name"]: r for r in results}
+    assert by_name["long"]["task_name"] == "BrightLongRetrieval" and list(by_name["long"]["scores"]) == ["long"]
+    assert by_name["long"]["protocol"]["qrels"] == "gold_ids_long" and by_name["long"]["protocol"]["documents"] == len(
+        long
+    )
+    long_ids = {i for i, _ in load_bright_documents(root, "pony", "long_documents")}
+    assert set().union(*map(set, read_run(tmp_path / "long/pony.run.trec").values())) <= long_ids
+    # card and bright encode the same query texts once
+    assert by_name["bright"]["encoding"]["query_vectors_shared_with"] == "card/pony"
+
+
+@pytest.mark.parametrize("split", ["aops", "pony"])
+def test_every_protocol_recomputes_from_its_run_file_and_qrels(demo_assets, manifests, tmp_path, split):
+    """The acceptance check, per protocol: pytrec_eval on the run file and the protocol's qrels
+    (its query set, its gold column) gives the reported nDCG@10."""
+    from workflow_scripts.bright import gold_ids
+
+    names = DOCUMENT_PRESETS + ["long"]
+    _, results = run_job(demo_assets, manifests["bright"], tmp_path, [split], names)
+    assert {r["protocol"]["name"] for r in results} == set(names) - ({"long"} if split == "aops" else set())
+    for result in results:
+        p = result["protocol"]
+        examples = load_bright_examples(demo_assets / "BRIGHT", split, p["query_source"], p["qrels"])
+        qrels = {e["id"]: dict.fromkeys(gold_ids(e, p["qrels"]), 1) for e in examples}
+        run = read_run(tmp_path / p["name"] / f"{split}.run.trec")
+        per_query = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"}).evaluate(run)
+        expected = sum(v["ndcg_cut_10"] for v in per_query.values()) / len(per_query)
+        assert next(iter(result["scores"].values()))[0]["ndcg_at_10"] == pytest.approx(expected, abs=1e-12), p["name"]
+        excluded = {e["id"]: set(e["excluded_ids"]) - {"N/A"} for e in examples}
+        kept = sum(len(excluded[q] & set(docs)) for q, docs in run.items())
+        assert (kept == 0) if p["excluded_ids_removed"] else kept > 0, p["name"]  # card scores them
+
+
+def test_splits_whose_corpora_differ_are_encoded_apart(demo_assets, tmp_path, counted, caplog):
+    """Sharing is decided by the data (digest of ids and texts), never assumed."""
+    import logging
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from workflow_scripts.data import fetch_source
+
+    root = tmp_path / "BRIGHT"
+    shutil.copytree(demo_assets / "BRIGHT", root)
+    path = root / "documents/theoremqa_questions-00000-of-00001.parquet"
+    table = pq.read_table(path)
+    pq.write_table(table.slice(0, table.num_rows - 1), path)  # one document fewer
+    manifest = tmp_path / "bright.json"
+    fetch_source(name="bright", repo="o/r", revision="c" * 40, repo_type="dataset", local=str(root),
+                 cache_dir=tmp_path, manifest=manifest)  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="workflow_scripts.evaluate"):
+        _, results = run_job(demo_assets, str(manifest), tmp_path / "out", ["aops", "theoremqa_questions"], ["card"])
+    assert len([t for q, t in counted if not q]) == 2 * table.num_rows - 1
+    assert [r["protocol"]["documents"] for r in results] == [table.num_rows, table.num_rows - 1]
+    assert any("differ" in r.getMessage() for r in caplog.records)
+
+
+def test_output_lists_must_match_the_protocols_and_splits(demo_assets, manifests, tmp_path):
+    from workflow_scripts.common import UserError
+
+    with pytest.raises(UserError, match=r"4 \(protocol, split\) results to write, but 1 --out-json and 1 --run-file"):
+        run_job(demo_assets, manifests["bright"], tmp_path, ["aops", "theoremqa_questions"], ["card", "bright"],
+                out_json=[str(tmp_path / "a.json")], run_file=[str(tmp_path / "a.trec")])  # fmt: skip

@@ -10,7 +10,7 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 SECTIONS = {
-    "1. Results": ["summary table", "nDCG@10 per split"],
+    "1. Results": ["summary tables per protocol", "nDCG@10 per split and protocol"],
     "2. Data": ["training data", "rows, drops, contamination audit"],
     "3. Model": ["widening verification"],
     "4. Training": ["training curves"],
@@ -62,15 +62,18 @@ def test_summary_table_is_in_the_rendered_page(browser, demo_run):
     from selenium.webdriver.common.by import By
 
     open_category(browser, demo_run / "report.html", "1. Results")
-    row = browser.find_element(By.XPATH, "//td[text()='summary table']/..")
+    row = browser.find_element(By.XPATH, "//td[text()='summary tables per protocol']/..")
     row.find_element(By.XPATH, ".//a[@iconname='eye']").click()
     time.sleep(1.5)
     browser.switch_to.frame(browser.find_element(By.TAG_NAME, "iframe"))
-    table = browser.find_element(By.ID, "summary-table")
-    rows = [tr.text for tr in table.find_elements(By.TAG_NAME, "tr")]
+    tables = {t.get_attribute("id"): [tr.text for tr in t.find_elements(By.TAG_NAME, "tr")]
+              for t in browser.find_elements(By.TAG_NAME, "table")}  # fmt: skip
     browser.switch_to.default_content()
+    rows = tables["summary-table-card"]
     assert any(r.startswith("stage2") for r in rows) and any(r.startswith("card:") for r in rows)
-    assert len(rows) == 1 + 4 + 3 + 1  # header, ours, published, delta
+    assert len(rows) == 1 + 4 + 2 + 1  # header, ours, the card and its v0.1 (the card's protocol), delta
+    assert len(tables["summary-table-bright"]) == 1 + 4  # no published row was measured that way
+    assert {f"summary-table-{p}" for p in ("gpt4_reason", "long", "mteb-v1.1", "mteb-v1.1-prompt")} < set(tables)
     browser.save_screenshot(str(demo_run / "report-summary.png"))
     assert (demo_run / "report-summary.png").stat().st_size > 10_000
 

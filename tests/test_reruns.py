@@ -15,6 +15,13 @@ pytestmark = pytest.mark.e2e
 # Report pages that follow any change: the table, the chart, the cost table, and the
 # provenance page (it records the config).
 REPORT = {"report_summary", "report_bright", "report_cost", "report_provenance"}
+EVALUATE = ("evaluate", "evaluate_documents_only", "evaluate_shared_corpus")
+JOBS_PER_MODEL = 11  # 12 splits, aops and theoremqa_questions in one job (one corpus)
+
+
+def evaluations(jobs: dict[str, int]) -> int:
+    """Pop the evaluation jobs (all three rules) from a job count and return how many there were."""
+    return sum(jobs.pop(rule, 0) for rule in EVALUATE)
 
 
 def planned(demo_run, overlay: str | None = None, *extra: str) -> dict[str, int]:
@@ -35,10 +42,27 @@ def test_pony_query_length_reruns_only_pony(demo_run):
     assert set(jobs) <= {"summarize"} | REPORT and "summarize" in jobs
 
 
+def test_a_protocol_added_reruns_every_evaluation_once(demo_run):
+    """A new protocol is scored by every job on its one encoding: the documents are encoded
+    again (embeddings are not kept), once per job, not once per protocol."""
+    jobs = planned(
+        demo_run, "evaluate:\n  protocols:\n    claude: {preset: reasoning, queries: claude-3-opus_reason}\n"
+    )
+    assert evaluations(jobs) == 4 * JOBS_PER_MODEL
+    assert set(jobs) <= {"summarize"} | REPORT and "summarize" in jobs
+
+
+def test_one_splits_instruction_reruns_that_split_only(demo_run):
+    """Each job carries only its own splits' templates: editing pony's reruns pony's jobs."""
+    jobs = planned(demo_run, "evaluate:\n  protocols:\n    mteb-v1.1-prompt: {instructions: {pony: 'Pony: {query}'}}\n")
+    assert jobs.pop("evaluate") == 4 and evaluations(jobs) == 0
+    assert set(jobs) <= {"summarize"} | REPORT and "summarize" in jobs
+
+
 def test_stage2_learning_rate_reruns_stage2_and_downstream_only(demo_run):
     jobs = planned(demo_run, "train:\n  stage2: {learning_rate: 2.5e-4}\n")
     assert jobs.pop("train_stage2") == 1
-    assert jobs.pop("evaluate") == 12  # stage2's splits only
+    assert evaluations(jobs) == JOBS_PER_MODEL  # stage2's only
     assert set(jobs) <= {"summarize", "report_training"} | REPORT
 
 
@@ -46,7 +70,7 @@ def test_stage2_negatives_rebuild_stage2_shards_only(demo_run):
     overlay = ("data:\n  stages:\n    stage2:\n      - {source: bge_reasoner, config: null, negatives_per_query: 2}\n"
                "      - {source: reasonir, config: hq}\n")  # fmt: skip
     jobs = planned(demo_run, overlay)
-    assert jobs.pop("build_shards") == 1 and jobs.pop("train_stage2") == 1 and jobs.pop("evaluate") == 12
+    assert jobs.pop("build_shards") == 1 and jobs.pop("train_stage2") == 1 and evaluations(jobs) == JOBS_PER_MODEL
     assert set(jobs) <= {"summarize", "report_training", "report_data", "report_data_tables"} | REPORT
 
 
@@ -54,7 +78,7 @@ def test_extra_model_adds_only_its_evaluations(demo_run):
     overlay = ("evaluate_models:\n  base_copy:\n    repo: someone/else\n    repo_type: model\n"
                "    revision: " + "b" * 40 + "\n    local: resources/demo/base-model\n")  # fmt: skip
     jobs = planned(demo_run, overlay)
-    assert jobs.pop("evaluate") == 12 and jobs.pop("download") == 1
+    assert evaluations(jobs) == JOBS_PER_MODEL and jobs.pop("download") == 1
     assert set(jobs) <= {"summarize", "report_provenance"} | REPORT
 
 
@@ -78,7 +102,7 @@ def edited(path, text: str):
 def test_editing_the_evaluation_code_reruns_evaluations(demo_run):
     with edited(demo_run / "workflow_scripts/evaluate.py", "\n_EDITED = 1\n"):
         jobs = planned(demo_run)
-    assert jobs.pop("evaluate") == 48
+    assert evaluations(jobs) == 4 * JOBS_PER_MODEL
     assert set(jobs) <= {"summarize"} | REPORT
 
 
@@ -90,7 +114,7 @@ def test_an_edit_inside_load_colbert_reruns_every_stage_that_imports_it(demo_run
     with edited(model, ""):
         model.write_text(text.replace("    from pylate import models\n", "    from pylate import models\n    _ = 0\n"))
         jobs = planned(demo_run)
-    assert jobs.pop("evaluate") == 48  # base's 12 included: they load through load_colbert too
+    assert evaluations(jobs) == 4 * JOBS_PER_MODEL  # base's included: they load through load_colbert too
     assert (jobs.pop("widen"), jobs.pop("train_stage1"), jobs.pop("train_stage2")) == (1, 1, 1)
     assert set(jobs) <= {"summarize", "report_training", "report_widen"} | REPORT
     assert planned(demo_run) == {}  # restored
@@ -153,11 +177,11 @@ def test_cost_page_follows_the_cluster_shape(demo_run):
 
 def test_commands_are_readable(demo_run):
     """`-n -p` prints named flags, no JSON blob of paths and settings."""
-    out = snakemake("-n", "-p", "--forcerun", "evaluate", "--configfile", str(demo_run / "demo/config.yaml"),
+    out = snakemake("-n", "-p", "--forcerun", *EVALUATE, "--configfile", str(demo_run / "demo/config.yaml"),
                     cwd=demo_run).stdout  # fmt: skip
     commands = [line for line in out.splitlines() if "python -m workflow_scripts." in line]
-    assert len(commands) >= 48 + 1  # the evaluations, the summary and the report pages after it
-    command = next(line for line in commands if "workflow_scripts.evaluate split" in line)
+    assert len(commands) >= 4 * JOBS_PER_MODEL + 1  # the evaluations, the summary and the report pages after it
+    command = next(line for line in commands if "workflow_scripts.evaluate job" in line)
     assert "--args" not in command and "--model-path " in command and "--top-k 100" in command
     assert not [c for c in commands if str(demo_run) in c]  # no absolute path
 
@@ -186,7 +210,7 @@ def test_killed_runs_finish_with_an_identical_summary(demo_run, tmp_path):
         subprocess.run([*cmd, "--unlock"], cwd=work, capture_output=True, check=True)
 
     run_until("results/demo/shards/.stage*.tmp-*/.buckets/*")  # mid-way through writing shards
-    run_until("results/demo/eval/stage1/*.json")  # evaluations under way
+    run_until("results/demo/eval/*/stage1/*.json")  # evaluations under way
     done = subprocess.run([*cmd, "--rerun-incomplete"], cwd=work, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (work / "results/demo/summary.csv").read_bytes() == (demo_run / "results/demo/summary.csv").read_bytes()
@@ -202,7 +226,7 @@ def test_variants_reuse_shared_upstream_outputs(demo_run):
     jobs = planned(demo_run, overlay)
     # lr2 shares widened + stage1 with main; dim64 (no widening) retrains both stages
     assert jobs.pop("train_stage2") == 2 and jobs.pop("train_stage1") == 1
-    assert jobs.pop("evaluate") == 12 * 3  # lr2-stage2, dim64-stage1, dim64-stage2
+    assert evaluations(jobs) == JOBS_PER_MODEL * 3  # lr2-stage2, dim64-stage1, dim64-stage2
     assert not {"download", "build_shards", "widen"} & set(jobs)
     assert set(jobs) <= {"summarize", "report_training", "report_provenance"} | REPORT
     out = snakemake("-n", "--configfile", str(demo_run / "demo/config.yaml"), str(demo_run / "overlay.yaml"),

@@ -63,9 +63,11 @@ def test_training_is_one_job_spanning_both_nodes(cluster_run):
 
 
 def test_evaluate_jobs_are_separate_slurm_jobs(cluster_run):
-    evaluate = slurm_jobs(cluster_run, "evaluate")
+    rules = ("evaluate", "evaluate_documents_only", "evaluate_shared_corpus")
+    evaluate = set().union(*(slurm_jobs(cluster_run, rule) for rule in rules))
     training = slurm_jobs(cluster_run, "train_stage1") | slurm_jobs(cluster_run, "train_stage2")
-    assert len(evaluate) == 48  # 4 models x 12 splits, one job each
+    # 4 models x 11 jobs, one each: 10 splits alone, aops + theoremqa_questions on their one corpus
+    assert len(evaluate) == 44
     assert not evaluate & training
     assert (cluster_run / "results/demo/summary.csv").exists()
 

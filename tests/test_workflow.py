@@ -117,7 +117,8 @@ def test_each_corpus_is_encoded_once_per_model(demo_run):
         p, e = result["protocol"], result["encoding"]
         assert e["documents_encoded"] == p["documents"]
         encodings.setdefault((p["model"], e["job"], p["corpus"]), set()).add(
-            json.dumps(sorted(e["scored_on_this_encoding"])))
+            json.dumps(sorted(e["scored_on_this_encoding"]))
+        )
     for (model, job, corpus), scored in encodings.items():
         assert len(scored) == 1, (model, job, corpus)  # one encoding served every result of the job
     shared = json.loads(next(iter(encodings[("stage2", "aops+theoremqa_questions", "documents")])))
@@ -223,7 +224,9 @@ def test_path_like_names_are_refused(tmp_path, overlay):
     assert not (tmp_path / "results").exists()
 
 
-@pytest.mark.parametrize("payload", ["$(touch {marker})", "`touch {marker}`", "x; touch {marker}", "x' ; touch '{marker}"])
+@pytest.mark.parametrize(
+    "payload", ["$(touch {marker})", "`touch {marker}`", "x; touch {marker}", "x' ; touch '{marker}"]
+)
 def test_config_text_never_reaches_a_shell_unquoted(tmp_path, payload):
     """Every config value a rule passes on is one shell word: nothing in it runs."""
     marker = tmp_path / "pwned"

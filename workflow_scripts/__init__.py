@@ -7,6 +7,8 @@
 - ``summarize``: the summary table beside the published numbers
 - ``report``: figures and tables for ``snakemake --report``
 - ``demo``: the deterministic demo assets (tiny model, mini datasets)
+- ``rehearsal``: the real architecture at real size and realistic-length data, for the preflight
+- ``preflight``: bounded measurements of every heavy stage and the cost forecast
 - ``common``: one-line user errors, atomic outputs, config checks
 
 Modules are imported on demand (``python -m workflow_scripts.<stage>``), so importing the

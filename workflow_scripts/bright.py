@@ -28,9 +28,11 @@ here), and empty documents.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +43,13 @@ from .common import UserError
 from .data import config_files, iter_parquet_batches, iter_parquet_rows
 
 __all__ = [
+    "CorpusScan",
     "bright_id2doc",
     "check_split",
+    "gold_ids",
     "load_bright_documents",
     "load_bright_examples",
+    "scan_corpus",
     "scan_documents",
     "validate_split",
 ]
@@ -53,40 +58,56 @@ logger = logging.getLogger(__name__)
 
 
 EXAMPLE_COLUMNS = ["id", "query", "gold_ids", "excluded_ids"]
-NOT_AVAILABLE = "N/A"  # BRIGHT's placeholder for "no excluded ids"
+NOT_AVAILABLE = "N/A"  # BRIGHT's placeholder for "no excluded ids" (and "no long gold ids")
 
 
-def load_bright_documents(root: str | Path, split: str) -> Iterator[tuple[str, str]]:
-    """(id, content) of one BRIGHT ``documents`` split, streamed."""
-    for path, row_no, row in iter_parquet_rows(config_files(root, "documents", split), ["id", "content"]):
+def load_bright_documents(root: str | Path, split: str, corpus: str = "documents") -> Iterator[tuple[str, str]]:
+    """(id, content) of one BRIGHT corpus split (``documents`` or ``long_documents``), streamed."""
+    for path, row_no, row in iter_parquet_rows(config_files(root, corpus, split), ["id", "content"]):
         if not isinstance(row["id"], str) or not isinstance(row["content"], str):
             raise UserError(f"{path}: row {row_no}: id and content must be strings")
         yield row["id"], row["content"]
 
 
-def load_bright_examples(root: str | Path, split: str) -> list[dict[str, Any]]:
-    """Queries of one BRIGHT ``examples`` split (small: at most a few hundred rows), checked row by row.
+def load_bright_examples(
+    root: str | Path, split: str, config: str = "examples", gold_field: str = "gold_ids"
+) -> list[dict[str, Any]]:
+    """Queries of one BRIGHT split (small: at most a few hundred rows), checked row by row.
 
-    Refuses a row whose types are not BRIGHT's, whose gold and excluded ids overlap, or whose
-    id an earlier row of the split already has, and a split where no query has a gold id (see
-    the module docstring for the upstream lines).
+    ``config`` is ``examples`` or a reasoning set with its schema (``gpt4_reason``, ...);
+    ``gold_field`` the column of the qrels in use (``gold_ids``, or ``gold_ids_long`` for the
+    long documents). Refuses a row whose types are not BRIGHT's, whose gold and excluded ids
+    overlap, or whose id an earlier row of the split already has, and a split where no query
+    has a gold id (see the module docstring for the upstream lines).
     """
     rows: list[dict[str, Any]] = []
     first: dict[str, str] = {}
-    for path, row_no, row in iter_parquet_rows(config_files(root, "examples", split), EXAMPLE_COLUMNS):
-        problem = _example_problem(row)
+    columns = EXAMPLE_COLUMNS + [c for c in [gold_field] if c not in EXAMPLE_COLUMNS]
+    for path, row_no, row in iter_parquet_rows(config_files(root, config, split), columns):
+        problem = _example_problem(row, gold_field)
         if problem is None and row["id"] in first:
             problem = f"query id {row['id']!r} appears twice in split {split!r} (first at {first[row['id']]})"
         if problem is not None:
             raise UserError(f"{path}: row {row_no}: {problem}")
         first[row["id"]] = f"{path.name} row {row_no}"
         rows.append(row)
-    if rows and not any(row["gold_ids"] for row in rows):
-        raise UserError(f"{path}: no query of split {split!r} has a gold id: nothing to score")
+    if rows and not any(gold_ids(row, gold_field) for row in rows):
+        raise UserError(f"{path}: no query of split {split!r} has a gold id in {gold_field}: nothing to score")
     return rows
 
 
-def _example_problem(row: dict[str, Any]) -> str | None:
+def gold_ids(row: dict[str, Any], gold_field: str = "gold_ids") -> list[str]:
+    """The judged documents of an examples row: ``gold_field`` without BRIGHT's ``"N/A"`` placeholder.
+
+    Examples
+    --------
+    >>> gold_ids({"gold_ids_long": ["N/A"]}, "gold_ids_long"), gold_ids({"gold_ids": ["a"]})
+    ([], ['a'])
+    """
+    return [g for g in row[gold_field] if g != NOT_AVAILABLE]
+
+
+def _example_problem(row: dict[str, Any], gold_field: str = "gold_ids") -> str | None:
     """What makes one examples row unusable for BRIGHT's protocol, or None.
 
     Examples
@@ -99,24 +120,43 @@ def _example_problem(row: dict[str, Any]) -> str | None:
     for col in ("id", "query"):
         if not isinstance(row[col], str):
             return f"{col} must be a string, got {row[col]!r:.40}"
-    for col in ("gold_ids", "excluded_ids"):
+    for col in dict.fromkeys(("gold_ids", gold_field, "excluded_ids")):
         if not isinstance(row[col], list) or not all(isinstance(x, str) for x in row[col]):
             return f"{col} must be a list of strings"
-    shared = sorted(set(row["gold_ids"]) & set(row["excluded_ids"]))
-    if shared:
-        return f"excluded_ids and gold_ids share {shared[:3]} (BRIGHT's run.py asserts they are disjoint)"
+    for col in dict.fromkeys(("gold_ids", gold_field)):
+        shared = sorted(set(row[col]) & set(row["excluded_ids"]) - {NOT_AVAILABLE})
+        if shared:
+            return f"excluded_ids and {col} share {shared[:3]} (BRIGHT's run.py asserts they are disjoint)"
     return None
 
 
+@dataclass(frozen=True)
+class CorpusScan:
+    """What one pass over a corpus split learns: its ids, blank documents, content digest, files."""
+
+    ids: set[str]
+    empty: int
+    sha256: str  # of the (id, content) sequence: two splits with one corpus have one digest
+    where: str
+
+
 def scan_documents(root: str | Path, split: str) -> tuple[set[str], int]:
-    """Document ids of one split (refused when one repeats) and how many documents are blank.
+    """Document ids of one ``documents`` split (refused when one repeats) and how many are blank."""
+    scan = scan_corpus(root, split)
+    return scan.ids, scan.empty
+
+
+def scan_corpus(root: str | Path, split: str, corpus: str = "documents") -> CorpusScan:
+    """Ids, blank documents and digest of one corpus split; refused when an id repeats.
 
     Streams the ``id`` and ``content`` columns batch by batch; only the ids are kept.
     """
     ids: set[str] = set()
     empty = 0
+    digest = hashlib.sha256()
     offset: Counter[Path] = Counter()  # rows of each file seen so far
-    for path, batch in iter_parquet_batches(config_files(root, "documents", split), ["id", "content"]):
+    files = config_files(root, corpus, split)
+    for path, batch in iter_parquet_batches(files, ["id", "content"]):
         for name in ("id", "content"):
             _require_strings(path, name, batch.column(name), first_row=offset[path])
         for i, doc_id in enumerate(batch.column("id").to_pylist()):
@@ -125,9 +165,12 @@ def scan_documents(root: str | Path, split: str) -> tuple[set[str], int]:
                     f"{path}: row {offset[path] + i}: document id {doc_id!r} appears twice in split {split!r}"
                 )
             ids.add(doc_id)
+        for doc_id, content in zip(batch.column("id").to_pylist(), batch.column("content").to_pylist()):
+            digest.update(f"{len(doc_id)}:{doc_id}{len(content)}:{content}".encode())
         empty += pc.sum(pc.equal(pc.utf8_trim_whitespace(batch.column("content")), "")).as_py() or 0
         offset[path] += batch.num_rows
-    return ids, empty
+    where = str(files[0]) if len(files) == 1 else f"{files[0]} (+{len(files) - 1} more files of split {split!r})"
+    return CorpusScan(ids=ids, empty=empty, sha256=digest.hexdigest(), where=where)
 
 
 def _require_strings(path: Path, name: str, column: pa.Array, first_row: int) -> None:
@@ -140,8 +183,9 @@ def _require_strings(path: Path, name: str, column: pa.Array, first_row: int) ->
 
 
 def check_split(
-    *, examples: list[dict[str, Any]], doc_ids: set[str], empty_documents: int, where: str
-) -> dict[str, int]:
+    *, examples: list[dict[str, Any]], doc_ids: set[str], empty_documents: int, where: str,
+    gold_field: str = "gold_ids",
+) -> dict[str, int]:  # fmt: skip
     """Refuse examples that share no gold id with the documents; count what is legal but odd.
 
     Parameters
@@ -154,6 +198,8 @@ def check_split(
         Documents whose content is blank.
     where
         The documents file(s), named in the error.
+    gold_field
+        The qrels column in use (``gold_ids``; ``gold_ids_long`` with the long documents).
 
     Returns
     -------
@@ -173,7 +219,7 @@ def check_split(
     ...
     workflow_scripts.common.UserError: f: none of the 2 gold ids of the split is one of its 1 document ids: examples and documents do not belong together
     """
-    golds = [set(e["gold_ids"]) for e in examples]
+    golds = [set(gold_ids(e, gold_field)) for e in examples]
     excluded = [set(e["excluded_ids"]) - {NOT_AVAILABLE} for e in examples]
     all_gold = set().union(*golds)
     if all_gold and not all_gold & doc_ids:
@@ -193,15 +239,18 @@ def check_split(
     }
 
 
-def validate_split(root: str | Path, split: str, examples: list[dict[str, Any]]) -> dict[str, int]:
-    """:func:`check_split` over the documents of ``split``; logs one warning line when something is odd."""
-    files = config_files(root, "documents", split)
-    where = str(files[0]) if len(files) == 1 else f"{files[0]} (+{len(files) - 1} more files of split {split!r})"
-    doc_ids, empty = scan_documents(root, split)
-    counts = check_split(examples=examples, doc_ids=doc_ids, empty_documents=empty, where=where)
+def validate_split(
+    root: str | Path, split: str, examples: list[dict[str, Any]], *, scan: CorpusScan | None = None,
+    gold_field: str = "gold_ids", label: str = "",
+) -> dict[str, int]:  # fmt: skip
+    """:func:`check_split` over a corpus of ``split`` (``scan``, default: its ``documents``);
+    logs one warning line when something is odd (``label`` names the query set in it)."""
+    scan = scan or scan_corpus(root, split)
+    counts = check_split(examples=examples, doc_ids=scan.ids, empty_documents=scan.empty, where=scan.where,
+                         gold_field=gold_field)  # fmt: skip
     odd = {k: v for k, v in counts.items() if v and k not in ("queries", "documents", "excluded_ids")}
     if odd:
-        logger.warning("BRIGHT %s: legal but odd (counted in the result's data_checks): %s", split, odd)
+        logger.warning("BRIGHT %s%s: legal but odd (counted in the result's data_checks): %s", split, label, odd)
     return counts
 
 

@@ -1,4 +1,5 @@
-"""BRIGHT's facts, in one place: task name, pinned revision, splits, domain labels.
+"""BRIGHT's facts, in one place: task name, pinned revision, splits, domain labels, the splits
+with long documents, the reasoning query sets, the splits that share a corpus.
 
 Declarative metadata, like mteb's ``TaskMetadata``: no code and no imports, so every module
 (the demo generator, the config checks, the stages) can read it without depending on the
@@ -8,7 +9,7 @@ mteb's own task metadata (``mteb.get_task("BrightRetrieval")``: subsets, revisio
 
 from __future__ import annotations
 
-__all__ = ["DOMAINS", "REPO", "REVISION", "SPLITS", "TASK_NAME"]
+__all__ = ["DOMAINS", "LONG_SPLITS", "REASONING_CONFIGS", "REPO", "REVISION", "SHARED_DOCUMENTS", "SPLITS", "TASK_NAME"]
 
 # What the card's protocol takes from BRIGHT, as data (like mteb's TaskMetadata); the tests
 # check them against mteb's own task metadata (`mteb.get_task("BrightRetrieval")`).
@@ -28,3 +29,15 @@ DOMAINS = {
     "sustainable_living": "Sustainable Living", "leetcode": "Leetcode", "pony": "Pony", "aops": "AoPS",
     "theoremqa_questions": "TheoremQA", "theoremqa_theorems": "TheoremQA",
 }  # fmt: skip
+# The splits that have a ``long_documents`` corpus (and ``gold_ids_long``): the StackExchange
+# seven and pony, as mteb's ``DOMAINS_LONG`` lists them.
+LONG_SPLITS = [
+    "biology", "earth_science", "economics", "psychology", "robotics", "stackoverflow",
+    "sustainable_living", "pony",
+]  # fmt: skip
+# BRIGHT's LLM-reasoning query sets: configs with the ``examples`` schema whose ``query`` is a
+# model's reasoning about the question (``run.py --reasoning X`` reads ``X_reason``).
+REASONING_CONFIGS = ["Gemini-1.0_reason", "claude-3-opus_reason", "gpt4_reason", "grit_reason", "llama3-70b_reason"]
+# Splits that rank one and the same ``documents`` corpus (same ids, same texts, 188,177
+# documents each): an evaluation job that covers both encodes it once.
+SHARED_DOCUMENTS = ("aops", "theoremqa_questions")

@@ -24,6 +24,8 @@ __all__ = [
     "batch_problems",
     "float_integer_problems",
     "model_name_problems",
+    "preflight_problems",
+    "protocol_problems",
     "ranking_problems",
     "semantic_problems",
     "semantic_warnings",
@@ -33,7 +35,7 @@ __all__ = [
 ]
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
-TEMPLATE_FIELDS = ("domain", "query")  # what evaluate_split fills in evaluate.query_template
+TEMPLATE_FIELDS = ("domain", "query")  # what an evaluation job fills in a protocol's query templates
 REASONIR_CONFIGS = ("vl", "hq")  # what build_shards reads from reasonir-data
 CLUSTER_SHAPE = ("nodes", "gpus_per_node")  # Slurm resources: the top-level train section only
 METRIC_DEPTH = 100  # deepest cutoff of evaluate.MEASURES (ndcg/map/recall/mrr @100)
@@ -59,23 +61,24 @@ def semantic_problems(config: dict[str, Any], schema_path: str | Path = SCHEMA_P
     >>> semantic_problems(config)
     []
     >>> config["evaluate"]["top_k"] = 1000.0
-    >>> config["evaluate"]["query_template"] = "{lang}: {query}"
+    >>> config["evaluate"]["protocols"]["card"] = {"query_template": "{lang}: {query}"}
     >>> config["experiments"]["big"] = {"train": {"global_batch_size": 1020}}
     >>> for line in semantic_problems(config):
     ...     print(line)
     config: evaluate/top_k: 1000.0 is a float; the stage reads an integer here (write 1000)
-    config: evaluate/query_template: field {lang} is never filled (only {domain} and {query} are)
+    config: evaluate/protocols/card/query_template: field {lang} is never filled (only {domain} and {query} are)
     config: experiments/big: train/global_batch_size: 1020 is not divisible by nodes 2 x gpus_per_node 4 x gradient_accumulation_steps 1 = 8
     """
     import yaml
 
     schema = yaml.safe_load(Path(schema_path).read_text())
     problems = float_integer_problems(config, schema)
-    problems += template_problems(config["evaluate"]["query_template"])
+    problems += protocol_problems(config["evaluate"])
     problems += ranking_problems(config["evaluate"])
     problems += stage_source_problems(config["data"]["stages"])
     problems += model_name_problems(config)
     problems += batch_problems(config["train"]) + step_problems(config["train"])
+    problems += preflight_problems(config)
     for experiment, train, own in _experiment_sections(config, schema):
         found = [p for p in own + batch_problems(train) + step_problems(train) if p not in problems]
         problems += [f"config: experiments/{experiment}: {p.removeprefix('config: ')}" for p in found]
@@ -106,7 +109,22 @@ def semantic_warnings(config: dict[str, Any]) -> list[str]:
     ]
     if "widened" in config.get("evaluate_trained", []) and all(to is None for to in widens):
         out.append("config: evaluate_trained: widened, but no experiment widens (widen/to is null)")
-    return out
+    return out + _duplicate_protocols(e.get("protocols") or {})
+
+
+def _duplicate_protocols(entries: dict[str, Any]) -> list[str]:
+    """Two protocols that score exactly the same thing (same definition) cost twice for one result."""
+    from .common import UserError
+    from .protocols import resolve
+
+    try:
+        protocols = list(resolve(entries).values())
+    except UserError:
+        return []  # a semantic problem, reported there
+    return [
+        f"config: evaluate/protocols/{b.name}: scores exactly what {a.name} does (same definition)"
+        for i, a in enumerate(protocols) for b in protocols[i + 1 :] if a.definition() == b.definition()
+    ]  # fmt: skip
 
 
 def float_integer_problems(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
@@ -172,6 +190,40 @@ def template_problems(template: str, key: str = "evaluate/query_template") -> li
     return out
 
 
+def protocol_problems(evaluate: dict[str, Any]) -> list[str]:
+    """Each protocol starts from a preset, formats its queries, and has a corpus some split has.
+
+    Examples
+    --------
+    >>> protocol_problems({"splits": ["leetcode"], "protocols": {"long": {}, "x": {"preset": "card",
+    ...                    "instructions": {"pony": "{q}"}}}})  # doctest: +NORMALIZE_WHITESPACE
+    ['config: evaluate/protocols/x/instructions/pony: field {q} is never filled (only {domain} and {query} are)',
+     'config: evaluate/protocols/x/instructions/pony: never inserts the query: no {query} field ({{query}} is a literal)',
+     'config: evaluate/protocols/long: its corpus long_documents exists for none of evaluate/splits (only biology,
+      earth_science, economics, psychology, robotics, stackoverflow, sustainable_living, pony have it)']
+    """
+    from .bright_meta import LONG_SPLITS
+    from .common import UserError
+    from .protocols import resolve
+
+    out = []
+    for name, entry in evaluate["protocols"].items():
+        where = f"evaluate/protocols/{name}"
+        if (entry or {}).get("query_template") is not None:
+            out += template_problems(entry["query_template"], f"{where}/query_template")
+        for split, template in ((entry or {}).get("instructions") or {}).items():
+            out += template_problems(template, f"{where}/instructions/{split}")
+    try:
+        protocols = resolve(evaluate["protocols"])
+    except UserError as err:
+        return out + [str(err)]
+    for name, protocol in protocols.items():
+        if not any(protocol.covers(s) for s in evaluate["splits"]):
+            out.append(f"config: evaluate/protocols/{name}: its corpus {protocol.corpus} exists for none of "
+                       f"evaluate/splits (only {', '.join(LONG_SPLITS)} have it)")  # fmt: skip
+    return out
+
+
 def ranking_problems(evaluate: dict[str, Any]) -> list[str]:
     """The run file must be deep enough for every metric computed from it.
 
@@ -217,6 +269,24 @@ def batch_problems(train: dict[str, Any]) -> list[str]:
             f"x gpus_per_node {gpus} x gradient_accumulation_steps {accumulation} = {split}"
         ]
     return []
+
+
+def preflight_problems(config: dict[str, Any]) -> list[str]:
+    """The preflight forecast's global batch must split over its cluster, as the training's must.
+
+    Examples
+    --------
+    >>> train = {"global_batch_size": 256, "nodes": 1, "gpus_per_node": 1, "gradient_accumulation_steps": 1}
+    >>> preflight_problems({"train": train, "preflight": {"forecast": None}})
+    []
+    >>> preflight_problems({"train": train, "preflight": {"forecast": {"nodes": 3, "gpus_per_node": 4, "global_batch_size": 2048}}})
+    ['config: preflight/forecast/global_batch_size: 2048 is not divisible by nodes 3 x gpus_per_node 4 x gradient_accumulation_steps 1 = 12']
+    """
+    forecast = (config.get("preflight") or {}).get("forecast")
+    if not forecast:
+        return []
+    shape = {**config["train"], **forecast}
+    return [p.replace("config: train/", "config: preflight/forecast/", 1) for p in batch_problems(shape)]
 
 
 def step_problems(train: dict[str, Any]) -> list[str]:

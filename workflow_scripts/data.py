@@ -36,7 +36,8 @@ import yaml
 
 from .bright_meta import SPLITS
 from .cli import run_commands
-from .common import ZERO_REVISION, UserError, atomic_dir, read_json, sha256_file, write_json
+from .common import ZERO_REVISION, UserError, atomic_dir, atomic_file, read_json, sha256_file, write_json
+from .progress import Progress
 
 __all__ = [
     "SHARD_SCHEMA",
@@ -47,6 +48,9 @@ __all__ = [
     "iter_jsonl_rows",
     "iter_parquet_batches",
     "iter_parquet_rows",
+    "lock_revisions",
+    "resolve_pin",
+    "resolve_revision",
     "source_root",
 ]
 
@@ -63,8 +67,10 @@ SHARD_SCHEMA = pa.schema(
     ]
 )
 REVISION_RE = re.compile(r"^[0-9a-f]{40}$")
+REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")  # a commit, or a branch / tag name (main, v1.0)
 DATA_SUFFIXES = (".parquet", ".jsonl", ".json", ".safetensors")  # a mirror's files a reader may pick up
 BATCH_ROWS = 1024
+PROGRESS_INTERVAL = 30.0  # seconds between two progress lines in the job's log
 
 
 # --------------------------------------------------------------------------- download
@@ -81,20 +87,38 @@ def fetch_source(
 ) -> dict[str, Any]:
     """Resolve one source to a directory laid out like its hub repository; write a manifest.
 
-    With ``local`` set the directory is used as is (a mirror); otherwise the pinned revision
-    is downloaded with ``huggingface_hub.snapshot_download`` into ``cache_dir``. The manifest
-    lists every file with size, mtime and sha256, and every reader checks the data against
-    it (:func:`source_root`). Its ``path`` is the directory as given: a relative ``local`` or
-    ``cache_dir`` stays relative to the working directory, so a moved checkout reads its own copy.
+    With ``local`` set the directory is used as is (a mirror); otherwise the revision is
+    downloaded with ``huggingface_hub.snapshot_download`` into ``cache_dir``. A revision that
+    is not pinned (a branch or tag name such as ``main``, or 40 zeros) is first resolved to
+    the commit it points at (:func:`resolve_pin`, one warning line), and that commit is what
+    is downloaded and recorded: the manifest's ``revision`` is always the commit the data
+    came from when it is known (``configured_revision`` keeps what the config said), and
+    ``python -m workflow_scripts.data lock`` writes it back into the config. A mirror made by
+    ``huggingface-cli download --local-dir`` records its commit in ``.cache/huggingface``,
+    which resolves an unpinned revision the same way.
+
+    The manifest lists every file with size, mtime and sha256, and every reader checks the
+    data against it (:func:`source_root`). Its ``path`` is the directory as given: a relative
+    ``local`` or ``cache_dir`` stays relative to the working directory, so a moved checkout
+    reads its own copy.
     """
-    if not REVISION_RE.match(revision or ""):
-        raise UserError(f"sources.{name}.revision: {revision!r} is not a 40-hex commit sha")
+    if not REF_RE.match(revision or ""):
+        raise UserError(
+            f"sources.{name}.revision: {revision!r} is neither a 40-hex commit sha nor a branch or tag name"
+        )
+    pinned = revision
     if local:
         root = Path(local).expanduser()
         if not root.is_dir():
             raise UserError(f"sources.{name}.local: directory {local} does not exist")
+        if not is_pinned(revision) and (commit := mirror_commit(root)):
+            logger.warning("sources.%s.revision %r is not pinned: the mirror %s holds commit %s; pin it with "
+                           "`python -m workflow_scripts.data lock --config config.yaml`", name, revision, root, commit)  # fmt: skip
+            pinned = commit
     else:
-        _snapshot(name=name, repo=repo, revision=revision, repo_type=repo_type,
+        pinned = revision if is_pinned(revision) else resolve_pin(name=name, repo=repo, repo_type=repo_type,
+                                                                   revision=revision)  # fmt: skip
+        _snapshot(name=name, repo=repo, revision=pinned, repo_type=repo_type,
                   cache_dir=Path(cache_dir), allow_patterns=allow_patterns)  # fmt: skip
         root = Path(cache_dir) / name  # where snapshot_download put it, not its resolved path
     files = _tree_files(root)
@@ -104,7 +128,8 @@ def fetch_source(
         "name": name,
         "repo": repo,
         "repo_type": repo_type,
-        "revision": revision,
+        "revision": pinned,
+        "configured_revision": revision,
         "path": str(root),
         "mode": "local" if local else "hub",
         "files": [_file_entry(root, p) for p in files],
@@ -201,12 +226,8 @@ def _snapshot(
     allow_patterns: list[str] | None,
 ) -> Path:  # fmt: skip
     """Download a pinned hub snapshot; offline or unreachable → one line naming the key."""
-    if revision == ZERO_REVISION:
-        raise UserError(
-            f"sources.{name}.revision is not pinned yet (all zeros): run "
-            f"`python -m workflow_scripts.data resolve-revision --repo {repo} --repo-type "
-            f"{repo_type}` where the hub is reachable, or set sources.{name}.local to a mirror"
-        )
+    if not is_pinned(revision):  # fetch_source resolves first: a branch here would be a moving target
+        raise UserError(f"sources.{name}.revision {revision!r}: only a commit sha is downloaded (resolve it first)")
     from huggingface_hub import snapshot_download
 
     try:
@@ -223,11 +244,69 @@ def _snapshot(
     return Path(path)
 
 
-def resolve_revision(repo: str, repo_type: str) -> str:
-    """The current commit sha of ``repo`` on the hub (to pin it in config.yaml)."""
+def is_pinned(revision: str) -> bool:
+    """True for a 40-hex commit sha other than the "not pinned yet" 40 zeros.
+
+    Examples
+    --------
+    >>> is_pinned("a75a0eb483f6a5233a6efc2d63d71540a4443dfb"), is_pinned("main"), is_pinned("0" * 40)
+    (True, False, False)
+    """
+    return bool(REVISION_RE.match(revision)) and revision != ZERO_REVISION
+
+
+def resolve_revision(repo: str, repo_type: str, revision: str | None = None) -> str:
+    """The commit sha ``revision`` (a branch or tag; None: the default branch) of ``repo`` points at on the hub."""
     from huggingface_hub import HfApi
 
-    return HfApi().repo_info(repo, repo_type=repo_type).sha
+    return HfApi().repo_info(repo, repo_type=repo_type, revision=revision).sha
+
+
+def resolve_pin(*, name: str, repo: str, repo_type: str, revision: str) -> str:
+    """The commit an unpinned ``sources.<name>.revision`` points at now, with one warning line.
+
+    40 zeros ("not pinned yet") mean the default branch. Offline or unknown: one line naming
+    the keys that fix it.
+    """
+    ref = None if revision == ZERO_REVISION else revision
+    try:
+        sha = resolve_revision(repo, repo_type, ref)
+    except Exception as err:  # offline mode, DNS, 404, a branch that does not exist
+        raise UserError(
+            f"sources.{name}.revision {revision!r} is not pinned and cannot be resolved on the hub "
+            f"({type(err).__name__}); set sources.{name}.revision to a commit sha, or sources.{name}.local to a mirror"
+        ) from err
+    if not is_pinned(sha or ""):
+        raise UserError(f"sources.{name}.revision {revision!r}: the hub answered {sha!r}, not a commit sha")
+    logger.warning("sources.%s.revision %r is not pinned: resolved to %s on the hub; pin it with "
+                   "`python -m workflow_scripts.data lock --config config.yaml`", name, revision, sha)  # fmt: skip
+    return sha
+
+
+def mirror_commit(root: Path) -> str | None:
+    """The one commit a ``huggingface-cli download --local-dir`` mirror records for all its files, or None.
+
+    The CLI keeps ``.cache/huggingface/download/<file>.metadata`` per file; its first line is
+    the commit the file came from.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> mirror_commit(root) is None
+    True
+    >>> meta = root / ".cache/huggingface/download/vl"
+    >>> meta.mkdir(parents=True)
+    >>> _ = (meta / "train.parquet.metadata").write_text("c" * 40 + "\\netag\\n1.0\\n")
+    >>> mirror_commit(root) == "c" * 40
+    True
+    """
+    folder = root / ".cache" / "huggingface" / "download"
+    commits = {path.read_text().split("\n", 1)[0].strip() for path in folder.rglob("*.metadata")}
+    if len(commits) != 1:  # none recorded, or files from several commits: no single answer
+        return None
+    commit = commits.pop()
+    return commit if is_pinned(commit) else None
 
 
 # --------------------------------------------------------------------------- hub layouts
@@ -604,6 +683,7 @@ class ShardWriter:
 
 def shuffle_to_shards(
     triples: Iterable[dict[str, str]], *, out_dir: Path, seed: int, buckets: int, rows_per_shard: int,
+    label: str = "shuffle",
 ) -> tuple[int, int]:  # fmt: skip
     """Shuffle and deduplicate out of core: hash → bucket files → sort each bucket → shards.
 
@@ -611,13 +691,19 @@ def shuffle_to_shards(
     side by side after the sort: de-duplication needs no global set, and peak memory is one
     bucket (about triples / buckets rows). The order is a pure function of the triples and
     the seed (same bytes on rerun). Returns (rows written, duplicates removed).
+
+    Both passes log ``label: N rows, R rows/s`` lines every ``PROGRESS_INTERVAL`` seconds
+    (the second with a total and an ETA), so a multi-hour build shows where it is.
     """
     scratch = out_dir / ".buckets"
     scratch.mkdir()
     writers: dict[int, pq.ParquetWriter] = {}
     pending: dict[int, list[dict[str, Any]]] = {}
     bucket_schema = SHARD_SCHEMA.append(pa.field("key", pa.binary()))
+    # reading, expanding and hashing the sources is the long pass; its total is unknown
+    reading = Progress(f"{label}: read + bucket", total=None, unit="rows", interval=PROGRESS_INTERVAL, log=logger.info)
     for triple in triples:
+        reading.update()
         key = _key(seed, triple)
         b = int.from_bytes(key[:4], "big") % buckets
         pending.setdefault(b, []).append({**triple, "key": key})
@@ -627,7 +713,10 @@ def shuffle_to_shards(
         _flush_bucket(writers, pending, b, scratch, bucket_schema)
     for writer in writers.values():
         writer.close()
+    reading.close()
     shards = ShardWriter(out_dir, rows_per_shard)
+    writing = Progress(f"{label}: sort + write shards", total=reading.done, unit="rows", interval=PROGRESS_INTERVAL,
+                       log=logger.info)  # fmt: skip
     duplicates = 0
     text = lambda r: (r["query"], r["positive"], r["negative"])  # noqa: E731
     for b in range(buckets):
@@ -640,7 +729,9 @@ def shuffle_to_shards(
         duplicates += len(rows) - len(unique)
         shards.add({k: v for k, v in r.items() if k != "key"} for r in unique)
         path.unlink()
+        writing.update(len(rows))  # rows read back, duplicates included: the total counts them too
     shards.flush()
+    writing.close()
     scratch.rmdir()
     return shards.rows, duplicates
 
@@ -766,7 +857,7 @@ def build_shards(
             yield triple
 
     with atomic_dir(out_dir) as tmp:
-        rows, duplicates = shuffle_to_shards(observed(), out_dir=tmp, seed=seed,
+        rows, duplicates = shuffle_to_shards(observed(), out_dir=tmp, seed=seed, label=f"build_shards {stage}",
                                              buckets=shuffle_buckets, rows_per_shard=rows_per_shard)  # fmt: skip
         if rows == 0:
             raise UserError(f"stage {stage}: no triples survived (dropped: {dict(builder.dropped)})")
@@ -799,13 +890,104 @@ def build_shards(
     return stats
 
 
-def print_revision(*, repo: str, repo_type: str = "dataset") -> None:
-    """Print the hub's current commit of a repository (to pin it in config.yaml)."""
-    print(resolve_revision(repo, repo_type))
+def print_revision(*, repo: str, repo_type: str = "dataset", revision: str | None = None) -> None:
+    """Print the commit a branch or tag (default: the default branch) points at on the hub."""
+    print(resolve_revision(repo, repo_type, revision))
+
+
+# --------------------------------------------------------------------------- lock
+def _locked_sources(config: dict[str, Any]) -> dict[tuple[str, ...], str]:
+    """Config path of each source's revision -> the download manifest that records its commit.
+
+    ``sources.<name>`` is downloaded as ``<name>``; ``evaluate_models.<name>`` as
+    ``model_<name>``, or as ``base_model`` when it is the same source (one download, as the
+    workflow does). Entries without a ``revision`` key (an overlay) are skipped.
+
+    Examples
+    --------
+    >>> base = {"repo": "m/b", "revision": "main"}
+    >>> _locked_sources({"sources": {"base_model": base}, "evaluate_models": {"base": dict(base), "x": {"repo": "m/x"}}})
+    {('sources', 'base_model', 'revision'): 'base_model', ('evaluate_models', 'base', 'revision'): 'base_model'}
+    """
+    sources = config.get("sources") or {}
+    out = {("sources", name, "revision"): name for name, src in sources.items() if "revision" in (src or {})}
+    for name, src in (config.get("evaluate_models") or {}).items():
+        if "revision" in (src or {}):
+            same = src == sources.get("base_model")
+            out[("evaluate_models", name, "revision")] = "base_model" if same else f"model_{name}"
+    return out
+
+
+def _scalar_spans(text: str, paths: list[tuple[str, ...]]) -> dict[tuple[str, ...], tuple[int, int]]:
+    """Character span of the scalar at each mapping path of a YAML document (comments untouched).
+
+    Examples
+    --------
+    >>> text = "sources:\\n  a:\\n    revision: main  # moving\\n"
+    >>> start, end = _scalar_spans(text, [("sources", "a", "revision")])[("sources", "a", "revision")]
+    >>> text[start:end]
+    'main'
+    """
+    spans, root = {}, yaml.compose(text)
+    for path in paths:
+        node = root
+        for key in path:
+            children = node.value if isinstance(node, yaml.MappingNode) else []
+            node = next((value for name, value in children if name.value == key), None)
+        if isinstance(node, yaml.ScalarNode):
+            spans[path] = (node.start_mark.index, node.end_mark.index)
+    return spans
+
+
+def lock_revisions(*, config: str, manifest_dir: str = "resources/sources") -> list[str]:
+    """Pin every unpinned revision of ``config`` to the commit its download recorded, in place.
+
+    A revision that is a branch or tag name (``main``) or 40 zeros is replaced by the commit
+    in its download manifest (:func:`fetch_source` resolved it), when the manifest is of the
+    same repository. Only those values change: comments, order and every other byte of the
+    file stay; a pinned sha is never touched. Prints and returns one line per change (or why
+    a revision stays unpinned).
+    """
+    path = Path(config)
+    try:
+        text = path.read_text()
+        data = yaml.safe_load(text) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise UserError(f"{config}: cannot read the config ({_one_line(err)})") from err
+    wanted, lines = {}, []
+    for keys, source in _locked_sources(data).items():
+        entry, where = _get(data, keys[:-1]), ".".join(keys)
+        if is_pinned(str(entry["revision"])):
+            continue
+        manifest = Path(manifest_dir) / f"{source}.manifest.json"
+        recorded = read_json(manifest) if manifest.exists() else {}
+        if recorded.get("repo") != entry.get("repo") or not is_pinned(str(recorded.get("revision", ""))):
+            lines.append(f"{where}: {entry['revision']!r} stays: {manifest} records no commit of {entry.get('repo')} "
+                         "(download it first)")  # fmt: skip
+            continue
+        wanted[keys] = recorded["revision"]
+        lines.append(f"{where}: {entry['revision']!r} -> {recorded['revision']}")
+    spans = _scalar_spans(text, list(wanted))
+    for keys in sorted(wanted, key=lambda k: spans[k][0], reverse=True):  # from the end: earlier spans stay valid
+        start, end = spans[keys]
+        text = f'{text[:start]}"{wanted[keys]}"{text[end:]}'
+    if wanted:
+        with atomic_file(path) as handle:
+            handle.write(text)
+    for line in lines or [f"{config}: every revision is pinned already"]:
+        print(line)
+    return lines
+
+
+def _get(data: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    for key in keys:
+        data = data[key]
+    return data
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_commands({"fetch": fetch_source, "build-shards": build_shards, "resolve-revision": print_revision}, argv)
+    run_commands({"fetch": fetch_source, "build-shards": build_shards, "resolve-revision": print_revision,
+                  "lock": lock_revisions}, argv)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -8,7 +8,16 @@ same loaders as the full reproduction:
   ``pos``/``neg``: ``list<list<str>[2]>``; hq positives are BRIGHT document ids.
 - ``bge-reasoner-data/bge-reasoner-data-0904/<domain>.jsonl`` rows ``{prompt, query, pos, neg}``.
 - ``BRIGHT/{examples,documents}/<split>-00000-of-00001.parquet`` for all 12 splits, with
-  ``gold_ids``, ``gold_ids_long`` and ``excluded_ids`` (``["N/A"]`` when empty).
+  ``gold_ids``, ``gold_ids_long`` and ``excluded_ids`` (``["N/A"]`` when empty); every fourth
+  query excludes a copy of itself in the corpus (as leetcode and aops queries do), which ranks
+  first if kept (the ``card`` protocol keeps it, the BRIGHT protocols remove it). aops and theoremqa_questions
+  share one corpus (the same ``documents`` file content), as in BRIGHT.
+- ``BRIGHT/long_documents/<split>-...`` for the 8 splits BRIGHT has them for: each long
+  document is the page its chunks come from (``topic/gold_0.txt`` and ``topic/gold_1.txt`` are
+  chunks of ``topic/gold.txt``, as ``Phototaxis_3.txt`` is of ``Phototaxis.txt``), and
+  ``gold_ids_long`` names the gold pages.
+- ``BRIGHT/<model>_reason/<split>-...`` for each LLM-reasoning query set (``gpt4_reason`` ...):
+  the ``examples`` rows with the query replaced by a "reasoning" text.
 - ``base-model/``: a PyLate ColBERT (ModernBERT, hidden 64, 2 layers; Dense 64->128->128->64,
   bias-free, like the base model's head) with a BPE vocabulary trained by ``tokenizers``.
 
@@ -26,11 +35,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .bright_meta import DOMAINS, SPLITS
+from .bright_meta import DOMAINS, LONG_SPLITS, REASONING_CONFIGS, SHARED_DOCUMENTS, SPLITS
 from .cli import run_commands
 from .common import atomic_dir
 
-__all__ = ["SPLITS", "DOMAINS", "make_assets"]
+__all__ = ["SPLITS", "DOMAINS", "long_document_id", "make_assets"]
 
 EXAMPLES_SCHEMA = pa.schema(
     [
@@ -77,24 +86,66 @@ def _make_split(rng: random.Random, split: str, n_queries: int, n_docs: int) -> 
         other = topics[(t + 1) % n_queries]
         text = rng.sample(other, 4) + rng.sample(topics[t], 2) + rng.sample(domain_words, 2)
         docs[f"{split}_topic{t}/near_{len(docs)}.txt"] = _sentence(rng, text, 6)
+    data = {"topics": topics, "docs": docs, "gold": gold, "domain_words": domain_words}
+    examples = _examples(rng, split, data, doc_split=split)
+    for example in examples:  # the question itself in the corpus (as in leetcode/aops): BRIGHT excludes it
+        for duplicate in set(example["excluded_ids"]) - {"N/A"}:
+            docs[duplicate] = example["query"]
+    return data | {"examples": examples}
+
+
+def _examples(rng: random.Random, split: str, data: dict, doc_split: str) -> list[dict]:
+    """BRIGHT ``examples`` rows of ``split`` over the topics of ``doc_split``'s corpus: every fourth
+    excludes its topic's duplicate (a copy of ``doc_split``'s question, ranked first unless removed)."""
     examples = []
-    for t, kw in enumerate(topics):
-        excluded = ["N/A"]
-        if t % 4 == 0:  # a copy of the gold text that the protocol says must not be ranked
-            dup = f"{split}_topic{t}/duplicate.txt"
-            docs[dup] = " ".join(kw)
-            excluded = [dup]
+    for t, kw in enumerate(data["topics"]):
+        duplicate = f"{doc_split}_topic{t}/duplicate.txt"
         examples.append(
             {
-                "query": _sentence(rng, rng.sample(kw, 4) + rng.sample(domain_words, 1), 5) + "?",
+                "query": _sentence(rng, rng.sample(kw, 4) + rng.sample(data["domain_words"], 1), 5) + "?",
                 "reasoning": f"The question is about {kw[0]} and {kw[1]}.",
                 "id": str(t),
-                "excluded_ids": excluded,
-                "gold_ids_long": ["N/A"],
-                "gold_ids": gold[t],
+                "excluded_ids": [duplicate] if t % 4 == 0 else ["N/A"],
+                "gold_ids_long": sorted({long_document_id(g) for g in data["gold"][t]})
+                if split in LONG_SPLITS
+                else ["N/A"],
+                "gold_ids": data["gold"][t],
             }
         )
-    return {"topics": topics, "docs": docs, "examples": examples, "gold": gold, "domain_words": domain_words}
+    return examples
+
+
+def _shared_split(rng: random.Random, split: str, base: dict, base_split: str) -> dict:
+    """A split that ranks another's corpus (theoremqa_questions: aops's documents and ids), own queries."""
+    return base | {"examples": _examples(rng, split, base, doc_split=base_split)}
+
+
+def long_document_id(doc_id: str) -> str:
+    """The long document (the page) a BRIGHT chunk id comes from: ``topic/Page_3.txt`` -> ``topic/Page.txt``.
+
+    Examples
+    --------
+    >>> long_document_id("insects/Phototaxis_3.txt"), long_document_id("pony_topic0/duplicate.txt")
+    ('insects/Phototaxis.txt', 'pony_topic0/duplicate.txt')
+    """
+    folder, _, name = doc_id.rpartition("/")
+    stem = name.removesuffix(".txt")
+    page = stem.rsplit("_", 1)[0] if "_" in stem else stem
+    return f"{folder}/{page}.txt" if folder else f"{page}.txt"
+
+
+def long_documents(docs: dict[str, str]) -> dict[str, str]:
+    """The pages of a split: each long document joins its chunks in id order."""
+    pages: dict[str, list[str]] = {}
+    for doc_id in sorted(docs):
+        pages.setdefault(long_document_id(doc_id), []).append(docs[doc_id])
+    return {page: "\n\n".join(chunks) for page, chunks in pages.items()}
+
+
+def reasoning_examples(examples: list[dict], config: str) -> list[dict]:
+    """A reasoning query set (``gpt4_reason`` ...): the examples rows, the query replaced by a reasoning text."""
+    model = config.removesuffix("_reason")
+    return [e | {"query": f"{model} reasons: {e['reasoning']} So the post asks: {e['query']}"} for e in examples]
 
 
 def _instruction(split: str) -> str:
@@ -125,18 +176,27 @@ def _write_readme(root: Path, configs: dict[str, dict[str, str]]) -> None:
 
 
 def write_bright(root: Path, splits: dict[str, dict]) -> None:
-    """BRIGHT ``examples`` and ``documents`` configs, one parquet file per split."""
-    for config in ("examples", "documents"):
-        (root / config).mkdir(parents=True)
+    """BRIGHT's configs, one parquet file per split: ``examples``, ``documents``, ``long_documents``
+    (the splits that have them, built from the chunks' pages) and the reasoning query sets."""
+    configs: dict[str, dict[str, str]] = {}
     for split, data in splits.items():
-        docs = {"id": list(data["docs"]), "content": list(data["docs"].values())}
-        pq.write_table(pa.table(docs, schema=DOCUMENTS_SCHEMA), root / f"documents/{split}-00000-of-00001.parquet")
-        examples = pa.Table.from_pylist(data["examples"], schema=EXAMPLES_SCHEMA)
-        pq.write_table(examples, root / f"examples/{split}-00000-of-00001.parquet")
-    _write_readme(
-        root,
-        {c: {s: f"{c}/{s}-*.parquet" for s in splits} for c in ("examples", "documents")},
-    )
+        corpora = {"documents": data["docs"]} | ({"long_documents": long_documents(data["docs"])}
+                                                 if split in LONG_SPLITS else {})  # fmt: skip
+        for config, docs in corpora.items():
+            table = pa.table({"id": list(docs), "content": list(docs.values())}, schema=DOCUMENTS_SCHEMA)
+            _write_config(root, configs, config, split, table)
+        queries = {"examples": data["examples"]} | {
+            c: reasoning_examples(data["examples"], c) for c in REASONING_CONFIGS
+        }
+        for config, rows in queries.items():
+            _write_config(root, configs, config, split, pa.Table.from_pylist(rows, schema=EXAMPLES_SCHEMA))
+    _write_readme(root, configs)
+
+
+def _write_config(root: Path, configs: dict[str, dict[str, str]], config: str, split: str, table: pa.Table) -> None:
+    (root / config).mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, root / f"{config}/{split}-00000-of-00001.parquet")
+    configs.setdefault(config, {})[split] = f"{config}/{split}-*.parquet"
 
 
 def write_reasonir(root: Path, splits: dict[str, dict], n_rows: int, rng: random.Random) -> None:
@@ -241,7 +301,13 @@ def make_assets(
 ) -> Path:
     """Create all demo assets under ``out_dir`` (atomically; same bytes for the same seed)."""
     rng = random.Random(seed)
-    splits = {s: _make_split(rng, s, queries_per_split, documents_per_split) for s in SPLITS}
+    splits: dict[str, dict] = {}
+    base, shared = SHARED_DOCUMENTS
+    for s in SPLITS:  # theoremqa_questions ranks aops's corpus, as in BRIGHT
+        if s == shared:
+            splits[s] = _shared_split(rng, s, splits[base], base)
+        else:
+            splits[s] = _make_split(rng, s, queries_per_split, documents_per_split)
     with atomic_dir(out_dir) as tmp:
         write_bright(tmp / "BRIGHT", splits)
         write_reasonir(tmp / "reasonir-data", splits, train_rows, rng)

@@ -1,17 +1,22 @@
-"""Evaluation stage: exact MaxSim over a whole BRIGHT split, streamed, scored with pytrec_eval.
+"""Evaluation stage: exact MaxSim over whole BRIGHT corpora, every protocol of a job on one encoding.
 
-Documents are encoded ``chunk_size`` at a time; every query is scored against each chunk
-with pad-free GEMMs (all token vectors of the chunk side by side, then a segment max per
-document), and a running top-k per query is kept. Memory is bounded by the chunk, not by
-the corpus (leetcode has 414k documents). Metrics come from pytrec_eval (trec_eval's code),
-as in BRIGHT's ``calculate_retrieval_metrics`` and mteb; results are written in mteb's
-``TaskResult`` JSON layout plus a TREC run file.
+A job (:func:`evaluate_job`) takes one split, or the two splits that share one corpus
+(aops and theoremqa_questions), and a list of protocols (:mod:`workflow_scripts.protocols`:
+query set, query format, excluded ids, corpus + qrels). Each corpus the job's protocols read
+(``documents``, ``long_documents``) is streamed and encoded ONCE, ``chunk_size`` documents at
+a time; every protocol's queries are scored against each chunk (exact MaxSim) and each
+(protocol, split) keeps its own running top-k, with its own excluded ids removed or not.
+Memory is bounded by the chunk, not by the corpus (leetcode has 414k documents). Protocols
+whose query texts are identical (``card`` and ``bright``) share query vectors and MaxSim
+scores; only the masking differs. Metrics come from pytrec_eval (trec_eval's code), as in
+BRIGHT's ``calculate_retrieval_metrics`` and mteb; each (protocol, split) gets mteb's
+``TaskResult`` JSON layout plus a TREC run file, with encode and score times.
 
-BRIGHT protocol (``run.py``): each query's ``excluded_ids`` are removed before ranking
-(``exclude_ids: true``); mteb's ``BrightRetrieval`` ignores them (``exclude_ids: false``).
 Before any model is loaded, the mirror is checked against its download manifest and against
-the invariants BRIGHT's own code relies on (``bright.py``); what is legal but odd is counted
-under ``data_checks`` in the result.
+the invariants BRIGHT's own code relies on (``bright.py``), for every query set and corpus
+the job reads; what is legal but odd is counted under ``data_checks`` in each result. Two
+splits given together are encoded once only when their corpora are byte-identical (same ids
+and texts in the same order, by digest); otherwise each is encoded, and the result says so.
 """
 
 from __future__ import annotations
@@ -22,21 +27,27 @@ import math
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .bright import load_bright_documents, load_bright_examples, validate_split
+from .bright import CorpusScan, gold_ids, load_bright_documents, load_bright_examples, scan_corpus, validate_split
 from .cli import run_commands
 from .common import UserError, atomic_file, read_json, write_json
 from .data import source_root
+from .maxsim import maxsim_scores
 from .model import load_colbert
+from .progress import Progress
+from .protocols import job_name, job_pairs
 
 __all__ = [
     "MEASURES",
     "TopK",
+    "evaluate_job",
     "evaluate_split",
     "maxsim_scores",
     "read_qrels",
@@ -61,69 +72,9 @@ MEASURES = {
     "mrr_at_100": ("recip_rank", 100),
 }
 TASK_NAME = "BrightRetrieval"
-SCORE_BUDGET = 1 << 25  # query-token x document-token scores held at once (128 MiB fp32)
 
 
 # --------------------------------------------------------------------------- scoring
-def maxsim_scores(
-    queries: list[torch.Tensor], documents: list[torch.Tensor], budget: int = SCORE_BUDGET
-) -> torch.Tensor:
-    """Exact ColBERT scores ``sum_q max_d <q, d>`` of every query against every document.
-
-    Documents are sorted by length and scored in groups padded to the group's longest
-    document, so padding stays small; padded positions carry an extra coordinate that makes
-    their similarity -1e4, so they never win a max (token vectors are unit-norm, |sim| <= 1)
-    and no mask pass is needed. The per-query sum over tokens is one more GEMM. Each group
-    holds at most ``budget`` query-token x document-token scores.
-
-    Parameters
-    ----------
-    queries
-        One tensor per query, shape (query tokens, dim).
-    documents
-        One tensor per document, shape (document tokens, dim).
-    budget
-        Most query-token x document-token scores held at once (bounds memory).
-
-    Returns
-    -------
-    Tensor of shape (queries, documents), float32.
-
-    Examples
-    --------
-    >>> q = [torch.tensor([[1.0, 0.0], [0.0, 1.0]])]
-    >>> d = [torch.tensor([[1.0, 0.0]]), torch.tensor([[0.6, 0.8], [-1.0, 0.0]])]
-    >>> maxsim_scores(q, d)
-    tensor([[1.0000, 1.4000]])
-    """
-    device, dtype = queries[0].device, queries[0].dtype
-    q_lens = torch.tensor([len(q) for q in queries])
-    q_all = torch.cat(queries)  # (Q tokens, dim)
-    q_all = torch.cat([q_all, torch.ones(len(q_all), 1, dtype=dtype, device=device)], dim=1)  # (Q tokens, dim+1)
-    owner = torch.repeat_interleave(torch.arange(len(queries)), q_lens)
-    summer = torch.zeros(len(q_all), len(queries), dtype=torch.float32, device=device)  # (Q tokens, queries)
-    summer[torch.arange(len(q_all)), owner] = 1.0
-    d_lens = torch.tensor([len(d) for d in documents])
-    order = torch.argsort(d_lens, stable=True)
-    out = torch.empty(len(queries), len(documents), dtype=torch.float32, device=device)
-    start = 0
-    while start < len(documents):
-        longest = int(d_lens[order[min(len(order) - 1, start)]])
-        group = max(1, budget // max(1, longest * len(q_all)))
-        idx = order[start : start + group]
-        longest = int(d_lens[idx].max())
-        padded = torch.zeros(len(idx), longest, q_all.shape[1], dtype=dtype, device=device)
-        padded[:, :, -1] = -1e4  # padding: sim = -1e4 with the queries' extra 1
-        for row, j in enumerate(idx.tolist()):
-            padded[row, : d_lens[j], :-1] = documents[j]
-            padded[row, : d_lens[j], -1] = 0
-        sims = padded.view(-1, q_all.shape[1]) @ q_all.T  # (group x longest, Q tokens)
-        best = sims.view(len(idx), longest, -1).amax(dim=1).float()  # (group, Q tokens)
-        out[:, idx] = (best @ summer).T
-        start += len(idx)
-    return out
-
-
 class TopK:
     """Running top-k (score, document index) per query over streamed chunks."""
 
@@ -268,10 +219,10 @@ def write_run(path: str | Path, run: dict[str, list[tuple[str, float]]], tag: st
                 handle.write(f"{qid} Q0 {doc_id} {rank} {score:.6f} {tag}\n")
 
 
-# --------------------------------------------------------------------------- a split
-def _chunks(root: Path, split: str, size: int) -> Iterator[tuple[list[str], list[str]]]:
+# --------------------------------------------------------------------------- a job
+def _chunks(root: Path, split: str, corpus: str, size: int) -> Iterator[tuple[list[str], list[str]]]:
     ids, texts = [], []
-    for doc_id, content in load_bright_documents(root, split):
+    for doc_id, content in load_bright_documents(root, split, corpus):
         ids.append(doc_id)
         texts.append(content)
         if len(ids) == size:
@@ -318,55 +269,280 @@ def evaluate_split(
     dtype: str = "auto",
     trust_remote_code: bool = False,
 ) -> dict[str, Any]:
-    """Rank every document of one BRIGHT split for every query; write mteb JSON + run file."""
+    """One split under one ad-hoc protocol (``query_template`` with ``domain``, ``exclude_ids``).
+
+    :func:`evaluate_job` for a single (protocol, split) on ``examples`` + ``documents``; what
+    the workflow runs is :func:`evaluate_job` with the configured protocols.
+    """
+    protocol = {
+        "name": "custom", "queries": "examples", "exclude_ids": exclude_ids, "corpus": "documents",
+        "qrels": "gold_ids", "templates": {split: query_template}, "domains": {split: domain},
+        "mteb": {split: [TASK_NAME, "standard", split]},
+    }  # fmt: skip
+    return evaluate_job(
+        model_path=model_path, model_name=model_name, bright_manifest=bright_manifest, splits=[split],
+        protocols=[protocol], out_json=[str(out_json)], run_file=[str(run_file)], query_length=query_length,
+        document_length=document_length, overrides={}, top_k=top_k, chunk_size=chunk_size,
+        encode_batch_size=encode_batch_size, dtype=dtype, trust_remote_code=trust_remote_code,
+    )[0]  # fmt: skip
+
+
+def evaluate_job(
+    *,
+    model_path: str | Path,
+    model_name: str,
+    bright_manifest: str | Path,
+    splits: list[str],
+    protocols: list[dict[str, Any]],
+    out_json: list[str],
+    run_file: list[str],
+    query_length: int,
+    document_length: int,
+    overrides: dict[str, dict[str, int]],
+    top_k: int,
+    chunk_size: int,
+    encode_batch_size: int,
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+) -> list[dict[str, Any]]:
+    """Score every protocol on every split of one job, each corpus encoded once.
+
+    Parameters
+    ----------
+    model_path
+        A checkpoint directory, or the download manifest of one.
+    model_name
+        The model's name in the results (``protocol.model``) and the run files' tag.
+    bright_manifest
+        The BRIGHT download manifest (its data is checked against it first).
+    splits
+        The job's splits: one, or several that may share one corpus (encoded once if they do).
+    protocols
+        :meth:`workflow_scripts.protocols.Protocol.for_job` of each protocol, in output order.
+    out_json, run_file
+        The mteb JSON and the TREC run of each (protocol, split) of
+        :func:`workflow_scripts.protocols.job_pairs` (protocol-major), in that order.
+    query_length, document_length, overrides
+        Token limits, and per-split overrides of them (``{"pony": {"query_length": 32}}``).
+    top_k
+        Documents kept per query in the run file.
+    chunk_size
+        Documents encoded and scored at a time (bounds memory, not the result).
+    encode_batch_size
+        The encoder's batch size.
+    dtype
+        ``auto``, ``float32``, ``float16`` or ``bfloat16`` (CPU always float32).
+    trust_remote_code
+        Allow a checkpoint that ships code.
+
+    Returns
+    -------
+    The result written to each ``out_json``, in the same order.
+    """
     started = time.time()
     root = source_root(bright_manifest)  # the data the manifest pinned, or one line
     revision = read_json(bright_manifest)["revision"]
-    examples = load_bright_examples(root, split)
-    if not examples:
-        raise UserError(f"{root}: BRIGHT split {split!r} has no examples")
-    data_checks = validate_split(root, split, examples)  # before any model is loaded
+    lengths = {s: {"query_length": query_length, "document_length": document_length} | overrides.get(s, {})
+               for s in splits}  # fmt: skip
+    tasks = _plan(root, splits, protocols, out_json, run_file)
+    corpora = _corpora(root, tasks, splits)  # every check before any model is loaded
     device, torch_dtype = _device_dtype(dtype)
-    model = load_colbert(model_path, query_length=query_length, document_length=document_length,
+    first = lengths[splits[0]]
+    model = load_colbert(model_path, query_length=first["query_length"], document_length=first["document_length"],
                          trust_remote_code=trust_remote_code, device=device)  # fmt: skip
     if device == "cuda":
         model.to(torch_dtype)
-    qids = [str(e["id"]) for e in examples]
-    queries = [query_template.format(domain=domain, query=e["query"]) for e in examples]
-    qrels = {str(e["id"]): {g: 1 for g in e["gold_ids"]} for e in examples}
-    excluded = {str(e["id"]): {x for x in e["excluded_ids"] if x != "N/A"} for e in examples}
-    q_vecs = encode(model, queries, is_query=True, batch_size=encode_batch_size, device=device, dtype=torch_dtype)
-    topk = TopK(len(queries), top_k)
-    doc_ids: list[str] = []
-    encode_s = score_s = 0.0
-    for ids, texts in _chunks(root, split, chunk_size):
-        t0 = time.time()
-        d_vecs = encode(model, texts, is_query=False, batch_size=encode_batch_size, device=device, dtype=torch_dtype)
-        t1 = time.time()
-        scores = maxsim_scores(q_vecs, d_vecs)
-        if exclude_ids:
-            _mask_excluded(scores, qids, ids, excluded)
-        topk.update(scores, offset=len(doc_ids))
-        score_s += time.time() - t1
-        encode_s += t1 - t0
-        doc_ids.extend(ids)
-    run = _ranked(topk, qids, doc_ids)
-    metrics = score_run(qrels, {q: dict(docs) for q, docs in run.items()})
-    write_run(run_file, run, tag=f"{model_name}")
-    result = _mteb_result(split=split, metrics=metrics["mean"], revision=revision,
-                          seconds=time.time() - started)  # fmt: skip
+    settings = {"batch_size": encode_batch_size, "device": device, "dtype": torch_dtype}
+    _encode_queries(model, tasks, lengths, settings)
+    for corpus in corpora:
+        model.document_length = lengths[corpus.split]["document_length"]  # equal for splits sharing a corpus
+        _score_corpus(model, root, corpus, top_k=top_k, chunk_size=chunk_size, what=f"evaluate {model_name}",
+                      settings=settings)  # fmt: skip
+    run_info = {"model": model_name, "model_path": str(model_path), "top_k": top_k, "device": device,
+                "dtype": str(torch_dtype).removeprefix("torch."), "job": job_name(splits), "revision": revision,
+                "started": started}  # fmt: skip
+    owner = {id(task): corpus for corpus in corpora for task in corpus.tasks}
+    return [_finish(task, owner[id(task)], lengths[task.split], run_info) for task in tasks]
+
+
+@dataclass
+class _Task:
+    """One (protocol, split) of a job: its queries, qrels, excluded ids and running top-k."""
+
+    protocol: dict[str, Any]
+    split: str
+    examples: list[dict[str, Any]]
+    out_json: str
+    run_file: str
+    checks: dict[str, int] = field(default_factory=dict)
+    vectors: list[torch.Tensor] = field(default_factory=list)  # shared by tasks with the same query texts
+    shares_queries_with: str | None = None
+    topk: TopK | None = None
+    query_seconds: float = 0.0
+    score_seconds: float = 0.0
+
+    @cached_property
+    def label(self) -> str:
+        return f"{self.protocol['name']}/{self.split}"
+
+    @cached_property
+    def qids(self) -> list[str]:
+        return [e["id"] for e in self.examples]
+
+    @cached_property
+    def texts(self) -> list[str]:
+        """What the model encodes: each query through the protocol's template for this split."""
+        template, domain = self.protocol["templates"][self.split], self.protocol["domains"][self.split]
+        return [template.format(domain=domain, query=e["query"]) for e in self.examples]
+
+    @cached_property
+    def qrels(self) -> dict[str, dict[str, int]]:
+        return {e["id"]: dict.fromkeys(gold_ids(e, self.protocol["qrels"]), 1) for e in self.examples}
+
+    @cached_property
+    def excluded(self) -> dict[str, set[str]]:
+        """Each query's excluded ids when the protocol removes them; nothing when it scores them."""
+        if not self.protocol["exclude_ids"]:
+            return {}
+        return {e["id"]: set(e["excluded_ids"]) - {"N/A"} for e in self.examples}
+
+
+@dataclass
+class _Corpus:
+    """One corpus a job encodes once (``split``'s files of config ``corpus``) and the tasks scored on it."""
+
+    corpus: str
+    split: str
+    scan: CorpusScan
+    tasks: list[_Task] = field(default_factory=list)
+    doc_ids: list[str] = field(default_factory=list)
+    encode_seconds: float = 0.0
+    encoded: int = 0  # documents passed to the encoder: the corpus size, once
+
+
+def _plan(root: Path, splits: list[str], protocols: list[dict[str, Any]], out_json: list[str],
+          run_file: list[str]) -> list[_Task]:  # fmt: skip
+    """The job's tasks with their query sets loaded and checked row by row (each set read once)."""
+    pairs = job_pairs([p["name"] for p in protocols], splits)
+    if not (len(pairs) == len(out_json) == len(run_file)):
+        raise UserError(f"{len(pairs)} (protocol, split) results to write, but {len(out_json)} --out-json and "
+                        f"{len(run_file)} --run-file paths")  # fmt: skip
+    by_name = {p["name"]: p for p in protocols}
+    query_sets: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    tasks = []
+    for (name, split), json_path, run_path in zip(pairs, out_json, run_file):
+        protocol = by_name[name]
+        key = (split, protocol["queries"], protocol["qrels"])
+        if key not in query_sets:
+            query_sets[key] = load_bright_examples(root, split, protocol["queries"], protocol["qrels"])
+        if not query_sets[key]:
+            raise UserError(f"{root}: BRIGHT {protocol['queries']} split {split!r} has no rows")
+        tasks.append(_Task(protocol=protocol, split=split, examples=query_sets[key], out_json=json_path,
+                           run_file=run_path))  # fmt: skip
+    return tasks
+
+
+def _corpora(root: Path, tasks: list[_Task], splits: list[str]) -> list[_Corpus]:
+    """Group the tasks by the corpus they rank: identical corpora (by digest) are one, encoded once.
+
+    Every (query set, corpus) pair is checked against BRIGHT's invariants here, before a
+    model is loaded (:func:`workflow_scripts.bright.validate_split`).
+    """
+    scans: dict[tuple[str, str], CorpusScan] = {}
+    checks: dict[tuple[str, str, str, str], dict[str, int]] = {}
+    groups: dict[tuple[str, str], _Corpus] = {}
+    for task in tasks:
+        corpus, split = task.protocol["corpus"], task.split
+        if (corpus, split) not in scans:
+            scans[corpus, split] = scan_corpus(root, split, corpus)
+        scan = scans[corpus, split]
+        key = (split, task.protocol["queries"], task.protocol["qrels"], corpus)
+        if key not in checks:
+            checks[key] = validate_split(root, split, task.examples, scan=scan, gold_field=task.protocol["qrels"],
+                                         label=f" ({task.protocol['queries']} on {corpus})")  # fmt: skip
+        task.checks = checks[key]
+        groups.setdefault((corpus, scan.sha256), _Corpus(corpus=corpus, split=split, scan=scan)).tasks.append(task)
+    for corpus in {c for c, _ in scans}:
+        apart = [s for s in splits if (corpus, s) in scans]
+        if len({scans[corpus, s].sha256 for s in apart}) > 1 and len(apart) > 1:
+            logger.warning("%s: the %s of %s differ (ids or texts): each is encoded, not one for all",
+                           root, corpus, " and ".join(apart))  # fmt: skip
+    return list(groups.values())
+
+
+def _encode_queries(model, tasks: list[_Task], lengths: dict[str, dict[str, int]], settings: dict[str, Any]) -> None:
+    """Encode each distinct query set once, at its split's query length."""
+    done: dict[tuple[str, tuple[str, ...]], _Task] = {}
+    for task in tasks:
+        texts = task.texts
+        key = (task.split, tuple(texts))
+        if key in done:  # e.g. card and bright: same queries, same template
+            task.vectors, task.shares_queries_with = done[key].vectors, done[key].label
+            continue
+        model.query_length = lengths[task.split]["query_length"]
+        start = time.time()
+        task.vectors = encode(model, texts, is_query=True, **settings)
+        task.query_seconds = time.time() - start
+        done[key] = task
+
+
+def _score_corpus(model, root: Path, corpus: _Corpus, *, top_k: int, chunk_size: int, what: str,
+                  settings: dict[str, Any]) -> None:  # fmt: skip
+    """Stream one corpus: encode each chunk once, score it for every task, merge each task's top-k."""
+    for task in corpus.tasks:
+        task.topk = TopK(len(task.examples), top_k)
+    progress = Progress(f"{what}: {corpus.corpus} of {corpus.split}", total=len(corpus.scan.ids), unit="documents")
+    for ids, texts in _chunks(root, corpus.split, corpus.corpus, chunk_size):
+        start = time.time()
+        d_vecs = encode(model, texts, is_query=False, **settings)
+        corpus.encode_seconds += time.time() - start
+        corpus.encoded += len(texts)
+        scores: dict[int, torch.Tensor] = {}  # MaxSim of each distinct query set against this chunk
+        for task in corpus.tasks:
+            start = time.time()
+            key = id(task.vectors)
+            if key not in scores:
+                scores[key] = maxsim_scores(task.vectors, d_vecs)
+            chunk = scores[key]
+            if task.excluded:
+                chunk = chunk.clone()  # the raw scores may serve a protocol that keeps excluded ids
+                _mask_excluded(chunk, task.qids, ids, task.excluded)
+            task.topk.update(chunk, offset=len(corpus.doc_ids))
+            task.score_seconds += time.time() - start
+        corpus.doc_ids.extend(ids)
+        progress.update(len(ids))
+    progress.close()
+
+
+def _finish(task: _Task, corpus: _Corpus, lengths: dict[str, int], info: dict[str, Any]) -> dict[str, Any]:
+    """Rank, score and write one (protocol, split): its TREC run and its mteb-format result."""
+    protocol, split = task.protocol, task.split
+    run = _ranked(task.topk, task.qids, corpus.doc_ids)
+    metrics = score_run(task.qrels, {q: dict(docs) for q, docs in run.items()})
+    write_run(task.run_file, run, tag=f"{info['model']}.{protocol['name']}")
+    timing = {"document_encode_seconds": corpus.encode_seconds, "query_encode_seconds": task.query_seconds,
+              "score_seconds": task.score_seconds, "job_seconds": time.time() - info["started"]}  # fmt: skip
+    task_name, eval_split, subset = protocol["mteb"][split]
+    result = _mteb_result(task=task_name, eval_split=eval_split, subset=subset, metrics=metrics["mean"],
+                          revision=info["revision"], seconds=sum(v for k, v in timing.items() if k != "job_seconds"))  # fmt: skip
     result["protocol"] = {
-        "model": model_name, "model_path": str(model_path), "exact_maxsim": True,
-        "excluded_ids_removed": exclude_ids, "query_length": query_length,
-        "document_length": document_length, "query_template": query_template, "domain": domain,
-        "documents": len(doc_ids), "queries": len(qids), "top_k": top_k, "device": device,
-        "dtype": str(torch_dtype).removeprefix("torch."), "encode_seconds": encode_s,
-        "score_seconds": score_s,
+        "name": protocol["name"], "query_source": protocol["queries"],
+        "query_template": protocol["templates"][split], "domain": protocol["domains"][split],
+        "excluded_ids_removed": protocol["exclude_ids"], "corpus": protocol["corpus"], "qrels": protocol["qrels"],
+        "model": info["model"], "model_path": info["model_path"], "split": split, "exact_maxsim": True,
+        **lengths, "documents": len(corpus.doc_ids), "queries": len(task.examples), "top_k": info["top_k"],
+        "device": info["device"], "dtype": info["dtype"],
     }  # fmt: skip
-    result["data_checks"] = data_checks  # what BRIGHT allows but is odd (bright.check_split)
+    result["timing"] = timing
+    result["encoding"] = {
+        "job": info["job"], "corpus_split": corpus.split, "corpus_sha256": corpus.scan.sha256,
+        "documents_encoded": corpus.encoded, "scored_on_this_encoding": [t.label for t in corpus.tasks],
+        "query_vectors_shared_with": task.shares_queries_with,
+    }  # fmt: skip
+    result["data_checks"] = task.checks  # what BRIGHT allows but is odd (bright.check_split)
     result["per_query"] = {q: v["ndcg_at_10"] for q, v in metrics["per_query"].items()}
-    write_json(out_json, result)
-    logger.info("%s %s: nDCG@10 = %.4f", model_name, split, metrics["mean"]["ndcg_at_10"])
+    write_json(task.out_json, result)
+    logger.info("%s %s: nDCG@10 = %.4f", info["model"], task.label, metrics["mean"]["ndcg_at_10"])
     return result
 
 
@@ -380,21 +556,25 @@ def _mask_excluded(scores: torch.Tensor, qids: list[str], ids: list[str], exclud
 
 
 def _ranked(topk: TopK, qids: list[str], doc_ids: list[str]) -> dict[str, list[tuple[str, float]]]:
+    """Each query's top-k as (document id, score), scores as the run file writes them (6 decimals):
+    the metrics are computed on exactly what anyone re-scoring the run file reads, ties included."""
     run = {}
     for i, qid in enumerate(qids):
-        pairs = [(doc_ids[j], float(s)) for s, j in zip(topk.scores[i].tolist(), topk.index[i].tolist())]
+        pairs = [(doc_ids[j], float(f"{s:.6f}")) for s, j in zip(topk.scores[i].tolist(), topk.index[i].tolist())]
         run[qid] = [(d, s) for d, s in pairs if s != float("-inf")]  # excluded never listed
     return run
 
 
-def _mteb_result(*, split: str, metrics: dict[str, float], revision: str, seconds: float) -> dict[str, Any]:
-    """mteb ``TaskResult`` layout (``scores.standard[]`` with ``hf_subset`` and ``main_score``)."""
-    entry = {"hf_subset": split, "languages": ["eng-Latn"], "main_score": metrics["ndcg_at_10"], **metrics}
+def _mteb_result(
+    *, task: str, eval_split: str, subset: str, metrics: dict[str, float], revision: str, seconds: float
+) -> dict[str, Any]:
+    """mteb ``TaskResult`` layout (``scores.<eval split>[]`` with ``hf_subset`` and ``main_score``)."""
+    entry = {"hf_subset": subset, "languages": ["eng-Latn"], "main_score": metrics["ndcg_at_10"], **metrics}
     return {
         "dataset_revision": revision,
-        "task_name": TASK_NAME,
+        "task_name": task,
         "mteb_version": _mteb_version(),
-        "scores": {"standard": [entry]},
+        "scores": {eval_split: [entry]},
         "evaluation_time": seconds,
         "kg_co2_emissions": None,
     }
@@ -416,7 +596,7 @@ def score_run_files(*, qrels: str, run: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_commands({"split": evaluate_split, "score-run": score_run_files}, argv)
+    run_commands({"job": evaluate_job, "split": evaluate_split, "score-run": score_run_files}, argv)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .bright_meta import LONG_SPLITS
 from .common import UserError, atomic_dir
 from .demo import DOMAINS, REASONIR_SCHEMA, SPLITS, write_bright
 
@@ -349,7 +350,7 @@ BRIGHT_STATS: dict[str, SplitStats] = {
 }
 SHARED_CORPUS = {"theoremqa_questions": "aops"}
 EXCLUDING_SPLITS = {"leetcode", "aops", "theoremqa_questions"}  # ASSUMED: where BRIGHT sets excluded_ids
-LONG_DOCUMENT_SPLITS = SPLITS[:8]  # StackExchange 7 + pony have long_documents: gold_ids_long set
+LONG_DOCUMENT_SPLITS = LONG_SPLITS  # StackExchange 7 + pony have long_documents: gold_ids_long set
 LONG = 2048  # the real document_length: the tail that must not be truncated to 512
 
 
@@ -690,10 +691,10 @@ def make_assets(
     seed
         Seed of every random choice (tokenizer corpus, texts, lengths, weights).
 
-    Examples
-    --------
-    >>> make_assets(out="resources/rehearsal")  # doctest: +SKIP
-    PosixPath('resources/rehearsal')
+    Notes
+    -----
+    ``make_assets(out="resources/rehearsal")`` takes ~15 s on 2 cores (tests/test_rehearsal.py
+    runs it on small sizes); rule ``rehearsal_assets`` calls it with the config's sizes.
     """
     sizes = {
         "queries_per_split": queries_per_split, "documents_per_split": documents_per_split,

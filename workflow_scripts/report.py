@@ -55,58 +55,102 @@ def _html_page(title: str, body: str) -> str:
 
 
 def summary_html(*, summary_json: str | Path, out: str | Path) -> None:
-    """The summary table, deltas against the card coloured green (better) or red (worse)."""
+    """One table per protocol (ours, the published rows measured under it, deltas coloured green
+    (better) or red (worse)), then the published rows of protocols not run here."""
     summary = read_json(summary_json)
-    columns = [*summary["splits"], "mean"]
-    head = "<tr><th>model</th>" + "".join(f"<th>{html.escape(c.replace('_', ' '))}</th>" for c in columns) + "</tr>"
     body = ""
-    for row in summary["rows"]:
-        cells = ""
+    for table in summary["tables"]:
+        p = table["protocol"]
+        body += (f"<h4>{html.escape(p['name'])}</h4><p>{html.escape(p['description'])}. "
+                 f"{html.escape(_definition(p))}</p>")  # fmt: skip
+        body += _score_table(table["rows"], table["splits"], f"summary-table-{p['name']}")
+    if summary["published_elsewhere"]:
+        body += "<h4>Published under protocols not run here</h4><p>For context only: no delta is taken.</p>"
+        body += _score_table(summary["published_elsewhere"], summary["splits"], "summary-elsewhere", protocol=True)
+    s = summary["settings"]
+    body += (
+        f"<p>BRIGHT nDCG@10 &times; 100, exact MaxSim; query length {s['query_length']} (overrides "
+        f"{html.escape(json.dumps(s['overrides']))}), document length {s['document_length']}; BRIGHT revision "
+        f"<code>{html.escape(s['bright_revision'])}</code>. Deltas only within a table: a published row sits with "
+        "the protocol it was measured under.</p>"
+    )
+    with atomic_file(out) as handle:
+        handle.write(_html_page("BRIGHT nDCG@10 per protocol: ours vs published", body))
+
+
+def _definition(p: dict[str, Any]) -> str:
+    formats = p["templates"]
+    written = repr(formats[0]) if len(formats) == 1 else f"per-split instructions ({len(formats)} distinct)"
+    same = f"= preset {p['preset']}" if p["preset"] else "custom (no published row compares)"
+    return (f"Queries {p['queries']} as {written}; excluded ids {'removed' if p['exclude_ids'] else 'scored'}; "
+            f"{p['corpus']} judged by {p['qrels']}; {same}.")  # fmt: skip
+
+
+def _score_table(rows: list[dict[str, Any]], splits: list[str], table_id: str, protocol: bool = False) -> str:
+    columns = [*splits, "mean"]
+    head = "<tr><th>model</th>" + ("<th>protocol</th>" if protocol else "")
+    head += "".join(f"<th>{html.escape(c.replace('_', ' '))}</th>" for c in columns) + "</tr>"
+    body = ""
+    for row in rows:
+        cells = f"<td>{html.escape(row['protocol'])}</td>" if protocol else ""
         for c in columns:
             cls = ""
             if row["kind"] == "delta":
                 cls = " class='pos'" if row[c] > 0 else " class='neg'" if row[c] < 0 else ""
             cells += f"<td{cls}>{row[c]:.2f}</td>"
         body += f"<tr class='{row['kind']}'><td>{html.escape(row['model'])}</td>{cells}</tr>"
-    p = summary["protocol"]
-    note = (
-        f"<p>BRIGHT nDCG@10 &times; 100, exact MaxSim; excluded_ids "
-        f"{'removed (BRIGHT protocol)' if p['excluded_ids_removed'] else 'kept (mteb BrightRetrieval)'}; "
-        f"query length {p['query_length']} (overrides {html.escape(json.dumps(p['overrides']))}), "
-        f"document length {p['document_length']}; BRIGHT revision <code>{p['bright_revision']}</code>.</p>"
-    )
-    with atomic_file(out) as handle:
-        handle.write(
-            _html_page(
-                "BRIGHT nDCG@10: ours vs published", f"<table class='r' id='summary-table'>{head}{body}</table>{note}"
-            )
-        )
+    return f"<table class='r' id='{html.escape(table_id)}'>{head}{body}</table>"
 
 
-def plot_bright(*, summary_json: str | Path, out: str | Path) -> None:
-    """Grouped bars: nDCG@10 per split for each evaluated model and the published references."""
+def plot_bright(*, summary_json: str | Path, out: str | Path):
+    """Two panels: nDCG@10 per split of every model under the baseline protocol (``card``) beside
+    its published rows; and how much each other protocol moves each split for the reference
+    model (its nDCG@10 minus the baseline's), the question PyLate #209 asked. Returns the figure."""
     import numpy as np
 
     plt = _pyplot()
     summary = read_json(summary_json)
-    rows = [r for r in summary["rows"] if r["kind"] != "delta"]
-    splits = summary["splits"] + ["mean"]
+    effects = summary["effects"]
+    base = next(t for t in summary["tables"] if t["protocol"]["name"] == effects["baseline"])
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(8, len(summary["splits"]) * 0.95), 7.5))
+    _bars(top, [r for r in base["rows"] if r["kind"] != "delta"], base["splits"] + ["mean"], plt)
+    top.set_ylabel("nDCG@10 (x100)")
+    top.set_title(f"BRIGHT nDCG@10 per split, protocol {base['protocol']['name']}")
+    moved = {name: d for name, d in effects["delta"].items() if name != effects["baseline"]}
+    splits = summary["splits"]
     x = np.arange(len(splits))
-    width = 0.8 / len(rows)
+    width = 0.8 / max(1, len(moved))
+    colors = plt.get_cmap("tab10")
+    for i, (name, delta) in enumerate(moved.items()):
+        values = [delta.get(s, np.nan) for s in splits]  # nan: a split the protocol does not cover
+        bottom.bar(x + (i - len(moved) / 2 + 0.5) * width, values, width, label=name, color=colors(i % 10))
+    bottom.axhline(0, color="black", lw=0.8)
+    bottom.set_xticks(x, [s.replace("_", "\n") for s in splits], fontsize=8)
+    bottom.set_ylabel(f"nDCG@10 minus {effects['baseline']} (points)")
+    bottom.set_title(f"How much each protocol moves each split ({effects['model']})")
+    bottom.legend(fontsize=7, ncol=6, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+    fig.tight_layout()
+    _save(fig, out)
+    return fig
+
+
+def _bars(ax, rows: list[dict[str, Any]], columns: list[str], plt) -> None:
+    """Grouped bars, one per row: ours in blue shades (lighter = earlier), published in grey/orange."""
+    import numpy as np
+
+    x = np.arange(len(columns))
+    width = 0.8 / max(1, len(rows))
     cmap = plt.get_cmap("Blues")
-    fig, ax = plt.subplots(figsize=(max(8, len(splits) * 0.9), 4))
     ours = [r for r in rows if r["kind"] == "ours"]
+    others = ["#999999", "#e0a060", "#c7c7c7"]
     for i, row in enumerate(rows):
         if row["kind"] == "ours":
             color = cmap(0.35 + 0.6 * ours.index(row) / max(1, len(ours) - 1))
         else:
-            color = ["#999999", "#c7c7c7", "#e0a060"][i - len(ours)] if i - len(ours) < 3 else PUBLISHED
-        ax.bar(x + (i - len(rows) / 2 + 0.5) * width, [row[s] for s in splits], width, label=row["model"], color=color)
-    ax.set_xticks(x, [s.replace("_", "\n") for s in splits], fontsize=8)
-    ax.set_ylabel("nDCG@10 (x100)")
-    ax.set_title("BRIGHT nDCG@10 per split")
-    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
-    _save(fig, out)
+            color = others[(i - len(ours)) % len(others)]
+        ax.bar(x + (i - len(rows) / 2 + 0.5) * width, [row[c] for c in columns], width, label=row["model"], color=color)
+    ax.set_xticks(x, [c.replace("_", "\n") for c in columns], fontsize=8)
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
 
 
 def _read_jsonl(path: str | Path) -> list[dict[str, Any]]:

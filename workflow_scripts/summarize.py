@@ -1,155 +1,302 @@
-"""Summary stage: per-split nDCG@10 (x100) of every evaluated model beside the card's numbers.
+"""Summary stage: nDCG@10 (x100) of every evaluated model, one table per protocol, beside the
+published numbers measured under that protocol.
 
-Writes ``summary.csv`` (one row per model, 12 splits + mean), ``summary.md`` (the same table
-plus a delta row against the card and the protocol) and ``summary.json`` (all of it, for the
-report).
+A BRIGHT number means little without its protocol (:mod:`workflow_scripts.protocols`): the
+card's 19.00 was measured with mteb's legacy task, which scores the excluded ids. So every
+published row carries the protocol it was measured under, sits in that protocol's table (a
+configured protocol whose definition equals the preset), and deltas are taken only there,
+against the published row of the model this workflow retrains. Published rows whose protocol
+is not run (or not stated) are listed apart, never compared.
+
+Writes ``summary.csv`` (``protocol, model, kind, <12 splits>, mean``; a protocol's splits only,
+others empty), ``summary.md`` (a table per protocol with its definition), ``summary.json`` (all
+of it, plus each protocol's effect per split on the reference model, for the report), and the
+mteb-format result files of every protocol and model.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from .cli import run_commands
 from .common import UserError, atomic_file, read_json, write_json
+from .protocols import mteb_files
 
-__all__ = ["PUBLISHED", "summarize", "summary_rows"]
+__all__ = ["PUBLISHED", "Published", "protocol_effects", "summarize", "summary_rows"]
 
 logger = logging.getLogger(__name__)
 
+
+@dataclass(frozen=True)
+class Published:
+    """A published BRIGHT result: nDCG@10 x 100 per split, and what it was measured under.
+
+    ``protocol`` is a preset name of :data:`workflow_scripts.protocols.PRESETS` (None: the
+    source does not say); ``reproduced`` marks the model this workflow retrains (the deltas).
+    """
+
+    model: str
+    protocol: str | None
+    source: str
+    scores: dict[str, float]
+    reproduced: bool = False
+
+
 # BRIGHT nDCG@10 x 100 as published (see README "Published numbers").
-PUBLISHED: dict[str, dict[str, float]] = {
-    "card: Reason-mxbai-colbert-v0-32m": {
-        "biology": 32.71, "earth_science": 43.88, "economics": 18.70, "psychology": 22.62,
-        "robotics": 18.43, "stackoverflow": 16.78, "sustainable_living": 20.77, "leetcode": 17.67,
-        "pony": 20.73, "aops": 5.05, "theoremqa_questions": 8.38, "theoremqa_theorems": 2.25,
-    },
-    "published: Reason-mxbai-colbert-v0.1-32m": {
-        "biology": 33.16, "earth_science": 44.28, "economics": 20.25, "psychology": 24.91,
-        "robotics": 18.65, "stackoverflow": 16.66, "sustainable_living": 20.11, "leetcode": 17.40,
-        "pony": 22.77, "aops": 4.89, "theoremqa_questions": 9.04, "theoremqa_theorems": 3.19,
-    },
-    "published: Reason-ModernColBERT (150M)": {
-        "biology": 33.25, "earth_science": 41.02, "economics": 24.93, "psychology": 30.73,
-        "robotics": 21.12, "stackoverflow": 20.62, "sustainable_living": 20.31, "leetcode": 31.07,
-        "pony": 8.51, "aops": 9.17, "theoremqa_questions": 19.51, "theoremqa_theorems": 11.24,
-    },
-}  # fmt: skip
-CARD = "card: Reason-mxbai-colbert-v0-32m"
+PUBLISHED = (
+    Published(
+        model="card: Reason-mxbai-colbert-v0-32m", protocol="card", reproduced=True,
+        source="its model card: mteb BrightRetrieval via evaluation/evaluate_bright.py",
+        scores={
+            "biology": 32.71, "earth_science": 43.88, "economics": 18.70, "psychology": 22.62,
+            "robotics": 18.43, "stackoverflow": 16.78, "sustainable_living": 20.77, "leetcode": 17.67,
+            "pony": 20.73, "aops": 5.05, "theoremqa_questions": 8.38, "theoremqa_theorems": 2.25,
+        },
+    ),
+    Published(
+        model="published: Reason-mxbai-colbert-v0.1-32m", protocol="card",
+        source="the authors' v0.1 card (mean 19.61), assumed measured as the v0 card",
+        scores={
+            "biology": 33.16, "earth_science": 44.28, "economics": 20.25, "psychology": 24.91,
+            "robotics": 18.65, "stackoverflow": 16.66, "sustainable_living": 20.11, "leetcode": 17.40,
+            "pony": 22.77, "aops": 4.89, "theoremqa_questions": 9.04, "theoremqa_theorems": 3.19,
+        },
+    ),
+    Published(
+        model="published: Reason-ModernColBERT (150M)", protocol=None,
+        source="its model card, as the card cites it (mean 22.62); protocol not stated",
+        scores={
+            "biology": 33.25, "earth_science": 41.02, "economics": 24.93, "psychology": 30.73,
+            "robotics": 21.12, "stackoverflow": 20.62, "sustainable_living": 20.31, "leetcode": 31.07,
+            "pony": 8.51, "aops": 9.17, "theoremqa_questions": 19.51, "theoremqa_theorems": 11.24,
+        },
+    ),
+    Published(
+        model="mteb: Reason-ModernColBERT (150M)", protocol="mteb-v1.1",
+        source="the official MTEB run (embeddings-benchmark/results, mteb 2.10.3, Bright*Retrieval main_score; mean 22.74)",
+        scores={
+            "biology": 33.87, "earth_science": 41.71, "economics": 24.55, "psychology": 31.04,
+            "robotics": 21.81, "stackoverflow": 24.26, "sustainable_living": 20.22, "leetcode": 30.86,
+            "pony": 8.74, "aops": 8.25, "theoremqa_questions": 18.33, "theoremqa_theorems": 9.29,
+        },
+    ),
+)  # fmt: skip
+REFERENCE_ORDER = ("stage2", "stage1", "widened")  # the model compared with the card: the last trained
 
 
 def _mean(values: list[float]) -> float:
     return round(sum(values) / len(values), 2)
 
 
-def summary_rows(
-    scores: dict[str, dict[str, float]], splits: list[str], reference: str | None = None
-) -> list[dict[str, Any]]:
-    """Table rows: our models, then the published ones, then ``delta`` (reference - card).
-
-    ``reference`` is the model compared with the card (default: the last trained one).
+def reference_model(models: list[str]) -> str:
+    """The model whose deltas and protocol effects are shown: the last trained one, else the first.
 
     Examples
     --------
-    >>> rows = summary_rows({"stage2": {"pony": 21.0}, "base": {"pony": 9.0}}, ["pony"])
-    >>> [(r["model"], r["pony"], r["mean"]) for r in rows][-1]
-    ('delta: stage2 - card', 0.27, 0.27)
+    >>> reference_model(["widened", "stage1", "base"]), reference_model(["base"])
+    ('stage1', 'base')
     """
-    rows = []
-    for model, per_split in scores.items():
-        rows.append({"model": model, "kind": "ours", **per_split, "mean": _mean([per_split[s] for s in splits])})
-    for model, per_split in PUBLISHED.items():
-        values = {s: per_split[s] for s in splits}
-        rows.append({"model": model, "kind": "published", **values, "mean": _mean(list(values.values()))})
-    trained = [m for m in ("stage2", "stage1", "widened") if m in scores]
-    last = reference or (trained[0] if trained else next(iter(scores), None))
-    if last is not None:
-        delta = {s: round(scores[last][s] - PUBLISHED[CARD][s], 2) for s in splits}
-        rows.append({"model": f"delta: {last} - card", "kind": "delta", **delta,
-                     "mean": round(_mean([scores[last][s] for s in splits]) - _mean([PUBLISHED[CARD][s] for s in splits]), 2)})  # fmt: skip
+    return next((m for m in REFERENCE_ORDER if m in models), models[0])
+
+
+def summary_rows(
+    scores: dict[str, dict[str, float]], splits: list[str], published: list[Published], reference: str
+) -> list[dict[str, Any]]:
+    """One protocol's table: our models, the published rows measured under it, then a delta row
+    (``reference`` - published) for each published row of the model we retrain.
+
+    Examples
+    --------
+    >>> card = [p for p in PUBLISHED if p.protocol == "card"]
+    >>> rows = summary_rows({"stage2": {"pony": 21.0}, "base": {"pony": 9.0}}, ["pony"], card, "stage2")
+    >>> [(r["model"], r["kind"], r["pony"], r["mean"]) for r in rows]  # doctest: +NORMALIZE_WHITESPACE
+    [('stage2', 'ours', 21.0, 21.0), ('base', 'ours', 9.0, 9.0),
+     ('card: Reason-mxbai-colbert-v0-32m', 'published', 20.73, 20.73),
+     ('published: Reason-mxbai-colbert-v0.1-32m', 'published', 22.77, 22.77),
+     ('delta: stage2 - card: Reason-mxbai-colbert-v0-32m', 'delta', 0.27, 0.27)]
+    """
+    rows = [{"model": m, "kind": "ours", **v, "mean": _mean([v[s] for s in splits])} for m, v in scores.items()]
+    for row in published:
+        values = {s: row.scores[s] for s in splits}
+        rows.append({"model": row.model, "kind": "published", **values, "mean": _mean(list(values.values()))})
+    for row in (p for p in published if p.reproduced):
+        delta = {s: round(scores[reference][s] - row.scores[s], 2) for s in splits}
+        mean = round(_mean([scores[reference][s] for s in splits]) - _mean([row.scores[s] for s in splits]), 2)
+        rows.append({"model": f"delta: {reference} - {row.model}", "kind": "delta", **delta, "mean": mean})
     return rows
 
 
-def read_results(results: list[str], models: list[str], splits: list[str]) -> dict[tuple[str, str], dict[str, Any]]:
-    """The mteb-format result of every (model, split), keyed by what each file says it holds.
+def protocol_effects(tables: list[dict[str, Any]], reference: str) -> dict[str, Any]:
+    """How much each protocol moves each split for ``reference``: its nDCG@10 x 100 minus the
+    baseline protocol's (the one equal to the ``card`` preset, else the first).
 
-    Each file names its model (``protocol.model``) and split (``scores.standard[].hf_subset``),
-    so a file is never attributed by where it lies; every pair must be there exactly once.
+    Examples
+    --------
+    >>> tables = [{"protocol": {"name": "card", "preset": "card"}, "splits": ["pony"], "scores": {"m": {"pony": 20.0}}},
+    ...           {"protocol": {"name": "bright", "preset": "bright"}, "splits": ["pony"], "scores": {"m": {"pony": 21.5}}}]
+    >>> protocol_effects(tables, "m")
+    {'baseline': 'card', 'model': 'm', 'delta': {'card': {'pony': 0.0}, 'bright': {'pony': 1.5}}}
     """
-    found: dict[tuple[str, str], dict[str, Any]] = {}
+    base = next((t for t in tables if t["protocol"]["preset"] == "card"), tables[0])
+    ref = base["scores"][reference]
+    delta = {t["protocol"]["name"]: {s: round(t["scores"][reference][s] - ref[s], 2) for s in t["splits"] if s in ref}
+             for t in tables}  # fmt: skip
+    return {"baseline": base["protocol"]["name"], "model": reference, "delta": delta}
+
+
+Key = tuple[str, str, str]  # (protocol, model, split)
+
+
+def read_results(results: list[str], protocols: list[dict[str, Any]], models: list[str]) -> dict[Key, dict[str, Any]]:
+    """The result of every (protocol, model, split), keyed by what each file says it holds.
+
+    Each file names its protocol, model and split (``protocol.name``, ``.model``, ``.split``),
+    so a file is never attributed by where it lies; every triple must be there exactly once.
+    """
+    found: dict[Key, dict[str, Any]] = {}
     for path in results:
         result = read_json(path)
         try:
-            key = (result["protocol"]["model"], result["scores"]["standard"][0]["hf_subset"])
-        except (KeyError, IndexError, TypeError) as err:
-            raise UserError(f"{path}: not an evaluation result (no protocol.model / scores.standard)") from err
+            p = result["protocol"]
+            key = (p["name"], p["model"], p["split"])
+            _entry(result)
+        except (KeyError, IndexError, TypeError, StopIteration) as err:
+            raise UserError(f"{path}: not an evaluation result (no protocol.name/model/split or scores)") from err
         if key in found:
-            raise UserError(f"{path}: a second result for model {key[0]!r}, split {key[1]!r}")
+            raise UserError(f"{path}: a second result for protocol {key[0]!r}, model {key[1]!r}, split {key[2]!r}")
         found[key] = result
-    missing = [f"{m}/{s}" for m in models for s in splits if (m, s) not in found]
+    missing = [f"{p['name']}/{m}/{s}" for p in protocols for m in models for s in p["splits"] if (p["name"], m, s) not in found]  # fmt: skip
     if missing:
         raise UserError(f"no evaluation result for {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
     return found
 
 
-def write_mteb_results(results: dict[tuple[str, str], dict[str, Any]], models: list[str], splits: list[str],
+def _entry(result: dict[str, Any]) -> dict[str, Any]:
+    """The one score entry of a per-split result (under its mteb evaluation split)."""
+    return next(iter(result["scores"].values()))[0]
+
+
+def write_mteb_results(results: dict[Key, dict[str, Any]], protocols: list[dict[str, Any]], models: list[str],
                        paths: list[str]) -> None:  # fmt: skip
-    """One mteb ``BrightRetrieval.json`` per model with all its splits (``paths[i]`` for
-    ``models[i]``), loadable by ``mteb.results.TaskResult.from_disk``."""
-    for model, path in zip(models, paths, strict=True):
-        per_split = [results[(model, split)] for split in splits]
+    """mteb-format result files, one per (protocol, model, task) of
+    :func:`workflow_scripts.protocols.mteb_files` (``paths`` in that order): ``BrightRetrieval``
+    with every split as a subset, or one file per per-domain task (mteb-v1.1); loadable by
+    ``mteb.results.TaskResult.from_disk``."""
+    files = mteb_files(protocols, models)
+    if len(files) != len(paths):
+        raise UserError(f"{len(files)} mteb result files to write, {len(paths)} --mteb-paths given")
+    for (protocol, model, _, splits), path in zip(files, paths):
+        per_split = [results[(protocol, model, split)] for split in splits]
         combined = {k: per_split[0][k] for k in ("dataset_revision", "task_name", "mteb_version", "kg_co2_emissions")}
         combined["evaluation_time"] = sum(r["evaluation_time"] for r in per_split)
-        combined["scores"] = {"standard": [e for r in per_split for e in r["scores"]["standard"]]}
+        eval_split = next(iter(per_split[0]["scores"]))
+        combined["scores"] = {eval_split: [_entry(r) for r in per_split]}
         write_json(path, combined)
 
 
-def ndcg_table(
-    results: dict[tuple[str, str], dict[str, Any]], models: list[str], splits: list[str]
-) -> dict[str, dict[str, float]]:
-    """nDCG@10 x 100 per model and split."""
-    return {m: {s: round(100 * results[(m, s)]["scores"]["standard"][0]["ndcg_at_10"], 2) for s in splits}
-            for m in models}  # fmt: skip
+def ndcg_table(results: dict[Key, dict[str, Any]], protocol: str, models: list[str], splits: list[str]) -> dict[str, dict[str, float]]:  # fmt: skip
+    """nDCG@10 x 100 per model and split under one protocol."""
+    return {m: {s: round(100 * _entry(results[(protocol, m, s)])["ndcg_at_10"], 2) for s in splits} for m in models}
 
 
 def to_markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
     head = "| " + " | ".join(columns) + " |\n|" + "|".join("---" if c == "model" else "---:" for c in columns) + "|\n"
     return head + "".join(
-        "| " + " | ".join(f"{r[c]:.2f}" if isinstance(r[c], float) else str(r[c]) for c in columns) + " |\n"
+        "| " + " | ".join(f"{r[c]:.2f}" if isinstance(r[c], float) else str(r.get(c, "")) for c in columns) + " |\n"
         for r in rows
     )
 
 
+def describe(protocol: dict[str, Any]) -> str:
+    """One line: what a protocol scores (queries, format, excluded ids, corpus + qrels).
+
+    Examples
+    --------
+    >>> describe({"queries": "examples", "templates": ["{query}"], "exclude_ids": True, "corpus": "documents",
+    ...           "qrels": "gold_ids", "preset": "mteb-v1.1"})
+    "queries: examples as '{query}'; excluded ids removed; documents judged by gold_ids; = preset mteb-v1.1"
+    """
+    formats = protocol["templates"]
+    written = repr(formats[0]) if len(formats) == 1 else f"per-split instructions ({len(formats)} distinct)"
+    return (f"queries: {protocol['queries']} as {written}; excluded ids {'removed' if protocol['exclude_ids'] else 'scored (kept)'}; "
+            f"{protocol['corpus']} judged by {protocol['qrels']}; "
+            + (f"= preset {protocol['preset']}" if protocol["preset"] else "a custom protocol (no published row compares)"))  # fmt: skip
+
+
+def build_tables(found: dict[Key, dict[str, Any]], protocols: list[dict[str, Any]], models: list[str]) -> list[dict[str, Any]]:  # fmt: skip
+    """One table per protocol: ours, the published rows measured under it, deltas."""
+    reference = reference_model(models)
+    tables = []
+    for protocol in protocols:
+        splits = protocol["splits"]
+        scores = ndcg_table(found, protocol["name"], models, splits)
+        published = [p for p in PUBLISHED if p.protocol is not None and p.protocol == protocol["preset"]]
+        rows = summary_rows(scores, splits, published, reference)
+        tables.append({"protocol": protocol, "splits": splits, "scores": scores, "rows": rows})
+    return tables
+
+
+def published_elsewhere(protocols: list[dict[str, Any]], splits: list[str]) -> list[dict[str, Any]]:
+    """Published rows under a protocol that no table here has (or none stated): shown, never compared."""
+    here = {p["preset"] for p in protocols}
+    return [{"model": p.model, "kind": "published", "protocol": p.protocol or "not stated", "source": p.source,
+             **{s: p.scores[s] for s in splits}, "mean": _mean([p.scores[s] for s in splits])}
+            for p in PUBLISHED if p.protocol is None or p.protocol not in here]  # fmt: skip
+
+
 def summarize(
-    *, results: list[str], models: list[str], splits: list[str], protocol: dict[str, Any], csv_path: str,
-    md_path: str, json_path: str, mteb_paths: list[str],
-) -> list[dict[str, Any]]:  # fmt: skip
-    """Write the summary table (csv, md, json) and mteb's per-model result files."""
-    found = read_results(results, models, splits)
-    scores = ndcg_table(found, models, splits)
-    write_mteb_results(found, models, splits, mteb_paths)
-    rows = summary_rows(scores, splits)
-    columns = ["model", *splits, "mean"]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["model", "kind", *splits, "mean"], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    with atomic_file(csv_path) as handle:
-        handle.write(buffer.getvalue())
-    excluded = "removed (BRIGHT protocol)" if protocol["excluded_ids_removed"] else "kept (mteb BrightRetrieval)"
-    notes = (
-        f"\nBRIGHT nDCG@10 x 100, exact MaxSim. excluded_ids: {excluded}. "
-        f"query_length {protocol['query_length']} (overrides: {json.dumps(protocol['overrides'])}), "
-        f"document_length {protocol['document_length']}. BRIGHT revision "
-        f"{protocol['bright_revision']}, base model revision {protocol['base_model_revision']}.\n"
-    )
+    *, results: list[str], models: list[str], splits: list[str], protocols: list[dict[str, Any]],
+    settings: dict[str, Any], csv_path: str, md_path: str, json_path: str, mteb_paths: list[str],
+) -> dict[str, Any]:  # fmt: skip
+    """Write the summary (csv, md, json: a table per protocol) and the mteb-format result files.
+
+    ``protocols`` are :meth:`workflow_scripts.protocols.Protocol.summary` dicts; ``settings``
+    the evaluation settings the notes state (lengths, overrides, revisions).
+    """
+    found = read_results(results, protocols, models)
+    write_mteb_results(found, protocols, models, mteb_paths)
+    tables = build_tables(found, protocols, models)
+    elsewhere = published_elsewhere(protocols, splits)
+    _write_csv(csv_path, tables, elsewhere, splits)
     with atomic_file(md_path) as handle:
-        handle.write(to_markdown(rows, columns) + notes)
-    write_json(json_path, {"rows": rows, "splits": splits, "models": models, "protocol": protocol})
-    return rows
+        handle.write(_markdown(tables, elsewhere, splits, settings))
+    summary = {"splits": splits, "models": models, "reference": reference_model(models), "settings": settings,
+               "tables": [{k: v for k, v in t.items() if k != "scores"} for t in tables],
+               "published_elsewhere": elsewhere, "effects": protocol_effects(tables, reference_model(models))}  # fmt: skip
+    write_json(json_path, summary)
+    return summary
+
+
+def _write_csv(path: str, tables: list[dict[str, Any]], elsewhere: list[dict[str, Any]], splits: list[str]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["protocol", "model", "kind", *splits, "mean"], lineterminator="\n",
+                            extrasaction="ignore")  # fmt: skip
+    writer.writeheader()
+    for table in tables:
+        writer.writerows({"protocol": table["protocol"]["name"], **row} for row in table["rows"])
+    writer.writerows(elsewhere)
+    with atomic_file(path) as handle:
+        handle.write(buffer.getvalue())
+
+
+def _markdown(tables: list[dict[str, Any]], elsewhere: list[dict[str, Any]], splits: list[str],
+              settings: dict[str, Any]) -> str:  # fmt: skip
+    out = [f"BRIGHT nDCG@10 x 100, exact MaxSim; query_length {settings['query_length']} (overrides: "
+           f"{settings['overrides']}), document_length {settings['document_length']}; BRIGHT revision "
+           f"{settings['bright_revision']}, base model revision {settings['base_model_revision']}. Deltas only "
+           "within a table: published rows sit with the protocol they were measured under.\n"]  # fmt: skip
+    for table in tables:
+        p = table["protocol"]
+        out.append(f"\n## {p['name']}\n\n{p['description']}. {describe(p)}.\n\n")
+        out.append(to_markdown(table["rows"], ["model", *table["splits"], "mean"]))
+    if elsewhere:
+        out.append("\n## Published under protocols not run here\n\nShown for context; no delta is taken.\n\n")
+        out.append(to_markdown(elsewhere, ["model", "protocol", *splits, "mean"]))
+    return "".join(out)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,6 +22,7 @@ import os
 import shutil
 import socket
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +31,28 @@ import pyarrow.parquet as pq
 from .cli import run_commands
 from .common import UserError, atomic_dir, atomic_file, naming_write_errors, write_json
 from .model import load_colbert, model_dir
+from .progress import Progress
 
-__all__ = ["loss_summary", "per_device_batch_size", "shard_files", "train_stage", "world_info"]
+__all__ = [
+    "BATCH_SAMPLERS",
+    "FalseNegativeCounter",
+    "false_negatives",
+    "loss_summary",
+    "per_device_batch_size",
+    "shard_files",
+    "train_stage",
+    "world_info",
+]
 
 logger = logging.getLogger(__name__)
 
 COLUMNS = ["query", "positive", "negative"]  # collator order: anchor, positive, negative
 OUTPUT_ARGS = ("out_dir", "checkpoint_dir", "metrics_path", "meta_path")
+PROGRESS_INTERVAL = 30.0  # seconds between two progress lines in the job's log
+# sentence-transformers BatchSamplers values: "batch_sampler" draws rows at random (its default);
+# "no_duplicates" defers a row any of whose texts (query, positive or negative) is already a text
+# of the per-device batch, in any column (NoDuplicatesBatchSampler: exact string equality).
+BATCH_SAMPLERS = ("batch_sampler", "no_duplicates")
 
 
 def world_info() -> dict[str, Any]:
@@ -164,16 +180,149 @@ class CandidateCounter:
         return scores
 
 
-def metrics_callback(path: Path, global_batch: int, rank: int):
-    """Trainer callback writing one JSON line per logging step (loss, lr, grad-norm, samples/s)."""
+def false_negatives(queries: list[Any], positives: list[Any], negatives: list[Any]) -> dict[str, int]:
+    """In-batch false negatives of one contrastive batch, from an identity (text or hash) per row.
+
+    CachedContrastive scores each row's query against every positive and negative of the
+    batch (gathered across devices) and labels only the row's own positive slot as right. Any
+    other slot holding a document that is a positive of that query -- its own positive again,
+    or the positive of another row with the same query (bge-reasoner rows expand to up to
+    2 x 4 triples sharing it), in a positive or a negative column -- is a *false negative*.
+
+    Parameters
+    ----------
+    queries, positives, negatives
+        Row ``i``'s query, positive and negative identities (equal values = equal texts).
+
+    Returns
+    -------
+    ``rows``; ``rows_with_false_negative`` (rows with at least one); ``false_negative_pairs``
+    ((query row, candidate) pairs); ``duplicate_query_rows`` (rows whose query occurs twice or more).
+
+    Examples
+    --------
+    >>> false_negatives(["q", "q", "r"], ["p", "p", "s"], ["n1", "n2", "p"])  # rows 0, 1: same query and positive
+    {'rows': 3, 'rows_with_false_negative': 2, 'false_negative_pairs': 4, 'duplicate_query_rows': 2}
+    >>> false_negatives(["q", "r"], ["p", "s"], ["n", "t"])
+    {'rows': 2, 'rows_with_false_negative': 0, 'false_negative_pairs': 0, 'duplicate_query_rows': 0}
+    """
+    relevant: dict[Any, set[Any]] = {}
+    for query, positive in zip(queries, positives):
+        relevant.setdefault(query, set()).add(positive)
+    slots = Counter([*positives, *negatives])  # candidate documents, by identity
+    per_row = [sum(slots[p] for p in relevant[q]) - 1 for q in queries]  # -1: the row's own positive
+    repeated = Counter(queries)
+    return {
+        "rows": len(queries),
+        "rows_with_false_negative": sum(1 for n in per_row if n > 0),
+        "false_negative_pairs": sum(per_row),
+        "duplicate_query_rows": sum(1 for q in queries if repeated[q] > 1),
+    }
+
+
+def row_identities(features: dict[str, Any]) -> Any:
+    """One int64 per row of a tokenized column: a hash of its unpadded token ids (what the model sees)."""
+    import torch
+
+    ids, mask = features["input_ids"].cpu(), features["attention_mask"].cpu().bool()
+    digests = [hashlib.blake2b(row[keep].numpy().tobytes(), digest_size=8).digest() for row, keep in zip(ids, mask)]
+    hashes = [int.from_bytes(d, "big", signed=True) for d in digests]
+    return torch.tensor(hashes, dtype=torch.int64, device=features["input_ids"].device)
+
+
+class FalseNegativeCounter:
+    """Wraps the loss's forward and counts :func:`false_negatives` of every contrastive batch.
+
+    Rows are identified by their token ids after truncation; with ``gather`` the batch is the
+    global one (each rank's rows gathered, as CachedContrastive gathers the documents), so every
+    rank takes part in one small all-gather of int64 hashes per loss call.
+    """
+
+    def __init__(self, forward: Any, gather: bool) -> None:
+        self.forward, self.gather = forward, gather
+        self.batches: list[dict[str, int]] = []
+
+    def __call__(self, sentence_features: list[dict[str, Any]], labels: Any = None) -> Any:
+        import torch
+        from pylate.utils import all_gather
+
+        columns = [row_identities(f) for f in sentence_features[:3]]  # query, positive, negative
+        if self.gather:
+            columns = [torch.cat(list(all_gather(c))) for c in columns]
+        self.batches.append(false_negatives(*(c.tolist() for c in columns)))
+        return self.forward(sentence_features, labels)
+
+    def summary(self, batch_sampler: str) -> dict[str, Any]:
+        """Per-batch rates over the batches this process saw (a resumed run: its part only)."""
+        rates = [b["rows_with_false_negative"] / max(b["rows"], 1) for b in self.batches]
+        pairs = [b["false_negative_pairs"] for b in self.batches]
+        return {
+            "batch_sampler": batch_sampler,
+            "batches": len(self.batches),
+            "rows_per_batch": self.batches[0]["rows"] if self.batches else 0,
+            "rows_with_false_negative_rate_mean": sum(rates) / len(rates) if rates else None,
+            "rows_with_false_negative_rate_max": max(rates, default=None),
+            "false_negative_pairs_per_batch_mean": sum(pairs) / len(pairs) if pairs else None,
+            "duplicate_query_rows_per_batch_mean": (
+                sum(b["duplicate_query_rows"] for b in self.batches) / len(self.batches) if self.batches else None
+            ),
+            "definition": "a candidate document scored as a negative of a query although it is a positive of that "
+            "query (same token ids) in another row of the same contrastive batch",
+        }
+
+
+def metrics_callback(
+    path: Path, global_batch: int, rank: int, *, what: str = "train", interval: float = PROGRESS_INTERVAL
+):
+    """Trainer callback: one JSON line per logging step (loss, lr, grad-norm, samples/s) in
+    ``path``, and on rank 0 a plain progress line in the job's log every ``interval`` seconds.
+
+    The progress line (tqdm stays off: no carriage returns in a log read with ``tail -f``)::
+
+        train: 40,960/409,600 samples (10.0%), 41.0 samples/s, ETA 2h30m; step 20/200
+
+    Rate and ETA cover this process's part of the run (a resumed run starts at its checkpoint).
+
+    Parameters
+    ----------
+    path
+        The metrics JSONL file.
+    global_batch
+        Samples per optimizer step, all ranks together.
+    rank
+        This process's rank; only rank 0 writes.
+    what
+        Start of each progress line.
+    interval
+        Seconds between two progress lines.
+    """
     from transformers import TrainerCallback
 
     class MetricsLogger(TrainerCallback):
         def __init__(self) -> None:
             self.last = (time.time(), 0)
+            self.progress: Progress | None = None
+            self.step, self.max_steps = 0, 0
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.last = (time.time(), state.global_step)  # a resumed run starts at its checkpoint
+            if rank == 0:
+                self.step, self.max_steps = state.global_step, state.max_steps
+                remaining = max(state.max_steps - state.global_step, 0) * global_batch
+                self.progress = Progress(what, total=remaining, unit="samples", interval=interval, log=self._log)
+
+        def _log(self, line: str) -> None:
+            logger.info("%s; step %d/%d", line, self.step, self.max_steps)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.progress is not None:
+                self.step = state.global_step
+                self.progress.update(global_batch)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.progress is not None:
+                self.progress.close()
+                self.progress = None
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if rank != 0 or not logs or "loss" not in logs:
@@ -220,13 +369,20 @@ def train_stage(
     seed: int,
     max_steps: int | None = None,
     trust_remote_code: bool = False,
+    batch_sampler: str = "batch_sampler",
 ) -> dict[str, Any]:
-    """Train one curriculum stage from ``init_model`` on ``shards``; resume if checkpoints exist."""
+    """Train one curriculum stage from ``init_model`` on ``shards``; resume if checkpoints exist.
+
+    ``batch_sampler`` is one of :data:`BATCH_SAMPLERS`. The in-batch false negatives of every
+    contrastive batch are counted (:class:`FalseNegativeCounter`) and summarised in the meta.
+    """
     recipe = {k: v for k, v in locals().items() if k not in OUTPUT_ARGS}  # what defines the run
     import torch
     from pylate import losses, utils
     from sentence_transformers import SentenceTransformerTrainingArguments
 
+    if batch_sampler not in BATCH_SAMPLERS:
+        raise UserError(f"train.batch_sampler: {batch_sampler!r} is not one of {list(BATCH_SAMPLERS)}")
     world = world_info()
     per_device = per_device_batch_size(global_batch_size, world["world_size"], gradient_accumulation_steps)
     files = shard_files(shards)
@@ -241,6 +397,7 @@ def train_stage(
                                     gather_across_devices=gather_across_devices and world["world_size"] > 1,
                                     temperature=temperature)  # fmt: skip
     loss.score_metric = counter = CandidateCounter(loss.score_metric)
+    loss.forward = duplicates = FalseNegativeCounter(loss.forward, gather=loss.gather_across_devices)
     args = SentenceTransformerTrainingArguments(
         output_dir=str(checkpoint_dir), num_train_epochs=epochs, max_steps=max_steps or -1,
         per_device_train_batch_size=per_device, gradient_accumulation_steps=gradient_accumulation_steps,
@@ -249,7 +406,7 @@ def train_stage(
         save_total_limit=save_total_limit, logging_steps=logging_steps, seed=seed, data_seed=seed,
         report_to="none", dataloader_num_workers=dataloader_num_workers, disable_tqdm=True,
         # a short last batch would give its queries few in-batch negatives and a noisy step
-        dataloader_drop_last=True,
+        dataloader_drop_last=True, batch_sampler=batch_sampler,
         use_cpu=not torch.cuda.is_available(),
         ddp_backend="gloo" if world["world_size"] > 1 and not torch.cuda.is_available() else None,
     )  # fmt: skip
@@ -292,6 +449,8 @@ def train_stage(
         # documents each query was scored against: global batch x (positive + negative)
         # when gathering works, local batch x 2 when it does not
         "candidates_per_query": counter.max_candidates,
+        # the same query (and positive) twice in one batch: one copy's positive is the other's negative
+        "in_batch_false_negatives": duplicates.summary(batch_sampler),
         "resumed_from": resume,
         "checkpoint_dir": str(checkpoint_dir),
         "wall_clock_s": wall,

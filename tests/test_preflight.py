@@ -1,0 +1,351 @@
+"""Preflight (issue #13): the forecast's arithmetic, the preflight module end to end on tiny sizes,
+the DAG of the `preflight` target, and a first real run that starts (unpinned revisions resolved
+through the hub client, replaced at its boundary since no hub is reachable; then `lock`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import huggingface_hub
+import pytest
+import yaml
+from conftest import REPO, job_counts, snakemake
+
+from workflow_scripts import data, preflight
+from workflow_scripts.cli import to_argv
+from workflow_scripts.common import UserError, config_problem
+from workflow_scripts.config_checks import semantic_problems
+from workflow_scripts.preflight import (
+    memory_estimate,
+    padded_tokens,
+    project_split,
+    project_training,
+    rate_times_count,
+    score_memory_bytes,
+    train_step_flops,
+)
+from workflow_scripts.train import false_negatives
+
+ARCH = {"matmul_parameters": 13_524_864, "layers": 10, "hidden": 384, "dim": 128}  # the rehearsal's widened model
+REAL = {"query_length": 256, "document_length": 2048}
+SHA = "1234567890abcdef1234567890abcdef12345678"
+
+
+# --------------------------------------------------------------------------- arithmetic
+def measured(per_device: int, step_seconds: float, candidates: int | None = None) -> dict:
+    candidates = candidates or 2 * per_device
+    flops = train_step_flops(per_device=per_device, candidates=candidates, arch=ARCH, **REAL)
+    return {"step_seconds": step_seconds, "per_device_batch_size": per_device, "candidates": candidates,
+            "arch": ARCH, "flops": flops, **REAL}  # fmt: skip
+
+
+def test_rate_times_count_and_nothing_measured():
+    assert rate_times_count(seconds=30.0, done=3, count=300) == 3000.0
+    with pytest.raises(UserError, match="nothing was measured"):
+        rate_times_count(seconds=1.0, done=0, count=10)
+
+
+def test_training_at_the_measured_shape_is_step_time_times_steps():
+    m = measured(256, 20.0, candidates=4096)
+    p = project_training(measured=m, rows=181_000, devices=8, per_device=256, global_batch=2048)
+    assert p["steps"] == 181_000 // 2048 == 88  # the last partial batch is dropped, as in training
+    assert p["wall_hours"] == pytest.approx(88 * 20.0 / 3600)
+    assert p["gpu_hours"] == pytest.approx(8 * p["wall_hours"])
+    assert p["how"].startswith("measured step time")
+
+
+def test_training_at_another_shape_scales_by_flops_and_the_score_term_grows_with_local_x_global():
+    small = measured(4, 24.0)
+    p = project_training(measured=small, rows=2_700_000, devices=8, per_device=256, global_batch=2048)
+    real = train_step_flops(per_device=256, candidates=4096, arch=ARCH, **REAL)
+    assert p["step_seconds"] == pytest.approx(24.0 * real["executed"] / small["flops"]["executed"])
+    assert p["how"].startswith("measured FLOP rate")
+    # per row, the encoder costs the same at any batch; MaxSim against 4096 candidates is most of the step
+    per_row = {b: train_step_flops(per_device=b, candidates=c, arch=ARCH, **REAL) for b, c in ((4, 8), (256, 4096))}
+    assert per_row[4]["encoder_forward"] / 4 == pytest.approx(per_row[256]["encoder_forward"] / 256)
+    assert per_row[256]["score_forward"] > 2 * per_row[256]["encoder_forward"] > 1000 * per_row[4]["score_forward"]
+    # GradCache encodes twice (4 passes) where the model FLOPs of MFU count 3
+    assert real["executed"] - real["model"] == pytest.approx(real["encoder_forward"])
+
+
+def test_memory_estimate_swaps_the_growing_terms():
+    shape = {"per_device": 4, "global_batch": 4, "chunk": 4}
+    same = memory_estimate(measured_peak=3e9, measured=shape, target=shape, dim=128, bytes_measured=4,
+                           bytes_target=4, lengths=REAL)  # fmt: skip
+    assert same == 3e9
+    card = {"per_device": 256, "global_batch": 2048, "chunk": 32}
+    estimate = memory_estimate(measured_peak=3e9, measured=shape, target=card, dim=128, bytes_measured=4,
+                               bytes_target=2, lengths=REAL)  # fmt: skip
+    score = score_memory_bytes(chunk=32, candidates=2048, bytes_per_value=2, **REAL)
+    assert score == 2 * 32 * 2048 * 256 * 2048 * 2 == 128 * 2**30  # PyLate's torch MaxSim at the card's shape
+    assert estimate > score > 80 * 2**30
+
+
+def test_evaluation_projection_and_padding():
+    m = {"document_tokens_per_s": 2000.0, "mean_document_tokens": 300.0, "query_seconds": 0.1,
+         "mean_query_tokens": 120.0, "score_pairs_per_s": 1e9}  # fmt: skip
+    p = project_split(measured=m, documents=57_359, queries=103)
+    assert p["encode_seconds"] == pytest.approx(57_359 * 300 / 2000)
+    assert p["score_seconds"] == pytest.approx(103 * 120 * 57_359 * 300 / 1e9)
+    assert p["seconds"] == pytest.approx(p["encode_seconds"] + p["query_seconds"] + p["score_seconds"])
+    # sentence-transformers sorts by characters, longest first, and pads each batch to its longest
+    assert padded_tokens([5, 900, 40, 300], [2, 2048, 10, 80], batch_size=2) == 2 * 2048 + 2 * 10
+
+
+def test_false_negatives_of_one_expanded_bge_row():
+    """One bge-reasoner row, 2 positives x 4 negatives: 8 triples; in one batch each copy's query
+    is scored against the other 7 copies' positives (the same 2 documents) as negatives."""
+    rows = [("q", p, n) for p in ("p1", "p2") for n in ("n1", "n2", "n3", "n4")]
+    other = [("r", "p3", "n5")]
+    found = false_negatives(*map(list, zip(*rows + other)))
+    assert found == {"rows": 9, "rows_with_false_negative": 8, "false_negative_pairs": 8 * 7, "duplicate_query_rows": 8}
+
+
+# --------------------------------------------------------------------------- the module, tiny sizes
+def benchmark_file(path: Path, seconds: float) -> str:
+    """A Snakemake benchmark file (its header and first columns) for a job measured here."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    path.write_text(f"s\th:m:s\tmax_rss\tmax_vms\n{seconds:.2f}\t0:00:00\t{rss:.2f}\t0\n")
+    return str(path)
+
+
+def test_preflight_on_tiny_sizes(demo_assets, manifests, tmp_path):
+    """Every command of the module on the demo's tiny model and data (< 2 minutes on 2 cores)."""
+    from workflow_scripts.model import widen
+
+    stats, benches = [], []
+    stages = {"stage1": [{"source": "reasonir", "config": "vl"}],
+              "stage2": [{"source": "bge_reasoner", "config": None}, {"source": "reasonir", "config": "hq"}]}  # fmt: skip
+    for stage, sources in stages.items():
+        started = time.perf_counter()
+        data.build_shards(stage=stage, stage_sources=sources, manifests=list(manifests.values()),
+                          out_dir=tmp_path / "shards" / stage, stats_path=tmp_path / f"{stage}.stats.json",
+                          positives_per_query=2, negatives_per_query=4, min_text_chars=10, max_unresolved_rate=0.1,
+                          rows_per_shard=100, shuffle_buckets=2, seed=0, bge_subdir="bge-reasoner-data-0904",
+                          tokenizer_manifest=manifests["base_model"])  # fmt: skip
+        stats.append(str(tmp_path / f"{stage}.stats.json"))
+        benches.append(benchmark_file(tmp_path / f"{stage}.tsv", time.perf_counter() - started))
+    widen(source=manifests["base_model"], out_dir=tmp_path / "widened", verify_path=tmp_path / "widened.verify.json",
+          to=96)  # fmt: skip
+    train = []
+    for stage in stages:
+        out = tmp_path / "preflight" / f"train_{stage}.json"
+        out.parent.mkdir(exist_ok=True)
+        preflight.measure_training(
+            stage=stage, init_model=str(tmp_path / "widened"), shards=str(tmp_path / "shards" / stage), out_json=str(out),
+            global_batch_size=32, gradient_accumulation_steps=1, mini_batch_size=4, query_length=32, document_length=64,
+            temperature=1.0, gather_across_devices=True, max_grad_norm=100.0, bf16="auto", batch_sampler="no_duplicates",
+            learning_rate=1e-3, dataloader_num_workers=0, seed=0, train_steps=2, false_negative_batches=2,
+            forecast_nodes=2, forecast_gpus_per_node=4, forecast_global_batch_size=64, per_device_batch_size=8,
+        )  # fmt: skip
+        train.append(str(out))
+    splits = ["biology", "pony", "leetcode"]
+    preflight.measure_evaluation(
+        model_path=str(tmp_path / "widened"), bright_manifest=manifests["bright"], out_json=str(tmp_path / "evaluate.json"),
+        splits=splits, query_length=32, document_length=64, overrides={"pony": {"query_length": 24}},
+        encode_batch_size=8, documents_per_split=8, length_sample=100, seed=0, queries_per_split=3,
+    )  # fmt: skip
+    out = {k: str(tmp_path / f"preflight.{k}") for k in ("json", "md", "html")}
+    result = preflight.forecast(
+        train=train, evaluate=str(tmp_path / "evaluate.json"), shard_stats=stats, shard_benchmarks=benches,
+        widen=[str(tmp_path / "widened.verify.json")], out_json=out["json"], out_md=out["md"], out_html=out["html"],
+        nodes=2, gpus_per_node=4, global_batch_size=64, gradient_accumulation_steps=1, mini_batch_size=4, epochs=1.0,
+        bf16="auto", evaluated_models=4, shuffle_buckets=2, device_memory_gib=80.0, gpu_hours_budget=64.0,
+    )  # fmt: skip
+    written = json.loads(Path(out["json"]).read_text())
+    assert written["verdict"] == result["verdict"]
+    stages_out = written["stages"]
+    for stage in ("stage1", "stage2"):  # build_shards: triples/s, peak RSS, projected to the published rows
+        b = stages_out["build_shards"][stage]
+        assert b["triples_per_s"] > 0 and b["peak_rss_mb"] > 0
+        assert b["projected"]["published"]["rows"] == preflight.PUBLISHED_TRIPLES[stage]
+        assert b["projected"]["published"]["wall_hours"] > b["projected"]["data_at_hand"]["wall_hours"] > 0
+    for name in ("train_stage1", "train_stage2"):
+        t = stages_out[name]
+        assert t["measured"]["throughput"] > 0 and t["measured"]["unit"] == "samples/s"
+        assert t["measured"]["per_device_batch_size"] == 8 and t["measured"]["peak_memory_gib"] > 0
+        assert t["projected"]["published"]["wall_hours"] > 0 and t["projected"]["published"]["gpu_hours"] > 0
+        assert t["projected"]["published"]["how"].startswith("measured FLOP rate")  # 8 per device, not the real 8
+        assert t["memory_at_forecast"]["how"].startswith("estimate")
+        replay = t["in_batch_false_negatives"]["sampler_replay_at_real_batch"]
+        assert replay["rows_per_batch"] == 64 and replay["batches"] >= 1
+        assert t["in_batch_false_negatives"]["measured_steps"]["batches"] == 2
+    assert set(stages_out["evaluate"]) == set(splits)
+    for split, e in stages_out["evaluate"].items():
+        assert e["measured"]["throughput"] > 0
+        assert e["projected"]["published"]["documents"] == preflight_stats(split).documents
+        assert e["projected"]["published"]["wall_hours"] > 0 and e["projected"]["data_at_hand"]["wall_hours"] > 0
+    assert all(check["passed"] for check in written["checks"].values()), written["checks"]
+    assert "widen on the real head" in written["checks"]
+    text = Path(out["md"]).read_text()
+    assert (
+        text.startswith("# Preflight\n\n**Preflight: ") and "| train_stage2 |" in text and "| evaluate pony |" in text
+    )
+    page = Path(out["html"]).read_text()
+    assert "id='forecast-table'" in page and "build_shards stage1" in page
+
+
+@pytest.mark.parametrize("sampler", ["batch_sampler", "no_duplicates"])
+def test_training_meta_reports_in_batch_false_negatives(demo_assets, manifests, tmp_path, sampler):
+    """stage 2's bge rows expand to 2 x 4 triples: at random, copies of one query share batches;
+    NO_DUPLICATES (no text twice in a batch, any column) keeps them apart."""
+    from workflow_scripts.train import train_stage
+
+    data.build_shards(stage="stage2", stage_sources=[{"source": "bge_reasoner", "config": None}],
+                      manifests=list(manifests.values()), out_dir=tmp_path / "shards", stats_path=tmp_path / "s.json",
+                      positives_per_query=2, negatives_per_query=4, min_text_chars=10, max_unresolved_rate=0.1,
+                      rows_per_shard=1000, shuffle_buckets=2, seed=0, bge_subdir="bge-reasoner-data-0904")  # fmt: skip
+    meta = train_stage(
+        stage="stage2", init_model=manifests["base_model"], shards=str(tmp_path / "shards"),
+        out_dir=str(tmp_path / "model"), checkpoint_dir=str(tmp_path / "ckpt"), metrics_path=str(tmp_path / "m.jsonl"),
+        meta_path=str(tmp_path / "meta.json"), learning_rate=1e-4, global_batch_size=32, gradient_accumulation_steps=1,
+        mini_batch_size=16, query_length=32, document_length=48, temperature=1.0, gather_across_devices=True,
+        max_grad_norm=100.0, warmup_ratio=0.0, epochs=1, bf16="auto", save_steps=100, save_total_limit=1,
+        logging_steps=1, dataloader_num_workers=0, seed=0, max_steps=3, batch_sampler=sampler,
+    )  # fmt: skip
+    found = meta["in_batch_false_negatives"]
+    assert found["batch_sampler"] == sampler and found["batches"] == 3 and found["rows_per_batch"] == 32
+    if sampler == "batch_sampler":  # 2 x 4 copies of each query among 32 random rows of a small stage
+        assert found["rows_with_false_negative_rate_mean"] > 0 and found["duplicate_query_rows_per_batch_mean"] > 0
+    else:
+        assert found["duplicate_query_rows_per_batch_mean"] == 0 and found["rows_with_false_negative_rate_max"] == 0
+
+
+def preflight_stats(split: str):
+    from workflow_scripts.rehearsal import BRIGHT_STATS
+
+    return BRIGHT_STATS[split]
+
+
+@pytest.mark.parametrize(("overlay", "trains"), [("rehearsal/config.yaml", 2), (None, 2)])
+def test_the_preflight_target_builds_its_dag(tmp_path, overlay, trains):
+    # the target first: --quiet and --configfile take several words
+    args = ["preflight", "-n", "--quiet", "rules"] + (["--configfile", str(REPO / overlay)] if overlay else [])
+    counts = job_counts(snakemake(*args, cwd=tmp_path).stdout)
+    assert counts["preflight_train"] == trains and counts["preflight_evaluate"] == 1
+    assert counts["preflight_forecast"] == 1 and counts["build_shards"] == 2 and counts["widen"] == 1
+    assert "train_stage1" not in counts and "evaluate" not in counts  # nothing of the real run's GPU work
+
+
+# --------------------------------------------------------------------------- a first real run that starts
+@pytest.fixture()
+def hub(monkeypatch):
+    """huggingface_hub's API replaced at its boundary: repo_info answers SHA, snapshot_download writes a file."""
+    calls = {"repo_info": [], "snapshot": []}
+
+    def repo_info(self, repo_id, *, repo_type=None, revision=None, **_):
+        calls["repo_info"].append((repo_id, repo_type, revision))
+        return SimpleNamespace(sha=SHA)
+
+    def snapshot_download(*, repo_id, repo_type, revision, local_dir, **_):
+        calls["snapshot"].append((repo_id, revision))
+        Path(local_dir, "vl").mkdir(parents=True, exist_ok=True)
+        Path(local_dir, "vl", "train-00000-of-00001.parquet").write_bytes(b"PAR1")
+        return str(local_dir)
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "repo_info", repo_info)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    return calls
+
+
+def shipped_config() -> dict:
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def fetch_from_config(name: str, tmp_path: Path) -> dict:
+    """The download rule's command line (its --flags from the config), run in this process."""
+    src = shipped_config()["sources"][name]
+    args = {k: src[k] for k in ("repo", "repo_type", "revision", "local")}
+    argv = ["fetch", "--name", name, "--cache-dir", str(tmp_path / "hub"), "--manifest",
+            str(tmp_path / "sources" / f"{name}.manifest.json"), *to_argv(args)]  # fmt: skip
+    with pytest.raises(SystemExit) as done:
+        data.main(argv)
+    assert done.value.code == 0
+    return json.loads((tmp_path / "sources" / f"{name}.manifest.json").read_text())
+
+
+def test_the_configs_branch_name_revision_resolves_through_the_replaced_client(hub, tmp_path, caplog):
+    src = shipped_config()["sources"]["reasonir"]
+    assert src["revision"] == "main" and src["local"] is None  # what a connected user's first run meets
+    with caplog.at_level(logging.WARNING):
+        manifest = fetch_from_config("reasonir", tmp_path)
+    assert hub["repo_info"] == [("reasonir/reasonir-data", "dataset", "main")]
+    assert hub["snapshot"] == [("reasonir/reasonir-data", SHA)]  # the commit is downloaded, not the moving branch
+    assert manifest["revision"] == SHA and manifest["configured_revision"] == "main" and manifest["mode"] == "hub"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [f"sources.reasonir.revision 'main' is not pinned: resolved to {SHA} on the hub; pin it with "
+                        "`python -m workflow_scripts.data lock --config config.yaml`"]  # fmt: skip
+
+
+def test_a_pinned_sha_stays_and_zeros_mean_the_default_branch(hub, tmp_path):
+    manifest = fetch_from_config("bright", tmp_path)
+    pinned = shipped_config()["sources"]["bright"]["revision"]
+    assert hub["repo_info"] == [] and hub["snapshot"] == [("xlangai/BRIGHT", pinned)] and manifest["revision"] == pinned
+    data.fetch_source(name="x", repo="o/x", revision="0" * 40, repo_type="dataset", local=None,
+                      cache_dir=tmp_path / "hub", manifest=tmp_path / "x.json")  # fmt: skip
+    assert hub["repo_info"][-1] == ("o/x", "dataset", None)
+
+
+def test_an_unresolvable_branch_is_one_line_naming_the_keys(monkeypatch, tmp_path):
+    def offline(self, *args, **kwargs):
+        raise huggingface_hub.errors.OfflineModeIsEnabled("offline")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "repo_info", offline)
+    with pytest.raises(UserError) as err:
+        data.fetch_source(name="bge_reasoner", repo="hanhainebula/bge-reasoner-data", revision="main",
+                          repo_type="dataset", local=None, cache_dir=tmp_path, manifest=tmp_path / "m.json")  # fmt: skip
+    assert str(err.value) == (
+        "sources.bge_reasoner.revision 'main' is not pinned and cannot be resolved on the hub (OfflineModeIsEnabled); "
+        "set sources.bge_reasoner.revision to a commit sha, or sources.bge_reasoner.local to a mirror"
+    )
+
+
+def test_a_cli_mirror_records_its_commit(tmp_path):
+    mirror = tmp_path / "mirror"
+    (mirror / ".cache/huggingface/download/vl").mkdir(parents=True)
+    (mirror / "vl").mkdir()
+    (mirror / "vl/train.parquet").write_bytes(b"PAR1")
+    (mirror / ".cache/huggingface/download/vl/train.parquet.metadata").write_text(f"{SHA}\netag\n1.0\n")
+    manifest = data.fetch_source(name="reasonir", repo="o/r", revision="main", repo_type="dataset", local=str(mirror),
+                                 cache_dir=tmp_path, manifest=tmp_path / "m.json")  # fmt: skip
+    assert manifest["revision"] == SHA and manifest["mode"] == "local"
+
+
+def test_the_schema_takes_a_branch_name_and_refuses_garbage():
+    schema = REPO / "workflow_scripts/config.schema.yaml"
+    config = shipped_config()
+    assert config_problem(config, schema) is None and semantic_problems(config) == []
+    config["sources"]["reasonir"]["revision"] = "main branch"
+    assert "sources/reasonir/revision" in config_problem(config, schema)
+
+
+def test_lock_writes_the_resolved_commits_into_the_config_in_place(hub, tmp_path):
+    fetch_from_config("reasonir", tmp_path)
+    (tmp_path / "sources/bge_reasoner.manifest.json").write_text(json.dumps({"repo": "other/repo", "revision": SHA}))
+    config = tmp_path / "config.yaml"
+    original = (REPO / "config.yaml").read_text()
+    config.write_text(original)
+    lock = [sys.executable, "-m", "workflow_scripts.data", "lock", "--config", str(config),
+            "--manifest-dir", str(tmp_path / "sources")]  # fmt: skip
+    proc = subprocess.run(lock, capture_output=True, text=True, check=True)
+    assert proc.stdout.splitlines() == [
+        f"sources.reasonir.revision: 'main' -> {SHA}",
+        f"sources.bge_reasoner.revision: 'main' stays: {tmp_path}/sources/bge_reasoner.manifest.json records no "
+        "commit of hanhainebula/bge-reasoner-data (download it first)",
+    ]
+    locked = config.read_text()
+    changed = [(a, b) for a, b in zip(original.splitlines(), locked.splitlines()) if a != b]
+    assert len(original.splitlines()) == len(locked.splitlines())  # every comment and line kept
+    assert changed == [("    revision: main", f'    revision: "{SHA}"')]
+    loaded = yaml.safe_load(locked)
+    assert loaded["sources"]["reasonir"]["revision"] == SHA and loaded["sources"]["bge_reasoner"]["revision"] == "main"
+    assert loaded["sources"]["bright"] == shipped_config()["sources"]["bright"]  # a pinned sha stays as it is
+    subprocess.run(lock, capture_output=True, text=True, check=True)
+    assert config.read_text() == locked  # locking twice changes nothing
