@@ -75,6 +75,9 @@ def test_empty_document_scores_minus_inf_and_empty_inputs_give_empty_shapes():
     assert maxsim_scores(queries, []).shape == (2, 0)
     assert maxsim_scores([], documents).shape == (0, 3)
     assert torch.isinf(maxsim_scores(queries, [torch.empty(0, 128)])).all()
+    empty_queries = maxsim_scores([torch.empty(0, 128), queries[0]], documents)
+    assert empty_queries[0].tolist() == [0.0, float("-inf"), 0.0]  # a sum over no tokens
+    assert maxsim_scores([torch.empty(0, 128)], documents).tolist() == [[0.0, float("-inf"), 0.0]]
 
 
 def test_documents_in_any_order_and_layout():

@@ -83,7 +83,7 @@ def maxsim_scores(
     Parameters
     ----------
     queries
-        One tensor per query, shape (query tokens, dim).
+        One tensor per query, shape (query tokens, dim); an empty query scores 0.
     documents
         One tensor per document, shape (document tokens, dim); an empty document scores -inf
         (a max over nothing), so it never ranks.
@@ -91,8 +91,8 @@ def maxsim_scores(
         ``"float32"`` (exact, the default) or ``"bfloat16"`` (approximate, faster where the
         hardware has bf16 GEMMs; falls back to float32 with a warning where it has not).
     budget
-        Most similarities (query tokens x document tokens) held at once; None: sized for
-        the device's cache (CPU) or memory (GPU). Small values only cost speed.
+        Most similarities (document tokens x query tokens) in one tile, per worker; None:
+        the size measured fastest on CPU, large on GPU. Small values only cost speed.
     threads
         CPU workers, each scoring its share of the documents with single-threaded torch ops;
         None: ``torch.get_num_threads()``. The torch setting is restored on return.
@@ -124,7 +124,7 @@ def maxsim_scores(
     rows = max(1, budget // q_block)  # document tokens per tile
     # max_docs bounds each block's (docs, Q tokens) maxima too: 1-token documents would
     # otherwise fill a block by the thousands
-    blocks = plan_blocks([len(d) for d in documents], rows=rows, max_docs=max(1, budget // len(q_all)))
+    blocks = plan_blocks([len(d) for d in documents], rows=rows, max_docs=max(1, budget // max(1, len(q_all))))
     workers = min(threads or torch.get_num_threads(), len(blocks)) if device.type == "cpu" else 1
     parts = [blocks[w::workers] for w in range(workers)]  # sorted by length: interleaving balances the work
     score = partial(_score_blocks, documents, q_all, summer, out, q_block=q_block, rows=rows)
