@@ -23,6 +23,19 @@ include: "rules/report.smk"
 include: "rules/preflight.smk"
 
 
+# A local run forks every job from one process that imported torch/PyLate once (warm.py).
+onstart:
+    start_warm_server()
+
+
+onsuccess:
+    stop_warm_server()
+
+
+onerror:
+    stop_warm_server()
+
+
 rule all:
     default_target: True
     input:

@@ -22,6 +22,7 @@ from workflow_scripts.fingerprint import code_fingerprint
 from workflow_scripts.lineage import Lineage
 from workflow_scripts.protocols import PRESETS, QUERY_SETS, evaluation_rules, job_name, job_pairs, mteb_files
 from workflow_scripts.protocols import resolve as resolve_protocols
+from workflow_scripts import warm
 
 SCHEMA = os.path.join(workflow.basedir, "workflow_scripts/config.schema.yaml")
 # BRIGHT's split names (bright_meta.py), the protocol presets and query sets (protocols.py): one place each.
@@ -30,7 +31,7 @@ if problem := config_problem(config, SCHEMA, ENUMS):
     raise WorkflowError(problem)
 validate(config, schema="../workflow_scripts/config.schema.yaml")
 
-# Rules run `python -m workflow_scripts.<stage>` from any working directory (tests, Slurm), and
+# Rules run `python -m workflow_scripts <stage>` (__main__.py, warm.py) from any working directory (tests, Slurm), and
 # the training launcher and conda post-deploy scripts find the repository through this.
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH", "")) if p)
 os.environ["REASON_COLBERT_REPO"] = workflow.basedir
@@ -265,7 +266,7 @@ def get_eval_flags(wildcards):
     shared = EVAL_RULES.get("evaluate_shared_corpus")
     splits = [wildcards.split] if "split" in wildcards.keys() else list(shared.splits)
     protocols = [p.for_job(splits) for p in PROTOCOLS.values() if all(p.covers(s) for s in splits)]
-    settings = {k: e[k] for k in ("query_length", "document_length", "top_k", "chunk_size", "encode_batch_size", "dtype")}
+    settings = {k: e[k] for k in ("query_length", "document_length", "top_k", "chunk_size", "encode_batch_size", "dtype", "score_dtype")}
     settings |= {"splits": splits, "protocols": protocols, "overrides": {s: e["overrides"][s] for s in splits if s in e["overrides"]}}
     return as_flags(settings | {"trust_remote_code": config["trust_remote_code"]})
 
@@ -318,7 +319,19 @@ def get_cost_flags(wildcards):
 
 
 def get_provenance_flags(wildcards):
-    return as_flags({"config": config})
+    # warm_start says how jobs start, not what they compute: changing it reruns nothing.
+    return as_flags({"config": {k: v for k, v in config.items() if k != "warm_start"}})
+
+
+# ---------------------------------------------------------------- warm start (workflow_scripts/warm.py)
+def start_warm_server():
+    """Local runs only: cluster jobs run on other machines, in their own allocations."""
+    if config.get("warm_start", True) and workflow.local_exec:
+        warm.start(log=".snakemake/warm.log")
+
+
+def stop_warm_server():
+    warm.stop()
 
 
 def get_report_targets():

@@ -22,7 +22,7 @@ if "demo" in config:
         log:
             "resources/logs/demo_assets.log",
         shell:
-            "logged {log:q} python -m workflow_scripts.demo make --out-dir {output:q} {params.settings}"
+            "logged {log:q} python -m workflow_scripts demo make --out-dir {output:q} {params.settings}"
 
 
 if "rehearsal" in config:
@@ -41,7 +41,7 @@ if "rehearsal" in config:
         log:
             "resources/logs/rehearsal_assets.log",
         shell:
-            "logged {log:q} python -m workflow_scripts.rehearsal make --out {output:q} {params.settings}"
+            "logged {log:q} python -m workflow_scripts rehearsal make --out {output:q} {params.settings}"
 
 
 rule download:
@@ -59,7 +59,7 @@ rule download:
     benchmark:
         "resources/benchmarks/download/{source}.tsv"
     shell:
-        "logged {log:q} python -m workflow_scripts.data fetch --name {wildcards.source} --cache-dir resources/hub"
+        "logged {log:q} python -m workflow_scripts data fetch --name {wildcards.source} --cache-dir resources/hub"
         " --manifest {output.manifest:q} {params.settings}"
 
 
@@ -88,6 +88,6 @@ rule build_shards:
     benchmark:
         f"{BENCH}/build_shards/{{stage}}.tsv"
     shell:
-        "logged {log:q} python -m workflow_scripts.data build-shards --stage {wildcards.stage} --manifests {input.manifests:q}"
+        "logged {log:q} python -m workflow_scripts data build-shards --stage {wildcards.stage} --manifests {input.manifests:q}"
         " --tokenizer-manifest {input.tokenizer:q} --out-dir {output.shards:q} --stats-path {output.stats:q}"
         " --threads {threads} {params.settings}"

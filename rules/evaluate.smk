@@ -5,7 +5,7 @@
 #   evaluate_documents_only  a split without long documents, when a protocol reads them
 #   evaluate_shared_corpus   aops and theoremqa_questions together
 EVALUATE = (
-    "logged {log:q} python -m workflow_scripts.evaluate job --model-name {wildcards.model} --model-path {input.model:q}"
+    "logged {log:q} python -m workflow_scripts evaluate job --model-name {wildcards.model} --model-path {input.model:q}"
     " --bright-manifest {input.bright:q} --out-json {output.json:q} --run-file {output.run:q} {params.settings}"
 )
 
@@ -106,5 +106,5 @@ rule summarize:
     log:
         f"{LOGS}/summarize.log",
     shell:
-        "logged {log:q} python -m workflow_scripts.summarize table --results {input:q} --csv-path {output.csv:q} --md-path {output.md:q}"
+        "logged {log:q} python -m workflow_scripts summarize table --results {input:q} --csv-path {output.csv:q} --md-path {output.md:q}"
         " --json-path {output.json:q} --mteb-paths {output.mteb:q} {params.settings}"

@@ -27,5 +27,5 @@ rule widen:
     benchmark:
         f"{BENCH}/widen/{{mid}}.tsv"
     shell:
-        "logged {log:q} python -m workflow_scripts.model widen --source {input.source:q} --out-dir {output.model:q}"
+        "logged {log:q} python -m workflow_scripts model widen --source {input.source:q} --out-dir {output.model:q}"
         " --verify-path {output.verify:q} {params.settings}"

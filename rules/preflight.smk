@@ -30,7 +30,7 @@ rule preflight_train:
     benchmark:
         f"{BENCH}/preflight/train_{{stage}}.tsv"
     shell:
-        'logged {log:q} bash "$REASON_COLBERT_REPO/workflow_scripts/launch.sh" python -m workflow_scripts.preflight train'
+        'logged {log:q} bash "$REASON_COLBERT_REPO/workflow_scripts/launch.sh" python -m workflow_scripts preflight train'
         " --stage {wildcards.stage} --init-model {input.init:q} --shards {input.shards:q} --out-json {output.json:q}"
         " --threads {threads} {params.settings}"
 
@@ -54,7 +54,7 @@ rule preflight_evaluate:
     benchmark:
         f"{BENCH}/preflight/evaluate.tsv"
     shell:
-        "logged {log:q} python -m workflow_scripts.preflight evaluate --model-path {input.model:q}"
+        "logged {log:q} python -m workflow_scripts preflight evaluate --model-path {input.model:q}"
         " --bright-manifest {input.bright:q} --out-json {output.json:q} --threads {threads} {params.settings}"
 
 
@@ -82,6 +82,6 @@ rule preflight_forecast:
     log:
         f"{LOGS}/preflight/forecast.log",
     shell:
-        "logged {log:q} python -m workflow_scripts.preflight forecast --train {input.train:q} --evaluate {input.evaluate:q}"
+        "logged {log:q} python -m workflow_scripts preflight forecast --train {input.train:q} --evaluate {input.evaluate:q}"
         " --shard-stats {input.stats:q} --shard-benchmarks {input.benchmarks:q} --widen {input.widen:q}"
         " --out-json {output.json:q} --out-md {output.md:q} --out-html {output.html:q} {params.settings}"

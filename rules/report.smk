@@ -26,7 +26,7 @@ rule report_summary:
     log:
         f"{LOGS}/report/summary.log",
     shell:
-        "logged {log:q} python -m workflow_scripts.report summary --summary-json {input.summary:q} --out {output:q}"
+        "logged {log:q} python -m workflow_scripts report summary --summary-json {input.summary:q} --out {output:q}"
 
 
 rule report_bright:
@@ -41,7 +41,7 @@ rule report_bright:
     log:
         f"{LOGS}/report/bright.log",
     shell:
-        "logged {log:q} python -m workflow_scripts.report bright --summary-json {input.summary:q} --out {output:q}"
+        "logged {log:q} python -m workflow_scripts report bright --summary-json {input.summary:q} --out {output:q}"
 
 
 rule report_training:
@@ -57,7 +57,7 @@ rule report_training:
     log:
         f"{LOGS}/report/training.log",
     shell:
-        "logged {log:q} python -m workflow_scripts.report training --labels {params.labels:q} --metrics {input.metrics:q}"
+        "logged {log:q} python -m workflow_scripts report training --labels {params.labels:q} --metrics {input.metrics:q}"
         " --out {output:q}"
 
 
@@ -73,7 +73,7 @@ rule report_data:
     log:
         f"{LOGS}/report/data.log",
     shell:
-        "logged {log:q} python -m workflow_scripts.report data --stats {input.stats:q} --out {output:q}"
+        "logged {log:q} python -m workflow_scripts report data --stats {input.stats:q} --out {output:q}"
 
 
 rule report_data_tables:
@@ -93,7 +93,7 @@ rule report_data_tables:
     log:
         f"{LOGS}/report/data_tables.log",
     shell:
-        "logged {log:q} python -m workflow_scripts.report data_tables --stats {input.stats:q} --out {output:q}"
+        "logged {log:q} python -m workflow_scripts report data_tables --stats {input.stats:q} --out {output:q}"
 
 
 rule report_widen:
@@ -109,7 +109,7 @@ rule report_widen:
     log:
         f"{LOGS}/report/widen.log",
     shell:
-        "logged {log:q} python -m workflow_scripts.report widen --labels {params.labels:q} --verify {input.verify:q}"
+        "logged {log:q} python -m workflow_scripts report widen --labels {params.labels:q} --verify {input.verify:q}"
         " --out {output:q}"
 
 
@@ -126,7 +126,7 @@ rule report_provenance:
     log:
         f"{LOGS}/report/provenance.log",
     shell:
-        "logged {log:q} python -m workflow_scripts.report provenance --manifests {input.manifests:q} --out {output:q}"
+        "logged {log:q} python -m workflow_scripts report provenance --manifests {input.manifests:q} --out {output:q}"
         " {params.settings}"
 
 
@@ -143,5 +143,5 @@ rule report_cost:
     log:
         f"{LOGS}/report/cost.log",
     shell:
-        "logged {log:q} python -m workflow_scripts.report cost --benchmarks {input.benchmarks:q} --out {output:q}"
+        "logged {log:q} python -m workflow_scripts report cost --benchmarks {input.benchmarks:q} --out {output:q}"
         " {params.settings}"

@@ -33,7 +33,7 @@ rule train_stage1:
     benchmark:
         f"{BENCH}/train/{{mid}}.tsv"
     shell:
-        'logged {log:q} bash "$REASON_COLBERT_REPO/workflow_scripts/launch.sh" python -m workflow_scripts.train fit'
+        'logged {log:q} bash "$REASON_COLBERT_REPO/workflow_scripts/launch.sh" python -m workflow_scripts train fit'
         " --init-model {input.init:q} --shards {input.shards:q} --out-dir {output.model:q}"
         " --metrics-path {output.metrics:q} --meta-path {output.meta:q} --checkpoint-dir {params.checkpoints:q}"
         " {params.settings}"

@@ -224,6 +224,14 @@ def test_a_float_in_an_experiment_override(config):
     ]
 
 
+def test_score_dtype_is_float32_or_bfloat16(config):
+    assert config["evaluate"]["score_dtype"] == "float32"  # exact by default
+    config["evaluate"]["score_dtype"] = "float16"
+    assert config_problem(config, SCHEMA_PATH) == (
+        "config: evaluate/score_dtype: 'float16' is not one of ['float32', 'bfloat16']"
+    )
+
+
 def test_the_run_file_is_deep_enough_for_every_metric(config):
     from workflow_scripts.config_checks import METRIC_DEPTH
 

@@ -99,6 +99,29 @@ def test_chunking_does_not_change_the_ranking(demo_assets, manifests, tmp_path):
         assert a[q] == pytest.approx(b[q], abs=1e-5)
 
 
+def test_bf16_scoring_is_recorded_and_close_to_float32(demo_assets, manifests, tmp_path):
+    """evaluate.score_dtype: float32 by default (exact); bfloat16 records itself and stays close."""
+    from workflow_scripts.maxsim import bf16_native
+
+    exact = run_split(demo_assets, manifests, tmp_path / "f", out_json=str(tmp_path / "f.json"),
+                      run_file=str(tmp_path / "f.trec"))  # fmt: skip
+    half = run_split(demo_assets, manifests, tmp_path / "h", out_json=str(tmp_path / "h.json"),
+                     run_file=str(tmp_path / "h.trec"), score_dtype="bfloat16")  # fmt: skip
+    assert exact["protocol"]["score_dtype"] == "float32"
+    assert json.loads((tmp_path / "h.json").read_text())["protocol"]["score_dtype"] == (
+        "bfloat16" if bf16_native("cpu") else "float32"  # the dtype used: float32 where bf16 is not native
+    )
+    ndcg = [r["scores"]["standard"][0]["ndcg_at_10"] for r in (exact, half)]
+    assert abs(ndcg[0] - ndcg[1]) < 0.05, ndcg
+
+
+def test_an_unknown_score_dtype_is_one_line_before_any_model_is_loaded(demo_assets, manifests, tmp_path):
+    from workflow_scripts.common import UserError
+
+    with pytest.raises(UserError, match=r"score_dtype 'float16' is not one of float32, bfloat16"):
+        run_split(demo_assets, manifests, tmp_path, model_path=str(tmp_path / "no-model"), score_dtype="float16")
+
+
 def test_maxsim_by_hand_and_blocked():
     q = [torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[0.6, 0.8]])]
     d = [torch.tensor([[1.0, 0.0]]), torch.tensor([[0.6, 0.8], [-1.0, 0.0]]), torch.tensor([[0.0, -1.0]])]

@@ -72,6 +72,14 @@ def test_evaluate_jobs_are_separate_slurm_jobs(cluster_run):
     assert (cluster_run / "results/demo/summary.csv").exists()
 
 
+def test_cluster_jobs_start_cold_in_their_allocation(cluster_run):
+    """No warm server with an executor: every job ran its own process inside its Slurm job."""
+    from workflow_scripts.warm import usage_from_log
+
+    logs = list((cluster_run / "results/demo/logs").rglob("*.log"))
+    assert logs and not [log for log in logs if usage_from_log(log)]
+
+
 def test_second_run_submits_nothing(cluster_run):
     """Judged by this run's own traces, not the cluster's queue: finished jobs age out of
     `squeue --states=all` (MinJobAge) and other users' jobs come and go."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import psutil
 import pytest
 import yaml
 from conftest import REPO, job_counts, snakemake
@@ -158,6 +159,39 @@ def test_demo_outputs_are_real(demo_run):
     assert len(list((run / "shards/stage2").glob("part-*.parquet"))) > 1
     html = (demo_run / "report.html").read_text()
     assert "summary.html" in html and "training_curves.png" in html
+
+
+@pytest.mark.e2e
+def test_local_jobs_are_forked_warm_and_the_server_is_gone(demo_run):
+    """config warm_start (default true): every forked stage's job ran in a child of the one
+    warm server, the stages that measure memory started cold, and nothing outlived the run."""
+    from workflow_scripts.warm import FORKED_STAGES, usage_from_log
+
+    logs = demo_run / "results/demo/logs"
+    evaluate = list((logs / "evaluate").rglob("*.log"))
+    assert evaluate and all(usage_from_log(log) for log in evaluate)
+    assert all(usage_from_log(log) for log in (logs / "train").glob("*.log"))
+    assert "data" not in FORKED_STAGES and not any(usage_from_log(log) for log in (logs / "build_shards").glob("*.log"))
+    assert "(warm)" in (demo_run / "results/demo/report/cost.html").read_text()
+    assert "warm: preloaded" in (demo_run / ".snakemake/warm.log").read_text()
+    assert not [p for p in psutil.process_iter(["cmdline", "cwd"])
+                if "workflow_scripts.warm" in (p.info["cmdline"] or []) and p.info["cwd"] == str(demo_run)]  # fmt: skip
+
+
+@pytest.mark.e2e
+def test_logs_read_with_tail_f(demo_run):
+    """No library progress bar redraws (carriage returns) in any job's log, warm or cold."""
+    logs = [*(demo_run / "results/demo/logs").rglob("*.log"), *(demo_run / "resources/logs").rglob("*.log")]
+    assert len(logs) > 40
+    assert not [log.name for log in logs if "\r" in log.read_text(errors="replace")]
+
+
+@pytest.mark.e2e
+def test_warm_start_changes_nothing_that_reruns(demo_run):
+    overlay = demo_run / "cold.yaml"
+    overlay.write_text("warm_start: false\n")
+    out = snakemake("-n", "--configfile", str(REPO / "demo/config.yaml"), str(overlay), cwd=demo_run).stdout
+    assert "Nothing to be done" in out
 
 
 @pytest.mark.e2e

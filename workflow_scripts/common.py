@@ -281,12 +281,31 @@ def config_problem(
     return f"config: {where}: {message}"
 
 
+# Read at import by the libraries (tqdm, huggingface_hub, datasets); a warm-started job has
+# them imported already, so their switches are flipped too (:func:`quiet_library_progress_bars`).
+PROGRESS_BAR_SWITCHES = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+
+
+def quiet_library_progress_bars() -> None:
+    """No library progress bars when stderr is a log file: each redraw is a carriage return,
+    and `tail -f` shows one unreadable line. The stages log their own (progress.py)."""
+    if sys.stderr.isatty():
+        return
+    os.environ.update(PROGRESS_BAR_SWITCHES)
+    for module, switch in (("huggingface_hub.utils", "disable_progress_bars"),
+                           ("transformers.utils.logging", "disable_progress_bar"),
+                           ("datasets.utils.tqdm", "disable_progress_bars")):  # fmt: skip
+        if module in sys.modules:
+            getattr(sys.modules[module], switch)()
+
+
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
     """Run a CLI entry point: user errors and OS errors become one line and exit code 2."""
     logging.basicConfig(
         level=os.environ.get("LOGLEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    quiet_library_progress_bars()
     try:
         code = main(argv)
     except UserError as err:

@@ -39,7 +39,7 @@ from .bright import CorpusScan, gold_ids, load_bright_documents, load_bright_exa
 from .cli import run_commands
 from .common import UserError, atomic_file, read_json, write_json
 from .data import source_root
-from .maxsim import maxsim_scores
+from .maxsim import DTYPES, bf16_native, maxsim_scores
 from .model import load_colbert
 from .progress import Progress
 from .protocols import job_name, job_pairs
@@ -240,6 +240,27 @@ def _device_dtype(dtype: str) -> tuple[str, torch.dtype]:
     return "cuda", getattr(torch, dtype)
 
 
+def _score_dtype(setting: str, device: str) -> str:
+    """The dtype a job's MaxSim runs in: ``setting``, except ``bfloat16`` where ``device`` has no
+    native bf16 GEMM (then float32, warned once here rather than by every chunk's scoring).
+
+    Examples
+    --------
+    >>> _score_dtype("float32", "cpu")
+    'float32'
+    >>> _score_dtype("fp16", "cpu")
+    Traceback (most recent call last):
+    ...
+    workflow_scripts.common.UserError: score_dtype 'fp16' is not one of float32, bfloat16
+    """
+    if setting not in DTYPES:
+        raise UserError(f"score_dtype {setting!r} is not one of {', '.join(DTYPES)}")
+    if setting == "bfloat16" and not bf16_native(device):
+        logger.warning("score_dtype bfloat16: %s has no native bf16 GEMM, scoring in float32 (recorded so)", device)
+        return "float32"
+    return setting
+
+
 def encode(
     model, texts: list[str], *, is_query: bool, batch_size: int, device: str, dtype: torch.dtype
 ) -> list[torch.Tensor]:
@@ -267,6 +288,7 @@ def evaluate_split(
     chunk_size: int,
     encode_batch_size: int,
     dtype: str = "auto",
+    score_dtype: str = "float32",
     trust_remote_code: bool = False,
 ) -> dict[str, Any]:
     """One split under one ad-hoc protocol (``query_template`` with ``domain``, ``exclude_ids``).
@@ -283,7 +305,7 @@ def evaluate_split(
         model_path=model_path, model_name=model_name, bright_manifest=bright_manifest, splits=[split],
         protocols=[protocol], out_json=[str(out_json)], run_file=[str(run_file)], query_length=query_length,
         document_length=document_length, overrides={}, top_k=top_k, chunk_size=chunk_size,
-        encode_batch_size=encode_batch_size, dtype=dtype, trust_remote_code=trust_remote_code,
+        encode_batch_size=encode_batch_size, dtype=dtype, score_dtype=score_dtype, trust_remote_code=trust_remote_code,
     )[0]  # fmt: skip
 
 
@@ -303,6 +325,7 @@ def evaluate_job(
     chunk_size: int,
     encode_batch_size: int,
     dtype: str = "auto",
+    score_dtype: str = "float32",
     trust_remote_code: bool = False,
 ) -> list[dict[str, Any]]:
     """Score every protocol on every split of one job, each corpus encoded once.
@@ -332,6 +355,10 @@ def evaluate_job(
         The encoder's batch size.
     dtype
         ``auto``, ``float32``, ``float16`` or ``bfloat16`` (CPU always float32).
+    score_dtype
+        The MaxSim GEMMs' dtype: ``float32`` (exact, the default) or ``bfloat16`` (approximate,
+        faster where the device multiplies bf16 natively, else float32 with a warning); the
+        dtype used is recorded as ``protocol.score_dtype``.
     trust_remote_code
         Allow a checkpoint that ships code.
 
@@ -347,6 +374,7 @@ def evaluate_job(
     tasks = _plan(root, splits, protocols, out_json, run_file)
     corpora = _corpora(root, tasks, splits)  # every check before any model is loaded
     device, torch_dtype = _device_dtype(dtype)
+    score_dtype = _score_dtype(score_dtype, device)
     first = lengths[splits[0]]
     model = load_colbert(model_path, query_length=first["query_length"], document_length=first["document_length"],
                          trust_remote_code=trust_remote_code, device=device)  # fmt: skip
@@ -357,10 +385,10 @@ def evaluate_job(
     for corpus in corpora:
         model.document_length = lengths[corpus.split]["document_length"]  # equal for splits sharing a corpus
         _score_corpus(model, root, corpus, top_k=top_k, chunk_size=chunk_size, what=f"evaluate {model_name}",
-                      settings=settings)  # fmt: skip
+                      settings=settings, score_dtype=score_dtype)  # fmt: skip
     run_info = {"model": model_name, "model_path": str(model_path), "top_k": top_k, "device": device,
-                "dtype": str(torch_dtype).removeprefix("torch."), "job": job_name(splits), "revision": revision,
-                "started": started}  # fmt: skip
+                "dtype": str(torch_dtype).removeprefix("torch."), "score_dtype": score_dtype, "job": job_name(splits),
+                "revision": revision, "started": started}  # fmt: skip
     owner = {id(task): corpus for corpus in corpora for task in corpus.tasks}
     return [_finish(task, owner[id(task)], lengths[task.split], run_info) for task in tasks]
 
@@ -487,7 +515,7 @@ def _encode_queries(model, tasks: list[_Task], lengths: dict[str, dict[str, int]
 
 
 def _score_corpus(model, root: Path, corpus: _Corpus, *, top_k: int, chunk_size: int, what: str,
-                  settings: dict[str, Any]) -> None:  # fmt: skip
+                  settings: dict[str, Any], score_dtype: str = "float32") -> None:  # fmt: skip
     """Stream one corpus: encode each chunk once, score it for every task, merge each task's top-k."""
     for task in corpus.tasks:
         task.topk = TopK(len(task.examples), top_k)
@@ -502,7 +530,7 @@ def _score_corpus(model, root: Path, corpus: _Corpus, *, top_k: int, chunk_size:
             start = time.time()
             key = id(task.vectors)
             if key not in scores:
-                scores[key] = maxsim_scores(task.vectors, d_vecs)
+                scores[key] = maxsim_scores(task.vectors, d_vecs, dtype=score_dtype)
             chunk = scores[key]
             if task.excluded:
                 chunk = chunk.clone()  # the raw scores may serve a protocol that keeps excluded ids
@@ -531,7 +559,7 @@ def _finish(task: _Task, corpus: _Corpus, lengths: dict[str, int], info: dict[st
         "excluded_ids_removed": protocol["exclude_ids"], "corpus": protocol["corpus"], "qrels": protocol["qrels"],
         "model": info["model"], "model_path": info["model_path"], "split": split, "exact_maxsim": True,
         **lengths, "documents": len(corpus.doc_ids), "queries": len(task.examples), "top_k": info["top_k"],
-        "device": info["device"], "dtype": info["dtype"],
+        "device": info["device"], "dtype": info["dtype"], "score_dtype": info["score_dtype"],
     }  # fmt: skip
     result["timing"] = timing
     result["encoding"] = {

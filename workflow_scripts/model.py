@@ -167,8 +167,8 @@ def verify_widening(
     target_std = max(std_fraction * w_old.float().std().item(), min_std)
     new_std = w_new[old_rows:].float().std().item()
     with torch.no_grad():
-        old_vecs = old_model.encode(PROBE_TEXTS, is_query=False, normalize_embeddings=False)
-        new_vecs = new_model.encode(PROBE_TEXTS, is_query=False, normalize_embeddings=False)
+        old_vecs = old_model.encode(PROBE_TEXTS, is_query=False, normalize_embeddings=False, show_progress_bar=False)
+        new_vecs = new_model.encode(PROBE_TEXTS, is_query=False, normalize_embeddings=False, show_progress_bar=False)
     head_diff = max(float(abs(n[:, :old_rows] - o).max()) for o, n in zip(old_vecs, new_vecs))
     tail_min_norm = min(float(abs(n[:, old_rows:]).max(axis=1).min()) for n in new_vecs)
     report = {

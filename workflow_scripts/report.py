@@ -19,6 +19,7 @@ from typing import Any
 
 from .cli import run_commands
 from .common import UserError, atomic_file, read_json
+from .warm import usage_beside
 
 __all__ = ["cost_html", "plot_bright", "plot_data", "plot_training", "provenance_html", "summary_html"]
 
@@ -316,11 +317,16 @@ def cost_html(*, benchmarks: list[str], out: str | Path, train_gpus: int, evalua
         seconds = float(record["s"])
         gpu_hours = gpus.get(job.split("/")[0], 0) * seconds / 3600
         total += gpu_hours
-        rows += (f"<tr><td>{html.escape(job)}</td><td>{seconds:.1f}</td><td>{record.get('max_rss', 'NA')}</td>"
+        # A warm-started job's benchmark sampled the client; its log holds the child's own peak.
+        warm = usage_beside(path)
+        rss = f"{warm['max_rss']:.1f} (warm)" if warm else record.get("max_rss", "NA")
+        rows += (f"<tr><td>{html.escape(job)}</td><td>{seconds:.1f}</td><td>{rss}</td>"
                  f"<td>{gpu_hours:.3f}</td></tr>")  # fmt: skip
     table = f"<table class='r' id='cost-table'><tr><th>job</th><th>wall (s)</th><th>max RSS (MB)</th><th>GPU-hours</th></tr>{rows}</table>"
+    note = ("<p>(warm): the job was forked from the warm-start server (config <code>warm_start</code>); its peak RSS "
+            "counts every library preloaded there, so it is an upper bound for the same job started cold.</p>")  # fmt: skip
     with atomic_file(out) as handle:
-        handle.write(_html_page("Cost per job", f"{table}<p>total GPU-hours: {total:.3f}</p>"))
+        handle.write(_html_page("Cost per job", f"{table}<p>total GPU-hours: {total:.3f}</p>{note}"))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,169 @@
+"""Warm start (workflow_scripts/warm.py): a forked job is the cold job, started sooner.
+
+Real processes throughout: the server imports the real libraries, the clients are the
+`python -m workflow_scripts ...` commands the rules run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import REPO, copy_repo
+
+from workflow_scripts import warm
+from workflow_scripts.cli import to_argv
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One warm server for the module (its imports take seconds); its pid."""
+    address = warm.start(log=tmp_path_factory.mktemp("warm") / "server.log")
+    yield warm._SERVER["process"].pid, address
+    warm.stop()
+
+
+def stage(
+    *argv: str, cold: bool = False, env: dict | None = None, cwd: Path = REPO, **popen
+) -> subprocess.CompletedProcess:
+    """``python -m workflow_scripts ARGV`` as a rule runs it, warm unless ``cold``."""
+    env = dict(os.environ if env is None else env)
+    if cold:
+        env.pop(warm.ENV_VAR, None)
+    return subprocess.run([sys.executable, "-m", "workflow_scripts", *argv], cwd=cwd, env=env,
+                          capture_output=True, text=True, **popen)  # fmt: skip
+
+
+def widen_argv(manifests, out: Path) -> list[str]:
+    return ["model", "widen", *to_argv({"source": manifests["base_model"], "out_dir": str(out / "model"),
+                                        "verify_path": str(out / "verify.json"), "to": 128, "seed": 3})]  # fmt: skip
+
+
+def warm_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("warm: ")]
+
+
+def test_a_forked_job_writes_the_bytes_a_cold_one_does(server, manifests, tmp_path):
+    cold = stage(*widen_argv(manifests, tmp_path / "cold"), cold=True)
+    forked = stage(*widen_argv(manifests, tmp_path / "warm"))
+    assert cold.returncode == forked.returncode == 0, forked.stderr
+    assert not warm_lines(cold.stderr)
+    [line] = warm_lines(forked.stderr)
+    assert line.startswith("warm: child ") and " exit 0, peak RSS " in line  # the kernel's count, in the log
+    for name in ("model/model.safetensors", "model/2_Dense/model.safetensors", "verify.json"):
+        if (tmp_path / "cold" / name).exists():
+            assert (tmp_path / "warm" / name).read_bytes() == (tmp_path / "cold" / name).read_bytes(), name
+    files = sorted(p.relative_to(tmp_path / "cold") for p in (tmp_path / "cold").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "warm") for p in (tmp_path / "warm").rglob("*") if p.is_file())
+
+
+def test_a_failing_job_fails_the_same_way(server, tmp_path):
+    argv = ["model", "widen", *to_argv({"source": str(tmp_path / "missing.json"), "out_dir": str(tmp_path / "m"),
+                                        "verify_path": str(tmp_path / "v.json"), "to": 128})]  # fmt: skip
+    cold, forked = stage(*argv, cold=True), stage(*argv)
+    assert cold.returncode == forked.returncode == 2
+    error = [line for line in cold.stderr.splitlines() if line.startswith("error: ")]
+    assert error and error == [line for line in forked.stderr.splitlines() if line.startswith("error: ")]
+    assert warm_lines(forked.stderr)[-1].startswith("warm: child ") and " exit 2," in forked.stderr
+    usage = stage("nosuchstage")
+    assert usage.returncode == 2 and "usage: python -m workflow_scripts" in usage.stderr
+
+
+def test_an_import_time_variable_that_differs_starts_cold(server, manifests, tmp_path):
+    server_value = os.environ.get("TRANSFORMERS_VERBOSITY", "unset")  # read when transformers loads
+    proc = stage(*widen_argv(manifests, tmp_path), env={**os.environ, "TRANSFORMERS_VERBOSITY": "error"})
+    assert proc.returncode == 0, proc.stderr
+    assert warm_lines(proc.stderr) == [
+        f"warm: TRANSFORMERS_VERBOSITY differs (job: error, server: {server_value}); starting cold"
+    ]
+
+
+def test_per_job_thread_counts_are_applied_not_refused(server, manifests, tmp_path):
+    """Snakemake sets OMP_NUM_THREADS & co. to each job's `threads`: the child sizes its pools."""
+    proc = stage(
+        *widen_argv(manifests, tmp_path), env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert warm_lines(proc.stderr)[0].startswith("warm: child ")
+
+
+def test_stages_that_measure_their_own_memory_start_cold(server, demo_assets, tmp_path):
+    argv = ["data", "fetch", *to_argv({"name": "bright", "repo": "org/bright", "revision": "a" * 40,
+                                       "repo_type": "dataset", "local": str(demo_assets / "BRIGHT"),
+                                       "cache_dir": str(tmp_path / "hub"), "manifest": str(tmp_path / "m.json")})]  # fmt: skip
+    proc = stage(*argv)
+    assert proc.returncode == 0, proc.stderr
+    assert "data" not in warm.FORKED_STAGES and not warm_lines(proc.stderr)
+
+
+def test_the_child_runs_the_project_code_on_disk_now(server, tmp_path):
+    """The server keeps no project module: an edit made after it started is what runs."""
+    copy = copy_repo(tmp_path / "repo")
+    module = copy / "workflow_scripts" / "summarize.py"
+    module.write_text(module.read_text() + "\nprint('edited after the server started')\n")
+    proc = stage("summarize", "--help", cwd=copy)
+    assert "edited after the server started" in proc.stdout
+    assert warm_lines(proc.stderr) and proc.returncode == 0
+
+
+def children_of(pid: int) -> list[psutil.Process]:
+    return psutil.Process(pid).children()
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+def test_a_stopped_job_leaves_no_child_running(server, tmp_path, how):
+    """Snakemake stops a job by signalling its process: the forked child ends with it."""
+    pid, _ = server
+    before = {p.pid for p in children_of(pid)}
+    big = ["--queries-per-split", "500", "--documents-per-split", "20000", "--train-rows", "50000"]  # tens of seconds
+    client = subprocess.Popen([sys.executable, "-m", "workflow_scripts", "demo", "make", "--out-dir",
+                               str(tmp_path / "assets"), *big], cwd=REPO, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not (new := [p for p in children_of(pid) if p.pid not in before]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [child] = new
+    time.sleep(1.0)  # the child is working
+    client.send_signal(how)
+    client.wait(timeout=30)
+    assert client.returncode == -how
+    gone, alive = psutil.wait_procs([child], timeout=warm.GRACE_S + 5)
+    assert not alive
+    assert not (tmp_path / "assets").exists()  # nothing half-written taken as done
+
+
+def test_the_server_ends_with_the_run_that_started_it(tmp_path):
+    """Snakemake killed without its onsuccess/onerror hooks (SIGKILL): the server notices."""
+    address = str(tmp_path / "server.sock")
+    parent = subprocess.Popen(["bash", "-c", f'"{sys.executable}" -m workflow_scripts.warm "{address}" $$ & wait'],
+                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not os.path.exists(address) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [server_process] = psutil.Process(parent.pid).children()
+    parent.kill()
+    parent.wait()
+    gone, alive = psutil.wait_procs([server_process], timeout=60)  # after its imports, within 0.1 s
+    assert not alive and not os.path.exists(address)
+
+
+def test_the_cost_page_takes_a_forked_jobs_memory_from_its_log(tmp_path):
+    from workflow_scripts.report import cost_html
+
+    bench = tmp_path / "results/x/benchmarks/evaluate/base/pony.tsv"
+    bench.parent.mkdir(parents=True)
+    bench.write_text("s\th:m:s\tmax_rss\tmax_vms\n1.50\t0:00:01\t21.3\t30\n")
+    log = warm.log_beside(bench)
+    log.parent.mkdir(parents=True)
+    log.write_text("working\nwarm: child 77 exit 0, peak RSS 655.4 MB, CPU 1.20 s\n")
+    cost_html(benchmarks=[str(bench)], out=tmp_path / "cost.html", train_gpus=8, evaluate_gpus=1)
+    page = (tmp_path / "cost.html").read_text()
+    assert "655.4 (warm)" in page and "21.3" not in page
+    log.write_text("working\n")  # a cold job: Snakemake's own measurement stands
+    cost_html(benchmarks=[str(bench)], out=tmp_path / "cost.html", train_gpus=8, evaluate_gpus=1)
+    assert "<td>21.3</td>" in (tmp_path / "cost.html").read_text()

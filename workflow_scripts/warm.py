@@ -1,0 +1,503 @@
+"""Warm start: the heavy imports paid once per workflow run on a machine, not once per job.
+
+A stage job spends most of its time importing (torch, transformers, sentence-transformers,
+PyLate: ~5-7 s on 2 CPU cores) and well under a second working on a demo-sized split. For a
+local run, the Snakefile's ``onstart`` starts one *fork server* (a zygote, as Android starts
+apps and Bazel keeps persistent workers): a process that imports the third-party libraries
+once and then forks a child per job. Every job still runs its own command
+(``python -m workflow_scripts <stage> <command> ...``); that process, the client, finds the
+server through ``REASON_COLBERT_WARM``, sends its argv, working directory, environment and
+its stdin/stdout/stderr, and waits. The forked child takes those over, imports the *project*
+modules fresh from the client's ``sys.path`` (the server never keeps them, so edited code is
+what runs) and runs exactly the code a cold process would. Exit status, signals and output
+are the client's, so Snakemake, ``logged`` and the logs see no difference.
+
+Where the two could differ, the client starts cold instead (one line in its log says why):
+no server, another machine or Slurm allocation, another interpreter, or a different value
+of a variable that the preloaded libraries read at import time (``HF_HUB_OFFLINE``,
+``OMP_NUM_THREADS``, ...). Inside a Slurm job the server of the submitting host is never
+used: the work must run in the allocation Snakemake asked for.
+
+What does differ: Snakemake's ``benchmark:`` samples the job's process tree, which holds the
+client, not the forked child. So the client ends the log with the child's own figures, as
+the kernel counted them (``wait4``): ``warm: child <pid> exit 0, peak RSS <MB> MB, CPU <s> s``,
+and the cost page takes memory from that line (:func:`usage_beside`). That peak counts the
+pages of every preloaded library the child maps, which a cold job of a stage that needs
+fewer libraries would not; so the stages whose memory feeds the preflight forecast (``data``,
+``preflight``, ``rehearsal``) always start cold (:data:`FORKED_STAGES`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib
+import json
+import os
+import random
+import selectors
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ENV_VAR",
+    "FORKED_STAGES",
+    "delegate",
+    "log_beside",
+    "serve",
+    "start",
+    "stop",
+    "usage_beside",
+    "usage_from_log",
+]
+
+ENV_VAR = "REASON_COLBERT_WARM"
+# Stages a forked child may run; the others measure their own memory for the forecast.
+FORKED_STAGES = ("demo", "evaluate", "model", "report", "summarize", "train")
+# Imported once by the server: what the stages import and what costs seconds to import.
+PRELOAD = (
+    "numpy",
+    "threadpoolctl",
+    "torch",
+    "pyarrow.parquet",
+    "pyarrow.compute",
+    "yaml",
+    "jsonschema",
+    "pytrec_eval",
+    "transformers",
+    "sentence_transformers",
+    "pylate.models",
+    "pylate.losses",
+    "pylate.utils",
+    "datasets",
+    "matplotlib.pyplot",
+)
+# Snakemake sets these for every job to its `threads`; the libraries read them when they load,
+# so the forked child resizes its pools to them (threadpoolctl) instead of refusing the job.
+THREAD_ENV = ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")  # fmt: skip
+# Variables the preloaded libraries read at import: a job whose values differ starts cold.
+IMPORT_TIME_ENV = (
+    "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "TOKENIZERS_", "SENTENCE_TRANSFORMERS_", "TORCH",
+    "PYTORCH_", "CUDA_", "OMP_", "MKL_", "KMP_", "OPENBLAS_", "GOTO_", "LD_", "PYTHON", "MPL",
+    "SLURM_JOB_ID", "XLA_", "NUMEXPR_",
+)  # fmt: skip
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+HEADER = struct.Struct("!Q")
+GRACE_S = 10.0
+
+
+# -- the wire: a length-prefixed JSON message, file descriptors riding on the first one ----------
+
+
+def _send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = None) -> None:
+    payload = json.dumps(message).encode()
+    if fds:
+        socket.send_fds(sock, [HEADER.pack(len(payload))], fds)
+        sock.sendall(payload)
+    else:
+        sock.sendall(HEADER.pack(len(payload)) + payload)
+
+
+def _receive(sock: socket.socket, *, max_fds: int = 0) -> tuple[dict[str, Any] | None, list[int]]:
+    """One message (None at end of stream) and the descriptors that came with it."""
+    head, fds = b"", []
+    while len(head) < HEADER.size:
+        if max_fds and not fds:
+            chunk, fds, _, _ = socket.recv_fds(sock, HEADER.size - len(head), max_fds)
+        else:
+            chunk = sock.recv(HEADER.size - len(head))
+        if not chunk:
+            return None, fds
+        head += chunk
+    (size,) = HEADER.unpack(head)
+    body = b""
+    while len(body) < size:
+        chunk = sock.recv(min(size - len(body), 1 << 20))
+        if not chunk:
+            return None, fds
+        body += chunk
+    return json.loads(body), fds
+
+
+def _where() -> dict[str, Any]:
+    """What must be equal between a job and the server for the fork to be a faithful start.
+
+    Examples
+    --------
+    >>> sorted(_where())
+    ['env', 'executable', 'host', 'prefix']
+    """
+    env = {k: v for k, v in os.environ.items() if k.startswith(IMPORT_TIME_ENV) and k not in THREAD_ENV}
+    executable = os.path.realpath(sys.executable)  # venv/bin/python and python3: one interpreter
+    return {"executable": executable, "prefix": sys.prefix, "host": socket.gethostname(), "env": env}
+
+
+def _difference(job: dict[str, Any], server: dict[str, Any]) -> str | None:
+    """The first difference that makes a forked start unfaithful, in words; None if none.
+
+    Examples
+    --------
+    >>> here = {"executable": "/v/bin/python", "prefix": "/v", "host": "n1", "env": {"HF_HUB_OFFLINE": "1"}}
+    >>> _difference(here, here) is None
+    True
+    >>> _difference({**here, "env": {}}, here)
+    'HF_HUB_OFFLINE differs (job: unset, server: 1)'
+    >>> _difference({**here, "host": "n2"}, here)
+    'host differs (job: n2, server: n1)'
+    """
+    for key in ("executable", "prefix", "host"):
+        if job[key] != server[key]:
+            return f"{key} differs (job: {job[key]}, server: {server[key]})"
+    for name in sorted(set(job["env"]) | set(server["env"])):
+        mine, theirs = job["env"].get(name), server["env"].get(name)
+        if mine != theirs:
+            return f"{name} differs (job: {mine if mine is not None else 'unset'}, server: {theirs if theirs is not None else 'unset'})"
+    return None
+
+
+# -- the client: every `python -m workflow_scripts ...` job -------------------------------------
+
+
+def delegate(argv: list[str]) -> int | None:
+    """Run ``argv`` in a child forked by the warm server; its exit status, or None to start cold.
+
+    None only when nothing ran (no server, or the server refused, with the reason logged on
+    stderr); once the child exists its status is the answer, and the job is never run twice.
+    """
+    address = os.environ.get(ENV_VAR)
+    if not address or not argv or argv[0] not in FORKED_STAGES:
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(address)
+        request = {"argv": argv, "cwd": os.getcwd(), "path": sys.path, "env": dict(os.environ), "where": _where()}
+        _send(sock, request, fds=[0, 1, 2])
+        reply, _ = _receive(sock)
+    except OSError as err:
+        print(f"warm: cannot hand the job to {address} ({err.strerror or err}); starting cold", file=sys.stderr)
+        return None
+    if reply is None or "refused" in reply:
+        reason = reply["refused"] if reply else "the server closed the connection"
+        print(f"warm: {reason}; starting cold", file=sys.stderr)
+        return None
+    child = int(reply["pid"])
+    # Snakemake stops a job by signalling its process group, which holds this client only.
+    for number in FORWARDED_SIGNALS:
+        signal.signal(number, lambda received, _frame: _signal_group(child, received))
+    try:
+        result, _ = _receive(sock)
+    except OSError:
+        result = None
+    if result is None:  # the server is gone: never leave the child running unwatched
+        _signal_group(child, signal.SIGKILL)
+        print(f"warm: the server went away while child {child} ran", file=sys.stderr)
+        return 1
+    print(
+        f"warm: child {child} exit {result['status']}, peak RSS {result['maxrss_kb'] / 1024:.1f} MB, "
+        f"CPU {result['cpu_s']:.2f} s",
+        file=sys.stderr,
+    )
+    if result["signal"]:
+        signal.signal(result["signal"], signal.SIG_DFL)
+        os.kill(os.getpid(), result["signal"])
+    return int(result["status"])
+
+
+def _signal_group(pid: int, number: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, number)
+
+
+def usage_beside(benchmark: str | Path) -> dict[str, float] | None:
+    """:func:`usage_from_log` of the job whose Snakemake ``benchmark:`` file is ``benchmark``.
+
+    A rule's log and benchmark share their path below the run (tests/test_rules.py checks it):
+    ``results/<run>/benchmarks/<job>.tsv`` and ``results/<run>/logs/<job>.log``.
+
+    Examples
+    --------
+    >>> str(log_beside("results/demo/benchmarks/evaluate/base/pony.tsv"))
+    'results/demo/logs/evaluate/base/pony.log'
+    """
+    return usage_from_log(log_beside(benchmark))
+
+
+def log_beside(benchmark: str | Path) -> Path:
+    """The log of the job whose ``benchmark:`` file is ``benchmark`` (see :func:`usage_beside`)."""
+    run, _, job = str(benchmark).rpartition("/benchmarks/")
+    return Path(f"{run}/logs/{job}").with_suffix(".log")
+
+
+def usage_from_log(path: str | Path) -> dict[str, float] | None:
+    """Peak RSS (MB) and CPU seconds of a warm-started job, from its log's last ``warm:`` line.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> log = Path(tempfile.mkdtemp()) / "job.log"
+    >>> _ = log.write_text("work\\nwarm: child 12 exit 0, peak RSS 612.5 MB, CPU 1.25 s\\n")
+    >>> usage_from_log(log)
+    {'max_rss': 612.5, 'cpu_time': 1.25}
+    >>> usage_from_log(log.with_name("missing.log")) is None
+    True
+    """
+    try:
+        lines = Path(path).read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        if line.startswith("warm: child ") and ", peak RSS " in line:
+            rss = float(line.split(", peak RSS ")[1].split(" MB")[0])
+            cpu = float(line.split(", CPU ")[1].split(" s")[0])
+            return {"max_rss": rss, "cpu_time": cpu}
+    return None
+
+
+# -- the server --------------------------------------------------------------------------------
+
+
+def serve(*, address: str, parent: int) -> None:
+    """Import :data:`PRELOAD`, then fork a child per request until ``parent`` exits."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(address)  # before the imports: a job that starts now waits in the backlog
+    listener.listen(64)
+    where, environ = _where(), dict(os.environ)  # what the imports see, before they run
+    started = time.perf_counter()
+    for name in PRELOAD:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    # Forget the project's own modules (the server imported this one): children import them fresh.
+    for name in [n for n in sys.modules if n == "workflow_scripts" or n.startswith("workflow_scripts.")]:
+        del sys.modules[name]
+    unsafe = _fork_hazard()
+    # Some imports set variables (e.g. KMP_DUPLICATE_LIB_OK); a cold job's imports would too.
+    side_effects = {k: v for k, v in os.environ.items() if environ.get(k) != v}
+    native = len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else 0
+    print(f"warm: preloaded {len(PRELOAD)} libraries in {time.perf_counter() - started:.1f} s "
+          f"({native} native threads)", file=sys.stderr)  # fmt: skip
+    if unsafe:
+        print(f"warm: {unsafe}; every job will start cold", file=sys.stderr)
+
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ)
+    children: dict[int, socket.socket] = {}  # child pid -> its client's connection
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    while not stopping and os.getppid() == parent:
+        for key, _ in selector.select(timeout=0.1):
+            if key.fileobj is listener:
+                connection, _ = listener.accept()
+                pid = _start_child(connection, listener=listener, where=where, unsafe=unsafe, side_effects=side_effects)
+                if pid is None:
+                    connection.close()
+                else:
+                    children[pid] = connection
+                    selector.register(connection, selectors.EVENT_READ, pid)
+            else:  # a client's end closed while its child runs: Snakemake killed the job
+                _signal_group(key.data, signal.SIGTERM)
+                _kill_later(key.data)
+                selector.unregister(key.fileobj)
+        _reap(children, selector)
+    for pid in children:
+        _signal_group(pid, signal.SIGTERM)
+    listener.close()
+    with contextlib.suppress(OSError):
+        os.unlink(address)
+
+
+def _fork_hazard() -> str | None:
+    """Why forking this process would be unsafe: Python threads running, CUDA initialised.
+
+    A fork copies only the calling thread, with every lock as it was. Python threads could
+    hold the interpreter's locks (logging, imports); none may run. The native pools the
+    imports start are fork-aware and restart in the child: OpenBLAS (numpy's and scipy's)
+    shuts its workers down in a ``pthread_atfork`` handler, jemalloc (pyarrow) takes its locks
+    around the fork. CUDA cannot be used in a child of a process that initialised it.
+    """
+    import threading
+
+    if threading.active_count() > 1:
+        names = ", ".join(t.name for t in threading.enumerate() if t is not threading.main_thread())
+        return f"Python threads run after the imports ({names}): a fork would copy their locks"
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        return "CUDA was initialised by the imports"
+    return None
+
+
+def _start_child(
+    connection: socket.socket, *, listener: socket.socket, where: dict, unsafe: str | None, side_effects: dict
+) -> int | None:
+    """Fork a child for the request on ``connection``; its pid, or None if refused."""
+    request, fds = _receive(connection, max_fds=3)
+    try:
+        if request is None or len(fds) != 3:
+            return None
+        refusal = unsafe or _difference(request["where"], where)
+        if refusal:
+            _send(connection, {"refused": refusal})
+            return None
+        pid = os.fork()
+        if pid == 0:  # the child never returns from here
+            listener.close()
+            connection.close()
+            _run_child(request, fds, side_effects=side_effects)
+        _send(connection, {"pid": pid})
+        return pid
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _run_child(request: dict[str, Any], fds: list[int], *, side_effects: dict[str, str]) -> None:
+    """Become the job: its descriptors, directory, environment, argv, then run the stage."""
+    status = 1
+    try:
+        os.setpgid(0, 0)  # a group of its own, so the whole job can be signalled
+        for number in (*FORWARDED_SIGNALS, signal.SIGCHLD, signal.SIGPIPE):
+            signal.signal(number, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"] | side_effects)
+        sys.path[:] = request["path"]
+        tempfile.tempdir = None  # cached on first use; the job's TMPDIR may differ
+        _apply_thread_limits()
+        # A fresh interpreter seeds these from the OS; the server's state must not be shared.
+        random.seed()
+        if "numpy" in sys.modules:
+            sys.modules["numpy"].random.seed()
+        if "torch" in sys.modules:
+            sys.modules["torch"].seed()
+        from workflow_scripts.__main__ import run
+
+        status = run(request["argv"])
+    except SystemExit as done:
+        status = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        if not isinstance(done.code, int | None):
+            print(done.code, file=sys.stderr)
+    except KeyboardInterrupt:
+        status = 128 + signal.SIGINT
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(status or 0)
+
+
+def _apply_thread_limits() -> None:
+    """Size the loaded thread pools as a cold start with this environment would have.
+
+    torch sizes its pool at first use, from the environment already set; the BLAS and OpenMP
+    libraries did at load, in the server, so they are resized here.
+    """
+    blas = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("GOTO_NUM_THREADS")
+    openmp = os.environ.get("OMP_NUM_THREADS")
+    if not (blas or openmp):
+        return
+    from threadpoolctl import threadpool_limits
+
+    if blas and blas.isdigit():
+        threadpool_limits(limits=int(blas), user_api="blas")
+    if openmp and openmp.isdigit():
+        threadpool_limits(limits=int(openmp), user_api="openmp")
+
+
+def _reap(children: dict[int, socket.socket], selector: selectors.BaseSelector) -> None:
+    """Send each finished child's status and the kernel's count of its resources to its client."""
+    while children:
+        try:
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        connection = children.pop(pid, None)
+        if connection is None:
+            continue
+        result = {
+            "status": os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status),
+            "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0,
+            "maxrss_kb": usage.ru_maxrss,
+            "cpu_s": usage.ru_utime + usage.ru_stime,
+        }
+        with contextlib.suppress(OSError, KeyError, ValueError):
+            _send(connection, result)
+        with contextlib.suppress(KeyError, ValueError):
+            selector.unregister(connection)
+        connection.close()
+
+
+def _kill_later(pid: int) -> None:
+    """SIGKILL ``pid``'s group after :data:`GRACE_S` if SIGTERM did not end it (a forked watcher)."""
+    if os.fork() == 0:
+        deadline = time.monotonic() + GRACE_S
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pid, 0)
+            except (ProcessLookupError, PermissionError):
+                os._exit(0)
+            time.sleep(0.2)
+        _signal_group(pid, signal.SIGKILL)
+        os._exit(0)
+
+
+# -- lifecycle: called from the Snakefile's onstart / onsuccess / onerror --------------------------
+
+_SERVER: dict[str, Any] = {}
+
+
+def start(*, log: str | Path) -> str:
+    """Start a server for this process's lifetime, export its address; the address."""
+    folder = tempfile.mkdtemp(prefix="reason-colbert-warm-")  # 0700: only this user connects
+    address = os.path.join(folder, "server.sock")
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "workflow_scripts.warm", address, str(os.getpid())],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not os.path.exists(address) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    _SERVER.update(process=process, folder=folder)
+    os.environ[ENV_VAR] = address
+    atexit.register(stop)  # also when Snakemake ends without its onsuccess/onerror (Ctrl-C)
+    return address
+
+
+def stop() -> None:
+    """Stop the server started by :func:`start` (if any) and remove its folder."""
+    os.environ.pop(ENV_VAR, None)
+    process = _SERVER.pop("process", None)
+    if process is not None and process.poll() is None:
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
+        if process.poll() is None:
+            process.kill()
+    folder = _SERVER.pop("folder", None)
+    if folder:
+        for name in os.listdir(folder):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(folder, name))
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
+
+
+if __name__ == "__main__":
+    serve(address=sys.argv[1], parent=int(sys.argv[2]))
