@@ -283,7 +283,11 @@ def config_problem(
 
 # Read at import by the libraries (tqdm, huggingface_hub, datasets); a warm-started job has
 # them imported already, so their switches are flipped too (:func:`quiet_library_progress_bars`).
-PROGRESS_BAR_SWITCHES = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+PROGRESS_BAR_SWITCHES = {
+    "TQDM_DISABLE": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+}
 
 
 def quiet_library_progress_bars() -> None:

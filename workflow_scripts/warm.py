@@ -306,8 +306,10 @@ def serve(*, address: str, parent: int) -> None:
                 _kill_later(key.data)
                 selector.unregister(key.fileobj)
         _reap(children, selector)
+    # Stopped (onsuccess/onerror): no job runs. The run was killed: its jobs died with it, so
+    # their forked children (in groups of their own, out of reach of that kill) die now.
     for pid in children:
-        _signal_group(pid, signal.SIGTERM)
+        _signal_group(pid, signal.SIGTERM if stopping else signal.SIGKILL)
     listener.close()
     with contextlib.suppress(OSError):
         os.unlink(address)
