@@ -11,7 +11,9 @@ from workflow_scripts.data import build_shards
 from workflow_scripts.demo import SPLITS
 from workflow_scripts.train import metrics_callback, train_stage
 
-SAMPLES_LINE = re.compile(r"^train: [\d,]+/[\d,]+ samples \([\d.]+%\), [\d,.]+ samples/s, ETA \S+; step \d+/\d+$")
+SAMPLES_LINE = re.compile(
+    r"^train(?: \S+)?: [\d,]+/[\d,]+ samples \([\d.]+%\), [\d,.]+ samples/s, ETA \S+; step \d+/\d+$"
+)
 
 
 def shards(manifests, tmp_path):
@@ -89,4 +91,45 @@ def test_a_real_training_run_logs_progress_lines(demo_assets, manifests, tmp_pat
                     max_grad_norm=100.0, warmup_ratio=0.0, epochs=1, bf16=False, save_steps=100,
                     save_total_limit=1, logging_steps=1, dataloader_num_workers=0, seed=0, max_steps=2)  # fmt: skip
     lines = [m for m in messages(caplog, "workflow_scripts.train") if SAMPLES_LINE.match(m)]
-    assert lines and lines[-1].startswith("train: 16/16 samples (100.0%)") and lines[-1].endswith("; step 2/2")
+    assert lines and lines[-1].startswith("train stage1: 16/16 samples (100.0%)") and lines[-1].endswith("; step 2/2")
+
+
+DOCUMENTS_LINE = re.compile(
+    r"evaluate base: documents of biology: ([\d,]+)/([\d,]+) documents \([\d.]+%\), [\d,.]+ documents/s, ETA \S+$"
+)
+
+
+def test_an_evaluate_log_of_a_multi_chunk_split_has_progress_lines(demo_assets, manifests, tmp_path):
+    """The job as its rule runs it, output into a log file: a line per PROGRESS_INTERVAL_S (0
+    here, so one per chunk), documents done / total, documents/s and ETA; no carriage return."""
+    import math
+    import os
+    import subprocess
+    import sys
+
+    from workflow_scripts.cli import to_argv
+    from workflow_scripts.protocols import resolve
+
+    chunk_size = 7
+    card = resolve({"card": None})["card"].for_job(["biology"])
+    argv = to_argv({"model_path": str(demo_assets / "base-model"), "model_name": "base",
+                    "bright_manifest": manifests["bright"], "splits": ["biology"], "protocols": [card],
+                    "out_json": [str(tmp_path / "biology.json")], "run_file": [str(tmp_path / "biology.run.trec")],
+                    "query_length": 32, "document_length": 48, "overrides": {}, "top_k": 100,
+                    "chunk_size": chunk_size, "encode_batch_size": 8})  # fmt: skip
+    log = tmp_path / "biology.log"
+    env = {k: v for k, v in os.environ.items() if k != "REASON_COLBERT_WARM"} | {"PROGRESS_INTERVAL_S": "0"}
+    with open(log, "w") as out:
+        subprocess.run([sys.executable, "-m", "workflow_scripts", "evaluate", "job", *argv], stdout=out,
+                       stderr=subprocess.STDOUT, env=env, check=True)  # fmt: skip
+    text = log.read_text()
+    done = [
+        tuple(int(n.replace(",", "")) for n in m.groups()) for m in map(DOCUMENTS_LINE.search, text.splitlines()) if m
+    ]
+    total = done[-1][1]
+    assert total > 2 * chunk_size  # several chunks
+    chunks = math.ceil(total / chunk_size)
+    assert [d for d, _ in done] == [min(chunk_size * (i + 1), total) for i in range(chunks)] + [
+        total
+    ]  # + the last line
+    assert "\r" not in text

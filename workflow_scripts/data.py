@@ -70,7 +70,7 @@ REVISION_RE = re.compile(r"^[0-9a-f]{40}$")
 REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")  # a commit, or a branch / tag name (main, v1.0)
 DATA_SUFFIXES = (".parquet", ".jsonl", ".json", ".safetensors")  # a mirror's files a reader may pick up
 BATCH_ROWS = 1024
-PROGRESS_INTERVAL = 30.0  # seconds between two progress lines in the job's log
+PROGRESS_INTERVAL: float | None = None  # between two progress lines; None: $PROGRESS_INTERVAL_S or 30 s
 
 
 # --------------------------------------------------------------------------- download

@@ -9,11 +9,28 @@ must say how far it is. One plain line at a steady interval (no carriage returns
 from __future__ import annotations
 
 import logging
+import os
 import time
 
-__all__ = ["Progress", "format_seconds"]
+__all__ = ["Progress", "default_interval", "format_seconds"]
 
 logger = logging.getLogger(__name__)
+
+INTERVAL_ENV = "PROGRESS_INTERVAL_S"
+
+
+def default_interval() -> float:
+    """Seconds between two progress lines: ``$PROGRESS_INTERVAL_S``, else 30.
+
+    An environment variable, not a config key: how often a job reports is not what it
+    computes, so changing it reruns nothing.
+
+    Examples
+    --------
+    >>> default_interval() if INTERVAL_ENV not in os.environ else 30.0
+    30.0
+    """
+    return float(os.environ.get(INTERVAL_ENV, "30"))
 
 
 def format_seconds(seconds: float) -> str:
@@ -57,9 +74,10 @@ class Progress:
     """
 
     def __init__(
-        self, what: str, *, total: int | None, unit: str, interval: float = 30.0, clock=time.monotonic, log=None
+        self, what: str, *, total: int | None, unit: str, interval: float | None = None, clock=time.monotonic, log=None
     ) -> None:
-        self.what, self.total, self.unit, self.interval = what, total, unit, interval
+        self.what, self.total, self.unit = what, total, unit
+        self.interval = default_interval() if interval is None else interval
         self.clock = clock
         self.log = log or logger.info
         self.done = 0

@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 COLUMNS = ["query", "positive", "negative"]  # collator order: anchor, positive, negative
 OUTPUT_ARGS = ("out_dir", "checkpoint_dir", "metrics_path", "meta_path")
-PROGRESS_INTERVAL = 30.0  # seconds between two progress lines in the job's log
+PROGRESS_INTERVAL: float | None = None  # between two progress lines; None: $PROGRESS_INTERVAL_S or 30 s
 # sentence-transformers BatchSamplers values: "batch_sampler" draws rows at random (its default);
 # "no_duplicates" defers a row any of whose texts (query, positive or negative) is already a text
 # of the per-device batch, in any column (NoDuplicatesBatchSampler: exact string equality).
@@ -272,7 +272,7 @@ class FalseNegativeCounter:
 
 
 def metrics_callback(
-    path: Path, global_batch: int, rank: int, *, what: str = "train", interval: float = PROGRESS_INTERVAL
+    path: Path, global_batch: int, rank: int, *, what: str = "train", interval: float | None = PROGRESS_INTERVAL
 ):
     """Trainer callback: one JSON line per logging step (loss, lr, grad-norm, samples/s) in
     ``path``, and on rank 0 a plain progress line in the job's log every ``interval`` seconds.
@@ -419,7 +419,7 @@ def train_stage(
     trainer = _trainer_class()(
         model=model, args=args, train_dataset=dataset, loss=loss,
         data_collator=utils.ColBERTCollator(model.tokenize),
-        callbacks=[metrics_callback(log_path, global_batch_size, world["rank"])],
+        callbacks=[metrics_callback(log_path, global_batch_size, world["rank"], what=f"train {stage}")],
     )  # fmt: skip
     logger.info("stage %s: world %s, per-device batch %d, resume from %s", stage, world, per_device, resume)
     started = time.time()
