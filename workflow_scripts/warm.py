@@ -339,7 +339,12 @@ def _start_child(
     connection: socket.socket, *, listener: socket.socket, where: dict, unsafe: str | None, side_effects: dict
 ) -> int | None:
     """Fork a child for the request on ``connection``; its pid, or None if refused."""
-    request, fds = _receive(connection, max_fds=3)
+    connection.settimeout(10)  # a client that connects and says nothing must not stall the others
+    try:
+        request, fds = _receive(connection, max_fds=3)
+    except OSError:  # timed out, reset
+        return None
+    connection.settimeout(None)
     try:
         if request is None or len(fds) != 3:
             return None
