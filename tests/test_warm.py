@@ -63,6 +63,16 @@ def test_a_forked_job_writes_the_bytes_a_cold_one_does(server, manifests, tmp_pa
     assert files == sorted(p.relative_to(tmp_path / "warm") for p in (tmp_path / "warm").rglob("*") if p.is_file())
 
 
+def test_the_child_takes_the_jobs_umask(server, manifests, tmp_path):
+    """Outputs get the permissions the job's umask gives, not the server's (tests/test_atomic_outputs.py)."""
+    argv = widen_argv(manifests, tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "workflow_scripts", *argv], cwd=REPO, capture_output=True, text=True,
+                          preexec_fn=lambda: os.umask(0o077))  # fmt: skip
+    assert proc.returncode == 0 and warm_lines(proc.stderr)[0].startswith("warm: child "), proc.stderr
+    assert (tmp_path / "verify.json").stat().st_mode & 0o077 == 0
+    assert all(p.stat().st_mode & 0o077 == 0 for p in (tmp_path / "model").rglob("*"))
+
+
 def test_a_failing_job_fails_the_same_way(server, tmp_path):
     argv = ["model", "widen", *to_argv({"source": str(tmp_path / "missing.json"), "out_dir": str(tmp_path / "m"),
                                         "verify_path": str(tmp_path / "v.json"), "to": 128})]  # fmt: skip

@@ -178,7 +178,10 @@ def delegate(argv: list[str]) -> int | None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(address)
-        request = {"argv": argv, "cwd": os.getcwd(), "path": sys.path, "env": dict(os.environ), "where": _where()}
+        umask = os.umask(0)
+        os.umask(umask)
+        request = {"argv": argv, "cwd": os.getcwd(), "path": sys.path, "env": dict(os.environ), "umask": umask,
+                   "where": _where()}  # fmt: skip
         _send(sock, request, fds=[0, 1, 2])
         reply, _ = _receive(sock)
     except OSError as err:
@@ -375,6 +378,7 @@ def _run_child(request: dict[str, Any], fds: list[int], *, side_effects: dict[st
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
         os.chdir(request["cwd"])
+        os.umask(request["umask"])  # outputs get the job's permissions, not the server's
         os.environ.clear()
         os.environ.update(request["env"] | side_effects)
         sys.path[:] = request["path"]
