@@ -44,10 +44,10 @@ envvars:
 
 
 # `logged LOG CMD...` runs a stage with its output in LOG; when it fails, the stage's own
-# one-line error (the log's last line) is printed where the user looks, not only in LOG.
+# one-line error (the log's last line but warm start's own) is printed where the user looks, not only in LOG.
 shell.prefix(
     "set -euo pipefail; logged() {{ log=$1; shift; \"$@\" > \"$log\" 2>&1"
-    " || {{ s=$?; echo \"$(tail -n 1 \"$log\")  [log: $log]\" >&2; return $s; }}; }}; "
+    " || {{ s=$?; echo \"$(grep -v '^warm: ' \"$log\" | tail -n 1)  [log: $log]\" >&2; return $s; }}; }}; "
 )
 
 RUN = f"results/{config['run_name']}"
@@ -328,6 +328,8 @@ def start_warm_server():
     """Local runs only: cluster jobs run on other machines, in their own allocations."""
     if config.get("warm_start", True) and workflow.local_exec:
         warm.start(log=".snakemake/warm.log")
+    else:  # not even a server inherited from an enclosing run
+        os.environ.pop(warm.ENV_VAR, None)
 
 
 def stop_warm_server():

@@ -177,3 +177,30 @@ def test_the_cost_page_takes_a_forked_jobs_memory_from_its_log(tmp_path):
     log.write_text("working\n")  # a cold job: Snakemake's own measurement stands
     cost_html(benchmarks=[str(bench)], out=tmp_path / "cost.html", train_gpus=8, evaluate_gpus=1)
     assert "<td>21.3</td>" in (tmp_path / "cost.html").read_text()
+
+
+def test_a_job_the_kernel_kills_ends_killed_not_with_a_traceback(server, tmp_path):
+    """SIGKILL of the child (the OOM killer): the client ends as a killed cold job would (137)."""
+    pid, _ = server
+    before = {p.pid for p in children_of(pid)}
+    big = ["--queries-per-split", "500", "--documents-per-split", "20000", "--train-rows", "50000"]
+    client = subprocess.Popen([sys.executable, "-m", "workflow_scripts", "demo", "make", "--out-dir",
+                               str(tmp_path / "assets"), *big], cwd=REPO, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not (new := [p for p in children_of(pid) if p.pid not in before]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    new[0].kill()
+    _, err = client.communicate(timeout=30)
+    assert client.returncode == -signal.SIGKILL and "Traceback" not in err, err
+
+
+def test_one_vanished_client_does_not_end_the_others_jobs(server, manifests, tmp_path):
+    """A client that connects, sends garbage and leaves: the server answers the next job."""
+    import socket
+
+    _, address = server
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as rogue:
+        rogue.connect(address)
+        rogue.sendall(b"\x00\x00\x00\x00\x00\x00\x00\x05{not")
+    proc = stage(*widen_argv(manifests, tmp_path))
+    assert proc.returncode == 0 and warm_lines(proc.stderr)[0].startswith("warm: child "), proc.stderr

@@ -242,6 +242,22 @@ def test_a_failed_job_shows_its_own_error_line(tmp_path):
     assert expected in proc.stderr.splitlines(), proc.stderr[-3000:]
 
 
+def test_a_failed_forked_job_shows_its_own_error_line(tmp_path):
+    """Warm start adds a last `warm: child ...` line to the log; the terminal still gets the
+    stage's own error line (a widen of a checkpoint whose modules.json is not JSON)."""
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "modules.json").write_text("{not json")
+    (tmp_path / "broken.yaml").write_text(f"sources:\n  base_model: {{local: {broken}}}\n")
+    proc = snakemake("results/demo/models/widened", "--cores", "1", "--configfile", str(REPO / "demo/config.yaml"),
+                     str(tmp_path / "broken.yaml"), cwd=tmp_path, check=False)  # fmt: skip
+    assert proc.returncode != 0
+    log = tmp_path / "results/demo/logs/widen/widened.log"
+    assert log.read_text().splitlines()[-1].startswith("warm: child ")  # it was forked
+    [line] = [line for line in proc.stderr.splitlines() if line.endswith("  [log: results/demo/logs/widen/widened.log]")]
+    assert line.startswith("error: ") and "modules.json" in line, proc.stderr[-3000:]
+
+
 @pytest.mark.parametrize(
     "overlay",
     [

@@ -324,7 +324,9 @@ def cost_html(*, benchmarks: list[str], out: str | Path, train_gpus: int, evalua
                  f"<td>{gpu_hours:.3f}</td></tr>")  # fmt: skip
     table = f"<table class='r' id='cost-table'><tr><th>job</th><th>wall (s)</th><th>max RSS (MB)</th><th>GPU-hours</th></tr>{rows}</table>"
     note = ("<p>(warm): the job was forked from the warm-start server (config <code>warm_start</code>); its peak RSS "
-            "counts every library preloaded there, so it is an upper bound for the same job started cold.</p>")  # fmt: skip
+            "is the forked child's, as the kernel counts it, which is not comparable with a cold start of the same "
+            "job (the child counts the preloaded libraries' pages it touches, not those it only shares): measure "
+            "memory with <code>warm_start: false</code> or on the cluster.</p>")  # fmt: skip
     with atomic_file(out) as handle:
         handle.write(_html_page("Cost per job", f"{table}<p>total GPU-hours: {total:.3f}</p>{note}"))
 

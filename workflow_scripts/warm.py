@@ -21,10 +21,11 @@ used: the work must run in the allocation Snakemake asked for.
 What does differ: Snakemake's ``benchmark:`` samples the job's process tree, which holds the
 client, not the forked child. So the client ends the log with the child's own figures, as
 the kernel counted them (``wait4``): ``warm: child <pid> exit 0, peak RSS <MB> MB, CPU <s> s``,
-and the cost page takes memory from that line (:func:`usage_beside`). That peak counts the
-pages of every preloaded library the child maps, which a cold job of a stage that needs
-fewer libraries would not; so the stages whose memory feeds the preflight forecast (``data``,
-``preflight``, ``rehearsal``) always start cold (:data:`FORKED_STAGES`).
+and the cost page takes memory from that line (:func:`usage_beside`). That peak is not a cold
+job's: the child's RSS counts the server's pages it touches, not those it only shares (measured:
+an evaluate job 455 MB forked vs 540-553 MB cold; a report page ~400 MB forked vs 21-50 MB
+cold). So the stages whose memory feeds the preflight forecast (``data``, ``preflight``,
+``rehearsal``) always start cold (:data:`FORKED_STAGES`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import atexit
 import contextlib
 import importlib
 import json
+import logging
 import os
 import random
 import selectors
@@ -87,7 +89,7 @@ THREAD_ENV = ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MK
 IMPORT_TIME_ENV = (
     "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "TOKENIZERS_", "SENTENCE_TRANSFORMERS_", "TORCH",
     "PYTORCH_", "CUDA_", "OMP_", "MKL_", "KMP_", "OPENBLAS_", "GOTO_", "LD_", "PYTHON", "MPL",
-    "SLURM_JOB_ID", "XLA_", "NUMEXPR_",
+    "SLURM_JOB_ID", "SLURM_STEP_ID", "XLA_", "NUMEXPR_",
 )  # fmt: skip
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 HEADER = struct.Struct("!Q")
@@ -133,11 +135,20 @@ def _where() -> dict[str, Any]:
     Examples
     --------
     >>> sorted(_where())
-    ['env', 'executable', 'host', 'prefix']
+    ['affinity', 'cgroup', 'env', 'executable', 'flags', 'host', 'nice', 'prefix', 'rlimits']
     """
+    import resource
+
     env = {k: v for k, v in os.environ.items() if k.startswith(IMPORT_TIME_ENV) and k not in THREAD_ENV}
     executable = os.path.realpath(sys.executable)  # venv/bin/python and python3: one interpreter
-    return {"executable": executable, "prefix": sys.prefix, "host": socket.gethostname(), "env": env}
+    limits = {n: resource.getrlimit(getattr(resource, n)) for n in dir(resource) if n.startswith("RLIMIT_")}
+    try:
+        cgroup = Path("/proc/self/cgroup").read_text()  # a Slurm step's memory/GPU limits live here
+    except OSError:
+        cgroup = ""
+    return {"executable": executable, "prefix": sys.prefix, "host": socket.gethostname(), "env": env,
+            "flags": repr((sys.flags, sys._xoptions, sys.warnoptions)), "nice": os.getpriority(os.PRIO_PROCESS, 0),
+            "affinity": sorted(os.sched_getaffinity(0)), "rlimits": json.loads(json.dumps(limits)), "cgroup": cgroup}  # fmt: skip
 
 
 def _difference(job: dict[str, Any], server: dict[str, Any]) -> str | None:
@@ -153,9 +164,11 @@ def _difference(job: dict[str, Any], server: dict[str, Any]) -> str | None:
     >>> _difference({**here, "host": "n2"}, here)
     'host differs (job: n2, server: n1)'
     """
-    for key in ("executable", "prefix", "host"):
-        if job[key] != server[key]:
-            return f"{key} differs (job: {job[key]}, server: {server[key]})"
+    for key in ("executable", "prefix", "host", "flags", "nice", "affinity", "rlimits", "cgroup"):
+        if job.get(key) != server.get(key):
+            if key in ("executable", "prefix", "host", "nice"):
+                return f"{key} differs (job: {job.get(key)}, server: {server.get(key)})"
+            return f"{key} differs"
     for name in sorted(set(job["env"]) | set(server["env"])):
         mine, theirs = job["env"].get(name), server["env"].get(name)
         if mine != theirs:
@@ -180,8 +193,9 @@ def delegate(argv: list[str]) -> int | None:
         sock.connect(address)
         umask = os.umask(0)
         os.umask(umask)
+        ignored = [int(n) for n in FORWARDED_SIGNALS if signal.getsignal(n) is signal.SIG_IGN]  # e.g. nohup
         request = {"argv": argv, "cwd": os.getcwd(), "path": sys.path, "env": dict(os.environ), "umask": umask,
-                   "where": _where()}  # fmt: skip
+                   "ignored": ignored, "where": _where()}  # fmt: skip
         _send(sock, request, fds=[0, 1, 2])
         reply, _ = _receive(sock)
     except OSError as err:
@@ -194,7 +208,8 @@ def delegate(argv: list[str]) -> int | None:
     child = int(reply["pid"])
     # Snakemake stops a job by signalling its process group, which holds this client only.
     for number in FORWARDED_SIGNALS:
-        signal.signal(number, lambda received, _frame: _signal_group(child, received))
+        if int(number) not in ignored:
+            signal.signal(number, lambda received, _frame: _signal_group(child, received))
     try:
         result, _ = _receive(sock)
     except OSError:
@@ -208,8 +223,9 @@ def delegate(argv: list[str]) -> int | None:
         f"CPU {result['cpu_s']:.2f} s",
         file=sys.stderr,
     )
-    if result["signal"]:
-        signal.signal(result["signal"], signal.SIG_DFL)
+    if result["signal"]:  # end as the child did (the shell reports 128 + N)
+        if result["signal"] not in (signal.SIGKILL, signal.SIGSTOP):
+            signal.signal(result["signal"], signal.SIG_DFL)
         os.kill(os.getpid(), result["signal"])
     return int(result["status"])
 
@@ -274,9 +290,14 @@ def serve(*, address: str, parent: int) -> None:
     listener.listen(64)
     where, environ = _where(), dict(os.environ)  # what the imports see, before they run
     started = time.perf_counter()
+    # transformers asks torch.cuda.is_available() at import; through the CUDA runtime that call
+    # would poison every fork (torch/cuda/__init__.py), through NVML it does not.
+    os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
     for name in PRELOAD:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
+    if "PYTORCH_NVML_BASED_CUDA_CHECK" not in environ:
+        del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
     # Forget the project's own modules (the server imported this one): children import them fresh.
     for name in [n for n in sys.modules if n == "workflow_scripts" or n.startswith("workflow_scripts.")]:
         del sys.modules[name]
@@ -298,7 +319,13 @@ def serve(*, address: str, parent: int) -> None:
         for key, _ in selector.select(timeout=0.1):
             if key.fileobj is listener:
                 connection, _ = listener.accept()
-                pid = _start_child(connection, listener=listener, where=where, unsafe=unsafe, side_effects=side_effects)
+                try:
+                    pid = _start_child(
+                        connection, listener=listener, where=where, unsafe=unsafe, side_effects=side_effects
+                    )
+                except Exception as err:  # one bad or vanished client must not end the others' jobs
+                    print(f"warm: a request failed: {err!r}", file=sys.stderr)
+                    pid = None
                 if pid is None:
                     connection.close()
                 else:
@@ -316,6 +343,7 @@ def serve(*, address: str, parent: int) -> None:
     listener.close()
     with contextlib.suppress(OSError):
         os.unlink(address)
+        os.rmdir(os.path.dirname(address))  # start()'s private folder
 
 
 def _fork_hazard() -> str | None:
@@ -335,7 +363,25 @@ def _fork_hazard() -> str | None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():
         return "CUDA was initialised by the imports"
+    if torch is not None and torch.backends.cuda.is_built() and _probe(lambda: torch.cuda._is_in_bad_fork()):
+        return "a forked child could not use CUDA (the imports queried the CUDA runtime)"
     return None
+
+
+def _probe(question) -> bool:
+    """``question()`` asked in a forked child (what a job would find), as a bool."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(write, b"1" if question() else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    answer = os.read(read, 1)
+    os.close(read)
+    return answer == b"1"
 
 
 def _start_child(
@@ -360,7 +406,13 @@ def _start_child(
             listener.close()
             connection.close()
             _run_child(request, fds, side_effects=side_effects)
-        _send(connection, {"pid": pid})
+        with contextlib.suppress(OSError):  # also here: a signal forwarded at once must find the group
+            os.setpgid(pid, pid)
+        try:
+            _send(connection, {"pid": pid})
+        except OSError:  # the client is gone already: so is its job
+            _signal_group(pid, signal.SIGKILL)
+            raise
         return pid
     finally:
         for fd in fds:
@@ -372,11 +424,18 @@ def _run_child(request: dict[str, Any], fds: list[int], *, side_effects: dict[st
     status = 1
     try:
         os.setpgid(0, 0)  # a group of its own, so the whole job can be signalled
-        for number in (*FORWARDED_SIGNALS, signal.SIGCHLD, signal.SIGPIPE):
+        for number in (*FORWARDED_SIGNALS, signal.SIGCHLD):
             signal.signal(number, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as a fresh interpreter sets them
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        for number in request["ignored"]:
+            signal.signal(number, signal.SIG_IGN)
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
+        for fd in fds:
+            if fd > 2:
+                os.close(fd)
+        atexit._clear()  # the server's exit handlers are not the job's
         os.chdir(request["cwd"])
         os.umask(request["umask"])  # outputs get the job's permissions, not the server's
         os.environ.clear()
@@ -405,6 +464,9 @@ def _run_child(request: dict[str, Any], fds: list[int], *, side_effects: dict[st
         traceback.print_exc()
     finally:
         with contextlib.suppress(Exception):
+            atexit._run_exitfuncs()  # the job's own (logging.shutdown among them, if it registered)
+        with contextlib.suppress(Exception):
+            logging.shutdown()
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(status or 0)
@@ -416,7 +478,11 @@ def _apply_thread_limits() -> None:
     torch sizes its pool at first use, from the environment already set; the BLAS and OpenMP
     libraries did at load, in the server, so they are resized here.
     """
-    blas = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("GOTO_NUM_THREADS")
+    blas = (
+        os.environ.get("OPENBLAS_NUM_THREADS")
+        or os.environ.get("GOTO_NUM_THREADS")
+        or os.environ.get("OMP_NUM_THREADS")
+    )
     openmp = os.environ.get("OMP_NUM_THREADS")
     if not (blas or openmp):
         return
@@ -430,7 +496,7 @@ def _apply_thread_limits() -> None:
 
 def _reap(children: dict[int, socket.socket], selector: selectors.BaseSelector) -> None:
     """Send each finished child's status and the kernel's count of its resources to its client."""
-    while children:
+    while True:  # also the _kill_later watchers, which are no job's
         try:
             pid, status, usage = os.wait4(-1, os.WNOHANG)
         except ChildProcessError:
@@ -502,7 +568,7 @@ def stop() -> None:
         if process.poll() is None:
             process.kill()
     folder = _SERVER.pop("folder", None)
-    if folder:
+    if folder and os.path.isdir(folder):  # the server removes it itself when it ends in time
         for name in os.listdir(folder):
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(folder, name))
