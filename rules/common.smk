@@ -325,8 +325,10 @@ def get_provenance_flags(wildcards):
 
 # ---------------------------------------------------------------- warm start (workflow_scripts/warm.py)
 def start_warm_server():
-    """Local runs only: cluster jobs run on other machines, in their own allocations."""
-    if config.get("warm_start", True) and workflow.local_exec:
+    """Local runs only (cluster jobs run on other machines, in their own allocations), with
+    enough jobs to fork (warm.worth_starting)."""
+    commands = (job.rule.shellcmd for job in workflow.dag.needrun_jobs())
+    if config.get("warm_start", True) and workflow.local_exec and warm.worth_starting(commands):
         warm.start(log=".snakemake/warm.log")
     else:  # not even a server inherited from an enclosing run
         os.environ.pop(warm.ENV_VAR, None)

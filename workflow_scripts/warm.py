@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import random
+import re
 import selectors
 import signal
 import socket
@@ -45,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -534,6 +536,26 @@ def _kill_later(pid: int) -> None:
 
 
 # -- lifecycle: called from the Snakefile's onstart / onsuccess / onerror --------------------------
+
+MIN_FORKED_JOBS = 2  # the server's imports cost one cold start: worth it from two forked jobs on
+
+
+def worth_starting(commands: Iterable[str | None]) -> bool:
+    """Whether a run whose jobs run these shell ``commands`` gains from a server.
+
+    A run with fewer forked jobs than :data:`MIN_FORKED_JOBS` (the ``preflight`` target: only
+    ``widen``) starts none, so the cold jobs it measures share the cores with no import.
+
+    Examples
+    --------
+    >>> worth_starting(["logged x python -m workflow_scripts evaluate job --model-name {wildcards.model}"] * 2)
+    True
+    >>> worth_starting(["logged x python -m workflow_scripts data build-shards", "logged x python -m workflow_scripts model widen"])
+    False
+    """
+    stages = (re.search(r"python -m workflow_scripts (\w+)", command or "") for command in commands)
+    return sum(1 for found in stages if found and found.group(1) in FORKED_STAGES) >= MIN_FORKED_JOBS
+
 
 _SERVER: dict[str, Any] = {}
 
