@@ -126,18 +126,24 @@ def children_of(pid: int) -> list[psutil.Process]:
     return psutil.Process(pid).children()
 
 
-@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
-def test_a_stopped_job_leaves_no_child_running(server, tmp_path, how):
-    """Snakemake stops a job by signalling its process: the forked child ends with it."""
+def long_forked_job(server, out: Path) -> tuple[subprocess.Popen, psutil.Process]:
+    """A demo-assets job big enough to run for tens of seconds, and the server's child running it."""
     pid, _ = server
     before = {p.pid for p in children_of(pid)}
-    big = ["--queries-per-split", "500", "--documents-per-split", "20000", "--train-rows", "50000"]  # tens of seconds
-    client = subprocess.Popen([sys.executable, "-m", "workflow_scripts", "demo", "make", "--out-dir",
-                               str(tmp_path / "assets"), *big], cwd=REPO, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    big = ["--queries-per-split", "500", "--documents-per-split", "20000", "--train-rows", "50000"]
+    client = subprocess.Popen([sys.executable, "-m", "workflow_scripts", "demo", "make", "--out-dir", str(out), *big],
+                              cwd=REPO, stderr=subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.monotonic() + 60
     while not (new := [p for p in children_of(pid) if p.pid not in before]) and time.monotonic() < deadline:
         time.sleep(0.05)
     [child] = new
+    return client, child
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+def test_a_stopped_job_leaves_no_child_running(server, tmp_path, how):
+    """Snakemake stops a job by signalling its process: the forked child ends with it."""
+    client, child = long_forked_job(server, tmp_path / "assets")
     time.sleep(1.0)  # the child is working
     client.send_signal(how)
     client.wait(timeout=30)
@@ -181,15 +187,8 @@ def test_the_cost_page_takes_a_forked_jobs_memory_from_its_log(tmp_path):
 
 def test_a_job_the_kernel_kills_ends_killed_not_with_a_traceback(server, tmp_path):
     """SIGKILL of the child (the OOM killer): the client ends as a killed cold job would (137)."""
-    pid, _ = server
-    before = {p.pid for p in children_of(pid)}
-    big = ["--queries-per-split", "500", "--documents-per-split", "20000", "--train-rows", "50000"]
-    client = subprocess.Popen([sys.executable, "-m", "workflow_scripts", "demo", "make", "--out-dir",
-                               str(tmp_path / "assets"), *big], cwd=REPO, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not (new := [p for p in children_of(pid) if p.pid not in before]) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    new[0].kill()
+    client, child = long_forked_job(server, tmp_path / "assets")
+    child.kill()
     _, err = client.communicate(timeout=30)
     assert client.returncode == -signal.SIGKILL and "Traceback" not in err, err
 

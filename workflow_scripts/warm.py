@@ -13,10 +13,11 @@ what runs) and runs exactly the code a cold process would. Exit status, signals 
 are the client's, so Snakemake, ``logged`` and the logs see no difference.
 
 Where the two could differ, the client starts cold instead (one line in its log says why):
-no server, another machine or Slurm allocation, another interpreter, or a different value
-of a variable that the preloaded libraries read at import time (``HF_HUB_OFFLINE``,
-``OMP_NUM_THREADS``, ...). Inside a Slurm job the server of the submitting host is never
-used: the work must run in the allocation Snakemake asked for.
+no server, another machine, cgroup or Slurm allocation, another interpreter, or a different
+value of a variable that the preloaded libraries read at import time (``HF_HUB_OFFLINE``,
+``TRANSFORMERS_VERBOSITY``, ...); Snakemake's per-job thread counts (``OMP_NUM_THREADS`` & co.)
+are applied in the child instead. Inside a Slurm job the server of the submitting host is
+never used: the work must run in the allocation Snakemake asked for.
 
 What does differ: Snakemake's ``benchmark:`` samples the job's process tree, which holds the
 client, not the forked child. So the client ends the log with the child's own figures, as
@@ -166,10 +167,10 @@ def _difference(job: dict[str, Any], server: dict[str, Any]) -> str | None:
     >>> _difference({**here, "host": "n2"}, here)
     'host differs (job: n2, server: n1)'
     """
-    for key in ("executable", "prefix", "host", "flags", "nice", "affinity", "rlimits", "cgroup"):
-        if job.get(key) != server.get(key):
-            if key in ("executable", "prefix", "host", "nice"):
-                return f"{key} differs (job: {job.get(key)}, server: {server.get(key)})"
+    for key in (k for k in server if k != "env"):  # every fact of _where(), in its order
+        if job.get(key) != server[key]:
+            if key in ("executable", "prefix", "host", "nice"):  # short enough to show
+                return f"{key} differs (job: {job.get(key)}, server: {server[key]})"
             return f"{key} differs"
     for name in sorted(set(job["env"]) | set(server["env"])):
         mine, theirs = job["env"].get(name), server["env"].get(name)
