@@ -426,6 +426,7 @@ def full_config() -> dict[str, Any]:
         config[name] = yaml.safe_load((REPO / name / "config.yaml").read_text())[name]
     config["evaluate"]["overrides"]["pony"]["document_length"] = 512
     config["train"]["max_steps"] = 100
+    config["train"]["score_mini_batch_size"] = 8
     config["preflight"] |= {"per_device_batch_size": 4, "queries_per_split": 8,
                             "forecast": {"nodes": 2, "gpus_per_node": 4, "global_batch_size": 2048}}  # fmt: skip
     for entry in config["data"]["stages"]["stage1"] + config["data"]["stages"]["stage2"]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -110,3 +111,45 @@ def test_a_changed_recipe_does_not_resume_old_checkpoints(demo_assets, stage1_sh
     assert a != b
     (stage1_shards / "part-00000.parquet").touch()  # rebuilt shards
     assert run_fingerprint({"learning_rate": 1e-5}, [demo_assets / "base-model", stage1_shards]) != a
+
+
+def test_a_rank_without_its_devices_refuses_to_train(demo_assets, stage1_shards, tmp_path):
+    """A job given GPUs that this torch cannot use (here: a CPU build) stops in one line, before
+    loading anything, instead of training on CPU with gloo for days."""
+    args = train_kwargs(tmp_path, demo_assets / "base-model", stage1_shards)
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="0,1,2,3")
+    proc = subprocess.run([sys.executable, "-m", "workflow_scripts.train", "fit", *to_argv(args)],
+                          capture_output=True, text=True, env=env)  # fmt: skip
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: train: this job was given 4 GPU(s) (CUDA_VISIBLE_DEVICES=0,1,2,3)")
+    assert "refusing to train on CPU" in line
+    assert not (tmp_path / "model").exists() and not (tmp_path / "ckpt").exists()
+
+
+@pytest.mark.parametrize(
+    ("environ", "visible", "local_rank", "expected"),
+    [
+        ({}, 0, 0, "cpu"),  # nothing asked, nothing there: the CPU is what the job wants
+        ({"CUDA_VISIBLE_DEVICES": ""}, 0, 0, "cpu"),
+        ({"CUDA_VISIBLE_DEVICES": "NoDevFiles"}, 0, 0, "cpu"),  # Slurm without GPU gres
+        ({"CUDA_VISIBLE_DEVICES": "0,1,2,3"}, 4, 3, "cuda:3"),  # each rank its own GPU, not GPU 0
+        ({}, 2, 1, "cuda:1"),  # a workstation: CUDA usable although nothing was asked
+        ({"SLURM_JOB_GPUS": "0,1"}, 0, 0, UserError),  # the CUDA build cannot reach the driver
+        ({"CUDA_VISIBLE_DEVICES": "GPU-5f1c"}, 0, 0, UserError),
+        ({"CUDA_VISIBLE_DEVICES": "0"}, 1, 1, UserError),  # two ranks on a node with one GPU
+    ],
+)
+def test_each_rank_trains_on_its_own_device(monkeypatch, environ, visible, local_rank, expected):
+    import torch
+
+    from workflow_scripts.train import training_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: visible > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: visible)
+    if expected is UserError:
+        with pytest.raises(UserError) as error:
+            training_device(local_rank=local_rank, environ=environ)
+        assert "\n" not in str(error.value) and "CUDA_VISIBLE_DEVICES=" in str(error.value)
+    else:
+        assert training_device(local_rank=local_rank, environ=environ) == expected

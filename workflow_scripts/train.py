@@ -23,6 +23,7 @@ import shutil
 import socket
 import time
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +36,16 @@ from .progress import Progress
 
 __all__ = [
     "BATCH_SAMPLERS",
+    "MAXSIM_BACKENDS",
     "FalseNegativeCounter",
+    "build_loss",
     "false_negatives",
     "loss_summary",
     "per_device_batch_size",
+    "requested_gpus",
     "shard_files",
     "train_stage",
+    "training_device",
     "world_info",
 ]
 
@@ -53,6 +58,12 @@ PROGRESS_INTERVAL: float | None = None  # between two progress lines; None: $PRO
 # "no_duplicates" defers a row any of whose texts (query, positive or negative) is already a text
 # of the per-device batch, in any column (NoDuplicatesBatchSampler: exact string equality).
 BATCH_SAMPLERS = ("batch_sampler", "no_duplicates")
+# MaxSim in the loss (workflow_scripts/loss_scores.py): auto = a fused kernel where one is
+# installed and exact for these masks, else chunked (exact, memory-bounded); torch = PyLate's
+# einsum, which holds the whole (queries, documents, query tokens, document tokens) tensor.
+MAXSIM_BACKENDS = ("auto", "chunked", "torch", "lik", "flash")
+# Values of CUDA_VISIBLE_DEVICES that name no device (Slurm writes NoDevFiles without GPU gres).
+_NO_DEVICES = {"", "-1", "none", "nodevfiles"}
 
 
 def world_info() -> dict[str, Any]:
@@ -65,6 +76,124 @@ def world_info() -> dict[str, Any]:
         "slurm_node": os.environ.get("SLURMD_NODENAME"),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
     }
+
+
+def requested_gpus(environ: Mapping[str, str]) -> int:
+    """How many GPUs this process's job was given, from what Slurm and CUDA set.
+
+    ``CUDA_VISIBLE_DEVICES`` (set by Slurm's GPU gres, or by the user) wins; a Slurm step's own
+    ``SLURM_STEP_GPUS``/``SLURM_JOB_GPUS`` count where it is absent. Zero when nothing asks.
+
+    Parameters
+    ----------
+    environ
+        The process environment.
+
+    Examples
+    --------
+    >>> requested_gpus({"CUDA_VISIBLE_DEVICES": "0,1,2,3"})
+    4
+    >>> requested_gpus({"CUDA_VISIBLE_DEVICES": "NoDevFiles", "SLURM_JOB_GPUS": "0"})
+    0
+    >>> requested_gpus({"SLURM_STEP_GPUS": "2"})
+    1
+    >>> requested_gpus({})
+    0
+    """
+    for name in ("CUDA_VISIBLE_DEVICES", "SLURM_STEP_GPUS", "SLURM_JOB_GPUS"):
+        if name in environ:
+            value = environ[name].strip()
+            return 0 if value.lower() in _NO_DEVICES else len([v for v in value.split(",") if v.strip()])
+    return 0
+
+
+def training_device(*, local_rank: int, environ: Mapping[str, str] | None = None) -> str:
+    """The device this rank trains on, refusing to fall back to the CPU behind the user's back.
+
+    ``cuda:<local rank>`` where torch can use CUDA; ``cpu`` where it cannot and the job was given
+    no GPU. A job that was given GPUs torch cannot use (a CPU build of torch, a CUDA build newer
+    than the node's driver, too few visible devices for the node's ranks) is refused in one line:
+    without this, the Trainer silently trains on CPU with gloo for days.
+
+    Parameters
+    ----------
+    local_rank
+        This process's rank on its node (``LOCAL_RANK``).
+    environ
+        The process environment (default: ``os.environ``).
+    """
+    import torch
+
+    environ = os.environ if environ is None else environ
+    asked = requested_gpus(environ)
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    where = f"CUDA_VISIBLE_DEVICES={environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}"
+    build = f"torch {torch.__version__} (CUDA build {torch.version.cuda or 'none: a CPU build'})"
+    if asked and not visible:
+        raise UserError(
+            f"train: this job was given {asked} GPU(s) ({where}) but {build} cannot use any "
+            "(CPU build, or a CUDA build the node's driver does not support); refusing to train on CPU"
+        )
+    if not visible:
+        return "cpu"
+    if local_rank >= visible:
+        raise UserError(
+            f"train: local rank {local_rank} has no GPU of its own: {visible} visible ({where}); "
+            "give each node as many GPUs as tasks (train.gpus_per_node)"
+        )
+    return f"cuda:{local_rank}"
+
+
+def build_loss(
+    model: Any,
+    *,
+    mini_batch_size: int,
+    score_mini_batch_size: int | None,
+    gather_across_devices: bool,
+    temperature: float,
+    maxsim_backend: str,
+    world_size: int,
+) -> Any:
+    """The loss a stage trains with, and the preflight measures: CachedContrastive (GradCache)
+    whose score is exact MaxSim through the selected backend.
+
+    The returned loss carries ``maxsim_backend`` (the backend actually used) and
+    ``candidate_counter`` (:class:`CandidateCounter`: documents each query was scored against).
+
+    Parameters
+    ----------
+    model
+        The PyLate ColBERT being trained (its device decides which kernels exist).
+    mini_batch_size
+        GradCache chunk: rows embedded at once (bounds activation memory).
+    score_mini_batch_size
+        Queries scored at once against all candidates (bounds the loss's working set);
+        ``None``: ``mini_batch_size``.
+    gather_across_devices
+        Score each query against every rank's documents (only when ``world_size > 1``).
+    temperature
+        Softmax temperature of the contrastive loss.
+    maxsim_backend
+        One of :data:`MAXSIM_BACKENDS`.
+    world_size
+        Number of training processes.
+    """
+    from pylate import losses
+
+    if maxsim_backend not in MAXSIM_BACKENDS:
+        raise UserError(f"train.maxsim_backend: {maxsim_backend!r} is not one of {list(MAXSIM_BACKENDS)}")
+    metric, used = None, "torch"
+    loss = losses.CachedContrastive(
+        model=model,
+        score_metric=metric,
+        mini_batch_size=mini_batch_size,
+        score_mini_batch_size=score_mini_batch_size,
+        gather_across_devices=gather_across_devices and world_size > 1,
+        temperature=temperature,
+    )
+    loss.score_metric = loss.candidate_counter = CandidateCounter(loss.score_metric)
+    loss.maxsim_backend = used
+    return loss
 
 
 def per_device_batch_size(global_batch_size: int, world_size: int, accumulation: int) -> int:
@@ -370,33 +499,54 @@ def train_stage(
     max_steps: int | None = None,
     trust_remote_code: bool = False,
     batch_sampler: str = "batch_sampler",
+    maxsim_backend: str = "auto",
+    score_mini_batch_size: int | None = None,
 ) -> dict[str, Any]:
     """Train one curriculum stage from ``init_model`` on ``shards``; resume if checkpoints exist.
 
-    ``batch_sampler`` is one of :data:`BATCH_SAMPLERS`. The in-batch false negatives of every
+    ``batch_sampler`` is one of :data:`BATCH_SAMPLERS`, ``maxsim_backend`` one of
+    :data:`MAXSIM_BACKENDS` (see :func:`build_loss`). The in-batch false negatives of every
     contrastive batch are counted (:class:`FalseNegativeCounter`) and summarised in the meta.
     """
     recipe = {k: v for k, v in locals().items() if k not in OUTPUT_ARGS}  # what defines the run
     import torch
-    from pylate import losses, utils
+    from pylate import utils
     from sentence_transformers import SentenceTransformerTrainingArguments
 
     if batch_sampler not in BATCH_SAMPLERS:
         raise UserError(f"train.batch_sampler: {batch_sampler!r} is not one of {list(BATCH_SAMPLERS)}")
     world = world_info()
+    device = training_device(local_rank=world["local_rank"])
+    if device != "cpu":  # before anything touches CUDA: no rank opens a context on GPU 0
+        torch.cuda.set_device(device)
+    logger.info(
+        "rank %d: device %s, torch %s, CUDA build %s, CUDA_VISIBLE_DEVICES=%s",
+        world["rank"], device, torch.__version__, torch.version.cuda,
+        os.environ.get("CUDA_VISIBLE_DEVICES", "(unset)"),
+    )
     per_device = per_device_batch_size(global_batch_size, world["world_size"], gradient_accumulation_steps)
     files = shard_files(shards)
     recipe["world_size"] = world["world_size"]
     checkpoint_dir = Path(checkpoint_dir) / run_fingerprint(recipe, [model_dir(init_model), shards])
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    model = load_colbert(init_model, query_length=query_length, document_length=document_length,
-                         trust_remote_code=trust_remote_code,
-                         device="cuda" if torch.cuda.is_available() else "cpu")  # fmt: skip
+    model = load_colbert(
+        init_model,
+        query_length=query_length,
+        document_length=document_length,
+        trust_remote_code=trust_remote_code,
+        device=device,
+    )
     dataset = load_triples(files, checkpoint_dir / "datasets-cache")
-    loss = losses.CachedContrastive(model=model, mini_batch_size=mini_batch_size,
-                                    gather_across_devices=gather_across_devices and world["world_size"] > 1,
-                                    temperature=temperature)  # fmt: skip
-    loss.score_metric = counter = CandidateCounter(loss.score_metric)
+    loss = build_loss(
+        model,
+        mini_batch_size=mini_batch_size,
+        score_mini_batch_size=score_mini_batch_size,
+        gather_across_devices=gather_across_devices,
+        temperature=temperature,
+        maxsim_backend=maxsim_backend,
+        world_size=world["world_size"],
+    )
+    counter = loss.candidate_counter
     loss.forward = duplicates = FalseNegativeCounter(loss.forward, gather=loss.gather_across_devices)
     args = SentenceTransformerTrainingArguments(
         output_dir=str(checkpoint_dir), num_train_epochs=epochs, max_steps=max_steps or -1,
@@ -407,8 +557,11 @@ def train_stage(
         report_to="none", dataloader_num_workers=dataloader_num_workers, disable_tqdm=True,
         # a short last batch would give its queries few in-batch negatives and a noisy step
         dataloader_drop_last=True, batch_sampler=batch_sampler,
-        use_cpu=not torch.cuda.is_available(),
-        ddp_backend="gloo" if world["world_size"] > 1 and not torch.cuda.is_available() else None,
+        use_cpu=device == "cpu",
+        ddp_backend="gloo" if world["world_size"] > 1 and device == "cpu" else None,
+        # ColBERT is not a PreTrainedModel, so transformers would default to True: a graph walk
+        # on each of GradCache's forwards; every parameter is used in every step
+        ddp_find_unused_parameters=False,
     )  # fmt: skip
     resume = last_checkpoint(checkpoint_dir, cleanup=world["rank"] == 0)
     # The authoritative curve lives beside the checkpoints: Snakemake deletes a failed job's
@@ -434,7 +587,7 @@ def train_stage(
     curve = log_path.read_text() if log_path.exists() else ""
     with atomic_file(metrics_path) as handle:
         handle.write(curve)
-    devices = world["world_size"] if torch.cuda.is_available() else 0
+    devices = world["world_size"] if device != "cpu" else 0
     meta = {
         "stage": stage,
         "init_model": str(init_model),
@@ -454,7 +607,9 @@ def train_stage(
         "resumed_from": resume,
         "checkpoint_dir": str(checkpoint_dir),
         "wall_clock_s": wall,
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "device": device.split(":")[0],
+        "maxsim_backend": loss.maxsim_backend,
+        "score_mini_batch_size": loss.score_mini_batch_size,
         "device_count": devices,
         "gpu_hours": devices * wall / 3600,
         "bf16": args.bf16,
