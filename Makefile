@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup browser demo test test-fast clean-demo
+.PHONY: setup setup-gpu browser demo test test-fast clean-demo
 
 setup: $(VENV)/.installed
 
@@ -18,6 +18,10 @@ $(VENV)/.installed: requirements.txt requirements-pylate.txt
 	$(BIN)/pip install --quiet -r requirements.txt
 	$(BIN)/pip install --quiet --no-deps -r requirements-pylate.txt
 	touch $@
+
+# On a GPU machine: the CPU install plus the fused MaxSim kernels (requirements-gpu.txt).
+setup-gpu: setup
+	$(BIN)/pip install --quiet --no-deps -r requirements-gpu.txt
 
 # The whole pipeline on the embedded demo, then the HTML report.
 demo: setup
