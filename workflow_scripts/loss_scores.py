@@ -1,0 +1,303 @@
+"""Exact ColBERT MaxSim for the training loss, in bounded memory; the backend choice; a finiteness check.
+
+PyLate's torch ``colbert_scores`` makes the whole (queries, documents, query tokens, document
+tokens) similarity tensor, and a masked copy, for every chunk of queries: at the card's shape
+(32 queries x 2,048 documents x 256 x 2,048 tokens) that is 16 GiB per copy in fp32.
+:func:`chunked_colbert_scores` gives the same scores and the same gradients without it: a custom
+autograd function walks the document tokens in chunks, keeps the running max of each (query,
+document, query token) and where it was found (an int32 argmax), and its backward sends each
+gradient through that argmax to the query vector and to the one document vector it chose.
+Its memory is one chunk's similarities (queries x candidates x query tokens x ``chunk_size``)
+plus the argmax, whatever the document length (:func:`loss_working_set_bytes`,
+``benchmarks/bench_loss_memory.py``).
+
+Semantics are PyLate's torch path exactly (``tests/test_loss_scores.py`` compares scores, loss
+and gradients): similarities are *multiplied* by the document mask (attention AND skiplist, so a
+mask may have holes) before the max, so a masked token counts as similarity 0, not as absent: a
+query token whose every real similarity is negative scores 0 in a document that has any masked
+token, and a document with no valid token scores 0 with zero gradient. The query mask multiplies
+each query token's max (PyLate multiplies before the max; the same for 0/1 masks).
+
+How the GradCache loss uses this module (one call per chunk of queries)::
+
+    score, used = score_metric_for(backend, device="cuda:0", masks_have_holes=bool(skiplist))
+    scores = score(queries, documents, queries_mask=q_mask, documents_mask=d_mask)
+    #   queries (q, Qt, H), documents (D, N, Dt, H) stacked columns -> scores (q, D * N),
+    #   query-major as PyLate's ColBERTScores (the positive of query i at column i * N);
+    #   3-D documents (B, Dt, H) -> (q, B), as colbert_scores.
+    check_finite(scores, what=f"train stage1 step {step}")  # one-line UserError on NaN/inf
+
+Backends (``train.maxsim_backend``): ``chunked`` (this module), ``torch`` (PyLate's einsum,
+forced with ``backend="torch"`` so ``PYLATE_SCORES_BACKEND`` cannot swap it), ``lik``
+(late-interaction-kernels) and ``flash`` (flash-maxsim) through PyLate 1.6's own wrappers, and
+``auto``. Both kernels drop a masked token from the max (-inf) where PyLate's torch path counts
+it as 0: they differ from ``torch``/``chunked`` only for a query token whose every valid
+similarity is negative, in a document with masked tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from functools import partial
+
+import torch
+
+from .common import UserError
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_BUDGET_BYTES",
+    "check_finite",
+    "chunked_colbert_scores",
+    "default_chunk_size",
+    "loss_working_set_bytes",
+    "mask_has_holes",
+    "score_metric_for",
+]
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "chunked", "torch", "lik", "flash")
+# Bytes of one chunk's similarities when chunk_size is not given: large enough for GEMMs near
+# peak on a GPU (32 queries x 256 tokens x 4,096 candidates x 8 tokens in fp32 = 1 GiB),
+# small next to the 80 GiB the card's shape has to share with the model and its activations.
+DEFAULT_BUDGET_BYTES = 1 << 30
+Scorer = Callable[..., torch.Tensor]
+
+
+def default_chunk_size(
+    *,
+    queries: int,
+    candidates: int,
+    query_tokens: int,
+    document_tokens: int,
+    bytes_per_value: int,
+    budget_bytes: int = DEFAULT_BUDGET_BYTES,
+) -> int:
+    """Document tokens per chunk so that one chunk's similarities fit ``budget_bytes``.
+
+    Examples
+    --------
+    >>> default_chunk_size(queries=32, candidates=4096, query_tokens=256, document_tokens=2048, bytes_per_value=4)
+    8
+    >>> default_chunk_size(queries=2, candidates=4, query_tokens=8, document_tokens=30, bytes_per_value=4)
+    30
+    """
+    per_token = max(1, queries * candidates * query_tokens * bytes_per_value)
+    return max(1, min(document_tokens, budget_bytes // per_token))
+
+
+def mask_has_holes(mask: torch.Tensor | None) -> bool:
+    """Whether some row of a 0/1 token mask is not a prefix (a masked token before a valid one).
+
+    Examples
+    --------
+    >>> mask_has_holes(torch.tensor([[1, 1, 0], [1, 0, 0]]))
+    False
+    >>> mask_has_holes(torch.tensor([[1, 0, 1]]))
+    True
+    """
+    if mask is None:
+        return False
+    valid = (mask != 0).to(torch.int8)
+    return bool((valid[..., 1:] > valid[..., :-1]).any())
+
+
+def chunked_colbert_scores(
+    queries_embeddings: torch.Tensor,
+    documents_embeddings: torch.Tensor,
+    queries_mask: torch.Tensor | None = None,
+    documents_mask: torch.Tensor | None = None,
+    *,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """ColBERT scores as PyLate's torch path gives them, without the 4-D similarity tensor.
+
+    Parameters
+    ----------
+    queries_embeddings
+        Shape (queries, query tokens, dim).
+    documents_embeddings
+        Shape (documents, document tokens, dim) as for ``colbert_scores``, or (documents,
+        columns, document tokens, dim) as ``CachedContrastive`` passes to its ``score_metric``.
+    queries_mask
+        0/1 or bool, shape (queries, query tokens); ``None``: every token counts.
+    documents_mask
+        0/1 or bool, shape (documents[, columns], document tokens): attention AND skiplist.
+    chunk_size
+        Document tokens per step; ``None``: :func:`default_chunk_size`. Memory grows with it,
+        the result does not change (up to float rounding of nothing: each max is exact).
+
+    Returns
+    -------
+    torch.Tensor
+        (queries, documents), or (queries, documents * columns) query-major, in the inputs' dtype.
+
+    Examples
+    --------
+    >>> q = torch.tensor([[[1.0], [0.0]], [[0.0], [2.0]]])
+    >>> d = torch.tensor([[[10.0], [0.0], [1.0]], [[0.0], [100.0], [-1.0]]])
+    >>> chunked_colbert_scores(q, d, documents_mask=torch.tensor([[1, 1, 1], [1, 0, 1]]), chunk_size=2)
+    tensor([[10.,  0.],
+            [ 0.,  0.]])
+    """
+    queries = torch.as_tensor(queries_embeddings)
+    documents = torch.as_tensor(documents_embeddings)
+    if documents.dim() == 4:  # (D, N, Dt, H) -> (D * N, Dt, H): row d * N + k is column k of document d
+        documents = documents.reshape(-1, *documents.shape[2:])
+        documents_mask = None if documents_mask is None else documents_mask.reshape(documents.shape[:2])
+    _check_shapes(queries=queries, documents=documents, queries_mask=queries_mask, documents_mask=documents_mask)
+    if chunk_size is None:
+        chunk_size = default_chunk_size(
+            queries=queries.shape[0],
+            candidates=documents.shape[0],
+            query_tokens=queries.shape[1],
+            document_tokens=documents.shape[1],
+            bytes_per_value=documents.element_size(),
+        )
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    return _ChunkedMaxSim.apply(queries, documents, queries_mask, documents_mask, int(chunk_size))
+
+
+def _check_shapes(
+    *,
+    queries: torch.Tensor,
+    documents: torch.Tensor,
+    queries_mask: torch.Tensor | None,
+    documents_mask: torch.Tensor | None,
+) -> None:
+    """One-line ``ValueError`` unless queries (q, Qt, H), documents (B, Dt, H) and masks agree."""
+    if queries.dim() != 3 or documents.dim() != 3 or queries.shape[-1] != documents.shape[-1]:
+        raise ValueError(f"MaxSim: queries {tuple(queries.shape)} and documents {tuple(documents.shape)} do not match")
+    if documents.shape[1] == 0:
+        raise ValueError("MaxSim: documents have 0 tokens (PyLate's max over no token fails too)")
+    if queries.dtype != documents.dtype:
+        raise ValueError(f"MaxSim: queries are {queries.dtype}, documents {documents.dtype}")
+    for name, mask, want in (("queries", queries_mask, queries), ("documents", documents_mask, documents)):
+        if mask is not None and tuple(mask.shape) != tuple(want.shape[:2]):
+            raise ValueError(f"MaxSim: {name}_mask is {tuple(mask.shape)}, expected {tuple(want.shape[:2])}")
+
+
+class _ChunkedMaxSim(torch.autograd.Function):
+    """sum_s max_t <q_s, d_t> * mask_t, over document-token chunks; backward through the argmax."""
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        queries: torch.Tensor,  # (q, Qt, H)
+        documents: torch.Tensor,  # (B, Dt, H)
+        queries_mask: torch.Tensor | None,  # (q, Qt)
+        documents_mask: torch.Tensor | None,  # (B, Dt)
+        chunk_size: int,
+    ) -> torch.Tensor:
+        best, argmax = _running_max(
+            queries=queries, documents=documents, documents_mask=documents_mask, chunk_size=chunk_size
+        )  # (q, Qt, B) each
+        if queries_mask is not None:
+            best = best * queries_mask.to(best.dtype).unsqueeze(-1)
+        ctx.save_for_backward(queries, documents, queries_mask, documents_mask, argmax)
+        ctx.chunk_size = chunk_size
+        return best.sum(dim=1)  # (q, B)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad_scores: torch.Tensor) -> tuple:
+        queries, documents, queries_mask, documents_mask, argmax = ctx.saved_tensors
+        grad_q, grad_d = _grads_through_argmax(
+            grad_scores=grad_scores,
+            queries=queries,
+            documents=documents,
+            queries_mask=queries_mask,
+            documents_mask=documents_mask,
+            argmax=argmax,
+            block=backward_block(candidates=documents.shape[0], chunk_size=ctx.chunk_size, dim=queries.shape[-1]),
+            need_queries=ctx.needs_input_grad[0],
+            need_documents=ctx.needs_input_grad[1],
+        )
+        return grad_q, grad_d, None, None, None
+
+
+def backward_block(*, candidates: int, chunk_size: int, dim: int) -> int:
+    """Candidates per backward step: their (q, Qt, block, dim) gather is as big as a forward chunk.
+
+    Examples
+    --------
+    >>> backward_block(candidates=4096, chunk_size=8, dim=128)
+    256
+    """
+    return max(1, min(candidates, math.ceil(candidates * chunk_size / dim)))
+
+
+def _running_max(
+    *, queries: torch.Tensor, documents: torch.Tensor, documents_mask: torch.Tensor | None, chunk_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Max over document tokens of the masked similarities and its int32 argmax, both (q, Qt, B)."""
+    n_q, q_tokens, dim = queries.shape
+    n_docs, d_tokens, _ = documents.shape
+    flat_queries = queries.reshape(n_q * q_tokens, dim)
+    best = argmax = None
+    for begin in range(0, d_tokens, chunk_size):
+        end = min(d_tokens, begin + chunk_size)
+        block = documents[:, begin:end].reshape(n_docs * (end - begin), dim)
+        sims = (flat_queries @ block.T).view(n_q, q_tokens, n_docs, end - begin)
+        if documents_mask is not None:  # multiply, as PyLate does: a masked token is a 0 similarity
+            sims.mul_(documents_mask[:, begin:end].to(sims.dtype))
+        values, where = sims.max(dim=-1)
+        del sims
+        where = where.to(torch.int32).add_(begin)
+        if best is None:
+            best, argmax = values, where
+            continue
+        take = (values > best) | values.isnan()  # NaN wins, as in torch.max, so check_finite sees it
+        best = torch.where(take, values, best)
+        argmax = torch.where(take, where, argmax)
+    return best, argmax
+
+
+def _grads_through_argmax(
+    *,
+    grad_scores: torch.Tensor,  # (q, B)
+    queries: torch.Tensor,  # (q, Qt, H)
+    documents: torch.Tensor,  # (B, Dt, H)
+    queries_mask: torch.Tensor | None,
+    documents_mask: torch.Tensor | None,
+    argmax: torch.Tensor,  # (q, Qt, B) int32
+    block: int,
+    need_queries: bool,
+    need_documents: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """d score[i, b] = sum_s m_q[i, s] m_d[b, t*] (<dq_s, d_t*> + <q_s, dd_t*>), t* = argmax[i, s, b].
+
+    Accumulated in fp32 for 16-bit inputs: one document token can be the argmax of thousands of
+    (query, query token) pairs, and a bf16 running sum of thousands of terms loses digits.
+    """
+    n_q, q_tokens, dim = queries.shape
+    n_docs, d_tokens, _ = documents.shape
+    acc = torch.float32 if documents.element_size() < 4 else documents.dtype
+    flat_docs = documents.reshape(n_docs * d_tokens, dim)
+    flat_mask = None if documents_mask is None else documents_mask.reshape(-1)
+    weight = grad_scores.to(acc).unsqueeze(1)  # (q, 1, B)
+    if queries_mask is not None:
+        weight = weight * queries_mask.to(acc).unsqueeze(-1)  # (q, Qt, B)
+    weight = weight.expand(n_q, q_tokens, n_docs)
+    grad_q = torch.zeros(n_q * q_tokens, dim, dtype=acc, device=queries.device) if need_queries else None
+    grad_d = torch.zeros(n_docs * d_tokens, dim, dtype=acc, device=documents.device) if need_documents else None
+    queries_acc = queries.to(acc).unsqueeze(2) if need_documents else None  # (q, Qt, 1, H)
+    for begin in range(0, n_docs, block):
+        end = min(n_docs, begin + block)
+        offsets = torch.arange(begin, end, device=argmax.device, dtype=torch.int64) * d_tokens
+        rows = argmax[:, :, begin:end].to(torch.int64).add_(offsets)  # (q, Qt, b): rows of flat_docs
+        w = weight[:, :, begin:end]
+        if flat_mask is not None:
+            w = w * flat_mask[rows].to(acc)
+        if grad_q is not None:  # (q*Qt, 1, b) @ (q*Qt, b, H)
+            picked = flat_docs[rows.reshape(-1)].view(n_q * q_tokens, end - begin, dim)
+            grad_q += torch.bmm(w.reshape(n_q * q_tokens, 1, end - begin).to(picked.dtype), picked).squeeze(1).to(acc)
+            del picked
+        if grad_d is not None:
+            grad_d.index_add_(0, rows.reshape(-1), (w.unsqueeze(-1) * queries_acc).reshape(-1, dim))
+    grad_q = None if grad_q is None else grad_q.view(n_q, q_tokens, dim).to(queries.dtype)
+    grad_d = None if grad_d is None else grad_d.view(n_docs, d_tokens, dim).to(documents.dtype)
+    return grad_q, grad_d
