@@ -137,11 +137,13 @@ def chunked_colbert_scores(
 
     Examples
     --------
-    >>> q = torch.tensor([[[1.0], [0.0]], [[0.0], [2.0]]])
-    >>> d = torch.tensor([[[10.0], [0.0], [1.0]], [[0.0], [100.0], [-1.0]]])
-    >>> chunked_colbert_scores(q, d, documents_mask=torch.tensor([[1, 1, 1], [1, 0, 1]]), chunk_size=2)
-    tensor([[10.,  0.],
-            [ 0.,  0.]])
+    One query of two tokens, two documents of two tokens; the second document's last token is
+    masked, so it counts as a 0 similarity (PyLate's semantics): the first query token gets 0 there, not -3.
+
+    >>> q = torch.tensor([[[1.0], [-1.0]]])
+    >>> d = torch.tensor([[[2.0], [0.5]], [[-3.0], [-1.0]]])
+    >>> chunked_colbert_scores(q, d, documents_mask=torch.tensor([[1, 1], [1, 0]]), chunk_size=1)
+    tensor([[1.5000, 3.0000]])
     """
     queries = torch.as_tensor(queries_embeddings)
     documents = torch.as_tensor(documents_embeddings)
@@ -301,3 +303,143 @@ def _grads_through_argmax(
     grad_q = None if grad_q is None else grad_q.view(n_q, q_tokens, dim).to(queries.dtype)
     grad_d = None if grad_d is None else grad_d.view(n_docs, d_tokens, dim).to(documents.dtype)
     return grad_q, grad_d
+
+
+def check_finite(scores: torch.Tensor, *, what: str) -> None:
+    """Raise a one-line :class:`UserError` naming ``what`` if any score is NaN or infinite.
+
+    Parameters
+    ----------
+    scores
+        Any score tensor (a loss chunk's (q, candidates) scores, an evaluation block).
+    what
+        What is being scored, for the message: ``"train stage1 step 12"``, ``"evaluate biology"``.
+
+    Examples
+    --------
+    >>> check_finite(torch.tensor([1.0, 2.0]), what="train stage1 step 3")
+    >>> check_finite(torch.tensor([1.0, float("nan"), float("inf")]), what="train stage1 step 3")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    workflow_scripts.common.UserError: train stage1 step 3: 2 of 3 scores are not finite (1 NaN, 1 inf): ...
+    """
+    finite = torch.isfinite(scores)
+    if bool(finite.all()):
+        return
+    bad = scores[~finite]
+    nan = int(bad.isnan().sum())
+    raise UserError(
+        f"{what}: {bad.numel()} of {scores.numel()} scores are not finite ({nan} NaN, {bad.numel() - nan} inf):"
+        " the token vectors reaching MaxSim are not finite (e.g. an attention row with every key masked)"
+    )
+
+
+def score_metric_for(
+    backend: str, *, device: str, masks_have_holes: bool, chunk_size: int | None = None
+) -> tuple[Scorer, str]:
+    """The ``score_metric`` for ``CachedContrastive`` that ``train.maxsim_backend`` names, and its name.
+
+    Parameters
+    ----------
+    backend
+        ``auto``: late-interaction-kernels if installed and ``device`` is CUDA, else flash-maxsim
+        if installed, CUDA and ``masks_have_holes`` is false, else ``chunked``. ``chunked``: this
+        module, any device. ``torch``: PyLate's einsum path. ``lik``, ``flash``: those kernels
+        through PyLate's wrappers, refused (one line) where they cannot run or would be wrong.
+    device
+        The device training runs on (``"cuda:0"``, ``"cpu"``).
+    masks_have_holes
+        Whether document masks may have holes: true when the skiplist is non-empty.
+    chunk_size
+        For ``chunked`` only: document tokens per step (``None``: :func:`default_chunk_size`).
+
+    Returns
+    -------
+    tuple
+        A callable ``(queries, documents, queries_mask=, documents_mask=) -> scores`` taking
+        (D, N, Dt, H) stacked columns like PyLate's ``ColBERTScores`` (or (B, Dt, H) like
+        ``colbert_scores``), and the backend it uses.
+
+    Examples
+    --------
+    >>> score, used = score_metric_for("auto", device="cpu", masks_have_holes=True)
+    >>> used
+    'chunked'
+    >>> score_metric_for("flash", device="cuda", masks_have_holes=True)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    workflow_scripts.common.UserError: train.maxsim_backend: flash turns document masks into prefix lengths ...
+    """
+    if backend not in BACKENDS:
+        raise UserError(f"train.maxsim_backend: {backend!r} is not one of {', '.join(BACKENDS)}")
+    on_cuda = torch.device(device).type == "cuda"
+    if backend == "auto":
+        backend = _auto_backend(on_cuda=on_cuda, masks_have_holes=masks_have_holes)
+    if backend == "chunked":
+        return partial(chunked_colbert_scores, chunk_size=chunk_size), "chunked"
+    if backend == "torch":
+        return partial(_pylate_scores, backend="torch"), "torch"
+    _refuse_kernel(backend, on_cuda=on_cuda, device=device, masks_have_holes=masks_have_holes)
+    if backend == "flash":
+        return _prefix_masks_only, "flash"
+    return partial(_pylate_scores, backend="lik"), "lik"
+
+
+FLASH_HOLES = (
+    "flash turns document masks into prefix lengths (mask.sum), which is wrong when the skiplist"
+    " masks tokens inside a document: use chunked, lik or auto, or an empty skiplist"
+)
+
+
+def _auto_backend(*, on_cuda: bool, masks_have_holes: bool) -> str:
+    """``lik`` or ``flash`` where installed and exact for these masks on this device, else ``chunked``."""
+    if on_cuda and _kernel_installed("lik"):
+        return "lik"
+    if on_cuda and not masks_have_holes and _kernel_installed("flash"):  # never with holes: FLASH_HOLES
+        return "flash"
+    return "chunked"
+
+
+def _kernel_installed(name: str) -> bool:
+    """Whether PyLate 1.6 finds the kernel package ``name`` (``lik`` or ``flash``) and a CUDA device."""
+    if name == "lik":
+        from pylate.scores import _lik_backend as kernel
+    else:
+        from pylate.scores import _flash_backend as kernel
+    return bool(kernel.is_available())
+
+
+def _refuse_kernel(backend: str, *, on_cuda: bool, device: str, masks_have_holes: bool) -> None:
+    """One-line :class:`UserError` where kernel ``backend`` was asked for but cannot run, or would be wrong."""
+    package = {"lik": "late-interaction-kernels", "flash": "flash-maxsim"}[backend]
+    if backend == "flash" and masks_have_holes:
+        raise UserError(f"train.maxsim_backend: {FLASH_HOLES}")
+    if not on_cuda:
+        raise UserError(f"train.maxsim_backend: {backend} ({package}) needs a CUDA device; training runs on {device}")
+    if not _kernel_installed(backend):
+        raise UserError(f"train.maxsim_backend: {backend} needs {package}, which is not installed (or sees no GPU)")
+
+
+def _pylate_scores(
+    queries_embeddings: torch.Tensor,
+    documents_embeddings: torch.Tensor,
+    queries_mask: torch.Tensor | None = None,
+    documents_mask: torch.Tensor | None = None,
+    *,
+    backend: str,
+) -> torch.Tensor:
+    """PyLate's own scorer with ``backend`` forced: ``ColBERTScores`` for 4-D documents, else ``colbert_scores``."""
+    from pylate.scores import ColBERTScores, colbert_scores
+
+    scorer = ColBERTScores() if documents_embeddings.dim() == 4 else colbert_scores
+    return scorer(queries_embeddings, documents_embeddings, queries_mask, documents_mask, backend=backend)
+
+
+def _prefix_masks_only(
+    queries_embeddings: torch.Tensor,
+    documents_embeddings: torch.Tensor,
+    queries_mask: torch.Tensor | None = None,
+    documents_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """PyLate's flash-maxsim path, after checking that every mask is a prefix (its lengths are exact)."""
+    if mask_has_holes(documents_mask) or mask_has_holes(queries_mask):
+        raise UserError(f"train.maxsim_backend: {FLASH_HOLES}")
+    return _pylate_scores(queries_embeddings, documents_embeddings, queries_mask, documents_mask, backend="flash")
