@@ -62,3 +62,48 @@ def test_extra_files_count(package):
     before = code_fingerprint("train", "launch.sh", root=package)
     (package / "launch.sh").write_text((package / "launch.sh").read_text() + "\necho changed\n")
     assert code_fingerprint("train", "launch.sh", root=package) != before
+
+
+@pytest.fixture()
+def subpackages(tmp_path):
+    """A package with sub-packages, imported every way Python allows."""
+    root = tmp_path / "workflow_scripts"
+    files = {
+        "__init__.py": "",
+        "common.py": "X = 1\n",
+        "uses_helper.py": "from .sub import helper\n",
+        "uses_other.py": "def f():\n    from workflow_scripts.sub.other import g\n",
+        "uses_deep.py": "import workflow_scripts.sub.deep.leaf\n",
+        "unrelated.py": "import json\n",
+        "sub/__init__.py": "",
+        "sub/helper.py": "from . import other\n",
+        "sub/other.py": "from ..common import X\ndef g():\n    return X\n",
+        "sub/deep/__init__.py": "",
+        "sub/deep/leaf.py": "from ...common import X\n",
+    }
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+SUB_STAGES = ["uses_helper", "uses_other", "uses_deep", "unrelated"]
+
+
+@pytest.mark.parametrize(
+    ("edited", "rerun"),
+    [
+        ("sub/helper.py", {"uses_helper"}),
+        ("sub/other.py", {"uses_helper", "uses_other"}),  # helper imports it: `from . import other`
+        ("sub/deep/leaf.py", {"uses_deep"}),
+        ("common.py", {"uses_helper", "uses_other", "uses_deep"}),  # reached through `..` and `...`
+        ("sub/__init__.py", {"uses_helper", "uses_other", "uses_deep"}),  # runs before any sub module
+        ("sub/deep/__init__.py", {"uses_deep"}),
+    ],
+)
+def test_an_edit_in_a_subpackage_module_reruns_its_users_and_only_them(subpackages, edited, rerun):
+    before = {stage: code_fingerprint(stage, root=subpackages) for stage in SUB_STAGES}
+    path = subpackages / edited
+    path.write_text(path.read_text() + "Y = 2\n")
+    after = {stage: code_fingerprint(stage, root=subpackages) for stage in SUB_STAGES}
+    assert {stage for stage in SUB_STAGES if before[stage] != after[stage]} == rerun

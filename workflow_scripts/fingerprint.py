@@ -22,7 +22,7 @@ import tokenize
 from functools import cache
 from pathlib import Path
 
-__all__ = ["PACKAGE", "code_fingerprint", "imported_modules", "normalised_source"]
+__all__ = ["PACKAGE", "code_fingerprint", "imported_modules", "module_file", "normalised_source"]
 
 PACKAGE = "workflow_scripts"
 ROOT = Path(__file__).resolve().parent
@@ -30,8 +30,62 @@ SKIPPED = {tokenize.COMMENT, tokenize.NL, tokenize.ENCODING, tokenize.ENDMARKER}
 STATEMENT_START = {tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.NL, tokenize.ENCODING}
 
 
-def imported_modules(source: str, root: Path = ROOT) -> set[str]:
-    """Project modules imported anywhere in ``source`` (relative or ``workflow_scripts.x``).
+def module_file(name: str, root: Path = ROOT) -> Path | None:
+    """The file of project module ``name`` (dotted, relative to the package), or None.
+
+    ``a.b`` is ``a/b.py`` or, for a sub-package, ``a/b/__init__.py``; ``__init__`` is the
+    package's own.
+
+    Examples
+    --------
+    >>> module_file("fingerprint").name
+    'fingerprint.py'
+    >>> module_file("no_such_module") is None
+    True
+    """
+    if name == "__init__":
+        return root / "__init__.py"
+    base = root.joinpath(*name.split("."))
+    for path in (base.with_name(base.name + ".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _with_parents(name: str, root: Path) -> set[str]:
+    """``name`` and every sub-package above it: importing ``a.b.c`` runs ``a`` and ``a.b`` first."""
+    parts = name.split(".")
+    return {".".join(parts[:i]) for i in range(1, len(parts) + 1) if module_file(".".join(parts[:i]), root)}
+
+
+def _package_of(module: str, root: Path) -> list[str]:
+    """Where ``module``'s relative imports start: itself for a sub-package, else its parent."""
+    if not module or module == "__init__":
+        return []
+    parts = module.split(".")
+    return parts if module_file(module, root) == root.joinpath(*parts, "__init__.py") else parts[:-1]
+
+
+def _import_target(node: ast.ImportFrom, package: list[str]) -> list[str] | None:
+    """The dotted path (relative to the project package) a ``from ... import`` reads from."""
+    named = [part for part in (node.module or "").split(".") if part]
+    if node.level:
+        if node.level - 1 > len(package):
+            return None
+        return package[: len(package) - (node.level - 1)] + named
+    if named[:1] == [PACKAGE]:
+        return named[1:]
+    return None
+
+
+def imported_modules(source: str, root: Path = ROOT, *, module: str = "") -> set[str]:
+    """Project modules imported anywhere in ``source``, as dotted names relative to the package.
+
+    Understands ``from . import x``, ``from .x import y``, ``from ..x import y`` (relative to
+    ``module``, the dotted name of the module ``source`` is), ``from workflow_scripts.a import b``
+    and ``import workflow_scripts.a.b``; a name imported from a package counts as a module when
+    it is one (``from .sub import helper``: ``sub.helper``), and every sub-package on the way is
+    included (its ``__init__`` runs).
 
     Examples
     --------
@@ -39,19 +93,23 @@ def imported_modules(source: str, root: Path = ROOT) -> set[str]:
     >>> sorted(imported_modules(code))
     ['data', 'model']
     """
+    package = _package_of(module, root)
     found: set[str] = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom):
-            package = "." * node.level + (node.module or "")
-            if package in (".", PACKAGE):  # from . import x / from workflow_scripts import x
-                found.update(alias.name for alias in node.names)
-            elif package.startswith("."):
-                found.add(package.lstrip(".").split(".")[0])
-            elif package.startswith(PACKAGE + "."):
-                found.add(package.split(".")[1])
+            target = _import_target(node, package)
+            if target is None:
+                continue  # another library, or relative beyond the project package
+            if target:
+                found.add(".".join(target))
+            found.update(".".join([*target, alias.name]) for alias in node.names)
         elif isinstance(node, ast.Import):
-            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith(PACKAGE + "."))
-    return {name for name in found if (root / f"{name}.py").is_file()}
+            found.update(a.name.split(".", 1)[1] for a in node.names if a.name.startswith(PACKAGE + "."))
+    modules: set[str] = set()
+    for name in found:
+        if module_file(name, root):
+            modules |= _with_parents(name, root)
+    return modules
 
 
 def normalised_source(source: str) -> str:
@@ -87,11 +145,12 @@ def normalised_source(source: str) -> str:
 
 @cache
 def _closure(module: str, root: Path) -> frozenset[str]:
-    seen, todo = {module}, [module]
+    seen, todo = _with_parents(module, root), list(_with_parents(module, root))
     while todo:
-        for name in imported_modules((root / f"{todo.pop()}.py").read_text(), root) - seen:
-            seen.add(name)
-            todo.append(name)
+        name = todo.pop()
+        for found in imported_modules(module_file(name, root).read_text(), root, module=name) - seen:
+            seen.add(found)
+            todo.append(found)
     return frozenset(seen | {"__init__"})  # importing any module runs the package's __init__
 
 
@@ -111,7 +170,7 @@ def code_fingerprint(module: str, *extra: str, root: Path = ROOT) -> str:
     modules = _closure(module, Path(root))
     digest = hashlib.sha256()
     for name in sorted(modules):
-        digest.update(f"{name}\n{normalised_source((root / f'{name}.py').read_text())}\n".encode())
+        digest.update(f"{name}\n{normalised_source(module_file(name, root).read_text())}\n".encode())
     for name in sorted(extra):
         digest.update(f"{name}\n".encode() + (root / name).read_bytes())
     return f"{'+'.join(sorted(modules - {'__init__'}))}:{digest.hexdigest()[:16]}"
