@@ -9,6 +9,12 @@ once. The experiment ``main`` owns the plain names (``widened``, ``stage1``, ``s
 another experiment's own models are ``<experiment>-<kind>``. Shared models belong to the
 first owner in the canonical order (``main``, then the others by name), so neither the
 order of the config's keys nor of the experiments changes any name.
+
+An experiment may ask for several training seeds (``seeds: [0, 1, 2]``): it becomes one
+experiment per seed, ``<experiment>.seed<N>``, whose training stages use that seed instead of
+the top-level ``seed``. Downloads, shards and widening do not read the training seed (widening
+has its own ``widen.seed``), so the seeds share them, and a seed equal to the top-level one is
+the experiment's unseeded model itself (for ``main``'s recipe: ``main``'s own models).
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ import json
 from functools import cached_property
 from typing import Any
 
-__all__ = ["MAIN", "WIDEN_KEYS", "Lineage", "canonical"]
+__all__ = ["MAIN", "SEED_NAME", "WIDEN_KEYS", "Lineage", "canonical"]
 
 MAIN = "main"
+SEED_NAME = "{experiment}.seed{seed}"  # one experiment per seed of an experiment's `seeds`
 # widen settings that change the widened weights (``after`` only orders the curriculum)
 WIDEN_KEYS = ("to", "seed", "std_fraction", "min_std", "use_residual_2_dense")
 # train settings that do not change what is learned: the cluster shape (the global batch
@@ -75,9 +82,23 @@ class Lineage:
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
         given = config.get("experiments") or {MAIN: {}}
-        self.overrides = {name: given[name] or {} for name in given}
-        others = sorted(name for name in given if name != MAIN)
-        self.experiments = ([MAIN] if MAIN in given else []) + others
+        self.overrides: dict[str, dict[str, Any]] = {}
+        self.seeds: dict[str, int] = {}  # a seed's experiment -> its training seed
+        self.seeded: dict[str, dict[int, str]] = {}  # declared experiment -> {seed: its experiment}
+        for name in given:
+            spec = dict(given[name] or {})
+            seeds = spec.pop("seeds", None)
+            if seeds is None or name == MAIN:  # main's seeds are refused by problems()
+                self.overrides.setdefault(name, spec)
+                continue
+            self.seeded[name] = {}
+            for seed in seeds:
+                expanded = SEED_NAME.format(experiment=name, seed=seed)
+                self.overrides.setdefault(expanded, spec)  # a clash with a declared name: problems()
+                self.seeds[expanded] = seed
+                self.seeded[name][seed] = expanded
+        others = sorted(name for name in self.overrides if name != MAIN)
+        self.experiments = ([MAIN] if MAIN in self.overrides else []) + others
 
     def setting(self, section: str, experiment: str) -> dict[str, Any]:
         """``config[section]`` (``widen`` or ``train``) with the experiment's overrides merged in."""
@@ -116,7 +137,11 @@ class Lineage:
             return {key: widen[key] for key in WIDEN_KEYS}
         train = self.setting("train", experiment)
         shared = {k: v for k, v in train.items() if k not in STAGES and k not in TRAIN_NON_RECIPE}
-        return shared | train[kind] | {"seed": self.config["seed"]}
+        return shared | train[kind] | {"seed": self.train_seed(experiment)}
+
+    def train_seed(self, experiment: str) -> int:
+        """The training seed of an experiment: its own of ``seeds``, else the top-level ``seed``."""
+        return self.seeds.get(experiment, self.config["seed"])
 
     def lineage(self, experiment: str, kind: str) -> str:
         """sha256 of a model's own settings and, recursively, of its parent's lineage."""
@@ -149,3 +174,107 @@ class Lineage:
         experiment, kind = self.models[model_id]
         parent = self.parent(experiment, kind)
         return None if parent is None else self.model_id(experiment, parent)
+
+    def evaluated(self) -> list[str]:
+        """Evaluated models: DAG-made ones (kinds in ``evaluate_trained``), then ``evaluate_models`` by name."""
+        made = [mid for mid, (_, kind) in self.models.items() if kind in self.config["evaluate_trained"]]
+        return made + sorted(self.config["evaluate_models"])
+
+    def base_id(self) -> str | None:
+        """The ``evaluate_models`` entry that is the base model (the same source), if any."""
+        base = self.config["sources"]["base_model"]
+        return next((n for n in sorted(self.config["evaluate_models"]) if self.config["evaluate_models"][n] == base), None)
+
+    def evaluated_ancestor(self, model_id: str) -> str | None:
+        """The nearest evaluated model ``model_id`` was made from (the base model's entry last)."""
+        evaluated = self.evaluated()
+        parent = self.parent_id(model_id)
+        while parent is not None and parent not in evaluated:
+            parent = self.parent_id(parent)
+        return parent if parent is not None else self.base_id() if self.base_id() in evaluated else None
+
+    def default_pairs(self) -> list[tuple[str, str]]:
+        """(model, baseline) pairs the paired tests compare by default: each evaluated model the DAG
+        made against the nearest evaluated model it was made from, then each other experiment's
+        final model against ``main``'s (when both are evaluated and differ).
+
+        Examples
+        --------
+        >>> config = {"seed": 1, "sources": {"base_model": {"repo": "m"}}, "evaluate_models": {"base": {"repo": "m"}},
+        ...           "widen": {"to": 128, "after": "base", "seed": 0, "std_fraction": 0.1, "min_std": 0.001,
+        ...                     "use_residual_2_dense": None},
+        ...           "train": {"stage1": {"learning_rate": 1e-5}, "stage2": {"learning_rate": 5e-6}},
+        ...           "evaluate_trained": ["widened", "stage2"], "experiments": {"main": {}, "s": {"seeds": [1, 2]}}}
+        >>> Lineage(config).default_pairs()  # doctest: +NORMALIZE_WHITESPACE
+        [('widened', 'base'), ('stage2', 'widened'), ('s.seed2-stage2', 'widened'), ('s.seed2-stage2', 'stage2')]
+        """
+        evaluated = self.evaluated()
+        pairs = [(m, a) for m in evaluated if m in self.models and (a := self.evaluated_ancestor(m)) is not None]
+        final = {e: self.model_id(e, self.kinds(e)[-1]) for e in self.experiments}
+        if MAIN in final:
+            pairs += [(final[e], final[MAIN]) for e in self.experiments[1:]
+                      if final[e] != final[MAIN] and {final[e], final[MAIN]} <= set(evaluated)]  # fmt: skip
+        return list(dict.fromkeys(pairs))
+
+    def seed_groups(self) -> list[dict[str, Any]]:
+        """Per experiment with ``seeds`` and per evaluated kind: the seeds and their models.
+
+        Examples
+        --------
+        >>> config = {"seed": 1, "sources": {"base_model": {"repo": "m"}}, "evaluate_models": {},
+        ...           "widen": {"to": None}, "train": {"stage1": {"learning_rate": 1e-5}, "stage2": {"learning_rate": 5e-6}},
+        ...           "evaluate_trained": ["stage2"], "experiments": {"main": {}, "s": {"seeds": [1, 2]}}}
+        >>> Lineage(config).seed_groups()
+        [{'experiment': 's', 'kind': 'stage2', 'seeds': [1, 2], 'models': ['stage2', 's.seed2-stage2']}]
+        """
+        groups = []
+        for name, by_seed in self.seeded.items():
+            first = next(iter(by_seed.values()))
+            for kind in (k for k in self.kinds(first) if k in self.config["evaluate_trained"]):
+                models = [self.model_id(e, kind) for e in by_seed.values()]
+                groups.append({"experiment": name, "kind": kind, "seeds": list(by_seed), "models": models})
+        return groups
+
+    def problems(self) -> list[str]:
+        """What the schema cannot refuse about experiments' seeds and the tested pairs, one line each.
+
+        Examples
+        --------
+        >>> config = {"seed": 1, "evaluate_trained": [], "evaluate_models": {"base": {}}, "sources": {"base_model": {}},
+        ...           "widen": {"to": None}, "train": {"stage1": {}, "stage2": {}},
+        ...           "experiments": {"main": {"seeds": [1]}, "a": {"seeds": [3]}, "a.seed3": {}},
+        ...           "statistics": {"pairs": [["base", "nope"]]}}
+        >>> for line in Lineage(config).problems():
+        ...     print(line)
+        config: experiments/main/seeds: main is the recipe's one run (the top-level seed); give seeds to another experiment, e.g. seeds: {seeds: [0, 1]}
+        config: experiments/a/seeds: seed 3 would be experiment 'a.seed3', which is also declared
+        config: statistics/pairs/0: 'nope' is not an evaluated model (evaluated: base)
+        """
+        given = self.config.get("experiments") or {}
+        out = []
+        if (given.get(MAIN) or {}).get("seeds") is not None:
+            out.append("config: experiments/main/seeds: main is the recipe's one run (the top-level seed); "
+                       "give seeds to another experiment, e.g. seeds: {seeds: [0, 1]}")  # fmt: skip
+        for name, by_seed in self.seeded.items():
+            out += [f"config: experiments/{name}/seeds: seed {seed} would be experiment {e!r}, which is also declared"
+                    for seed, e in by_seed.items() if e in given]  # fmt: skip
+        return out + self.pair_problems()
+
+    def pair_problems(self) -> list[str]:
+        """``statistics.pairs`` entries that name a model not evaluated, or a model twice."""
+        pairs = (self.config.get("statistics") or {}).get("pairs") or []
+        evaluated = self.evaluated()
+        out = []
+        for i, pair in enumerate(pairs):
+            unknown = [m for m in pair if m not in evaluated]
+            if unknown:
+                out.append(f"config: statistics/pairs/{i}: {unknown[0]!r} is not an evaluated model "
+                           f"(evaluated: {', '.join(evaluated)})")  # fmt: skip
+            elif pair[0] == pair[1]:
+                out.append(f"config: statistics/pairs/{i}: a model against itself ({pair[0]!r})")
+        return out
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """The (model, baseline) pairs tested: ``statistics.pairs`` if given, else :meth:`default_pairs`."""
+        given = (self.config.get("statistics") or {}).get("pairs")
+        return [tuple(p) for p in given] if given is not None else self.default_pairs()

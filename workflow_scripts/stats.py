@@ -23,10 +23,17 @@ import logging
 import warnings
 import zlib
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-__all__ = ["bootstrap_interval", "holm", "paired_test", "seed_for", "weights"]
+from .common import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["bootstrap_interval", "card_check", "holm", "intervals", "pair_tests", "paired_test", "per_query_frame",
+           "seed_for", "seed_rows", "weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -182,3 +189,162 @@ def holm(pvalues: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * pvalues[i]))
         adjusted[i] = running
     return adjusted
+
+
+# --------------------------------------------------------------------------- the summary's statistics
+Key = tuple[str, str, str]  # (protocol, model, split)
+COLUMNS = ("protocol", "model", "split", "query_id", "ndcg_at_10")
+
+
+def per_query_frame(results: dict[Key, dict[str, Any]]) -> pd.DataFrame:
+    """The tidy per-query table of every result: one row per (protocol, model, split, query).
+
+    Columns: ``protocol``, ``model``, ``split``, ``query_id`` (str), ``ndcg_at_10`` (float64,
+    0-1, pytrec_eval's), sorted by the first four; read from each result's ``per_query``.
+
+    Examples
+    --------
+    >>> r = {"per_query": {"q2": 0.5, "q1": 1.0}}
+    >>> per_query_frame({("card", "m", "pony"): r}).values.tolist()
+    [['card', 'm', 'pony', 'q1', 1.0], ['card', 'm', 'pony', 'q2', 0.5]]
+    """
+    import pandas as pd
+
+    missing = next(("/".join(key) for key, result in results.items() if not result.get("per_query")), None)
+    if missing:
+        raise UserError(f"{missing}: the result has no per_query scores (evaluate it again): no interval or test")
+    rows = [(*key, str(q), float(v)) for key, result in results.items() for q, v in result["per_query"].items()]
+    frame = pd.DataFrame(rows, columns=list(COLUMNS)).astype({"ndcg_at_10": "float64"})
+    return frame.sort_values(list(COLUMNS[:4]), ignore_index=True)
+
+
+def _cells(frame: pd.DataFrame, protocol: str) -> dict[tuple[str, str], pd.Series]:
+    """(model, split) -> per-query scores indexed by query id, of one protocol."""
+    part = frame[frame["protocol"] == protocol]
+    return {key: group.set_index("query_id")["ndcg_at_10"] for key, group in part.groupby(["model", "split"], sort=False)}
+
+
+def _paired(cells: dict[tuple[str, str], pd.Series], protocol: str, model: str, baseline: str,
+            split: str) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """The two models' scores on one split, query by query; the same queries or a UserError."""
+    a, b = cells[(model, split)], cells[(baseline, split)]
+    if set(a.index) != set(b.index):
+        raise UserError(f"{protocol}/{split}: {model} and {baseline} were scored on different queries "
+                        f"({len(a)} vs {len(b)}, {len(set(a.index) ^ set(b.index))} differ): no paired test")  # fmt: skip
+    return a.to_numpy(), b.reindex(a.index).to_numpy()
+
+
+def intervals(*, frame: pd.DataFrame, protocol: str, models: list[str], splits: list[str], resamples: int,
+              confidence: float, seed: int) -> dict[str, dict[str, list[float]]]:  # fmt: skip
+    """Bootstrap interval (x100, 2 decimals) per model and split of one protocol, and of the
+    equally weighted mean of its splits (``mean``)."""
+    cells = _cells(frame, protocol)
+    out: dict[str, dict[str, list[float]]] = {}
+    for model in models:
+        per_split = {s: cells[(model, s)].to_numpy() for s in splits}
+        out[model] = {
+            s: _x100(bootstrap_interval(samples=[per_split[s]], resamples=resamples, confidence=confidence,
+                                        seed=seed_for(seed, protocol, model, s)))
+            for s in splits
+        }  # fmt: skip
+        out[model]["mean"] = _x100(bootstrap_interval(samples=list(per_split.values()), resamples=resamples,
+                                                      confidence=confidence, seed=seed_for(seed, protocol, model, "mean")))  # fmt: skip
+    return out
+
+
+def _x100(interval: tuple[float, float]) -> list[float]:
+    return [round(100 * interval[0], 2), round(100 * interval[1], 2)]
+
+
+def pair_tests(*, frame: pd.DataFrame, protocol: str, pairs: list[tuple[str, str]], splits: list[str],
+               resamples: int, alpha: float, seed: int) -> list[dict[str, Any]]:  # fmt: skip
+    """Paired randomization tests of each (model, baseline) pair on every split, Holm-adjusted
+    across the splits, and on the equally weighted mean of the splits (one test: not adjusted).
+
+    Each row: ``model``, ``baseline``, ``split`` (or ``mean``), ``delta`` (nDCG@10 x 100, model
+    minus baseline), ``p``, ``p_holm`` (the mean's: its own p), ``significant`` (``p_holm <= alpha``).
+    """
+    cells = _cells(frame, protocol)
+    rows = []
+    for model, baseline in pairs:
+        vectors = {s: _paired(cells, protocol, model, baseline, s) for s in splits}
+        tests = [paired_test(a=[vectors[s][0]], b=[vectors[s][1]], resamples=resamples,
+                             seed=seed_for(seed, protocol, model, baseline, s)) for s in splits]  # fmt: skip
+        adjusted = holm([t["p"] for t in tests])
+        mean = paired_test(a=[v[0] for v in vectors.values()], b=[v[1] for v in vectors.values()],
+                           resamples=resamples, seed=seed_for(seed, protocol, model, baseline, "mean"))  # fmt: skip
+        for split, test, p_holm in [*zip(splits, tests, adjusted), ("mean", mean, mean["p"])]:
+            rows.append({"model": model, "baseline": baseline, "split": split, "delta": round(100 * test["delta"], 2),
+                         "p": test["p"], "p_holm": p_holm, "significant": bool(p_holm <= alpha)})  # fmt: skip
+    return rows
+
+
+def card_check(*, published: dict[str, float], ours: dict[str, float], interval: dict[str, list[float]],
+               name: str, model: str, confidence: float) -> dict[str, Any]:  # fmt: skip
+    """Does a published row of the model we retrain lie inside our intervals, and does the
+    reproduction agree with it?
+
+    It agrees when the published mean lies inside our interval of the mean and no more splits
+    fall outside their intervals than chance allows: with ``n`` splits each missing with
+    probability ``1 - confidence``, the 95th percentile of Binomial(n, 1 - confidence) (2 of 12 at
+    95 %; splits treated as independent).
+
+    Examples
+    --------
+    >>> check = card_check(published={"a": 10.0, "b": 30.0}, ours={"a": 11.0, "b": 20.0},
+    ...                    interval={"a": [8.0, 12.0], "b": [15.0, 25.0], "mean": [13.0, 18.0]},
+    ...                    name="card", model="stage2", confidence=0.95)
+    >>> check["inside"], check["mean"], check["agrees"]
+    ({'a': True, 'b': False}, {'published': 20.0, 'ours': 15.5, 'low': 13.0, 'high': 18.0, 'inside': False}, False)
+    """
+    from scipy import stats
+
+    splits = list(published)
+    mean_published = round(sum(published.values()) / len(splits), 2)
+    mean_ours = round(sum(ours[s] for s in splits) / len(splits), 2)
+    low, high = interval["mean"]
+    inside = {s: bool(interval[s][0] <= published[s] <= interval[s][1]) for s in splits}
+    allowed = int(stats.binom.ppf(0.95, len(splits), 1 - confidence))
+    outside = sum(not v for v in inside.values())
+    mean = {"published": mean_published, "ours": mean_ours, "low": low, "high": high,
+            "inside": bool(low <= mean_published <= high)}  # fmt: skip
+    check = {"published_row": name, "model": model, "confidence": confidence, "inside": inside, "mean": mean,
+             "outside": outside, "allowed_outside": allowed, "agrees": mean["inside"] and outside <= allowed}  # fmt: skip
+    return check | {"sentence": agreement_sentence(check)}
+
+
+def agreement_sentence(check: dict[str, Any]) -> str:
+    """One sentence, from the numbers of :func:`card_check`, on whether we reproduce the row."""
+    m, level = check["mean"], f"{100 * check['confidence']:g} %"
+    n = len(check["inside"])
+    verdict = ("agrees with" if check["agrees"] else "does not agree with")
+    where = "inside" if m["inside"] else "outside"
+    return (f"The reproduction ({check['model']}) {verdict} {check['published_row']}: its mean {m['published']:.2f} "
+            f"lies {where} our {level} interval [{m['low']:.2f}, {m['high']:.2f}] (ours {m['ours']:.2f}), and "
+            f"{check['outside']} of its {n} per-split numbers lie outside our per-split intervals "
+            f"(up to {check['allowed_outside']} would be chance). Query sampling only: corpus, annotation and "
+            "training-seed noise are not in these intervals.")  # fmt: skip
+
+
+def seed_rows(*, scores: dict[str, dict[str, float]], groups: list[dict[str, Any]], splits: list[str]) -> list[dict[str, Any]]:  # fmt: skip
+    """Mean and sample standard deviation (ddof 1) across the seeds of each seed group, per split
+    and of the mean column.
+
+    Examples
+    --------
+    >>> rows = seed_rows(scores={"a": {"x": 10.0}, "b": {"x": 12.0}}, splits=["x"],
+    ...                  groups=[{"experiment": "s", "kind": "stage2", "seeds": [1, 2], "models": ["a", "b"]}])
+    >>> [(r["model"], r["kind"], r["x"], r["mean"]) for r in rows]
+    [('s stage2: mean of seeds 1, 2', 'seed_mean', 11.0, 11.0), ('s stage2: std of seeds 1, 2', 'seed_std', 1.41, 1.41)]
+    """
+    rows = []
+    for group in groups:
+        label = f"{group['experiment']} {group['kind']}: {{}} of seeds {', '.join(map(str, group['seeds']))}"
+        values = np.array([[scores[m][s] for s in splits] for m in group["models"]])  # (seeds, splits)
+        values = np.column_stack([values, values.mean(axis=1)])  # each seed's mean of splits, last
+        ddof = 1 if len(values) > 1 else 0
+        for kind, reduce in (("seed_mean", np.mean), ("seed_std", lambda v, axis: np.std(v, axis=axis, ddof=ddof))):
+            cells = [round(float(v), 2) for v in reduce(values, axis=0)]
+            rows.append({"model": label.format(kind.removeprefix("seed_")), "kind": kind,
+                         **dict(zip([*splits, "mean"], cells))})  # fmt: skip
+    return rows
