@@ -18,8 +18,10 @@ same loaders as the full reproduction:
   ``gold_ids_long`` names the gold pages.
 - ``BRIGHT/<model>_reason/<split>-...`` for each LLM-reasoning query set (``gpt4_reason`` ...):
   the ``examples`` rows with the query replaced by a "reasoning" text.
-- ``base-model/``: a PyLate ColBERT (ModernBERT, hidden 64, 2 layers; Dense 64->128->128->64,
-  bias-free, like the base model's head) with a BPE vocabulary trained by ``tokenizers``.
+- ``base-model/``: a PyLate ColBERT (ModernBERT, hidden 64, 2 layers, one global and one local
+  attention layer whose window covers every position; Dense 64->128->128->64, bias-free, like the
+  base model's head) with a BPE vocabulary trained by ``tokenizers``; its ``config.json`` is
+  transformers' own, written as for the rehearsal's (:mod:`workflow_scripts.backbone`).
 
 The data is learnable: each topic owns a handful of made-up keywords; a query uses some of
 them, its gold documents use others plus shared domain words, and near-miss documents mix a
@@ -31,10 +33,12 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .backbone import write_colbert
 from .bright_meta import DOMAINS, LONG_SPLITS, REASONING_CONFIGS, SHARED_DOCUMENTS, SPLITS
 from .cli import run_commands
 from .common import atomic_dir
@@ -54,6 +58,20 @@ EXAMPLES_SCHEMA = pa.schema(
 DOCUMENTS_SCHEMA = pa.schema([("id", pa.string()), ("content", pa.string())])
 PAIR_LIST = pa.list_(pa.list_(pa.string()))
 REASONIR_SCHEMA = pa.schema([("query", pa.list_(pa.string())), ("pos", PAIR_LIST), ("neg", PAIR_LIST)])
+# The demo's ModernBERT (the tokenizer gives the vocabulary and special ids). Positions 512 and a
+# 1024 window: the sliding layer sees every position, as the full one does (write_base_model).
+DEMO_BACKBONE: dict[str, Any] = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "max_position_embeddings": 512,
+    "global_attn_every_n_layers": 2,
+    "local_attention": 1024,
+    "global_rope_theta": 160000.0,
+    "local_rope_theta": 160000.0,
+}
+DEMO_HEAD = ((64, 128), (128, 128), (128, 64))  # 1_Dense, 2_Dense, 3_Dense: bias-free, identity
 FILLER = "the a of to and in is that for it with as on this how why what can does".split()
 
 
@@ -246,13 +264,18 @@ def write_bge_reasoner(root: Path, splits: dict[str, dict], n_rows: int, rng: ra
 
 
 def write_base_model(root: Path, texts: list[str], seed: int) -> None:
-    """A tiny ModernBERT ColBERT in PyLate format with the base model's head shape."""
-    import torch
-    from pylate import models
-    from sentence_transformers.models import Transformer
+    """A tiny ModernBERT ColBERT in PyLate format with the base model's head shape.
+
+    Its ``config.json`` is transformers' own (:func:`workflow_scripts.backbone.write_colbert`),
+    so it loads wherever a real ModernBERT checkpoint does. Layer 0 is ``full_attention``,
+    layer 1 ``sliding_attention`` (a real ModernBERT has both types; with only one,
+    transformers 5.3 saves a ``rope_parameters`` that newer versions refuse), with a window
+    of 1024 that covers every pair of the 512 positions and the same rope theta: layer 1
+    computes exactly the full attention it would as ``full_attention``.
+    """
     from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors, trainers
     from tokenizers import models as token_models
-    from transformers import ModernBertConfig, ModernBertModel, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     # BPE: its trainer is deterministic (WordPiece's breaks ties differently run to run).
@@ -268,28 +291,18 @@ def write_base_model(root: Path, texts: list[str], seed: int) -> None:
         tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
         sep_token="[SEP]", mask_token="[MASK]", model_max_length=512,
     )  # fmt: skip
-    torch.manual_seed(seed)
-    config = ModernBertConfig(
-        vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=2, max_position_embeddings=512, global_attn_every_n_layers=1,
-        local_attention=128, pad_token_id=fast.pad_token_id, cls_token_id=cls,
-        sep_token_id=sep, bos_token_id=cls, eos_token_id=sep,
-    )  # fmt: skip
-    backbone_dir = root.parent / f".{root.name}-backbone"
-    ModernBertModel(config).save_pretrained(backbone_dir)
-    fast.save_pretrained(backbone_dir)
-    identity = torch.nn.Identity()
-    head = [(64, 128), (128, 128), (128, 64)]
-    model = models.ColBERT(
-        modules=[Transformer(str(backbone_dir), max_seq_length=511, do_lower_case=True)]
-        + [models.Dense(i, o, bias=False, activation_function=identity) for i, o in head],
-        query_prefix="[Q] ", document_prefix="[D] ", query_length=32, document_length=128,
-        do_query_expansion=False, device="cpu",
-    )  # fmt: skip
-    model.save(str(root))
-    import shutil
-
-    shutil.rmtree(backbone_dir)
+    ids = {"pad_token_id": fast.pad_token_id, "cls_token_id": cls, "sep_token_id": sep}
+    backbone = DEMO_BACKBONE | ids | {"vocab_size": len(fast), "bos_token_id": cls, "eos_token_id": sep}
+    colbert = {"query_prefix": "[Q] ", "document_prefix": "[D] ", "query_length": 32, "document_length": 128}
+    write_colbert(
+        root,
+        backbone=backbone,
+        tokenizer=fast,
+        head=DEMO_HEAD,
+        max_seq_length=511,
+        colbert=colbert | {"do_query_expansion": False},
+        seed=seed,
+    )
 
 
 def make_assets(

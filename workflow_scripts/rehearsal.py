@@ -40,6 +40,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .backbone import write_colbert
 from .bright_meta import LONG_SPLITS
 from .common import UserError, atomic_dir
 from .demo import DOMAINS, REASONIR_SCHEMA, SPLITS, write_bright
@@ -638,24 +639,18 @@ def write_base_model(root: Path, tokenizer, seed: int) -> None:
 
     Built like the real one: a ModernBERT with ModernBERT's 50,368-entry tokenizer, wrapped by
     PyLate, which adds ``[Q] ``/``[D] `` (50368/50369) and resizes the embeddings to 50,370.
+    The writer is the demo's (:func:`workflow_scripts.backbone.write_colbert`): transformers
+    writes ``config.json``.
     """
-    import shutil
-
-    import torch
-    from pylate import models
-    from sentence_transformers.models import Transformer
-    from transformers import ModernBertConfig, ModernBertModel
-
-    torch.manual_seed(seed)
-    backbone_dir = root.parent / f".{root.name}-backbone"
-    ModernBertModel(ModernBertConfig(**ETTIN_32M)).save_pretrained(backbone_dir)
-    tokenizer.save_pretrained(backbone_dir)
-    identity = torch.nn.Identity()
-    transformer = Transformer(str(backbone_dir), max_seq_length=MAX_SEQ_LENGTH, do_lower_case=True)
-    dense = [models.Dense(i, o, bias=False, activation_function=identity) for i, o in HEAD]
-    model = models.ColBERT(modules=[transformer, *dense], device="cpu", **COLBERT_CONFIG)
-    model.save(str(root))
-    shutil.rmtree(backbone_dir)
+    write_colbert(
+        root,
+        backbone=ETTIN_32M,
+        tokenizer=tokenizer,
+        head=HEAD,
+        max_seq_length=MAX_SEQ_LENGTH,
+        colbert=COLBERT_CONFIG,
+        seed=seed,
+    )
 
 
 # ----------------------------------------------------------------------------- entry point
