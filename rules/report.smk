@@ -6,6 +6,8 @@ REPORT = f"{RUN}/report"
 localrules:
     report_summary,
     report_bright,
+    report_intervals,
+    report_tests,
     report_training,
     report_data,
     report_data_tables,
@@ -42,6 +44,47 @@ rule report_bright:
         f"{LOGS}/report/bright.log",
     shell:
         "logged {log:q} python -m workflow_scripts report bright --summary-json {input.summary:q} --out {output:q}"
+
+
+rule report_intervals:
+    input:
+        summary=f"{RUN}/summary.json",
+    output:
+        report(
+            f"{REPORT}/intervals/{{protocol}}.png",
+            caption="../report/intervals.rst",
+            category="1. Results",
+            labels={"figure": "nDCG@10 with intervals: {protocol}"},
+        ),
+    params:
+        code=get_code("report"),
+    conda:
+        "../envs/report.yaml"
+    log:
+        f"{LOGS}/report/intervals/{{protocol}}.log",
+    shell:
+        "logged {log:q} python -m workflow_scripts report intervals --summary-json {input.summary:q}"
+        " --protocol {wildcards.protocol:q} --out {output:q}"
+
+
+rule report_tests:
+    input:
+        summary=f"{RUN}/summary.json",
+    output:
+        report(
+            f"{REPORT}/paired_tests.html",
+            caption="../report/paired_tests.rst",
+            category="1. Results",
+            labels={"figure": "paired tests between models"},
+        ),
+    params:
+        code=get_code("report"),
+    conda:
+        "../envs/report.yaml"
+    log:
+        f"{LOGS}/report/paired_tests.log",
+    shell:
+        "logged {log:q} python -m workflow_scripts report tests --summary-json {input.summary:q} --out {output:q}"
 
 
 rule report_training:
