@@ -83,6 +83,7 @@ def semantic_problems(config: dict[str, Any], schema_path: str | Path = SCHEMA_P
         found = [p for p in own + batch_problems(train) + step_problems(train) if p not in problems]
         problems += [f"config: experiments/{experiment}: {p.removeprefix('config: ')}" for p in found]
     return _unique(problems)
+    problems += _lineage_problems(config)
 
 
 def semantic_warnings(config: dict[str, Any]) -> list[str]:
@@ -365,6 +366,13 @@ def _experiment_sections(config: dict[str, Any], schema: dict[str, Any]):
 
     lineage = Lineage(config)
     for experiment in lineage.experiments:
+def _lineage_problems(config: dict[str, Any]) -> list[str]:
+    """Experiments' seeds and the tested pairs (:meth:`workflow_scripts.lineage.Lineage.problems`)."""
+    from .lineage import Lineage
+
+    return Lineage(config).problems()
+
+
         override = lineage.overrides[experiment]
         if not override:
             continue
