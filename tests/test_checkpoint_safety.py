@@ -177,3 +177,140 @@ def test_outputs_on_a_full_disk_name_the_path(ckpt, full_disk, capsys):
     err = cli_error(save_optimizer, capsys)
     assert err.startswith(f"error: {full_disk / 'checkpoint-1'}: No space left on device") and err.count("\n") == 1
     assert not list(full_disk.iterdir())  # no half-written output left behind
+
+
+# --------------------------------------------------------------------------- issue 25: security
+def _outside_dense(ckpt, tmp_path, marker, monkeypatch):
+    """A copy of the checkpoint's 1_Dense outside it, whose config names an importable module."""
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    (site / "evil_act.py").write_text(EVIL.format(marker=str(marker)))
+    monkeypatch.syspath_prepend(str(site))
+    outside = shutil.copytree(ckpt / "1_Dense", tmp_path / "elsewhere" / "x")
+    edit_json(outside / "config.json", lambda c: c.update(activation_function="evil_act.Module"))
+    return outside
+
+
+def _module_path_up(ckpt, outside):
+    edit_json(ckpt / "modules.json", lambda m: m[1].update(path="../elsewhere/x"))
+
+
+def _module_path_absolute(ckpt, outside):
+    edit_json(ckpt / "modules.json", lambda m: m[1].update(path=str(outside)))
+
+
+def _symlinked_module_folder(ckpt, outside):
+    shutil.rmtree(ckpt / "1_Dense")
+    (ckpt / "1_Dense").symlink_to(outside, target_is_directory=True)
+
+
+def _symlinked_config_file(ckpt, outside):
+    (ckpt / "1_Dense/config.json").unlink()
+    (ckpt / "1_Dense/config.json").symlink_to(outside / "config.json")
+
+
+def _symlinked_weights(ckpt, outside):
+    (ckpt / "model.safetensors").rename(outside / "transformer.safetensors")
+    (ckpt / "model.safetensors").symlink_to(outside / "transformer.safetensors")
+
+
+def _nested_file_key(ckpt, outside):
+    edit_json(ckpt / "tokenizer_config.json", lambda c: c.update(extra={"tokenizer_file": str(outside)}))
+
+
+def _tokenizer_elsewhere(ckpt, outside):
+    edit_json(ckpt / "sentence_bert_config.json", lambda c: c.update(tokenizer_name_or_path="../elsewhere"))
+
+
+@pytest.mark.parametrize("trust", [False, True])
+@pytest.mark.parametrize(
+    "escape",
+    [
+        _module_path_up,
+        _module_path_absolute,
+        _symlinked_module_folder,
+        _symlinked_config_file,
+        _symlinked_weights,
+        _nested_file_key,
+        _tokenizer_elsewhere,
+    ],
+)
+def test_security_checkpoint_paths_stay_inside(ckpt, tmp_path, monkeypatch, escape, trust):
+    """Whatever a checkpoint names (module paths, symlinks, file keys at any depth) resolves inside it,
+    trusted or not: nothing outside is read, imported or run."""
+    marker = tmp_path / "imported"
+    outside = _outside_dense(ckpt, tmp_path, marker, monkeypatch)
+    escape(ckpt, outside)
+    with pytest.raises(UserError, match=r"outside the checkpoint|names a file") as err:
+        load_colbert(ckpt, trust_remote_code=trust)
+    assert "\n" not in str(err.value) and str(err.value).startswith(str(ckpt))
+    assert not marker.exists(), "a module named by a config outside the checkpoint was imported"
+
+
+@pytest.mark.parametrize(
+    "where, change, names",
+    [
+        ("1_Dense/config.json", {"activation_function": "torch.nn.modules.linear.Linear"}, "activation_function"),
+        (
+            "1_Dense/config.json",
+            {"activation_function": "torch.nn.modules.transformer.Transformer"},
+            "activation_function",
+        ),
+        (
+            "2_Dense/config.json",
+            {"activation_function": "torch.nn.modules.container.Sequential"},
+            "activation_function",
+        ),
+        ("config.json", {"text_config": {"auto_map": {"AutoModel": "evil.Model"}}}, "text_config/auto_map"),
+        ("tokenizer_config.json", {"x": [{"auto_map": ["evil.Tokenizer", None]}]}, "x/auto_map"),
+        ("sentence_bert_config.json", {"model_name_or_path": "evil/model"}, "model_name_or_path"),
+        ("sentence_bert_config.json", {"cache_folder": "x"}, "unknown key"),
+        ("3_Dense/config.json", {"init_weight": [1.0]}, "unknown key"),
+    ],
+)
+def test_security_config_imports_are_allow_listed(ckpt, where, change, names):
+    """A name a config turns into an import or a loader argument is on an allow-list, checked before any load:
+    a torch.nn class that is not an activation, auto_map at any depth, a key the module would pass on."""
+    edit_json(ckpt / where, lambda c: c.update(change))
+    with pytest.raises(UserError) as err:
+        load_colbert(ckpt)
+    assert str(err.value).startswith(f"{ckpt / where}: ") and names in str(err.value) and "\n" not in str(err.value)
+
+
+def test_security_allowed_activations_load(ckpt):
+    """The allow-list keeps what sentence-transformers and PyLate write (their full class names)."""
+    from workflow_scripts.checkpoint import ACTIVATIONS
+
+    edit_json(ckpt / "1_Dense/config.json", lambda c: c.update(activation_function="torch.nn.modules.activation.Tanh"))
+    model = load_colbert(ckpt)
+    assert type(model[1].activation_function).__name__ == "Tanh"
+    assert {"torch.nn.modules.linear.Identity", "torch.nn.Identity"} <= ACTIVATIONS
+
+
+# --------------------------------------------------------------------------- issue 25: late or loud
+@pytest.mark.parametrize(
+    "where, change",
+    [
+        ("1_Dense/config.json", {"in_features": 32}),
+        ("2_Dense/config.json", {"out_features": 96}),
+        ("3_Dense/config.json", {"bias": True}),
+        ("1_Dense/config.json", {"use_residual": True}),
+        ("3_Dense/config.json", {"out_features": 0}),
+    ],
+)
+def test_late_or_loud_dense_shapes_match_their_config(ckpt, where, change):
+    """A Dense whose config disagrees with its weights, or with the width before it: one line naming the
+    file, before the load (not a `size mismatch` traceback naming none)."""
+    edit_json(ckpt / where, lambda c: c.update(change))
+    with pytest.raises(UserError) as err:
+        load_colbert(ckpt)
+    message = str(err.value)
+    assert "\n" not in message and str(ckpt / where.split("/")[0]) in message.split(":")[0], message
+
+
+def test_late_or_loud_dense_weights_of_another_shape(ckpt, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(ckpt / "3_Dense/model.safetensors")
+    save_file({k: v[: v.shape[0] // 2].contiguous() for k, v in state.items()}, ckpt / "3_Dense/model.safetensors")
+    refused(ckpt, f"^{re.escape(str(ckpt / '3_Dense/model.safetensors'))}: holds linear.weight ")

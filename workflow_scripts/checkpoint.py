@@ -10,12 +10,19 @@ at shipped modeling code; ``model_args`` & co. in ``sentence_bert_config.json`` 
 A missing, malformed or truncated file otherwise ends in a long traceback that never names it
 (a missing ``tokenizer.json`` even as a protobuf ImportError): each is one line here, found
 from the files alone (safetensors headers, not tensors), before the expensive load.
+
+Whatever the trust: every path a checkpoint names (a ``modules.json`` path, a symlink, a
+config value naming a file) must resolve inside it, so that what is loaded is what the
+checkpoint (and its download manifest) holds; and a Dense's weights must have the shapes its
+config says, in a chain of widths that fit.
 """
 
 from __future__ import annotations
 
 import json
-import sys
+import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +30,14 @@ import torch
 
 from .common import UserError, read_json
 
-__all__ = ["check_checkpoint", "check_safetensors", "check_untrusted_checkpoint", "read_modules"]
+__all__ = [
+    "ACTIVATIONS",
+    "check_checkpoint",
+    "check_contained",
+    "check_safetensors",
+    "check_untrusted_checkpoint",
+    "read_modules",
+]
 
 TRANSFORMER = "sentence_transformers.models.Transformer"
 DENSE = ("pylate.models.Dense.Dense", "sentence_transformers.models.Dense")
@@ -33,6 +47,44 @@ KNOWN_TYPES = (TRANSFORMER, *DENSE, "sentence_transformers.models.Normalize", "s
 CODE_SUFFIXES = (".py", ".pyc", ".so")
 LOADER_ARGS = ("model_args", "tokenizer_args", "config_args")  # sentence_bert_config.json -> from_pretrained
 ALLOW = "set trust_remote_code: true to allow it"
+# Dense ``activation_function`` is imported and called by name (sentence-transformers'
+# import_from_string): only these torch.nn classes, by the two names they are written under.
+_ACTIVATION_CLASSES = (
+    "Identity",
+    "Tanh",
+    "ReLU",
+    "GELU",
+    "Sigmoid",
+    "SiLU",
+    "LeakyReLU",
+    "ELU",
+    "SELU",
+    "CELU",
+    "Softplus",
+    "Softsign",
+    "Mish",
+    "Hardtanh",
+    "ReLU6",
+    "Hardswish",
+    "Hardsigmoid",
+    "LogSigmoid",
+    "Tanhshrink",
+)
+ACTIVATIONS = frozenset(
+    name
+    for cls in (getattr(torch.nn, n) for n in _ACTIVATION_CLASSES)
+    for name in (f"{cls.__module__}.{cls.__qualname__}", f"torch.nn.{cls.__name__}")
+)
+# What a module's config may hold: every key is passed to the module's constructor, so an
+# unknown one is a TypeError traceback at load (the loader arguments are gated by trust).
+DENSE_KEYS = ("in_features", "out_features", "bias", "activation_function", "use_residual")
+TRANSFORMER_KEYS = ("max_seq_length", "do_lower_case", "backend", *LOADER_ARGS)
+# A config value under such a key names a file or folder the loaders open as given (an
+# absolute path, or one relative to the working directory), not inside the checkpoint.
+# ``_name_or_path`` and ``name_or_path`` are transformers' records of where a model came from,
+# overwritten at load.
+FILE_KEY = re.compile(r"(^|_)(file|files|dir|path)$")
+RECORD_KEYS = ("_name_or_path", "name_or_path")
 
 
 def read_modules(checkpoint: Path) -> list[dict[str, Any]]:
@@ -115,52 +167,205 @@ def check_checkpoint(checkpoint: Path) -> None:
     """
     if not checkpoint.is_dir():
         raise UserError(f"{checkpoint}: checkpoint directory not found")
+    check_contained(checkpoint)
     for module in read_modules(checkpoint):
         folder = checkpoint / module["path"]
         if module["type"] in (TRANSFORMER, *DENSE):
             for name in ("config.json", "tokenizer.json") if module["type"] == TRANSFORMER else ("config.json",):
                 read_json(folder / name)
             _check_weights(folder)
+        if module["type"] == TRANSFORMER:
+            for file in sorted(folder.glob("sentence_*_config.json")):
+                _check_keys(file, read_json(file), TRANSFORMER_KEYS)
     for file in sorted(checkpoint.rglob("*config*.json")):
         read_json(file)
     for file in sorted(checkpoint.rglob("*.safetensors")):
         check_safetensors(file)
+    _check_dense_shapes(checkpoint)
 
 
-def _is_torch_module(name: Any) -> bool:
-    """Whether ``name`` is a ``torch.nn`` module class torch has already imported (imports nothing).
+def _inside(path: str | Path, root: str) -> bool:
+    """Whether ``path``, with every symlink resolved, is ``root`` (a realpath) or lies below it."""
+    real = os.path.realpath(path)
+    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def check_contained(checkpoint: Path) -> None:
+    """Refuse a checkpoint that names or links anything outside itself, in one line naming the file.
+
+    Checked: every symlink below it (file or folder; a folder link is not followed, its target
+    must be inside anyway), every ``modules.json`` path (no absolute path, nothing that
+    resolves outside), and every config value that names a file (a key ending in ``_file``,
+    ``_files``, ``_dir`` or ``_path``, at any depth): the loaders open those as given, so a
+    checkpoint may not set them. Reads no file through a link before its target is checked.
 
     Examples
     --------
-    >>> _is_torch_module("torch.nn.modules.linear.Identity"), _is_torch_module("torch.nn.Tanh")
-    (True, True)
-    >>> _is_torch_module("os.system"), _is_torch_module("torch.nn.modules.module.os")
-    (False, False)
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> (d / "ckpt").mkdir(); (d / "ckpt" / "1_Dense").symlink_to(d)
+    >>> try:
+    ...     check_contained(d / "ckpt")
+    ... except UserError as err:
+    ...     print(str(err).replace(str(d), "D"))
+    D/ckpt/1_Dense: a symlink to D, outside the checkpoint D/ckpt; every file it uses must be inside it
     """
-    module, _, attr = str(name).rpartition(".")
-    found = getattr(sys.modules.get(module), attr, None) if module.startswith("torch.nn") else None
-    return isinstance(found, type) and issubclass(found, torch.nn.Module)
+    root = os.path.realpath(checkpoint)
+    for folder, dirs, files in os.walk(checkpoint):
+        for name in sorted(dirs + files):
+            path = Path(folder, name)
+            if path.is_symlink() and not _inside(path, root):
+                raise UserError(
+                    f"{path}: a symlink to {os.path.realpath(path)}, outside the checkpoint {checkpoint}; "
+                    "every file it uses must be inside it"
+                )
+    file = checkpoint / "modules.json"
+    for module in read_modules(checkpoint) if file.exists() else []:
+        where = os.path.realpath(checkpoint / module["path"])
+        if os.path.isabs(module["path"]) or not _inside(where, root):
+            raise UserError(
+                f"{file}: module {module.get('name', module['path'])!r} has path {module['path']!r}, outside "
+                f"the checkpoint (resolves to {where}); a module must be a folder inside it"
+            )
+    for config_file in sorted(checkpoint.rglob("*config*.json")):
+        for keys, value in _items(read_json(config_file)):
+            if FILE_KEY.search(keys[-1]) and keys[-1] not in RECORD_KEYS and _has_text(value):
+                raise UserError(
+                    f"{config_file}: {'/'.join(keys)} names a file ({value!r:.80}), which the loaders would open "
+                    "as given, not inside the checkpoint; remove the key"
+                )
 
 
-def _check_config(file: Path, config: Any) -> None:
-    """Refuse what a config would make transformers or sentence-transformers import."""
+def _items(node: Any, keys: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """Every (key path, value) of a JSON document's objects, nested ones included.
+
+    Examples
+    --------
+    >>> [("/".join(k), v) for k, v in _items({"a": 1, "b": [{"c": {"d": 2}}]})][:3]
+    [('a', 1), ('b/c/d', 2), ('b/c', {'d': 2})]
+    """
+    if isinstance(node, list):
+        for item in node:
+            yield from _items(item, keys)
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from _items(value, (*keys, str(key)))
+            yield (*keys, str(key)), value
+
+
+def _has_text(value: Any) -> bool:
+    """Whether a JSON value holds a non-empty string anywhere (a path, or paths)."""
+    if isinstance(value, str):
+        return bool(value)
+    if isinstance(value, list | dict):
+        return any(_has_text(v) for v in (value.values() if isinstance(value, dict) else value))
+    return False
+
+
+def _check_keys(file: Path, config: Any, allowed: tuple[str, ...]) -> None:
+    """A module config is an object of the keys its constructor takes; else one line naming them.
+
+    ``auto_map`` is left to the trust gate (:func:`check_untrusted_checkpoint`), which names it.
+    """
+    if not isinstance(config, dict):
+        raise UserError(f"{file}: expected a JSON object")
+    if unknown := sorted(set(map(str, config)) - {*allowed, "auto_map"}):
+        raise UserError(
+            f"{file}: unknown key(s) {unknown} (the module takes {', '.join(allowed)}); its loader would fail on them"
+        )
+
+
+def safetensors_shapes(file: Path) -> dict[str, list[int]]:
+    """Each tensor's shape from a (checked) safetensors file's header; no tensor is read."""
+    with open(file, "rb") as handle:
+        header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+    return {name: list(t.get("shape", [])) for name, t in header.items() if name != "__metadata__"}
+
+
+def _dense_tensors(config: dict[str, Any]) -> dict[str, list[int]]:
+    """The tensors (name: shape) a Dense with this config has: PyLate's, residual included.
+
+    Examples
+    --------
+    >>> _dense_tensors({"in_features": 64, "out_features": 128, "bias": False, "use_residual": True})
+    {'linear.weight': [128, 64], 'residual.weight': [128, 64]}
+    """
+    rows, cols = config["out_features"], config["in_features"]
+    tensors = {"linear.weight": [rows, cols]}
+    if config.get("bias", True):  # both Dense classes default to a bias
+        tensors["linear.bias"] = [rows]
+    if config.get("use_residual") and rows != cols:
+        tensors["residual.weight"] = [rows, cols]
+    return dict(sorted(tensors.items()))
+
+
+def _check_dense_shapes(checkpoint: Path) -> None:
+    """Each Dense's weights have the shapes its ``config.json`` says; each takes the width before it.
+
+    Loading would otherwise stop in a ``size mismatch`` traceback (or, for the chain, the first
+    encode in a matmul error) naming no file. The chain starts at the Transformer's
+    ``hidden_size`` when its ``config.json`` states one.
+    """
+    width, source = None, None
+    for module in read_modules(checkpoint):
+        folder = checkpoint / module["path"]
+        if module["type"] == TRANSFORMER:
+            hidden = read_json(folder / "config.json").get("hidden_size")
+            width, source = (hidden, folder / "config.json") if isinstance(hidden, int) else (None, None)
+        if module["type"] not in DENSE:
+            if module["type"] != TRANSFORMER:  # another module (Normalize...): its width is not known here
+                width = None
+            continue
+        file = folder / "config.json"
+        config = read_json(file)
+        _check_keys(file, config, DENSE_KEYS)
+        sizes = [config.get(k) for k in ("in_features", "out_features")]
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes):
+            raise UserError(f"{file}: in_features and out_features must be positive integers, got {sizes}")
+        if width is not None and config["in_features"] != width:
+            raise UserError(
+                f"{file}: in_features {config['in_features']}, but the module before it ({source}) gives {width}"
+            )
+        weights = folder / "model.safetensors"
+        if weights.exists():
+            expected, found = _dense_tensors(config), dict(sorted(safetensors_shapes(weights).items()))
+            if found != expected:
+                raise UserError(
+                    f"{weights}: holds {_shapes(found)}, but {file} (in_features {config['in_features']}, "
+                    f"out_features {config['out_features']}, bias {config.get('bias', True)}) needs {_shapes(expected)}"
+                )
+        width, source = config["out_features"], file
+
+
+def _shapes(tensors: dict[str, list[int]]) -> str:
+    """``{"linear.weight": [2, 3]}`` as ``linear.weight 2x3``."""
+    return ", ".join(f"{name} {'x'.join(map(str, shape))}" for name, shape in tensors.items()) or "no tensor"
+
+
+def _check_config(file: Path, config: Any, *, dense: bool) -> None:
+    """Refuse what a config would make transformers or sentence-transformers import, at any depth."""
+    for keys, value in _items(config):
+        if keys[-1] == "auto_map" and value not in (None, {}):
+            raise UserError(f"{file}: model needs remote code ({'/'.join(keys)} {value!r:.80}); {ALLOW}")
     if not isinstance(config, dict):
         return
-    if config.get("auto_map"):
-        raise UserError(f"{file}: model needs remote code (auto_map {sorted(map(str, config['auto_map']))}); {ALLOW}")
     if args := [key for key in LOADER_ARGS if config.get(key)]:
         raise UserError(f"{file}: sets {', '.join(args)}, passed on to transformers' from_pretrained; {ALLOW}")
     activation = config.get("activation_function")
-    if activation is not None and not _is_torch_module(activation):
-        raise UserError(f"{file}: activation_function {activation!r} is not a torch.nn module class; {ALLOW}")
+    if dense and activation is not None and activation not in ACTIVATIONS:
+        raise UserError(
+            f"{file}: activation_function {activation!r:.80} is not one of the torch.nn activations allowed "
+            f"({', '.join(_ACTIVATION_CLASSES)}); {ALLOW}"
+        )
 
 
 def check_untrusted_checkpoint(checkpoint: Path, *, trust_remote_code: bool = False) -> None:
     """Refuse a checkpoint that would import or run code it ships or names, unless trusted.
 
     Refused: shipped code files (``.py``, ``.pyc``, ``.so``); a ``modules.json`` type outside
-    :data:`KNOWN_TYPES`; ``auto_map`` or loader arguments in any ``*config*.json``; a Dense
-    activation that is not a ``torch.nn`` class. Nothing is imported to decide.
+    :data:`KNOWN_TYPES`; ``auto_map`` (at any depth) or loader arguments in any
+    ``*config*.json``; a Dense activation outside :data:`ACTIVATIONS`. Every name is checked
+    against these allow-lists; nothing is imported to decide.
 
     Examples
     --------
@@ -179,11 +384,13 @@ def check_untrusted_checkpoint(checkpoint: Path, *, trust_remote_code: bool = Fa
     for file in sorted(checkpoint.rglob("*")):
         if file.suffix in CODE_SUFFIXES:
             raise UserError(f"{file}: checkpoint ships code; {ALLOW}")
-    for module in read_modules(checkpoint):
+    modules = read_modules(checkpoint)
+    for module in modules:
         if module["type"] not in KNOWN_TYPES:
             raise UserError(
                 f"{checkpoint / 'modules.json'}: module type {module['type']!r} is not a known "
                 f"sentence-transformers/PyLate class ({', '.join(KNOWN_TYPES)}); {ALLOW}"
             )
+    dense = {os.path.realpath(checkpoint / m["path"] / "config.json") for m in modules if m["type"] in DENSE}
     for file in sorted(checkpoint.rglob("*config*.json")):
-        _check_config(file, read_json(file))
+        _check_config(file, read_json(file), dense=os.path.realpath(file) in dense)
