@@ -235,10 +235,17 @@ def backward_block(*, candidates: int, chunk_size: int, dim: int) -> int:
 def _running_max(
     *, queries: torch.Tensor, documents: torch.Tensor, documents_mask: torch.Tensor | None, chunk_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Max over document tokens of the masked similarities and its int32 argmax, both (q, Qt, B)."""
+    """Max over document tokens of the masked similarities and its int32 argmax, both (q, Qt, B).
+
+    The per-chunk max and the running state live in buffers updated in place, so a step holds
+    one chunk's similarities plus a few (q, Qt, B) tensors (:func:`loss_working_set_bytes`).
+    """
     n_q, q_tokens, dim = queries.shape
     n_docs, d_tokens, _ = documents.shape
     flat_queries = queries.reshape(n_q * q_tokens, dim)
+    state = (n_q, q_tokens, n_docs)
+    values = torch.empty(state, dtype=queries.dtype, device=queries.device)
+    where = torch.empty(state, dtype=torch.int64, device=queries.device)
     best = argmax = None
     for begin in range(0, d_tokens, chunk_size):
         end = min(d_tokens, begin + chunk_size)
@@ -246,15 +253,14 @@ def _running_max(
         sims = (flat_queries @ block.T).view(n_q, q_tokens, n_docs, end - begin)
         if documents_mask is not None:  # multiply, as PyLate does: a masked token is a 0 similarity
             sims.mul_(documents_mask[:, begin:end].to(sims.dtype))
-        values, where = sims.max(dim=-1)
-        del sims
-        where = where.to(torch.int32).add_(begin)
+        torch.max(sims, dim=-1, out=(values, where))
+        del sims, block
         if best is None:
-            best, argmax = values, where
+            best, argmax = values.clone(), where.to(torch.int32)
             continue
-        take = (values > best) | values.isnan()  # NaN wins, as in torch.max, so check_finite sees it
-        best = torch.where(take, values, best)
-        argmax = torch.where(take, where, argmax)
+        take = torch.gt(values, best).logical_or_(values.isnan())  # NaN wins, as in torch.max: check_finite sees it
+        torch.where(take, values, best, out=best)
+        torch.where(take, where.add_(begin).to(torch.int32), argmax, out=argmax)
     return best, argmax
 
 
@@ -272,18 +278,15 @@ def _grads_through_argmax(
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """d score[i, b] = sum_s m_q[i, s] m_d[b, t*] (<dq_s, d_t*> + <q_s, dd_t*>), t* = argmax[i, s, b].
 
-    Accumulated in fp32 for 16-bit inputs: one document token can be the argmax of thousands of
-    (query, query token) pairs, and a bf16 running sum of thousands of terms loses digits.
+    Walks ``block`` candidates at a time. Accumulates in fp32 for 16-bit inputs: one document
+    token can be the argmax of thousands of (query, query token) pairs, and a bf16 running sum of
+    thousands of terms loses digits (PyLate's GEMM backward accumulates in fp32 too).
     """
     n_q, q_tokens, dim = queries.shape
     n_docs, d_tokens, _ = documents.shape
     acc = torch.float32 if documents.element_size() < 4 else documents.dtype
     flat_docs = documents.reshape(n_docs * d_tokens, dim)
     flat_mask = None if documents_mask is None else documents_mask.reshape(-1)
-    weight = grad_scores.to(acc).unsqueeze(1)  # (q, 1, B)
-    if queries_mask is not None:
-        weight = weight * queries_mask.to(acc).unsqueeze(-1)  # (q, Qt, B)
-    weight = weight.expand(n_q, q_tokens, n_docs)
     grad_q = torch.zeros(n_q * q_tokens, dim, dtype=acc, device=queries.device) if need_queries else None
     grad_d = torch.zeros(n_docs * d_tokens, dim, dtype=acc, device=documents.device) if need_documents else None
     queries_acc = queries.to(acc).unsqueeze(2) if need_documents else None  # (q, Qt, 1, H)
@@ -291,12 +294,15 @@ def _grads_through_argmax(
         end = min(n_docs, begin + block)
         offsets = torch.arange(begin, end, device=argmax.device, dtype=torch.int64) * d_tokens
         rows = argmax[:, :, begin:end].to(torch.int64).add_(offsets)  # (q, Qt, b): rows of flat_docs
-        w = weight[:, :, begin:end]
+        w = grad_scores[:, begin:end].to(acc).unsqueeze(1)  # (q, 1, b)
+        if queries_mask is not None:
+            w = w * queries_mask.to(acc).unsqueeze(-1)
         if flat_mask is not None:
             w = w * flat_mask[rows].to(acc)
+        w = w.expand(n_q, q_tokens, end - begin)
         if grad_q is not None:  # (q*Qt, 1, b) @ (q*Qt, b, H)
             picked = flat_docs[rows.reshape(-1)].view(n_q * q_tokens, end - begin, dim)
-            grad_q += torch.bmm(w.reshape(n_q * q_tokens, 1, end - begin).to(picked.dtype), picked).squeeze(1).to(acc)
+            grad_q += torch.bmm(w.reshape(n_q * q_tokens, 1, end - begin).to(picked.dtype), picked).squeeze(1)
             del picked
         if grad_d is not None:
             grad_d.index_add_(0, rows.reshape(-1), (w.unsqueeze(-1) * queries_acc).reshape(-1, dim))
@@ -443,3 +449,108 @@ def _prefix_masks_only(
     if mask_has_holes(documents_mask) or mask_has_holes(queries_mask):
         raise UserError(f"train.maxsim_backend: {FLASH_HOLES}")
     return _pylate_scores(queries_embeddings, documents_embeddings, queries_mask, documents_mask, backend="flash")
+
+
+def loss_working_set_bytes(
+    backend: str,
+    *,
+    queries: int,
+    candidates: int,
+    query_tokens: int,
+    document_tokens: int,
+    dim: int,
+    chunk_size: int,
+    bytes_per_value: int,
+    columns: int = 2,
+) -> int:
+    """Peak bytes of one query chunk's scores and their backward, beyond the inputs.
+
+    Counts what the score function allocates (similarities, running max and argmax, the
+    gradients it returns for the queries and the candidates) on top of the embeddings and
+    masks it is given; not the cross-entropy (a (queries, candidates) matrix) nor what
+    autograd does with the returned gradients (accumulating them into the cached embeddings'
+    ``.grad``, a term of its own).
+
+    Parameters
+    ----------
+    backend
+        ``chunked`` and ``torch`` are modelled op by op and checked against measurements
+        (``benchmarks/bench_loss_memory.py``); ``lik``/``flash`` are an estimate from what the
+        kernels keep (an argmax and the gradients), not measured (they need a GPU).
+    queries, candidates, query_tokens, document_tokens, dim
+        One chunk of queries (``score_mini_batch_size``) against all gathered candidates
+        (columns x world size x per-device batch).
+    chunk_size
+        ``chunked``'s document tokens per step.
+    bytes_per_value
+        Of the token vectors reaching the loss: 4 under accelerate's bf16 autocast (fp32 outputs).
+    columns
+        Document columns (positive + negative: 2 here): PyLate's torch path scores one column's
+        candidates at a time (:func:`_torch_working_set`).
+
+    Examples
+    --------
+    The card's shape: 32 queries x 256 tokens against 2 columns x 8 GPUs x 256 documents x 2,048
+    tokens, fp32 (GiB; the chunked figure is mostly the candidates' 4 GiB gradient):
+
+    >>> shape = dict(queries=32, candidates=4096, query_tokens=256, document_tokens=2048, dim=128, bytes_per_value=4)
+    >>> round(loss_working_set_bytes("torch", chunk_size=2048, **shape) / 2**30, 1)
+    262.0
+    >>> round(loss_working_set_bytes("chunked", chunk_size=8, **shape) / 2**30, 1)
+    5.2
+    """
+    b = bytes_per_value
+    if backend == "torch":
+        return _torch_working_set(
+            queries=queries,
+            candidates=candidates,
+            query_tokens=query_tokens,
+            document_tokens=document_tokens,
+            dim=dim,
+            bytes_per_value=b,
+            columns=columns,
+        )
+    n = queries * query_tokens * candidates  # one running max per (query, query token, candidate)
+    grads = (candidates * document_tokens + queries * query_tokens) * dim * b  # the gradients returned
+    if backend in ("lik", "flash"):
+        return n * 4 + grads
+    if backend != "chunked":
+        raise ValueError(f"loss_working_set_bytes: unknown backend {backend!r} (resolve 'auto' first)")
+    acc = max(b, 4)  # gradients accumulate in fp32 for 16-bit inputs
+    chunk = min(chunk_size, document_tokens)
+    forward = n * chunk * b + candidates * chunk * (dim + 1) * b + n * (2 * b + 18)
+    m = queries * query_tokens * backward_block(candidates=candidates, chunk_size=chunk, dim=dim)
+    accumulators = (candidates * document_tokens + 2 * queries * query_tokens) * dim * acc
+    casts = grads if acc != b else 0  # the fp32 sums cast back to the inputs' dtype, after the last block
+    backward = n * 4 + accumulators + max(m * (9 + 2 * acc) + m * dim * acc, casts)
+    return max(forward, backward)
+
+
+def _torch_working_set(
+    *,
+    queries: int,
+    candidates: int,
+    query_tokens: int,
+    document_tokens: int,
+    dim: int,
+    bytes_per_value: int,
+    columns: int,
+) -> int:
+    """PyLate's einsum path, column by column, as autograd runs it (matches the measured peak).
+
+    Forward: einsum saves a copy of each column's documents (``docs``) and makes the similarity
+    tensor (``sims``) and a masked copy. Backward, columns last first: max's zeros and scatter, the
+    mask products and einsum's copy (two ``sims`` at a time), the column's gradient widened to all
+    columns (``select_backward``), summed with the earlier columns' at the end.
+    """
+    per_column = math.ceil(candidates / columns)
+    sims = queries * query_tokens * per_column * document_tokens * bytes_per_value
+    column_docs = per_column * document_tokens * dim * bytes_per_value
+    docs = columns * column_docs
+    forward = docs + 2 * sims
+    backward = max(
+        (columns - i) * column_docs + (docs if i else 0) + max(2 * sims, sims + column_docs, docs + column_docs)
+        for i in range(columns)
+    )
+    final_sum = 3 * docs if columns > 1 else 0
+    return max(forward, backward, final_sum) + queries * query_tokens * dim * bytes_per_value
