@@ -341,3 +341,54 @@ def test_corrupt_parquet_pages_are_named(demo_assets, tmp_path):
 
     with pytest.raises(UserError, match=r"biology-00000-of-00001.parquet: not a readable parquet file"):
         list(load_bright_documents(tmp_path, "biology"))
+
+
+# --------------------------------------------------------------------------- issue 25: security
+def _link_file_out(root: Path, outside: Path) -> Path:
+    target = root / "bge-reasoner-data-0904/pony.jsonl"
+    shutil.move(target, outside / "pony.jsonl")
+    target.symlink_to(outside / "pony.jsonl")
+    return target
+
+
+def _link_relative_up(root: Path, outside: Path) -> Path:
+    link = root / "bge-reasoner-data-0904/extra.jsonl"
+    (outside / "extra.jsonl").write_text("{}\n")
+    link.symlink_to(Path("../..") / outside.name / "extra.jsonl")
+    return link
+
+
+def _link_folder_out(root: Path, outside: Path) -> Path:
+    (outside / "more").mkdir()
+    (outside / "more/a.jsonl").write_text("{}\n")
+    (root / "more").symlink_to(outside / "more", target_is_directory=True)
+    return root / "more"
+
+
+def _link_chain_out(root: Path, outside: Path) -> Path:
+    (outside / "secret.jsonl").write_text("{}\n")
+    (root / "hop.jsonl").symlink_to(outside / "secret.jsonl")
+    (root / "bge-reasoner-data-0904/chain.jsonl").symlink_to(root / "hop.jsonl")  # inside, to a link out
+    return root / "hop.jsonl"  # the first one found (both resolve outside)
+
+
+@pytest.mark.parametrize("link", [_link_file_out, _link_relative_up, _link_folder_out, _link_chain_out])
+def test_security_mirror_files_stay_inside(demo_assets, tmp_path, link):
+    """A mirror's files resolve inside it: a link out is refused at download, in one line, and nothing is written;
+    one made after the download is refused by every reader."""
+    root = shutil.copytree(demo_assets / "bge-reasoner-data", tmp_path / "mirror")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    manifest = tmp_path / "m.json"
+    fetch = dict(name="bge_reasoner", repo="o/r", revision="c" * 40, repo_type="dataset", local=str(root))
+    fetch.update(cache_dir=tmp_path / "hub", manifest=manifest)
+    fetch_source(**fetch)  # a clean mirror: written
+    bad = link(root, outside)
+    with pytest.raises(UserError, match=r"outside the mirror") as err:
+        stage2(str(manifest), tmp_path / "out")  # the link appeared after the download
+    assert str(bad) in str(err.value) and "\n" not in str(err.value)
+    manifest.unlink()
+    with pytest.raises(UserError, match=r"^sources\.bge_reasoner\.local: .* outside the mirror") as err:
+        fetch_source(**fetch)
+    assert str(bad) in str(err.value) and "\n" not in str(err.value)
+    assert not manifest.exists()

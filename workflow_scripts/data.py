@@ -23,6 +23,7 @@ import fnmatch
 import hashlib
 import json
 import logging
+import os
 import random
 import re
 from collections import Counter
@@ -68,7 +69,6 @@ SHARD_SCHEMA = pa.schema(
 )
 REVISION_RE = re.compile(r"^[0-9a-f]{40}$")
 REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")  # a commit, or a branch / tag name (main, v1.0)
-DATA_SUFFIXES = (".parquet", ".jsonl", ".json", ".safetensors")  # a mirror's files a reader may pick up
 BATCH_ROWS = 1024
 PROGRESS_INTERVAL: float | None = None  # between two progress lines; None: $PROGRESS_INTERVAL_S or 30 s
 
@@ -109,6 +109,11 @@ def fetch_source(
     pinned = revision
     if local:
         root = Path(local).expanduser()
+        if root.exists() and not root.is_dir():
+            raise UserError(
+                f"sources.{name}.local: {local} is a file, not a directory (a mirror is a folder laid out like "
+                "the hub repository)"
+            )
         if not root.is_dir():
             raise UserError(f"sources.{name}.local: directory {local} does not exist")
         if not is_pinned(revision) and (commit := mirror_commit(root)):
@@ -124,6 +129,8 @@ def fetch_source(
     files = _tree_files(root)
     if not files:
         raise UserError(f"sources.{name}: {root} holds no files")
+    if escaped := _outside(root):
+        raise UserError(f"sources.{name}.{'local' if local else 'repo'}: {escaped}")
     data = {
         "name": name,
         "repo": repo,
@@ -143,6 +150,35 @@ def _tree_files(root: Path) -> list[Path]:
     return [p for p in sorted(root.rglob("*")) if p.is_file() and ".cache" not in p.relative_to(root).parts]
 
 
+def _outside(root: Path) -> str | None:
+    """The first entry under ``root`` that is a symlink resolving outside it, in words; None if none.
+
+    A mirror's data is what lies inside it: a link to a system file would otherwise be hashed
+    into the manifest and read as data. A folder link is not followed (its target must be
+    inside anyway); the hub's ``.cache`` bookkeeping is never read, so not checked.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> (d / "m").mkdir(); (d / "m" / "a.jsonl").symlink_to("/etc/hostname")
+    >>> print(_outside(d / "m").replace(str(d), "D"))
+    D/m/a.jsonl is a symlink to /etc/hostname, outside the mirror D/m; copy the files in (cp -rL) or mirror again
+    """
+    real = os.path.realpath(root)
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d != ".cache" or Path(folder) != Path(root)]
+        for entry in sorted(dirs + files):
+            path = Path(folder, entry)
+            target = os.path.realpath(path)
+            if path.is_symlink() and target != real and not target.startswith(real.rstrip(os.sep) + os.sep):
+                return (
+                    f"{path} is a symlink to {target}, outside the mirror {root}; copy the files in (cp -rL) "
+                    "or mirror again"
+                )
+    return None
+
+
 def _file_entry(root: Path, path: Path) -> dict[str, Any]:
     """One manifest row: the path relative to ``root``, size, mtime (ns) and sha256."""
     stat = path.stat()
@@ -154,8 +190,8 @@ def source_root(manifest: str | Path) -> Path:
     """The directory a download manifest describes, checked against the manifest.
 
     Every listed file must exist with its recorded size; a file whose mtime differs (a copied
-    checkout) is hashed again and must keep its sha256; a data file the manifest does not list
-    (``.parquet``, ``.jsonl``, ``.json``, ``.safetensors``) is a change too. A relative
+    checkout) is hashed again and must keep its sha256; a file the manifest does not list, or
+    a symlink resolving outside the directory, is a change too. A relative
     ``path`` resolves against the working directory. Any difference is one line naming the
     file and the fix: rerun the download.
 
@@ -190,13 +226,15 @@ def source_root(manifest: str | Path) -> Path:
     root = Path(data["path"])
     if not root.is_dir():
         raise UserError(_changed(root, manifest, "directory missing"))
+    if escaped := _outside(root):
+        raise UserError(_changed(root, manifest, escaped))
     for entry in data["files"]:
         problem = _file_problem(root / entry["path"], entry)
         if problem:
             raise UserError(_changed(root / entry["path"], manifest, problem))
     listed = {entry["path"] for entry in data["files"]}
-    for path in _tree_files(root):
-        if path.suffix in DATA_SUFFIXES and path.relative_to(root).as_posix() not in listed:
+    for path in _tree_files(root):  # any file: a reader or loader may pick up what it finds
+        if path.relative_to(root).as_posix() not in listed:
             raise UserError(_changed(path, manifest, "not listed in it"))
     return root
 
