@@ -16,7 +16,7 @@ from snakemake.utils import validate
 sys.path.insert(0, workflow.basedir)
 from workflow_scripts.bright_meta import SPLITS as BRIGHT_SPLITS
 from workflow_scripts.common import config_problem
-from workflow_scripts.config_checks import semantic_problems, semantic_warnings
+from workflow_scripts.config_checks import overlay_problems, semantic_problems, semantic_warnings
 from workflow_scripts.cli import to_argv
 from workflow_scripts.fingerprint import code_fingerprint
 from workflow_scripts.lineage import Lineage
@@ -76,6 +76,10 @@ if problems := semantic_problems(config):
     raise WorkflowError("\n".join(problems))
 for _warning in semantic_warnings(config):
     logger.warning(_warning)
+# An overlay's `{}` merges nothing (`protocols: {}` keeps config.yaml's protocols): refused, saying how.
+for _overlay in workflow.overwrite_configfiles or ():
+    if problems := overlay_problems(_overlay, config):
+        raise WorkflowError("\n".join(problems))
 # The protocols scored (protocols.py), and the evaluation rules that cover every (split, protocol):
 # a split's documents are encoded once per model, aops and theoremqa_questions' one corpus too.
 PROTOCOLS = resolve_protocols(config["evaluate"]["protocols"])
@@ -282,6 +286,12 @@ def get_eval_results():
             for s in SPLITS if p.covers(s)]  # fmt: skip
 
 
+def get_eval_runs():
+    """The TREC run beside each result of get_eval_results, in the same order (the summary re-scores it)."""
+    return [RUN_FILE.format(protocol=p.name, model=m, split=s) for p in PROTOCOLS.values() for m in get_eval_models()
+            for s in SPLITS if p.covers(s)]  # fmt: skip
+
+
 def get_mteb_outputs():
     """mteb-format results: mteb/<protocol>/<model>/<task>.json, in protocols.mteb_files order."""
     files = mteb_files(get_protocol_summaries(), get_eval_models())
@@ -299,8 +309,10 @@ def get_summary_flags(wildcards):
 
 # ---------------------------------------------------------------- report
 def get_final_output():
+    """Every file a user reads, per-split results and run files included: one deleted by hand is
+    rebuilt by a plain rerun (as an intermediate file it would not be, the summary being newer)."""
     summary = [f"{RUN}/summary.csv", f"{RUN}/summary.md", f"{RUN}/summary.json"]
-    return summary + get_mteb_outputs() + get_report_targets()
+    return summary + get_eval_results() + get_eval_runs() + get_mteb_outputs() + get_report_targets()
 
 
 def get_benchmarks():

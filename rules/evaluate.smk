@@ -92,7 +92,9 @@ if "evaluate_shared_corpus" in EVAL_RULES:
 
 rule summarize:
     input:
-        get_eval_results(),
+        results=get_eval_results(),
+        runs=get_eval_runs(),
+        bright=BRIGHT,
     output:
         csv=f"{RUN}/summary.csv",
         md=f"{RUN}/summary.md",
@@ -106,5 +108,6 @@ rule summarize:
     log:
         f"{LOGS}/summarize.log",
     shell:
-        "logged {log:q} python -m workflow_scripts summarize table --results {input:q} --csv-path {output.csv:q} --md-path {output.md:q}"
+        "logged {log:q} python -m workflow_scripts summarize table --results {input.results:q}"
+        " --run-files {input.runs:q} --bright-manifest {input.bright:q} --csv-path {output.csv:q} --md-path {output.md:q}"
         " --json-path {output.json:q} --mteb-paths {output.mteb:q} {params.settings}"

@@ -35,6 +35,8 @@ def _convert(hint: Any) -> tuple[Callable[[str], Any], bool]:
     """(string -> value converter, takes several words) for one annotation."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
+        if len(args) == 2 and type(None) in args and typing.get_origin(args[0]) is list:
+            return _convert(args[0])  # `list[str] | None`: several words; None when the flag is not given
         inner = [_convert(a)[0] for a in args if a is not type(None)]
         optional = type(None) in args
 
@@ -106,6 +108,8 @@ def parser_for(function: Callable[..., Any], parser: argparse.ArgumentParser) ->
     >>> p = parser_for(f, argparse.ArgumentParser())
     >>> vars(p.parse_args(["--path", "x", "--top-k", "5", "--exclude", "False"]))
     {'path': 'x', 'top_k': 5, 'exclude': False, 'tags': None}
+    >>> p.parse_args(["--path", "x", "--tags", "a", "b"]).tags
+    ['a', 'b']
     """
     hints = typing.get_type_hints(function)
     for name, param in inspect.signature(function).parameters.items():

@@ -23,7 +23,10 @@ __all__ = [
     "TEMPLATE_FIELDS",
     "batch_problems",
     "float_integer_problems",
+    "instruction_problems",
     "model_name_problems",
+    "overlay_problems",
+    "same_model_problems",
     "preflight_problems",
     "protocol_problems",
     "ranking_problems",
@@ -76,7 +79,8 @@ def semantic_problems(config: dict[str, Any], schema_path: str | Path = SCHEMA_P
     problems += protocol_problems(config["evaluate"])
     problems += ranking_problems(config["evaluate"])
     problems += stage_source_problems(config["data"]["stages"])
-    problems += model_name_problems(config)
+    problems += model_name_problems(config) + same_model_problems(config)
+    problems += instruction_problems(config["evaluate"])
     problems += batch_problems(config["train"]) + step_problems(config["train"])
     problems += preflight_problems(config)
     for experiment, train, own in _experiment_sections(config, schema):
@@ -218,6 +222,8 @@ def protocol_problems(evaluate: dict[str, Any]) -> list[str]:
         protocols = resolve(evaluate["protocols"])
     except UserError as err:
         return out + [str(err)]
+    if not protocols:
+        out.append("config: evaluate/protocols: every protocol is removed (false); keep at least one")
     for name, protocol in protocols.items():
         if not any(protocol.covers(s) for s in evaluate["splits"]):
             out.append(f"config: evaluate/protocols/{name}: its corpus {protocol.corpus} exists for none of "
@@ -389,3 +395,101 @@ def _lineage_problems(config: dict[str, Any]) -> list[str]:
 
 def _unique(lines: list[str]) -> list[str]:
     return list(dict.fromkeys(lines))
+
+
+def instruction_problems(evaluate: dict[str, Any]) -> list[str]:
+    """An instruction for a split that is not evaluated would never be used: refused.
+
+    Examples
+    --------
+    >>> instruction_problems({"splits": ["pony"], "protocols": {"card": None, "x": {"instructions": {"aops": "{query}"}}}})
+    ['config: evaluate/protocols/x/instructions/aops: aops is not in evaluate/splits, so this instruction is never used (remove it, or add aops to evaluate/splits)']
+    """
+    return [
+        f"config: evaluate/protocols/{name}/instructions/{split}: {split} is not in evaluate/splits, so this "
+        f"instruction is never used (remove it, or add {split} to evaluate/splits)"
+        for name, entry in evaluate["protocols"].items()
+        for split in ((entry or {}).get("instructions") or {})
+        if split not in evaluate["splits"]
+    ]
+
+
+def _model_identity(source: dict[str, Any]) -> tuple[str, ...]:
+    """What makes two ``evaluate_models`` entries one model: the folder a local one resolves to
+    (symlinks, ``./`` and trailing slashes included), else the hub repository and revision."""
+    import os
+
+    if source.get("local"):
+        return ("local", os.path.realpath(source["local"]))
+    return ("hub", source["repo"], source["revision"])
+
+
+def same_model_problems(config: dict[str, Any]) -> list[str]:
+    """One model evaluated under two ``evaluate_models`` names: two rows that are one model, refused.
+
+    Examples
+    --------
+    >>> hub = {"repo": "org/m", "revision": "a" * 40, "local": None}
+    >>> same_model_problems({"evaluate_models": {"a": hub, "b": dict(hub), "c": hub | {"revision": "b" * 40}}})
+    ['config: evaluate_models/b: the same model as evaluate_models/a (org/m @ aaaaaaaaaaaa); evaluate it under one name']
+    >>> same_model_problems({"evaluate_models": {"a": hub | {"local": "m/"}, "b": hub | {"local": "./m"}}})[0][:52]
+    'config: evaluate_models/b: the same model as evaluat'
+    """
+    seen: dict[tuple[str, ...], str] = {}
+    out = []
+    for name in sorted(config.get("evaluate_models") or {}):
+        source = config["evaluate_models"][name]
+        key = _model_identity(source)
+        if key in seen:
+            what = f"local {source['local']}" if key[0] == "local" else f"{source['repo']} @ {source['revision'][:12]}"
+            out.append(f"config: evaluate_models/{name}: the same model as evaluate_models/{seen[key]} ({what}); "
+                       "evaluate it under one name")  # fmt: skip
+        else:
+            seen[key] = name
+    return out
+
+
+def overlay_problems(path: str | Path, merged: dict[str, Any]) -> list[str]:
+    """An empty mapping in an overlay config (``--configfile``) where the merged config is not empty.
+
+    Snakemake merges config files key by key, so ``protocols: {}`` in an overlay removes none of
+    ``config.yaml``'s protocols: the user meant something that did not happen. Refused, saying
+    how to remove an entry (a protocol: ``card: false``).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> overlay = Path(tempfile.mkdtemp()) / "o.yaml"
+    >>> _ = overlay.write_text("evaluate:\\n  protocols: {}\\n")
+    >>> merged = {"evaluate": {"protocols": {"card": {}, "bright": {}}}}
+    >>> print(overlay_problems(overlay, merged)[0].replace(str(overlay), "o.yaml"))
+    o.yaml: evaluate/protocols: {} removes nothing (config files merge key by key: card, bright stay); remove a protocol with `card: false`
+    >>> overlay_problems(overlay, {"evaluate": {"protocols": {}}})
+    []
+    """
+    import yaml
+
+    try:
+        overlay = yaml.safe_load(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []  # reported where the config is read
+    out = []
+    for keys in _empty_mappings(overlay):
+        value: Any = merged
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, dict) and value:
+            where, kept = "/".join(keys), ", ".join(map(str, value))
+            how = f"remove a protocol with `{next(iter(value))}: false`" if keys[-1] == "protocols" else (
+                "edit config.yaml, or give each key its own value")  # fmt: skip
+            out.append(f"{path}: {where}: {{}} removes nothing (config files merge key by key: {kept} stay); {how}")
+    return out
+
+
+def _empty_mappings(node: Any, keys: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Key paths of every ``{}`` value in a loaded YAML document."""
+    if not isinstance(node, dict):
+        return []
+    if not node and keys:
+        return [keys]
+    return [found for key, value in node.items() for found in _empty_mappings(value, (*keys, str(key)))]

@@ -40,18 +40,22 @@ from .cli import run_commands
 from .common import UserError, atomic_file, read_json, write_json
 from .data import source_root
 from .maxsim import DTYPES, bf16_native, maxsim_scores
-from .model import load_colbert
+from .model import effective_length, load_colbert
 from .progress import Progress
 from .protocols import job_name, job_pairs
 
 __all__ = [
     "MEASURES",
+    "ScoreSpread",
     "TopK",
+    "check_finite_scores",
     "evaluate_job",
     "evaluate_split",
     "maxsim_scores",
+    "query_coverage",
     "read_qrels",
     "read_run",
+    "result_flags",
     "score_run",
 ]
 
@@ -91,6 +95,106 @@ class TopK:
         k = min(self.k, all_scores.shape[1])
         top = torch.topk(all_scores, k=k, dim=1)
         self.scores, self.index = top.values, torch.gather(all_index, 1, top.indices)
+
+
+def check_finite_scores(scores: torch.Tensor, documents: list[torch.Tensor], ids: list[str], *, where: str) -> None:
+    """Refuse NaN or infinite MaxSim scores before anything is ranked, in one line naming ``where``.
+
+    ``torch.topk`` ranks NaN first, so a NaN score would be a silent ranking of garbage; ``-inf``
+    is only legal for an empty document (a max over nothing: it never ranks).
+
+    Examples
+    --------
+    >>> docs = [torch.ones(2, 4), torch.empty(0, 4)]
+    >>> check_finite_scores(torch.tensor([[1.0, float("-inf")]]), docs, ["a", "b"], where="x")
+    >>> check_finite_scores(torch.tensor([[float("nan"), float("-inf")]]), docs, ["a", "b"], where="evaluate m")
+    Traceback (most recent call last):
+    ...
+    workflow_scripts.common.UserError: evaluate m: 1 MaxSim scores are NaN or infinite (first document 'a'): the model's vectors are not finite; nothing was ranked
+    """
+    empty = torch.tensor([len(d) == 0 for d in documents], device=scores.device)
+    bad = torch.isnan(scores) | torch.isposinf(scores) | (torch.isneginf(scores) & ~empty)
+    if bool(bad.any()):
+        first = ids[int(bad.any(dim=0).nonzero()[0])]
+        raise UserError(f"{where}: {int(bad.sum())} MaxSim scores are NaN or infinite (first document {first!r}): "
+                        "the model's vectors are not finite; nothing was ranked")  # fmt: skip
+
+
+class ScoreSpread:
+    """Running lowest and highest finite score of each query, and how many documents it scored.
+
+    A query whose every document gets the same score is ranked in tie order: its nDCG@10 looks
+    plausible but measures nothing (a last Dense of zeros does this to every query).
+    """
+
+    def __init__(self, n_queries: int) -> None:
+        self.low = torch.full((n_queries,), float("inf"))
+        self.high = torch.full((n_queries,), float("-inf"))
+        self.scored = torch.zeros(n_queries, dtype=torch.long)
+
+    def update(self, scores: torch.Tensor) -> None:
+        """Merge a chunk's (queries, documents) scores; ``-inf`` (excluded, empty) is not a score."""
+        scores = scores.detach().cpu().float()
+        finite = torch.isfinite(scores)
+        self.low = torch.minimum(self.low, torch.where(finite, scores, float("inf")).amin(dim=1))
+        self.high = torch.maximum(self.high, torch.where(finite, scores, float("-inf")).amax(dim=1))
+        self.scored += finite.sum(dim=1)
+
+    def summary(self, qids: list[str]) -> dict[str, Any]:
+        """``queries_all_scores_equal`` (count and the first ids), ``split_all_scores_equal``.
+
+        Equal means within float32 rounding of the score's size (1e-6 relative).
+
+        Examples
+        --------
+        >>> spread = ScoreSpread(2)
+        >>> spread.update(torch.tensor([[0.5, 0.5, 0.5], [0.1, 0.9, 0.5]]))
+        >>> checks = spread.summary(["q1", "q2"])
+        >>> checks["queries_all_scores_equal"], checks["queries_all_scores_equal_ids"], checks["split_all_scores_equal"]
+        (1, ['q1'], False)
+        """
+        ranked = self.scored >= 2  # a query scored against one document has nothing to tie with
+        tol = 1e-6 * torch.maximum(self.high.abs(), torch.ones_like(self.high))
+        tied = ranked & (self.high - self.low <= tol)
+        low, high = self.low[ranked], self.high[ranked]
+        whole = bool(ranked.any()) and float(high.max() - low.min()) <= 1e-6 * max(1.0, float(high.abs().max()))
+        return {
+            "queries_all_scores_equal": int(tied.sum()),
+            "queries_all_scores_equal_ids": [q for q, t in zip(qids, tied.tolist()) if t][:10],
+            "split_all_scores_equal": whole,
+            "queries_ranked": int(ranked.sum()),
+        }
+
+
+def result_flags(*, coverage: dict[str, int], score_checks: dict[str, Any], requested: dict[str, int],
+                 applied: dict[str, int]) -> list[str]:  # fmt: skip
+    """What a reader of one result must know before trusting or comparing it, one line each.
+
+    Examples
+    --------
+    >>> checks = {"queries_all_scores_equal": 3, "queries_ranked": 3, "split_all_scores_equal": True}
+    >>> for line in result_flags(coverage={"queries": 8, "split_queries": 16, "missing": 8, "extra": 0},
+    ...                          score_checks=checks, requested={"query_length": 900}, applied={"query_length": 512}):
+    ...     print(line)
+    degenerate: every document of the split has the same score (ranking is tie order; the nDCG measures nothing)
+    partial: the query set covers 8 of the split's 16 queries; scored on those only (not comparable with a full split)
+    capped: query_length 900 requested, 512 applied (the model's limit)
+    """
+    out = []
+    tied, ranked = score_checks["queries_all_scores_equal"], score_checks["queries_ranked"]
+    if score_checks["split_all_scores_equal"]:
+        out.append("degenerate: every document of the split has the same score (ranking is tie order; "
+                   "the nDCG measures nothing)")  # fmt: skip
+    elif tied:
+        out.append(f"degenerate: {tied} of {ranked} queries give every document the same score (ranked in tie order)")
+    if coverage.get("missing"):
+        covered = coverage["queries"] - coverage["extra"]
+        out.append(f"partial: the query set covers {covered} of the split's {coverage['split_queries']} queries; "
+                   "scored on those only (not comparable with a full split)")  # fmt: skip
+    for key, value in requested.items():
+        if applied[key] != value:
+            out.append(f"capped: {key} {value} requested, {applied[key]} applied (the model's limit)")
+    return out
 
 
 # --------------------------------------------------------------------------- metrics
@@ -380,6 +484,7 @@ def evaluate_job(
                          trust_remote_code=trust_remote_code, device=device)  # fmt: skip
     if device == "cuda":
         model.to(torch_dtype)
+    requested, lengths = lengths, _applied_lengths(model, lengths)
     settings = {"batch_size": encode_batch_size, "device": device, "dtype": torch_dtype}
     _encode_queries(model, tasks, lengths, settings)
     for corpus in corpora:
@@ -390,7 +495,18 @@ def evaluate_job(
                 "dtype": str(torch_dtype).removeprefix("torch."), "score_dtype": score_dtype, "job": job_name(splits),
                 "revision": revision, "started": started}  # fmt: skip
     owner = {id(task): corpus for corpus in corpora for task in corpus.tasks}
-    return [_finish(task, owner[id(task)], lengths[task.split], run_info) for task in tasks]
+    return [_finish(task, owner[id(task)], lengths[task.split] | {"requested_lengths": requested[task.split]},
+                    run_info) for task in tasks]  # fmt: skip
+
+
+def _applied_lengths(model, lengths: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """Each split's query and document lengths as the model applies them: capped at what it takes
+    (:func:`workflow_scripts.model.effective_length`, one line when capped), so the result records
+    the value used, not the one asked for."""
+    return {
+        split: {key: effective_length(model, value, what=f"evaluate/{key} of {split}") for key, value in asked.items()}
+        for split, asked in lengths.items()
+    }
 
 
 @dataclass
@@ -408,6 +524,8 @@ class _Task:
     topk: TopK | None = None
     query_seconds: float = 0.0
     score_seconds: float = 0.0
+    spread: ScoreSpread | None = None
+    coverage: dict[str, int] = field(default_factory=dict)
 
     @cached_property
     def label(self) -> str:
@@ -465,9 +583,29 @@ def _plan(root: Path, splits: list[str], protocols: list[dict[str, Any]], out_js
             query_sets[key] = load_bright_examples(root, split, protocol["queries"], protocol["qrels"])
         if not query_sets[key]:
             raise UserError(f"{root}: BRIGHT {protocol['queries']} split {split!r} has no rows")
+        if (split, "examples", "gold_ids") not in query_sets:  # the split's queries, which a query set may not cover
+            query_sets[split, "examples", "gold_ids"] = load_bright_examples(root, split)
+        coverage = query_coverage(query_sets[key], query_sets[split, "examples", "gold_ids"])
+        if coverage["missing"]:
+            logger.warning("BRIGHT %s: the %s query set covers %d of the split's %d queries: protocol %s is scored "
+                           "on those only (flagged in its result and the summary)", split, protocol["queries"],
+                           coverage["queries"] - coverage["extra"], coverage["split_queries"], name)  # fmt: skip
         tasks.append(_Task(protocol=protocol, split=split, examples=query_sets[key], out_json=json_path,
-                           run_file=run_path))  # fmt: skip
+                           run_file=run_path, coverage=coverage))  # fmt: skip
     return tasks
+
+
+def query_coverage(queries: list[dict[str, Any]], split_queries: list[dict[str, Any]]) -> dict[str, int]:
+    """How many of a split's queries (``examples``) a query set scores: a reasoning set may hold fewer.
+
+    Examples
+    --------
+    >>> query_coverage([{"id": "1"}], [{"id": "1"}, {"id": "2"}])
+    {'queries': 1, 'split_queries': 2, 'missing': 1, 'extra': 0}
+    """
+    ours, split = {q["id"] for q in queries}, {q["id"] for q in split_queries}
+    return {"queries": len(queries), "split_queries": len(split_queries), "missing": len(split - ours),
+            "extra": len(ours - split)}  # fmt: skip
 
 
 def _corpora(root: Path, tasks: list[_Task], splits: list[str]) -> list[_Corpus]:
@@ -519,6 +657,7 @@ def _score_corpus(model, root: Path, corpus: _Corpus, *, top_k: int, chunk_size:
     """Stream one corpus: encode each chunk once, score it for every task, merge each task's top-k."""
     for task in corpus.tasks:
         task.topk = TopK(len(task.examples), top_k)
+        task.spread = ScoreSpread(len(task.examples))
     progress = Progress(f"{what}: {corpus.corpus} of {corpus.split}", total=len(corpus.scan.ids), unit="documents")
     for ids, texts in _chunks(root, corpus.split, corpus.corpus, chunk_size):
         start = time.time()
@@ -531,10 +670,12 @@ def _score_corpus(model, root: Path, corpus: _Corpus, *, top_k: int, chunk_size:
             key = id(task.vectors)
             if key not in scores:
                 scores[key] = maxsim_scores(task.vectors, d_vecs, dtype=score_dtype)
+                check_finite_scores(scores[key], d_vecs, ids, where=f"{what}: split {task.split} ({corpus.corpus})")
             chunk = scores[key]
             if task.excluded:
                 chunk = chunk.clone()  # the raw scores may serve a protocol that keeps excluded ids
                 _mask_excluded(chunk, task.qids, ids, task.excluded)
+            task.spread.update(chunk)
             task.topk.update(chunk, offset=len(corpus.doc_ids))
             task.score_seconds += time.time() - start
         corpus.doc_ids.extend(ids)
@@ -568,6 +709,12 @@ def _finish(task: _Task, corpus: _Corpus, lengths: dict[str, int], info: dict[st
         "query_vectors_shared_with": task.shares_queries_with,
     }  # fmt: skip
     result["data_checks"] = task.checks  # what BRIGHT allows but is odd (bright.check_split)
+    result["coverage"] = task.coverage
+    result["score_checks"] = task.spread.summary(task.qids)
+    result["flags"] = result_flags(coverage=task.coverage, score_checks=result["score_checks"],
+                                   requested=lengths["requested_lengths"], applied=lengths)  # fmt: skip
+    for flag in (f for f in result["flags"] if f.startswith("degenerate")):  # the others were said when found
+        logger.warning("%s %s: %s", info["model"], task.label, flag)
     result["per_query"] = {q: v["ndcg_at_10"] for q, v in metrics["per_query"].items()}
     write_json(task.out_json, result)
     logger.info("%s %s: nDCG@10 = %.4f", info["model"], task.label, metrics["mean"]["ndcg_at_10"])

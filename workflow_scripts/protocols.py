@@ -86,6 +86,15 @@ MTEB_V1_1_PROMPTS = {
     "theoremqa_questions": "Represent this Math problem for searching relevant examples: ",
     "theoremqa_theorems": "Represent this Math problem for searching relevant theorems: ",
 }
+# Why a mteb-v1.1 row of ours can differ from mteb's published one (mteb 2.26 pylate_models.py,
+# tests/test_protocols.py checks the two paths against the installed mteb).
+MTEB_SCORING_NOTE = (
+    "How mteb scores it: mteb runs a PyLate model through a PLAID index (approximate search) on the splits "
+    "without excluded ids, and the official Reason-ModernColBERT run (mean 22.74, mteb 2.10.3) filtered the "
+    "others with FastPlaid's subset feature; this workflow scores every split exactly (exact MaxSim over the "
+    "whole corpus, which agrees with mteb's own rerank path split by split), so our row can differ from the "
+    "published one by PLAID's approximation"
+)
 # The fields a config entry may override (the rest is naming).
 SETTABLE = ("description", "queries", "query_template", "instructions", "exclude_ids", "corpus")
 
@@ -196,7 +205,18 @@ class Protocol:
             "templates": templates, "exclude_ids": self.exclude_ids, "corpus": self.corpus, "qrels": self.qrels,
             "splits": [s for s in splits if self.covers(s)],
             "mteb": {s: list(self.mteb_result(s)) for s in splits if self.covers(s)},
+            "notes": self.notes(),
         }  # fmt: skip
+
+    def notes(self) -> list[str]:
+        """What a reader must know to compare this protocol's rows with published ones.
+
+        Examples
+        --------
+        >>> PRESETS["card"].notes(), "PLAID" in PRESETS["mteb-v1.1"].notes()[0]
+        ([], True)
+        """
+        return [MTEB_SCORING_NOTE] if self.mteb_tasks else []
 
 
 PRESETS: dict[str, Protocol] = {
@@ -222,14 +242,17 @@ PRESETS: dict[str, Protocol] = {
         ),  # fmt: skip
         Protocol(
             name="mteb-v1.1",
-            description="mteb's per-domain BRIGHT(v1.1) tasks as they run a PyLate model: bare query, "
-            "excluded ids removed through candidate lists",
+            description="mteb's per-domain BRIGHT(v1.1) tasks with the query a PyLate model gets (the bare "
+            "query), excluded ids removed through candidate lists, scored exactly (mteb itself searches a PLAID "
+            "index, approximate, where a split has no excluded ids; the official 22.74 run used FastPlaid's "
+            "subset feature for the others)",
             query_template="{query}",
             mteb_tasks=MTEB_V1_1_TASKS,
         ),  # fmt: skip
         Protocol(
             name="mteb-v1.1-prompt",
-            description="mteb's BRIGHT(v1.1) tasks with the prompt each declares (what an instruction model gets)",
+            description="mteb's BRIGHT(v1.1) tasks with the prompt each declares (what an instruction model gets), "
+            "scored exactly (mteb itself searches a PLAID index, approximate)",
             query_template="{query}",
             instructions={s: p + "{query}" for s, p in MTEB_V1_1_PROMPTS.items()},
             mteb_tasks=MTEB_V1_1_TASKS,
@@ -247,7 +270,10 @@ def resolve(entries: Mapping[str, Mapping[str, Any] | None]) -> dict[str, Protoc
     """The configured protocols (``evaluate.protocols``), in a canonical order.
 
     An entry is a preset and overrides of its fields (``instructions`` are merged split by split
-    into the preset's); a name that is a preset needs no ``preset`` key. The order is the presets' (card, bright, reasoning, long, mteb-v1.1, ...),
+    into the preset's); a name that is a preset needs no ``preset`` key. An entry ``false``
+    removes the protocol: config files merge, so an overlay (``--configfile``) drops a protocol of
+    ``config.yaml`` with ``card: false`` (``protocols: {}`` would merge nothing).
+    The order is the presets' (card, bright, reasoning, long, mteb-v1.1, ...),
     then the name, never the config's key order (a reordered config reruns nothing).
 
     Examples
@@ -255,6 +281,8 @@ def resolve(entries: Mapping[str, Mapping[str, Any] | None]) -> dict[str, Protoc
     >>> found = resolve({"mine": {"preset": "bright", "exclude_ids": False}, "bright": None, "card": {}})
     >>> [(p.name, p.preset) for p in found.values()]
     [('card', 'card'), ('mine', 'card'), ('bright', 'bright')]
+    >>> list(resolve({"card": {}, "bright": False}))
+    ['card']
     >>> resolve({"x": {}})
     Traceback (most recent call last):
     ...
@@ -262,6 +290,8 @@ def resolve(entries: Mapping[str, Mapping[str, Any] | None]) -> dict[str, Protoc
     """
     out = {}
     for name, entry in entries.items():
+        if entry is False:  # removed (by an overlay config)
+            continue
         entry = dict(entry or {})
         base = entry.pop("preset", name)
         if base not in PRESETS:

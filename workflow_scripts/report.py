@@ -31,7 +31,7 @@ STYLE = {"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.t
 CSS = (
     "<style>table.r{border-collapse:collapse;font:13px sans-serif}table.r td,table.r th{padding:3px 8px;"
     "border-bottom:1px solid #ddd;text-align:right}table.r td:first-child,table.r th:first-child{text-align:left}"
-    "tr.published td{color:#666}td.pos{background:#e6f4e6}td.neg{background:#fbe3e3}"
+    "tr.published td{color:#666}td.pos{background:#e6f4e6}td.neg{background:#fbe3e3}td.flag{background:#fff3cd}"
     "table.r th{white-space:normal;max-width:7em;font-size:12px}</style>"
 )
 
@@ -64,7 +64,8 @@ def summary_html(*, summary_json: str | Path, out: str | Path) -> None:
         p = table["protocol"]
         body += (f"<h4>{html.escape(p['name'])}</h4><p>{html.escape(p['description'])}. "
                  f"{html.escape(_definition(p))}</p>")  # fmt: skip
-        body += _score_table(table["rows"], table["splits"], f"summary-table-{p['name']}")
+        body += _score_table(table["rows"], table["splits"], f"summary-table-{p['name']}", flags=table.get("flags"))
+        body += _notes_html(p.get("notes") or [], table.get("flags") or {}, p["name"])
     if summary["published_elsewhere"]:
         body += "<h4>Published under protocols not run here</h4><p>For context only: no delta is taken.</p>"
         body += _score_table(summary["published_elsewhere"], summary["splits"], "summary-elsewhere", protocol=True)
@@ -87,7 +88,19 @@ def _definition(p: dict[str, Any]) -> str:
             f"{p['corpus']} judged by {p['qrels']}; {same}.")  # fmt: skip
 
 
-def _score_table(rows: list[dict[str, Any]], splits: list[str], table_id: str, protocol: bool = False) -> str:
+def _notes_html(notes: list[str], flags: dict[str, dict[str, list[str]]], name: str) -> str:
+    """A protocol's notes, and each flagged result of its table (model / split: what to know)."""
+    out = "".join(f"<p class='note'><b>Note:</b> {html.escape(note)}.</p>" for note in notes)
+    items = "".join(f"<li>{html.escape(model)} / {html.escape(split)}: {html.escape(flag)}</li>"
+                    for model, cells in flags.items() for split, lines in cells.items() for flag in lines)  # fmt: skip
+    if items:
+        out += (f"<p><b>Flagged results</b> (marked &#9888; above; read before comparing):</p>"
+                f"<ul class='flags' id='flags-{html.escape(name)}'>{items}</ul>")  # fmt: skip
+    return out
+
+
+def _score_table(rows: list[dict[str, Any]], splits: list[str], table_id: str, protocol: bool = False,
+                 flags: dict[str, dict[str, list[str]]] | None = None) -> str:  # fmt: skip
     columns = [*splits, "mean"]
     head = "<tr><th>model</th>" + ("<th>protocol</th>" if protocol else "")
     head += "".join(f"<th>{html.escape(c.replace('_', ' '))}</th>" for c in columns) + "</tr>"
@@ -98,6 +111,10 @@ def _score_table(rows: list[dict[str, Any]], splits: list[str], table_id: str, p
             cls = ""
             if row["kind"] == "delta":
                 cls = " class='pos'" if row[c] > 0 else " class='neg'" if row[c] < 0 else ""
+            flagged = (flags or {}).get(row["model"], {}).get(c) if row["kind"] == "ours" else None
+            if flagged:  # a degenerate, partial or capped result: marked where the number is read
+                cells += f"<td class='flag' title='{html.escape('; '.join(flagged))}'>{row[c]:.2f} &#9888;</td>"
+                continue
             cells += f"<td{cls}>{row[c]:.2f}</td>"
         body += f"<tr class='{row['kind']}'><td>{html.escape(row['model'])}</td>{cells}</tr>"
     return f"<table class='r' id='{html.escape(table_id)}'>{head}{body}</table>"

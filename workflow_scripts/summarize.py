@@ -25,6 +25,7 @@ from typing import Any
 from .cli import run_commands
 from .common import UserError, atomic_file, read_json, write_json
 from .protocols import mteb_files
+from .result_checks import check_results_against_runs, result_flags_by_cell
 
 __all__ = ["PUBLISHED", "Published", "protocol_effects", "summarize", "summary_rows"]
 
@@ -236,7 +237,8 @@ def build_tables(found: dict[Key, dict[str, Any]], protocols: list[dict[str, Any
         scores = ndcg_table(found, protocol["name"], models, splits)
         published = [p for p in PUBLISHED if p.protocol is not None and p.protocol == protocol["preset"]]
         rows = summary_rows(scores, splits, published, reference)
-        tables.append({"protocol": protocol, "splits": splits, "scores": scores, "rows": rows})
+        tables.append({"protocol": protocol, "splits": splits, "scores": scores, "rows": rows,
+                       "flags": result_flags_by_cell(found, protocol["name"], models, splits)})  # fmt: skip
     return tables
 
 
@@ -251,12 +253,20 @@ def published_elsewhere(protocols: list[dict[str, Any]], splits: list[str]) -> l
 def summarize(
     *, results: list[str], models: list[str], splits: list[str], protocols: list[dict[str, Any]],
     settings: dict[str, Any], csv_path: str, md_path: str, json_path: str, mteb_paths: list[str],
+    run_files: list[str] | None = None, bright_manifest: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Write the summary (csv, md, json: a table per protocol) and the mteb-format result files.
 
     ``protocols`` are :meth:`workflow_scripts.protocols.Protocol.summary` dicts; ``settings``
-    the evaluation settings the notes state (lengths, overrides, revisions).
+    the evaluation settings the notes state (lengths, overrides, revisions). Each result is
+    first re-scored from its run file (``run_files``, same order) against the BRIGHT qrels of
+    ``bright_manifest``; a disagreement is refused, naming both files (the workflow's rule always
+    passes both; without them, as in unit tests of the tables, nothing is re-scored).
     """
+    if (run_files is None) != (bright_manifest is None):
+        raise UserError("summarize: --run-files and --bright-manifest go together (each result is re-scored)")
+    if run_files is not None and bright_manifest is not None:
+        check_results_against_runs(results=results, run_files=run_files, bright_manifest=bright_manifest)
     found = read_results(results, protocols, models)
     write_mteb_results(found, protocols, models, mteb_paths)
     tables = build_tables(found, protocols, models)
@@ -293,10 +303,32 @@ def _markdown(tables: list[dict[str, Any]], elsewhere: list[dict[str, Any]], spl
         p = table["protocol"]
         out.append(f"\n## {p['name']}\n\n{p['description']}. {describe(p)}.\n\n")
         out.append(to_markdown(table["rows"], ["model", *table["splits"], "mean"]))
+        out.append(_notes_markdown(p.get("notes") or [], table.get("flags") or {}))
     if elsewhere:
         out.append("\n## Published under protocols not run here\n\nShown for context; no delta is taken.\n\n")
         out.append(to_markdown(elsewhere, ["model", "protocol", *splits, "mean"]))
     return "".join(out)
+
+
+def _notes_markdown(notes: list[str], flags: dict[str, dict[str, list[str]]]) -> str:
+    """The protocol's notes and every flagged cell of its table (``flags``: model -> split -> lines).
+
+    Examples
+    --------
+    >>> print(_notes_markdown(["Scored exactly"], {"base": {"pony": ["degenerate: all tied"]}}), end="")
+    <BLANKLINE>
+    Note: Scored exactly.
+    <BLANKLINE>
+    **Flagged results** (read before comparing):
+    <BLANKLINE>
+    - base / pony: degenerate: all tied
+    """
+    out = "".join(f"\nNote: {note}.\n" for note in notes)
+    lines = [f"- {model} / {split}: {flag}\n" for model, cells in flags.items() for split, fl in cells.items()
+             for flag in fl]  # fmt: skip
+    if lines:
+        out += "\n**Flagged results** (read before comparing):\n\n" + "".join(lines)
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
