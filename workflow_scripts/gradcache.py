@@ -198,13 +198,15 @@ class TokenCounter:
 class ColumnPlan:
     """How one column is embedded: mini-batches of rows, each trimmed to ``widths[i]`` tokens.
 
-    ``inverse[j]`` is where original row ``j`` sits once the mini-batches are concatenated;
-    ``width`` is the collated width the vectors are padded back to; ``trim`` is False for a
-    query column with query expansion (every position is scored: nothing is trimmed or zeroed).
+    ``order`` is the mini-batches' rows concatenated; ``inverse[j]`` is where original row ``j``
+    sits in that order; ``width`` is the collated width the vectors are padded back to; ``trim``
+    is False for a query column with query expansion (every position is scored: nothing is
+    trimmed or zeroed).
     """
 
     batches: list[torch.Tensor]
     widths: list[int]
+    order: torch.Tensor
     inverse: torch.Tensor
     lengths: list[int]
     width: int
@@ -231,6 +233,7 @@ def plan_column(features: dict[str, torch.Tensor], *, mini_batch_size: int, trim
     return ColumnPlan(
         batches=[torch.tensor(batch, dtype=torch.long, device=mask.device) for batch in plan],
         widths=[_width(lengths[i] for i in batch) for batch in plan],
+        order=torch.tensor(order, dtype=torch.long, device=mask.device),
         inverse=inverse.to(mask.device),
         lengths=lengths,
         width=width,
@@ -399,13 +402,29 @@ class TrimmedCachedContrastive(CachedContrastive):
         return embeddings, random_state
 
     def calculate_loss(self, reps: list[list[torch.Tensor]], masks: list[torch.Tensor], with_backward: bool = False):
-        """PyLate's loss on every column padded back to its width, in the original row order."""
-        plans = [self._plans[key] for key in self._plans]
+        """PyLate's loss on every column padded back to its width, in the original row order.
+
+        Each column is restored into a new leaf tensor: PyLate backpropagates once per chunk of
+        queries, which a graph shared by the chunks (the reordering) would not survive. With
+        ``with_backward`` each mini-batch's gradient is then cut back out of its column's.
+        """
+        plans = list(self._plans.values())
         restored = []
-        for chunks, plan in zip(reps, plans):
-            padded = [F.pad(chunk, (0, 0, 0, plan.width - chunk.shape[1])) for chunk in chunks]
-            restored.append([torch.cat(padded).index_select(0, plan.inverse)])
-        return super().calculate_loss(restored, masks, with_backward=with_backward)
+        with torch.no_grad():
+            for chunks, plan in zip(reps, plans):
+                padded = [F.pad(chunk, (0, 0, 0, plan.width - chunk.shape[1])) for chunk in chunks]
+                restored.append(torch.cat(padded).index_select(0, plan.inverse).requires_grad_(with_backward))
+        loss = super().calculate_loss([[column] for column in restored], masks, with_backward=with_backward)
+        if with_backward:
+            for chunks, plan, column in zip(reps, plans, restored):
+                grad = column.grad if column.grad is not None else torch.zeros_like(column)
+                ordered = grad.index_select(0, plan.order)
+                begin = 0
+                for chunk in chunks:
+                    rows, width = chunk.shape[:2]
+                    chunk.grad = ordered[begin : begin + rows, :width].contiguous()
+                    begin += rows
+        return loss
 
 
 # ----------------------------------------------------------------------------- the attention guard
