@@ -215,3 +215,102 @@ def test_silent_wrong_scores_a_partial_reasoning_set_is_counted_warned_and_marke
     page = (tmp_path / "s.html").read_text()
     assert "id='flags-reasoning'" in page and html.escape(line) in page and "class='flag'" in page
     assert "id='flags-card'" not in page
+
+
+# --------------------------------------------------------------------------- config that scores something else
+def shipped_config():
+    import yaml
+    from conftest import REPO
+
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def same_local(config, tmp_path, spelling):
+    """Two evaluate_models names for one local folder, the second spelled differently."""
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (tmp_path / "link").symlink_to(folder)
+    second = {"plain": str(folder), "slash": f"{folder}/", "dot": f"{tmp_path}/./m", "symlink": str(tmp_path / "link")}
+    base = config["evaluate_models"]["base"]
+    config["evaluate_models"] = {"a": base | {"local": str(folder)}, "b": base | {"local": second[spelling]}}
+    return "config: evaluate_models/b: the same model as evaluate_models/a"
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["instruction-of-an-unevaluated-split", "same-hub-model-twice", "local-plain", "local-slash", "local-dot",
+     "local-symlink", "every-protocol-removed"],
+)  # fmt: skip
+def test_silent_wrong_scores_a_config_that_would_score_something_else_is_refused_at_parse_time(tmp_path, case):
+    from workflow_scripts.config_checks import semantic_problems
+
+    config = shipped_config()
+    if case == "instruction-of-an-unevaluated-split":
+        config["evaluate"]["splits"] = ["biology", "pony"]
+        config["evaluate"]["protocols"]["mine"] = {"preset": "bright", "instructions": {"aops": "Math: {query}"}}
+        expected = "config: evaluate/protocols/mine/instructions/aops: aops is not in evaluate/splits"
+    elif case == "same-hub-model-twice":
+        config["evaluate_models"]["again"] = dict(config["evaluate_models"]["base"])
+        expected = "config: evaluate_models/base: the same model as evaluate_models/again"
+    elif case == "every-protocol-removed":
+        config["evaluate"]["protocols"] = dict.fromkeys(config["evaluate"]["protocols"], False)
+        expected = "config: evaluate/protocols: every protocol is removed (false); keep at least one"
+    else:
+        expected = same_local(config, tmp_path, case.removeprefix("local-"))
+    problems = semantic_problems(config)
+    assert [p for p in problems if p.startswith(expected)] == [next(p for p in problems if p.startswith(expected))]
+
+
+@pytest.mark.parametrize("removed", [["card"], ["bright", "gpt4_reason"]])
+def test_silent_wrong_scores_an_overlay_removes_a_protocol_with_false_and_its_empty_mapping_is_refused(tmp_path,
+                                                                                                      removed):  # fmt: skip
+    """Config files merge key by key: `protocols: {}` removes nothing (refused, saying how);
+    `<name>: false` removes that protocol from the DAG."""
+    from conftest import REPO, snakemake
+
+    config = shipped_config()
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("evaluate:\n  protocols: {}\n")
+    proc = snakemake("-n", "--configfile", str(REPO / "demo/config.yaml"), str(empty), cwd=tmp_path, check=False)
+    lines = [x for x in (proc.stdout + proc.stderr).splitlines() if x.startswith(str(empty))]
+    assert proc.returncode != 0 and len(lines) == 1, proc.stderr[-2000:]
+    assert "evaluate/protocols: {} removes nothing" in lines[0] and ": false`" in lines[0]
+    overlay = tmp_path / "drop.yaml"
+    overlay.write_text("evaluate:\n  protocols:\n" + "".join(f"    {name}: false\n" for name in removed))
+    out = snakemake("-n", "-p", "--configfile", str(REPO / "demo/config.yaml"), str(overlay), cwd=tmp_path).stdout
+    kept = set(config["evaluate"]["protocols"]) - set(removed)
+    for name in config["evaluate"]["protocols"]:
+        assert (f"/eval/{name}/" in out) == (name in kept), name
+
+
+# --------------------------------------------------------------------------- why mteb-v1.1 can differ
+@pytest.mark.parametrize("preset", ["mteb-v1.1", "mteb-v1.1-prompt"])
+def test_silent_wrong_scores_the_mteb_presets_say_mteb_searches_plaid_and_we_score_exactly(tmp_path, preset):
+    """The reader of the mteb-v1.1 row learns, in the preset, the summary and the report, that
+    mteb's own numbers come from a PLAID index (FastPlaid's subset feature for the 22.74 run)."""
+    import inspect
+
+    from mteb.models.model_implementations import pylate_models
+    from test_summarize import SETTINGS, fake_results, statistics_args
+
+    from workflow_scripts.bright_meta import SPLITS
+    from workflow_scripts.protocols import PRESETS, mteb_files, resolve
+    from workflow_scripts.report import summary_html
+    from workflow_scripts.summarize import summarize
+
+    source = inspect.getsource(pylate_models)  # the installed mteb: PLAID without candidates, rerank with them
+    assert "indexes.PLAID(" in source and "rank.rerank(" in source and "if top_ranked is not None" in source
+    description = PRESETS[preset].description
+    assert "PLAID" in description and "exactly" in description
+    note = PRESETS[preset].notes()[0]
+    assert all(word in note for word in ("PLAID", "FastPlaid", "22.74", "exact", "rerank"))
+    protocols = [p.summary(SPLITS) for p in resolve({"card": {}, preset: {}}).values()]
+    summarize(results=fake_results(tmp_path, protocols), models=["stage2", "base"], splits=SPLITS,
+              protocols=protocols, settings=SETTINGS, csv_path=str(tmp_path / "s.csv"), md_path=str(tmp_path / "s.md"),
+              json_path=str(tmp_path / "s.json"),
+              mteb_paths=[str(tmp_path / f"m{i}.json") for i, _ in enumerate(mteb_files(protocols, ["stage2", "base"]))],
+              **statistics_args(tmp_path))  # fmt: skip
+    md = (tmp_path / "s.md").read_text()
+    assert md.count(f"Note: {note}.") == 1 and md.index(f"## {preset}") < md.index("Note: ")
+    summary_html(summary_json=tmp_path / "s.json", out=tmp_path / "s.html")
+    assert (tmp_path / "s.html").read_text().count(html.escape(note)) == 1
