@@ -195,7 +195,7 @@ def test_stage_sources(config):
 def test_an_evaluated_model_cannot_take_a_trained_models_name(config):
     config["experiments"]["lr2"] = {"train": {"stage2": {"learning_rate": 1e-5}}}
     assert model_name_problems(config) == []
-    config["evaluate_models"]["lr2-stage2"] = dict(config["evaluate_models"]["base"])
+    config["evaluate_models"]["lr2-stage2"] = config["evaluate_models"]["base"] | {"revision": "c" * 40}  # not base
     assert config_problem(config, SCHEMA_PATH) is None
     assert semantic_problems(config) == [
         "config: evaluate_models/lr2-stage2: is also the name of a model the workflow trains (experiment lr2)"
