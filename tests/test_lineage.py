@@ -68,3 +68,64 @@ def test_cluster_shape_and_bookkeeping_are_not_the_recipe(config):
 
 def test_canonical_sorts_nested_keys():
     assert repr(canonical({"b": [{"z": 1, "a": 2}], "a": None})) == "{'a': None, 'b': [{'a': 2, 'z': 1}]}"
+
+
+def test_seeds_share_everything_the_training_seed_does_not_touch(config):
+    seeds = [config["seed"], 1, 2]  # the top-level seed, then two others
+    lineage = Lineage(with_experiments(config, {"main": {}, "s": {"seeds": seeds}}))
+    stage2 = [lineage.model_id(f"s.seed{n}", "stage2") for n in seeds]
+    assert stage2 == ["stage2", "s.seed1-stage2", "s.seed2-stage2"]  # the top-level seed's is main's own
+    assert {lineage.model_id(f"s.seed{n}", "widened") for n in seeds} == {"widened"}  # widen.seed is its own
+    assert [lineage.train_seed(f"s.seed{n}") for n in seeds] == seeds
+    new = [m for m in lineage.models if m not in Lineage(config).models]
+    assert new == [f"s.seed{n}-{k}" for n in seeds[1:] for k in ("stage1", "stage2")]
+    groups = lineage.seed_groups()
+    assert [(g["kind"], g["models"]) for g in groups] == [("stage1", ["stage1", "s.seed1-stage1", "s.seed2-stage1"]),
+                                                           ("stage2", stage2)]  # fmt: skip
+
+
+def test_adding_a_seed_adds_only_that_seeds_models(config):
+    two = Lineage(with_experiments(config, {"main": {}, "s": {"seeds": [1, 2]}})).models
+    three = Lineage(with_experiments(config, {"main": {}, "s": {"seeds": [1, 2, 3]}})).models
+    assert {m: two[m] for m in two} == {m: three[m] for m in two}
+    assert [m for m in three if m not in two] == ["s.seed3-stage1", "s.seed3-stage2"]
+
+
+def test_seeds_compose_with_other_overrides(config):
+    lineage = Lineage(with_experiments(config, {"main": {}, "lr": {"train": {"stage2": {"learning_rate": 1e-5}},
+                                                                   "seeds": [config["seed"], 7]}}))  # fmt: skip
+    # the top-level seed shares main's stage 1 (same lr there) but not its stage 2 (another lr)
+    assert lineage.model_id(f"lr.seed{config['seed']}", "stage1") == "stage1"
+    assert lineage.model_id(f"lr.seed{config['seed']}", "stage2") == f"lr.seed{config['seed']}-stage2"
+    assert lineage.parent_id("lr.seed7-stage2") == "lr.seed7-stage1"
+
+
+def test_default_pairs_and_their_problems(config):
+    lineage = Lineage(with_experiments(config, {"main": {}, "s": {"seeds": [1]}}))
+    assert lineage.default_pairs() == [("widened", "base"), ("stage1", "widened"), ("stage2", "stage1"),
+                                       ("s.seed1-stage1", "widened"), ("s.seed1-stage2", "s.seed1-stage1"),
+                                       ("s.seed1-stage2", "stage2")]  # fmt: skip
+    assert lineage.problems() == []
+    bad = copy.deepcopy(config) | {"statistics": config["statistics"] | {"pairs": [["stage2", "stage2"], ["x", "base"]]}}
+    assert Lineage(bad).problems() == ["config: statistics/pairs/0: a model against itself ('stage2')",
+                                       "config: statistics/pairs/1: 'x' is not an evaluated model "
+                                       "(evaluated: widened, stage1, stage2, base)"]  # fmt: skip
+    assert Lineage(bad).pairs() == [("stage2", "stage2"), ("x", "base")]  # as given (refused at parse time)
+
+
+@pytest.mark.parametrize(
+    ("overlay", "line"),
+    [
+        ("experiments:\n  main: {seeds: [1, 2]}\n", "config: experiments/main/seeds: main is the recipe's one run"),
+        ("statistics:\n  pairs: [[stage2, nobody]]\n", "config: statistics/pairs/0: 'nobody' is not an evaluated model"),
+        ("experiments:\n  s: {seeds: [1, 1]}\n", "config: experiments/s/seeds: [1, 1] has non-unique elements"),
+    ],
+)
+def test_bad_seeds_and_pairs_stop_the_parse_in_one_line(tmp_path, overlay, line):
+    from conftest import snakemake
+
+    (tmp_path / "bad.yaml").write_text(overlay)
+    proc = snakemake("-n", "--configfile", str(tmp_path / "bad.yaml"), cwd=tmp_path, check=False)
+    assert proc.returncode != 0
+    lines = [x for x in (proc.stdout + proc.stderr).splitlines() if x.startswith("config: ")]
+    assert len(lines) == 1 and lines[0].startswith(line), lines

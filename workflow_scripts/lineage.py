@@ -217,7 +217,7 @@ class Lineage:
         return list(dict.fromkeys(pairs))
 
     def seed_groups(self) -> list[dict[str, Any]]:
-        """Per experiment with ``seeds`` and per evaluated kind: the seeds and their models.
+        """Per experiment with ``seeds`` and per evaluated kind the seeds train: the seeds and their models.
 
         Examples
         --------
@@ -232,6 +232,8 @@ class Lineage:
             first = next(iter(by_seed.values()))
             for kind in (k for k in self.kinds(first) if k in self.config["evaluate_trained"]):
                 models = [self.model_id(e, kind) for e in by_seed.values()]
+                if len(set(models)) < 2:  # a model the seeds share (widened): no spread to show
+                    continue
                 groups.append({"experiment": name, "kind": kind, "seeds": list(by_seed), "models": models})
         return groups
 
