@@ -18,6 +18,7 @@ import pytest
 from conftest import REPO, copy_repo
 
 from workflow_scripts import warm
+from workflow_scripts.__main__ import STAGES
 from workflow_scripts.cli import to_argv
 
 
@@ -112,14 +113,118 @@ def test_stages_that_measure_their_own_memory_start_cold(server, demo_assets, tm
     assert "data" not in warm.FORKED_STAGES and not warm_lines(proc.stderr)
 
 
-def test_the_child_runs_the_project_code_on_disk_now(server, tmp_path):
-    """The server keeps no project module: an edit made after it started is what runs."""
+def start_server(checkout: Path, address: Path, env: dict) -> subprocess.Popen:
+    """A warm server of ``checkout``, started as the Snakefile's onstart does; returns once it listens."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "workflow_scripts.warm", str(address), str(os.getpid())],
+        cwd=checkout,
+        env=env,
+        stderr=open(address.with_suffix(".log"), "w"),
+    )
+    deadline = time.monotonic() + 30
+    while not address.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)  # bound, then listening
+    return server
+
+
+def test_the_child_runs_the_project_code_on_disk_now(tmp_path):
+    """The server keeps no project module: an edit made after it started is what runs (its own checkout)."""
     copy = copy_repo(tmp_path / "repo")
-    module = copy / "workflow_scripts" / "summarize.py"
-    module.write_text(module.read_text() + "\nprint('edited after the server started')\n")
-    proc = stage("summarize", "--help", cwd=copy)
-    assert "edited after the server started" in proc.stdout
-    assert warm_lines(proc.stderr) and proc.returncode == 0
+    env = {**os.environ, "PYTHONPATH": str(copy)}
+    server = start_server(copy, tmp_path / "s.sock", env)
+    try:
+        module = copy / "workflow_scripts" / "summarize.py"
+        module.write_text(module.read_text() + "\nprint('edited after the server started')\n")
+        proc = stage("summarize", "--help", cwd=copy, env={**env, warm.ENV_VAR: str(tmp_path / "s.sock")})
+        assert "edited after the server started" in proc.stdout
+        assert warm_lines(proc.stderr)[0].startswith("warm: child ") and proc.returncode == 0, proc.stderr
+        other = stage(
+            "summarize", "--help", env={**env, "PYTHONPATH": str(REPO), warm.ENV_VAR: str(tmp_path / "s.sock")}
+        )
+        assert "edited after the server started" not in other.stdout  # another checkout's job runs its own code
+    finally:
+        server.terminate()
+        server.wait()
+
+
+# A client that asks the server for more than `python -m workflow_scripts` ever does.
+RAW_CLIENT = """
+import json, os, sys
+from workflow_scripts import warm
+import socket
+argv, path = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+sock.connect(os.environ[warm.ENV_VAR])
+request = {"argv": argv, "cwd": os.getcwd(), "path": path + sys.path, "env": dict(os.environ), "umask": 0o022,
+           "ignored": [], "where": warm._where()}
+null = os.open(os.devnull, os.O_RDWR)
+warm._send(sock, request, fds=[null, null, null])
+reply, _ = warm._receive(sock)
+result = warm._receive(sock)[0] if reply and "pid" in reply else None
+print(json.dumps({"reply": reply, "result": result}))
+"""
+
+
+@pytest.mark.parametrize("ask", ["its own import path", "a stage that must start cold"])
+def test_security_warm_server_runs_only_its_registry_with_its_own_path(server, tmp_path, ask):
+    """The server forks only the stages of its own registry and imports from its own checkout, whatever a
+    client sends (a sys.path with another workflow_scripts first, a stage the client policy starts cold)."""
+    import json
+
+    site = tmp_path / "site"
+    (site / "workflow_scripts").mkdir(parents=True)
+    marker = tmp_path / "imported"
+    (site / "workflow_scripts/__init__.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    (site / "workflow_scripts/__main__.py").write_text("def run(argv):\n    return 0\n")
+    argv = ["summarize", "--help"] if ask == "its own import path" else ["data", "--help"]
+    assert argv[0] in STAGES and (argv[0] in warm.FORKED_STAGES) == (ask == "its own import path")
+    proc = subprocess.run(
+        [sys.executable, "-c", RAW_CLIENT, json.dumps(argv), json.dumps([str(site)])],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    answer = json.loads(proc.stdout)
+    assert not marker.exists(), "the child imported project code from a client-supplied path"
+    if ask == "its own import path":
+        assert answer["result"]["status"] == 0, answer  # forked, and ran the server's own code
+    else:
+        assert "must start cold" in answer["reply"]["refused"] and answer["result"] is None
+
+
+def test_late_or_loud_ctrl_c_during_the_servers_imports(tmp_path):
+    """Ctrl-C while the job waits for a server still importing: one line naming the server, no traceback, the
+    job ends by SIGINT, and the server forks nothing for it afterwards."""
+    address = tmp_path / "s.sock"
+    server = start_server(REPO, address, dict(os.environ))
+    try:
+        client = subprocess.Popen(
+            [sys.executable, "-m", "workflow_scripts", "summarize", "--help"],
+            cwd=REPO,
+            env={**os.environ, warm.ENV_VAR: str(address)},
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal's job has it
+        )
+        deadline = time.monotonic() + 20
+        while not psutil.Process(client.pid).net_connections(kind="unix") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert "warm: preloaded" not in address.with_suffix(".log").read_text()  # still importing
+        client.send_signal(signal.SIGINT)
+        _, err = client.communicate(timeout=30)
+        assert client.returncode == -signal.SIGINT
+        assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("warm: interrupted"), err
+        assert str(address) in err.strip().splitlines()[-1] and len(err.strip().splitlines()) == 1
+        deadline = time.monotonic() + 60
+        while "warm: preloaded" not in address.with_suffix(".log").read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)  # it has answered the backlog by now
+        assert not children_of(server.pid), "a child was forked for a job that was stopped"
+    finally:
+        server.terminate()
+        server.wait()
 
 
 def children_of(pid: int) -> list[psutil.Process]:

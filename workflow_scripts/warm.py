@@ -8,12 +8,14 @@ once and then forks a child per job. Every job still runs its own command
 (``python -m workflow_scripts <stage> <command> ...``); that process, the client, finds the
 server through ``REASON_COLBERT_WARM``, sends its argv, working directory, environment and
 its stdin/stdout/stderr, and waits. The forked child takes those over, imports the *project*
-modules fresh from the client's ``sys.path`` (the server never keeps them, so edited code is
-what runs) and runs exactly the code a cold process would. Exit status, signals and output
-are the client's, so Snakemake, ``logged`` and the logs see no difference.
+modules fresh from the server's own checkout (the server never keeps them, so edited code is
+what runs; the client's ``sys.path`` is never used) and runs exactly the code a cold process
+would. Exit status, signals and output are the client's, so Snakemake, ``logged`` and the
+logs see no difference. The server forks only the stages of its own :data:`FORKED_STAGES`,
+whatever a client asks.
 
 Where the two could differ, the client starts cold instead (one line in its log says why):
-no server, another machine, cgroup or Slurm allocation, another interpreter, or a different
+no server, another machine, checkout, cgroup or Slurm allocation, another interpreter, or a different
 value of a variable that the preloaded libraries read at import time (``HF_HUB_OFFLINE``,
 ``TRANSFORMERS_VERBOSITY``, ...); Snakemake's per-job thread counts (``OMP_NUM_THREADS`` & co.)
 are applied in the child instead. Inside a Slurm job the server of the submitting host is
@@ -97,6 +99,8 @@ IMPORT_TIME_ENV = (
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 HEADER = struct.Struct("!Q")
 GRACE_S = 10.0
+# The checkout whose code a forked child runs: the server's own (its children import from here).
+PROJECT = Path(__file__).resolve().parents[1]
 
 
 # -- the wire: a length-prefixed JSON message, file descriptors riding on the first one ----------
@@ -138,7 +142,7 @@ def _where() -> dict[str, Any]:
     Examples
     --------
     >>> sorted(_where())
-    ['affinity', 'cgroup', 'env', 'executable', 'flags', 'host', 'nice', 'prefix', 'rlimits']
+    ['affinity', 'cgroup', 'env', 'executable', 'flags', 'host', 'nice', 'prefix', 'project', 'rlimits']
     """
     import resource
 
@@ -149,9 +153,10 @@ def _where() -> dict[str, Any]:
         cgroup = Path("/proc/self/cgroup").read_text()  # a Slurm step's memory/GPU limits live here
     except OSError:
         cgroup = ""
-    return {"executable": executable, "prefix": sys.prefix, "host": socket.gethostname(), "env": env,
-            "flags": repr((sys.flags, sys._xoptions, sys.warnoptions)), "nice": os.getpriority(os.PRIO_PROCESS, 0),
-            "affinity": sorted(os.sched_getaffinity(0)), "rlimits": json.loads(json.dumps(limits)), "cgroup": cgroup}  # fmt: skip
+    return {"executable": executable, "prefix": sys.prefix, "project": str(PROJECT), "host": socket.gethostname(),
+            "env": env, "flags": repr((sys.flags, sys._xoptions, sys.warnoptions)),
+            "nice": os.getpriority(os.PRIO_PROCESS, 0), "affinity": sorted(os.sched_getaffinity(0)),
+            "rlimits": json.loads(json.dumps(limits)), "cgroup": cgroup}  # fmt: skip
 
 
 def _difference(job: dict[str, Any], server: dict[str, Any]) -> str | None:
@@ -169,7 +174,7 @@ def _difference(job: dict[str, Any], server: dict[str, Any]) -> str | None:
     """
     for key in (k for k in server if k != "env"):  # every fact of _where(), in its order
         if job.get(key) != server[key]:
-            if key in ("executable", "prefix", "host", "nice"):  # short enough to show
+            if key in ("executable", "prefix", "project", "host", "nice"):  # short enough to show
                 return f"{key} differs (job: {job.get(key)}, server: {server[key]})"
             return f"{key} differs"
     for name in sorted(set(job["env"]) | set(server["env"])):
@@ -197,13 +202,19 @@ def delegate(argv: list[str]) -> int | None:
         umask = os.umask(0)
         os.umask(umask)
         ignored = [int(n) for n in FORWARDED_SIGNALS if signal.getsignal(n) is signal.SIG_IGN]  # e.g. nohup
-        request = {"argv": argv, "cwd": os.getcwd(), "path": sys.path, "env": dict(os.environ), "umask": umask,
+        request = {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "umask": umask,
                    "ignored": ignored, "where": _where()}  # fmt: skip
         _send(sock, request, fds=[0, 1, 2])
-        reply, _ = _receive(sock)
+        reply, _ = _receive(sock)  # the server answers once its imports are done
     except OSError as err:
         print(f"warm: cannot hand the job to {address} ({err.strerror or err}); starting cold", file=sys.stderr)
         return None
+    except KeyboardInterrupt:  # Ctrl-C before any child exists: one line, no traceback, nothing ran
+        print(
+            f"warm: interrupted (SIGINT) while the server at {address} was starting; the job did not run",
+            file=sys.stderr,
+        )
+        _end_by(signal.SIGINT)
     if reply is None or "refused" in reply:
         reason = reply["refused"] if reply else "the server closed the connection"
         print(f"warm: {reason}; starting cold", file=sys.stderr)
@@ -227,10 +238,16 @@ def delegate(argv: list[str]) -> int | None:
         file=sys.stderr,
     )
     if result["signal"]:  # end as the child did (the shell reports 128 + N)
-        if result["signal"] not in (signal.SIGKILL, signal.SIGSTOP):
-            signal.signal(result["signal"], signal.SIG_DFL)
-        os.kill(os.getpid(), result["signal"])
+        _end_by(result["signal"])
     return int(result["status"])
+
+
+def _end_by(number: int) -> None:
+    """End this process by signal ``number``, as an unhandled one would (the shell reports 128 + N)."""
+    if number not in (signal.SIGKILL, signal.SIGSTOP):
+        signal.signal(number, signal.SIG_DFL)
+    sys.stderr.flush()
+    os.kill(os.getpid(), number)
 
 
 def _signal_group(pid: int, number: int) -> None:
@@ -292,6 +309,9 @@ def serve(*, address: str, parent: int) -> None:
     listener.bind(address)  # before the imports: a job that starts now waits in the backlog
     listener.listen(64)
     where, environ = _where(), dict(os.environ)  # what the imports see, before they run
+    # The children's import path: this checkout first, then the server's own path without its
+    # working directory (``-m`` puts it first); never a client's.
+    import_path = [str(PROJECT), *(p for p in sys.path if p not in ("", os.getcwd(), str(PROJECT)))]
     started = time.perf_counter()
     # transformers asks torch.cuda.is_available() at import; through the CUDA runtime that call
     # would poison every fork (torch/cuda/__init__.py), through NVML it does not.
@@ -324,7 +344,12 @@ def serve(*, address: str, parent: int) -> None:
                 connection, _ = listener.accept()
                 try:
                     pid = _start_child(
-                        connection, listener=listener, where=where, unsafe=unsafe, side_effects=side_effects
+                        connection,
+                        listener=listener,
+                        where=where,
+                        unsafe=unsafe,
+                        side_effects=side_effects,
+                        import_path=import_path,
                     )
                 except Exception as err:  # one bad or vanished client must not end the others' jobs
                     print(f"warm: a request failed: {err!r}", file=sys.stderr)
@@ -388,9 +413,19 @@ def _probe(question) -> bool:
 
 
 def _start_child(
-    connection: socket.socket, *, listener: socket.socket, where: dict, unsafe: str | None, side_effects: dict
+    connection: socket.socket,
+    *,
+    listener: socket.socket,
+    where: dict,
+    unsafe: str | None,
+    side_effects: dict,
+    import_path: list[str],
 ) -> int | None:
-    """Fork a child for the request on ``connection``; its pid, or None if refused."""
+    """Fork a child for the request on ``connection``; its pid, or None if refused.
+
+    The server's own policy decides, whatever the client says: a stage outside
+    :data:`FORKED_STAGES` is refused, and the child imports from ``import_path``.
+    """
     connection.settimeout(10)  # a client that connects and says nothing must not stall the others
     try:
         request, fds = _receive(connection, max_fds=3)
@@ -400,15 +435,17 @@ def _start_child(
     try:
         if request is None or len(fds) != 3:
             return None
-        refusal = unsafe or _difference(request["where"], where)
+        refusal = unsafe or _not_forked(request.get("argv")) or _difference(request["where"], where)
         if refusal:
             _send(connection, {"refused": refusal})
+            return None
+        if _client_gone(connection):  # interrupted while the server was importing: nothing to run for
             return None
         pid = os.fork()
         if pid == 0:  # the child never returns from here
             listener.close()
             connection.close()
-            _run_child(request, fds, side_effects=side_effects)
+            _run_child(request, fds, side_effects=side_effects, import_path=import_path)
         with contextlib.suppress(OSError):  # also here: a signal forwarded at once must find the group
             os.setpgid(pid, pid)
         try:
@@ -422,7 +459,36 @@ def _start_child(
             os.close(fd)
 
 
-def _run_child(request: dict[str, Any], fds: list[int], *, side_effects: dict[str, str]) -> None:
+def _not_forked(argv: Any) -> str | None:
+    """Why the server does not fork ``argv`` (its own registry decides), or None.
+
+    Examples
+    --------
+    >>> _not_forked(["evaluate", "job"]) is None
+    True
+    >>> _not_forked(["data", "fetch"])
+    "stage 'data' is not one this server forks (it must start cold)"
+    """
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        return "a malformed request (argv is not a list of strings)"
+    if argv[0] not in FORKED_STAGES:
+        return f"stage {argv[0]!r:.40} is not one this server forks (it must start cold)"
+    return None
+
+
+def _client_gone(connection: socket.socket) -> bool:
+    """Whether the client closed its end (its job was stopped before the server answered)."""
+    try:
+        return connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def _run_child(
+    request: dict[str, Any], fds: list[int], *, side_effects: dict[str, str], import_path: list[str]
+) -> None:
     """Become the job: its descriptors, directory, environment, argv, then run the stage."""
     status = 1
     try:
@@ -443,7 +509,7 @@ def _run_child(request: dict[str, Any], fds: list[int], *, side_effects: dict[st
         os.umask(request["umask"])  # outputs get the job's permissions, not the server's
         os.environ.clear()
         os.environ.update(request["env"] | side_effects)
-        sys.path[:] = request["path"]
+        sys.path[:] = import_path
         tempfile.tempdir = None  # cached on first use; the job's TMPDIR may differ
         _apply_thread_limits()
         # A fresh interpreter seeds these from the OS; the server's state must not be shared.
