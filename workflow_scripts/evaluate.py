@@ -17,6 +17,13 @@ the invariants BRIGHT's own code relies on (``bright.py``), for every query set 
 the job reads; what is legal but odd is counted under ``data_checks`` in each result. Two
 splits given together are encoded once only when their corpora are byte-identical (same ids
 and texts in the same order, by digest); otherwise each is encoded, and the result says so.
+
+Nothing that looks like a score but is not one is written as one: a NaN or infinite MaxSim
+score stops the job before anything is ranked, in one line naming the split
+(:func:`check_finite_scores`); a ranking where every document of a query (or of the split)
+got the same score, a query set that covers part of its split, and a length capped at what
+the model takes are each a line in the result's ``flags`` (:func:`result_flags`), which the
+summary and the report show beside the number. The lengths recorded are the ones applied.
 """
 
 from __future__ import annotations
