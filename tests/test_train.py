@@ -153,3 +153,49 @@ def test_each_rank_trains_on_its_own_device(monkeypatch, environ, visible, local
         assert "\n" not in str(error.value) and "CUDA_VISIBLE_DEVICES=" in str(error.value)
     else:
         assert training_device(local_rank=local_rank, environ=environ) == expected
+
+
+def test_torch_and_chunked_maxsim_train_the_same_model(demo_assets, stage1_shards, tmp_path):
+    """The memory-bounded MaxSim changes memory, not what is learned: PyLate's einsum and the
+    chunked backend give the same stage-1 weights (float tolerance: summation order differs)."""
+    import torch
+    from safetensors.torch import load_file
+
+    weights, metas = {}, {}
+    for backend in ("torch", "chunked"):
+        kwargs = train_kwargs(tmp_path / backend, demo_assets / "base-model", stage1_shards, maxsim_backend=backend,
+                              epochs=1)  # fmt: skip
+        metas[backend] = train_stage(**kwargs)
+        weights[backend] = {
+            name: tensor
+            for path in sorted((tmp_path / backend / "model").rglob("model.safetensors"))
+            for name, tensor in load_file(path).items()
+        }
+    assert metas["torch"]["maxsim_backend"] == "torch" and metas["chunked"]["maxsim_backend"] == "chunked"
+    assert metas["torch"]["steps"] == metas["chunked"]["steps"] >= 2
+    assert weights["torch"].keys() == weights["chunked"].keys()
+    # Same loss at every step, to float tolerance (the summation order differs) ...
+    curves = {b: [json.loads(line)["loss"] for line in open(tmp_path / b / "m.jsonl")] for b in weights}
+    assert curves["chunked"] == pytest.approx(curves["torch"], rel=1e-5)
+    # ... and the same weights: Adam divides each update by the root of its squared-gradient
+    # average, so a 1e-7 gradient difference on a near-zero gradient is not bounded by a fixed
+    # atol; the difference between the two runs is measured against how far training moved the
+    # weights (a different batch order or lr moves it by ~1, float noise by < 1e-3).
+    base = {name: t for path in sorted((demo_assets / "base-model").rglob("model.safetensors"))
+            for name, t in load_file(path).items()}  # fmt: skip
+    for name, tensor in weights["torch"].items():
+        same_shape = name in base and base[name].shape == tensor.shape
+        moved = (tensor.float() - base[name].float()).norm() if same_shape else None
+        gap = (weights["chunked"][name].float() - tensor.float()).norm()
+        if moved is not None and moved > 0:
+            assert gap / moved < 1e-3, (name, float(gap), float(moved))
+        else:
+            torch.testing.assert_close(weights["chunked"][name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+    # the meta counts this rank's encoder tokens: trimming processes no more than padding would
+    tokens = metas["chunked"]["tokens"]
+    assert tokens["steps"] == metas["chunked"]["steps"]
+    for group in ("queries", "documents"):
+        per_step = tokens["per_step"][group]
+        assert 0 < per_step["real"] <= per_step["processed"] <= per_step["padded"] <= per_step["collated"]
+    rows = [json.loads(line) for line in (tmp_path / "chunked" / "m.jsonl").read_text().splitlines()]
+    assert all(row["tokens"]["documents"]["real"] > 0 for row in rows)

@@ -154,16 +154,20 @@ def build_loss(
     maxsim_backend: str,
     world_size: int,
 ) -> Any:
-    """The loss a stage trains with, and the preflight measures: CachedContrastive (GradCache)
-    whose score is exact MaxSim through the selected backend.
+    """The loss a stage trains with, and the preflight measures: GradCache that computes nothing
+    on padding (:class:`workflow_scripts.gradcache.TrimmedCachedContrastive`: same rows, same
+    contrastive batches, same loss as PyLate's ``CachedContrastive``) whose score is exact MaxSim
+    through the selected backend (:func:`workflow_scripts.loss_scores.score_metric_for`).
 
-    The returned loss carries ``maxsim_backend`` (the backend actually used) and
-    ``candidate_counter`` (:class:`CandidateCounter`: documents each query was scored against).
+    The returned loss carries ``maxsim_backend`` (the backend actually used),
+    ``candidate_counter`` (:class:`CandidateCounter`: documents each query was scored against)
+    and ``tokens`` (real, processed and padded tokens, queries and documents apart).
 
     Parameters
     ----------
     model
-        The PyLate ColBERT being trained (its device decides which kernels exist).
+        The PyLate ColBERT being trained (its device decides which kernels exist; a non-empty
+        skiplist punches holes in the document masks, which rules out prefix-length kernels).
     mini_batch_size
         GradCache chunk: rows embedded at once (bounds activation memory).
     score_mini_batch_size
@@ -178,20 +182,24 @@ def build_loss(
     world_size
         Number of training processes.
     """
-    from pylate import losses
+    from .gradcache import TrimmedCachedContrastive
+    from .loss_scores import score_metric_for
 
     if maxsim_backend not in MAXSIM_BACKENDS:
         raise UserError(f"train.maxsim_backend: {maxsim_backend!r} is not one of {list(MAXSIM_BACKENDS)}")
-    metric, used = None, "torch"
-    loss = losses.CachedContrastive(
+    metric, used = score_metric_for(
+        maxsim_backend, device=str(model.device), masks_have_holes=bool(getattr(model, "skiplist", None))
+    )
+    counter = CandidateCounter(metric)
+    loss = TrimmedCachedContrastive(
         model=model,
-        score_metric=metric,
+        score_metric=counter,
         mini_batch_size=mini_batch_size,
         score_mini_batch_size=score_mini_batch_size,
         gather_across_devices=gather_across_devices and world_size > 1,
         temperature=temperature,
     )
-    loss.score_metric = loss.candidate_counter = CandidateCounter(loss.score_metric)
+    loss.candidate_counter = counter
     loss.maxsim_backend = used
     return loss
 
@@ -401,14 +409,22 @@ class FalseNegativeCounter:
 
 
 def metrics_callback(
-    path: Path, global_batch: int, rank: int, *, what: str = "train", interval: float | None = PROGRESS_INTERVAL
+    path: Path,
+    global_batch: int,
+    rank: int,
+    *,
+    what: str = "train",
+    interval: float | None = PROGRESS_INTERVAL,
+    loss: Any | None = None,
 ):
-    """Trainer callback: one JSON line per logging step (loss, lr, grad-norm, samples/s) in
-    ``path``, and on rank 0 a plain progress line in the job's log every ``interval`` seconds.
+    """Trainer callback: one JSON line per logging step (loss, lr, grad-norm, samples/s, and this
+    rank's tokens of the step: real, processed, padded, for queries and documents) in ``path``,
+    and on rank 0 a plain progress line in the job's log every ``interval`` seconds.
 
     The progress line (tqdm stays off: no carriage returns in a log read with ``tail -f``)::
 
-        train: 40,960/409,600 samples (10.0%), 41.0 samples/s, ETA 2h30m; step 20/200
+        train: 40,960/409,600 samples (10.0%), 41.0 samples/s, ETA 2h30m; step 20/200;
+        document tokens/step 62,380 real, 71,210 processed, 524,288 padded
 
     Rate and ETA cover this process's part of the run (a resumed run starts at its checkpoint).
 
@@ -424,6 +440,9 @@ def metrics_callback(
         Start of each progress line.
     interval
         Seconds between two progress lines.
+    loss
+        The :class:`~workflow_scripts.gradcache.TrimmedCachedContrastive` being trained: told
+        the step (a non-finite score names it), its token counts read at each step's end.
     """
     from transformers import TrainerCallback
 
@@ -432,6 +451,17 @@ def metrics_callback(
             self.last = (time.time(), 0)
             self.progress: Progress | None = None
             self.step, self.max_steps = 0, 0
+            self.tokens: dict[str, dict[str, int]] | None = None  # the last step's
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if loss is not None:
+                loss.step = state.global_step + 1
+
+        def _tokens_line(self) -> str:
+            if not self.tokens:
+                return ""
+            d = self.tokens["documents"]
+            return f"; document tokens/step {d['real']:,} real, {d['processed']:,} processed, {d['padded']:,} padded"
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.last = (time.time(), state.global_step)  # a resumed run starts at its checkpoint
@@ -441,9 +471,11 @@ def metrics_callback(
                 self.progress = Progress(what, total=remaining, unit="samples", interval=interval, log=self._log)
 
         def _log(self, line: str) -> None:
-            logger.info("%s; step %d/%d", line, self.step, self.max_steps)
+            logger.info("%s; step %d/%d%s", line, self.step, self.max_steps, self._tokens_line())
 
         def on_step_end(self, args, state, control, **kwargs):
+            if loss is not None:
+                self.tokens = loss.tokens.end_step()
             if self.progress is not None:
                 self.step = state.global_step
                 self.progress.update(global_batch)
@@ -462,6 +494,8 @@ def metrics_callback(
             row = {"step": step, "samples": step * global_batch, "epoch": logs.get("epoch"),
                    "loss": logs.get("loss"), "lr": logs.get("learning_rate"),
                    "grad_norm": logs.get("grad_norm"), "samples_per_s": rate, "time": now}  # fmt: skip
+            if self.tokens is not None:
+                row["tokens"] = self.tokens
             with naming_write_errors(path), open(path, "a") as handle:
                 handle.write(json.dumps(row) + "\n")
                 handle.flush()
@@ -516,6 +550,7 @@ def train_stage(
     if batch_sampler not in BATCH_SAMPLERS:
         raise UserError(f"train.batch_sampler: {batch_sampler!r} is not one of {list(BATCH_SAMPLERS)}")
     world = world_info()
+    per_device = per_device_batch_size(global_batch_size, world["world_size"], gradient_accumulation_steps)
     device = training_device(local_rank=world["local_rank"])
     if device != "cpu":  # before anything touches CUDA: no rank opens a context on GPU 0
         torch.cuda.set_device(device)
@@ -524,7 +559,6 @@ def train_stage(
         world["rank"], device, torch.__version__, torch.version.cuda,
         os.environ.get("CUDA_VISIBLE_DEVICES", "(unset)"),
     )
-    per_device = per_device_batch_size(global_batch_size, world["world_size"], gradient_accumulation_steps)
     files = shard_files(shards)
     recipe["world_size"] = world["world_size"]
     checkpoint_dir = Path(checkpoint_dir) / run_fingerprint(recipe, [model_dir(init_model), shards])
@@ -546,7 +580,7 @@ def train_stage(
         maxsim_backend=maxsim_backend,
         world_size=world["world_size"],
     )
-    counter = loss.candidate_counter
+    counter, loss.label = loss.candidate_counter, f"train {stage}"
     loss.forward = duplicates = FalseNegativeCounter(loss.forward, gather=loss.gather_across_devices)
     args = SentenceTransformerTrainingArguments(
         output_dir=str(checkpoint_dir), num_train_epochs=epochs, max_steps=max_steps or -1,
@@ -572,7 +606,7 @@ def train_stage(
     trainer = _trainer_class()(
         model=model, args=args, train_dataset=dataset, loss=loss,
         data_collator=utils.ColBERTCollator(model.tokenize),
-        callbacks=[metrics_callback(log_path, global_batch_size, world["rank"], what=f"train {stage}")],
+        callbacks=[metrics_callback(log_path, global_batch_size, world["rank"], what=f"train {stage}", loss=loss)],
     )  # fmt: skip
     logger.info("stage %s: world %s, per-device batch %d, resume from %s", stage, world, per_device, resume)
     started = time.time()
@@ -610,6 +644,9 @@ def train_stage(
         "device": device.split(":")[0],
         "maxsim_backend": loss.maxsim_backend,
         "score_mini_batch_size": loss.score_mini_batch_size,
+        # rank 0's encoder tokens over this process's part of the run (a resumed run: its part);
+        # per step = total / steps. `padded` is what padding to the batch's longest would process
+        "tokens": {"steps": loss.tokens.steps, "total": loss.tokens.total, "per_step": _per_step(loss.tokens)},
         "device_count": devices,
         "gpu_hours": devices * wall / 3600,
         "bf16": args.bf16,
@@ -622,6 +659,12 @@ def train_stage(
     write_json(meta_path, meta)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)  # done: the final model is the output
     return meta
+
+
+def _per_step(tokens: Any) -> dict[str, dict[str, float]]:
+    """Mean tokens per optimizer step, queries and documents apart, from a TokenCounter."""
+    steps = max(tokens.steps, 1)
+    return {group: {k: v / steps for k, v in counts.items()} for group, counts in tokens.total.items()}
 
 
 def _trainer_class():
