@@ -118,6 +118,7 @@ def test_rehearsal_configs_are_clean(rehearsal_base, tmp_path):
     assert {t: p["rope_theta"] for t, p in raw["rope_parameters"].items()} == expected
 
 
+@pytest.mark.e2e
 def test_every_config_json_of_a_finished_demo_is_clean(demo_run):
     """Base model, widened, stage 1 and 2 (and any checkpoint left): every PyLate folder the run wrote."""
     config = demo_config()
