@@ -128,8 +128,7 @@ def modernbert_config(**settings: Any):
     """
     from transformers import ModernBertConfig
 
-    with _transformers_warnings():  # the mixed shape's warning: reported below as one line instead
-        config = ModernBertConfig(**settings)
+    config = ModernBertConfig(**settings)
     if problems := _rope_shape_problems(config.to_dict()):
         raise UserError(f"ModernBertConfig(...): {'; '.join(problems)} (give every layer type a layer)")
     return config
