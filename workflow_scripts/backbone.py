@@ -75,6 +75,8 @@ def _rope_shape_problems(config: dict[str, Any]) -> list[str]:
     rope, layer_types = config.get("rope_parameters"), config.get("layer_types")
     if rope is None or layer_types is None:
         return []
+    if not isinstance(rope, dict) or not isinstance(layer_types, list):
+        return ["rope_parameters must be an object and layer_types a list"]
     problems = []
     if stray := sorted(set(rope) - set(layer_types)):
         problems.append(f"rope_parameters has keys that are not layer types: {stray}")
