@@ -23,12 +23,10 @@ from workflow_scripts.cli import to_argv
 from workflow_scripts.common import UserError, config_problem
 from workflow_scripts.config_checks import semantic_problems
 from workflow_scripts.preflight import (
-    memory_estimate,
     padded_tokens,
     project_split,
     project_training,
     rate_times_count,
-    score_memory_bytes,
     train_step_flops,
 )
 from workflow_scripts.train import false_negatives
@@ -73,19 +71,6 @@ def test_training_at_another_shape_scales_by_flops_and_the_score_term_grows_with
     assert per_row[256]["score_forward"] > 2 * per_row[256]["encoder_forward"] > 1000 * per_row[4]["score_forward"]
     # GradCache encodes twice (4 passes) where the model FLOPs of MFU count 3
     assert real["executed"] - real["model"] == pytest.approx(real["encoder_forward"])
-
-
-def test_memory_estimate_swaps_the_growing_terms():
-    shape = {"per_device": 4, "global_batch": 4, "chunk": 4}
-    same = memory_estimate(measured_peak=3e9, measured=shape, target=shape, dim=128, bytes_measured=4,
-                           bytes_target=4, lengths=REAL)  # fmt: skip
-    assert same == 3e9
-    card = {"per_device": 256, "global_batch": 2048, "chunk": 32}
-    estimate = memory_estimate(measured_peak=3e9, measured=shape, target=card, dim=128, bytes_measured=4,
-                               bytes_target=2, lengths=REAL)  # fmt: skip
-    score = score_memory_bytes(chunk=32, candidates=2048, bytes_per_value=2, **REAL)
-    assert score == 2 * 32 * 2048 * 256 * 2048 * 2 == 128 * 2**30  # PyLate's torch MaxSim at the card's shape
-    assert estimate > score > 80 * 2**30
 
 
 def test_evaluation_projection_and_padding():
@@ -172,7 +157,7 @@ def test_preflight_on_tiny_sizes(demo_assets, manifests, tmp_path):
         assert t["measured"]["throughput"] > 0 and t["measured"]["unit"] == "samples/s"
         assert t["measured"]["per_device_batch_size"] == 8 and t["measured"]["peak_memory_gib"] > 0
         assert t["projected"]["published"]["wall_hours"] > 0 and t["projected"]["published"]["gpu_hours"] > 0
-        assert t["projected"]["published"]["how"].startswith("measured FLOP rate")  # 8 per device, not the real 8
+        assert t["projected"]["published"]["how"].startswith("FLOPs of the tokens processed")  # from a CPU
         assert t["memory_at_forecast"]["how"].startswith("estimate")
         replay = t["in_batch_false_negatives"]["sampler_replay_at_real_batch"]
         assert replay["rows_per_batch"] == 64 and replay["batches"] >= 1
@@ -349,3 +334,160 @@ def test_lock_writes_the_resolved_commits_into_the_config_in_place(hub, tmp_path
     assert loaded["sources"]["bright"] == shipped_config()["sources"]["bright"]  # a pinned sha stays as it is
     subprocess.run(lock, capture_output=True, text=True, check=True)
     assert config.read_text() == locked  # locking twice changes nothing
+
+
+# --------------------------------------------------------------------------- tokens, time and memory (issue #21)
+def test_token_counts_come_from_the_lengths_through_the_trimmed_plan():
+    from workflow_scripts.gradcache import minibatch_plan, trimmed_token_counts
+
+    lengths = {"query": [12, 30, 7, 30, 9, 16], "positive": [300, 40, 2048, 65, 120, 90],
+               "negative": [50, 700, 33, 410, 64, 128]}  # fmt: skip
+    widths = {"query": 32, "positive": 2048, "negative": 2048}
+    rows, mini = len(lengths["query"]), 4
+    out = preflight.simulate_steps(lengths, per_device=rows, devices=1, accumulation=1, mini_batch_size=mini,
+                                   widths=widths, arch=ARCH, steps=1, seed=0)  # fmt: skip
+    expected = {k: trimmed_token_counts(v, mini_batch_size=mini) for k, v in lengths.items()}  # one batch: every row
+    for kind in ("real", "processed", "padded"):
+        assert out["tokens"][kind]["queries"] == expected["query"][kind]
+        assert out["tokens"][kind]["documents"] == expected["positive"][kind] + expected["negative"][kind]
+    assert out["tokens"]["collated"] == {"queries": rows * widths["query"], "documents": 2 * rows * widths["positive"]}
+    assert out["tokens"]["real"]["documents"] == sum(lengths["positive"]) + sum(lengths["negative"])
+    # attention's L x L work: the same plan on squared lengths is the sum over mini-batches of rows x width**2
+    squares = preflight.column_tokens(lengths["negative"], mini_batch_size=mini, width=2048)["squares"]["processed"]
+    plan = minibatch_plan(lengths["negative"], mini_batch_size=mini)
+    assert squares == sum(len(b) * max(lengths["negative"][i] for i in b) ** 2 for b in plan)
+    assert preflight.widest_minibatch(lengths["positive"], mini_batch_size=mini) == {"rows": 2, "width": 2048}
+    # more devices and steps: counts per optimizer step add up over devices
+    two = preflight.simulate_steps(lengths, per_device=rows, devices=2, accumulation=1, mini_batch_size=mini,
+                                   widths=widths, arch=ARCH, steps=3, seed=1)  # fmt: skip
+    assert two["tokens"]["processed"] == {k: 2 * v for k, v in out["tokens"]["processed"].items()}
+
+
+def test_the_time_forecast_is_flops_over_peak_times_mfu():
+    encoder, score, steps, devices, peak, mfu = 3e14, 1e14, 88, 8, preflight.PEAK_TFLOPS["H100"], 0.3
+    t = preflight.time_forecast(encoder_forward_flops=encoder, score_forward_flops=score, steps=steps,
+                                devices=devices, peak_tflops=peak, mfu=mfu)  # fmt: skip
+    flops = 4 * encoder + 3 * score  # GradCache: no-grad pass + forward + backward (2); MaxSim forward + backward
+    assert t["executed_flops_per_step"] == flops
+    assert t["step_seconds"] == pytest.approx(flops / (peak * 1e12 * mfu))
+    assert t["gpu_hours"] == pytest.approx(steps * t["step_seconds"] * devices / 3600)
+    half = preflight.time_forecast(encoder_forward_flops=encoder, score_forward_flops=score, steps=steps,
+                                   devices=devices, peak_tflops=peak, mfu=mfu / 2)  # fmt: skip
+    assert half["gpu_hours"] == pytest.approx(2 * t["gpu_hours"])
+
+
+def card_arch() -> dict:
+    from workflow_scripts.rehearsal import ETTIN_32M, VOCAB_SIZE, parameter_count
+
+    hidden = ETTIN_32M["hidden_size"]
+    return ARCH | {"parameters": parameter_count(), "largest_parameter": VOCAB_SIZE * hidden, "hidden": hidden,
+                   "layers": ETTIN_32M["num_hidden_layers"]}  # fmt: skip
+
+
+def card_memory_shape(config: dict) -> tuple[dict, int]:
+    """The shipped config's shape for memory_terms, every row at the full lengths (nothing trimmed)."""
+    t = config["train"]
+    devices = t["nodes"] * t["gpus_per_node"]
+    per_device = t["global_batch_size"] // (devices * t["gradient_accumulation_steps"])
+    shape = {"per_device": per_device, "chunk_rows": min(t["mini_batch_size"], per_device),
+             "chunk_width": t["document_length"], "score_chunk": t["score_mini_batch_size"] or t["mini_batch_size"],
+             "gathered_rows": t["global_batch_size"] // t["gradient_accumulation_steps"],
+             "query_width": t["query_length"], "document_width": t["document_length"],
+             "processed_tokens": per_device * (t["query_length"] + 2 * t["document_length"]), "columns": 2}  # fmt: skip
+    return shape, devices
+
+
+def test_memory_terms_sum_to_the_peak_each_at_its_dtype():
+    shape, devices = card_memory_shape(shipped_config())
+    arch = card_arch()
+    activation = {"bytes_per_token_layer": 30_000.0, "mask_bytes_per_row_token2": 2.0, "inference_bytes_per_token": 15_000.0,
+                  "inference_mask_bytes_per_row_token2": 2.0}  # fmt: skip
+    phases = preflight.memory_terms(arch=arch, shape=shape, backend="chunked", activation=activation,
+                                    activation_bytes=2, world_size=devices)  # fmt: skip
+    peak = preflight.memory_peak(phases)
+    assert peak["peak_bytes"] == sum(t["bytes"] for t in peak["terms"].values()) == max(peak["phase_bytes"].values())
+    for terms in phases.values():
+        assert terms["weights"]["bytes"] == 4 * arch["parameters"] and terms["weights"]["dtype"] == "fp32"
+        assert terms["adamw_states"]["bytes"] == 8 * arch["parameters"] and terms["adamw_states"]["dtype"].startswith("fp32")
+        assert "ASSUMED" in terms["cuda_context_and_nccl"]["dtype"]
+    loss, encoder = phases["loss"], phases["encoder"]
+    assert encoder["gradcache_chunk_activations"]["dtype"].startswith("bf16")
+    assert encoder["parameter_gradients"]["dtype"] == "fp32" and encoder["cached_embedding_gradients"]["dtype"] == "fp32"
+    # the token vectors reach the loss in fp32: every rank's documents, gathered (concatenated and stacked)
+    gathered = 2 * 2 * shape["gathered_rows"] * shape["document_width"] * arch["dim"] * 4
+    assert loss["gathered_documents"] == {"bytes": gathered, "dtype": "fp32", "grows": True}
+    assert loss["loss_working_set"]["dtype"] == "fp32 (chunked)"
+    fp32 = preflight.memory_terms(arch=arch, shape=shape, backend="chunked", activation=activation,
+                                  activation_bytes=4, world_size=devices)["encoder"]  # fmt: skip
+    masks = activation["mask_bytes_per_row_token2"] * shape["chunk_rows"] * shape["chunk_width"] ** 2
+    bf16_values = encoder["gradcache_chunk_activations"]["bytes"] - masks
+    assert fp32["gradcache_chunk_activations"]["bytes"] - masks == pytest.approx(2 * bf16_values, abs=2)
+    alone = preflight.memory_terms(arch=arch, shape=shape, backend="chunked", activation=activation,
+                                   activation_bytes=2, world_size=1)["loss"]  # fmt: skip
+    assert alone["gathered_documents"]["bytes"] == 0  # one process gathers nothing
+
+
+@pytest.fixture(scope="module")
+def calibration(tmp_path_factory):
+    """The real encoder (the rehearsal's architecture, random weights) measured at 3 small shapes."""
+    from workflow_scripts.model import load_colbert
+    from workflow_scripts.rehearsal import build_tokenizer, make_lexicon, write_base_model
+
+    root = tmp_path_factory.mktemp("real-architecture") / "model"
+    write_base_model(root, build_tokenizer(make_lexicon(2000, 0)), seed=0)  # a small lexicon: the real vocabulary size
+    # long enough that a mini-batch's activations, not the gradient temporary, set the encoder's peak
+    model = load_colbert(str(root), query_length=128, document_length=1024, device="cpu")
+    points = preflight.measure_calibration(model, query_length=128, document_length=1024, maxsim_backend="auto",
+                                           temperature=1.0)  # fmt: skip
+    arch = preflight.architecture(model)
+    return {"points": points, "arch": arch,
+            "fit": preflight.calibrate_activations(points, arch=arch, backend=points[0]["maxsim_backend"])}  # fmt: skip
+
+
+def test_the_memory_model_is_calibrated_on_measured_shapes(calibration):
+    points, fit = calibration["points"], calibration["fit"]
+    assert len(points) == len(preflight.CALIBRATION_SHAPES) == len(fit["shapes"])
+    widths = [p["shape"]["document_width"] for p in points]
+    assert widths == sorted(widths) and widths[-1] == 1024  # scaled shapes, the last at the configured length
+    assert all(v > 0 for p in points for v in p["measured"].values())
+    assert fit["activation"]["bytes_per_token_layer"] > 0 and fit["fitted_on_encoder"] >= 2
+    for s in fit["shapes"]:  # the error is what the model says against what was measured
+        for phase, error in s["relative_error"].items():
+            assert error == pytest.approx((s["model_bytes"][phase] - s["measured_bytes"][phase]) / s["measured_bytes"][phase])
+    assert fit["max_abs_relative_error"] < 0.25
+
+
+def forecast_shape(config: dict, **train: object) -> tuple[dict, dict]:
+    from workflow_scripts.train import per_device_batch_size
+
+    t = config["train"] | train
+    devices = t["nodes"] * t["gpus_per_node"]
+    per_device = per_device_batch_size(t["global_batch_size"], devices, t["gradient_accumulation_steps"])
+    shape = {"devices": devices, "per_device": per_device, "global_batch": t["global_batch_size"],
+             "accumulation": t["gradient_accumulation_steps"], "mini_batch_size": t["mini_batch_size"],
+             "score_chunk": t["score_mini_batch_size"] or t["mini_batch_size"], "bf16": t["bf16"] in (True, "auto"),
+             "device_memory_bytes": config["preflight"]["device_memory_gib"] * preflight.GIB,
+             "processed_tokens": per_device * (t["query_length"] + 2 * t["document_length"])}  # fmt: skip
+    return shape, t
+
+
+def test_the_shipped_shape_fits_and_an_impossible_one_names_the_key(calibration):
+    config = shipped_config()
+    arch = calibration["arch"] | {k: v for k, v in card_arch().items() if k in ("parameters", "largest_parameter")}
+
+    def at(**train):
+        shape, t = forecast_shape(config, **train)
+        measured = {"arch": arch, "query_length": t["query_length"], "document_length": t["document_length"]}
+        backend = preflight._forecast_backend({"device": "cpu"}, t["maxsim_backend"])
+        return preflight.forecast_memory(measured, shape, backend=backend, calibration=calibration["fit"])
+
+    shipped = at()
+    assert shipped["fits"] and shipped["change"] is None
+    assert shipped["headroom_gib"] == pytest.approx(shipped["capacity_gib"] - shipped["peak_gib"]) and shipped["headroom_gib"] > 0
+    assert shipped["peak_gib"] == pytest.approx(sum(t["gib"] for t in shipped["terms"].values()))
+    # one GPU embedding the whole global batch in one GradCache chunk
+    whole_batch = at(nodes=1, gpus_per_node=1, mini_batch_size=config["train"]["global_batch_size"])
+    assert not whole_batch["fits"] and whole_batch["largest_term"] == "gradcache_chunk_activations"
+    assert whole_batch["change"] == "train.mini_batch_size"
+    einsum = at(maxsim_backend="torch")  # PyLate's einsum holds the whole similarity tensor
+    assert not einsum["fits"] and einsum["change"].startswith("train.score_mini_batch_size")

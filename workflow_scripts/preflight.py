@@ -8,9 +8,9 @@ project the whole run from the measurements:
   shaped like the training job (one process per GPU through ``launch.sh``), with the real
   global batch split over the real world size, or the per-device batch
   ``preflight.per_device_batch_size`` where the real one does not fit or is too slow (a CPU).
-  Rows are padded to query 256 / document 2048 tokens by PyLate's collator, so a step's work
-  does not depend on the texts. Also replays the configured batch sampler (no model) over the
-  stage's shards at the real global batch and counts in-batch false negatives.
+  Also replays the configured batch sampler (no model) over the stage's shards at the real
+  global batch and counts in-batch false negatives, records the loaded rows' token lengths,
+  and measures the memory of one GradCache step at three scaled shapes (the calibration).
 - ``evaluate``: per BRIGHT split, a seeded random sample of documents (and queries) encoded and
   scored with the evaluation's own functions; token lengths counted on a larger sample; and the
   split set's longest document encoded alone, to show that ``document_length`` is honoured
@@ -19,12 +19,19 @@ project the whole run from the measurements:
   and statistics, and the widening verification; writes ``preflight.json``, ``preflight.md``
   and the report page: a one-screen verdict, then every projection.
 
-Every projection is a **measured rate x a count**, given for the data at hand (the mirror, the
-shards) and for the published sizes. When the measured shape differs from the forecast's (a
-smaller per-device batch, another world size), the rate is a measured FLOP rate and the count
-the analytic FLOPs of the real shape (:func:`train_step_flops`): the in-batch scoring grows with
-local x global batch and is most of a step at 256 / 2048. Memory at a shape that was not run
-is an estimate from the measured peak plus the terms that grow (:func:`memory_estimate`).
+Projections are given for the data at hand (the mirror, the shards) and for the published
+sizes. Evaluation and data: a measured rate x a count. Training (issue #21):
+
+- time measured on a known GPU: the measured step time, or the measured FLOP rate x the FLOPs
+  of the real steps (:func:`train_step_flops`). From a CPU, CPU seconds say nothing about a
+  GPU: the FLOPs of the tokens GradCache processes after trimming each mini-batch to its
+  longest row, drawn from the data's own token lengths (:func:`simulate_steps`), / (the GPU's
+  bf16 peak x ``preflight.assumed_mfu``, an assumption) (:func:`time_forecast`); the counts
+  padded to the batch's longest and collated to ``document_length`` beside it.
+- memory at the forecast's shape: a sum of named terms, each at its dtype
+  (:func:`memory_terms`), the activation terms calibrated against the memory this machine
+  measured at three scaled shapes (:func:`calibrate_activations`), with the model's error per
+  shape; the verdict names the config key to change where it does not fit.
 """
 
 from __future__ import annotations
@@ -48,15 +55,22 @@ __all__ = [
     "CARD",
     "PEAK_TFLOPS",
     "PUBLISHED_TRIPLES",
+    "calibrate_activations",
+    "column_tokens",
     "encoder_flops",
     "forecast",
+    "forecast_memory",
+    "measure_calibration",
     "measure_evaluation",
     "measure_training",
-    "memory_estimate",
+    "memory_peak",
+    "memory_terms",
+    "peak_growth",
     "project_split",
     "project_training",
     "rate_times_count",
-    "score_memory_bytes",
+    "simulate_steps",
+    "time_forecast",
     "train_step_flops",
 ]
 
@@ -132,47 +146,6 @@ def train_step_flops(
             "model": 3 * encoder + 3 * score}  # fmt: skip
 
 
-def score_memory_bytes(*, chunk: int, candidates: int, query_length: int, document_length: int, bytes_per_value: int) -> int:  # fmt: skip
-    """Bytes of PyLate's MaxSim intermediate while one chunk of queries is scored (torch backend).
-
-    ``colbert_scores`` builds the (queries, documents, query tokens, document tokens) einsum
-    and multiplies it by the query mask, then the document mask: two such tensors live at once.
-    ``candidates`` is the documents of one column (the global batch when gathering).
-
-    Examples
-    --------
-    >>> score_memory_bytes(chunk=32, candidates=2048, query_length=256, document_length=2048, bytes_per_value=2) / 2**30
-    128.0
-    """
-    return 2 * chunk * candidates * query_length * document_length * bytes_per_value
-
-
-def memory_estimate(*, measured_peak: float, measured: dict[str, int], target: dict[str, int], lengths: dict[str, int], dim: int, bytes_measured: int, bytes_target: int) -> float:  # fmt: skip
-    """Peak bytes at ``target``'s shape from the peak measured at ``measured``'s: the growing terms swapped.
-
-    Each shape is ``{per_device, global_batch, chunk}``; the terms are the score intermediate
-    (:func:`score_memory_bytes`) and the cached token vectors with their gradients (the local
-    rows, and the gathered documents). Model, optimizer and one chunk's activations are in the
-    measured peak and do not grow with the batch.
-
-    Examples
-    --------
-    >>> lengths = {"query_length": 256, "document_length": 2048}
-    >>> shape = {"per_device": 2, "global_batch": 2, "chunk": 2}
-    >>> memory_estimate(measured_peak=4e9, measured=shape, target=shape, lengths=lengths, dim=128, bytes_measured=4, bytes_target=4)
-    4000000000.0
-    """
-
-    def growing(shape: dict[str, int], size: int) -> float:
-        q, d = lengths["query_length"], lengths["document_length"]
-        score = score_memory_bytes(chunk=shape["chunk"], candidates=shape["global_batch"], query_length=q,
-                                   document_length=d, bytes_per_value=size)  # fmt: skip
-        cached = 2 * (shape["per_device"] * (q + 2 * d) + 2 * shape["global_batch"] * d) * dim * size
-        return score + cached
-
-    return measured_peak - growing(measured, bytes_measured) + growing(target, bytes_target)
-
-
 def project_training(*, measured: dict[str, Any], rows: int, devices: int, per_device: int, global_batch: int,
                      epochs: float = 1.0, accumulation: int = 1) -> dict[str, Any]:  # fmt: skip
     """One stage's wall time and GPU-hours for ``rows`` triples on ``devices`` at the forecast's batch.
@@ -244,6 +217,319 @@ def peak_tflops(device_name: str) -> float | None:
     return PEAK_TFLOPS[max(keys, key=len)] if keys else None
 
 
+# --------------------------------------------------------------------------- tokens, time and memory (issue #21)
+# The paper's allowance for what the CUDA allocator's tensors do not show, per GPU (ASSUMED,
+# not measured here): the CUDA context with cuBLAS/cuDNN workspaces (~0.5-0.8 GiB on an H100
+# with torch), NCCL's buffers for 8 ranks on 2 nodes (channels x peers x 4 MiB, ~1 GiB), and
+# the caching allocator's reserved-but-unallocated memory (fragmentation, ~5-15 % of allocated).
+CUDA_CONTEXT_BYTES = int(0.75 * GIB)
+NCCL_BUFFER_BYTES = 1 * GIB
+FRAGMENTATION = 0.10
+# Which config key shrinks each term (what a verdict that does not fit tells the user to change).
+TERM_KEYS = {
+    "gradcache_chunk_activations": "train.mini_batch_size",
+    "loss_working_set": "train.score_mini_batch_size (or train.maxsim_backend: chunked)",
+    "gathered_documents": "train.gradient_accumulation_steps (smaller contrastive batch per micro-step)",
+    "cached_embeddings": "train.gradient_accumulation_steps (fewer rows per device)",
+    "cached_embedding_gradients": "train.gradient_accumulation_steps (fewer rows per device)",
+}
+
+
+def _squares(lengths: list[int]) -> list[int]:
+    return [n * n for n in lengths]
+
+
+def column_tokens(lengths: list[int], *, mini_batch_size: int, width: int) -> dict[str, dict[str, int]]:
+    """Tokens (and tokens x width, what attention's L x L work grows with) of one device's column.
+
+    ``processed``/``padded``/``real`` come from :func:`workflow_scripts.gradcache.trimmed_token_counts`;
+    its mini-batches group rows by length, an order squaring keeps, so the same function on the
+    squared lengths gives the sum over mini-batches of rows x width**2. ``collated`` is every row
+    at ``width`` (PyLate's collator pads to ``query_length``/``document_length``).
+
+    Examples
+    --------
+    >>> column_tokens([5, 300, 40, 7, 120], mini_batch_size=2, width=512)["tokens"]
+    {'real': 472, 'processed': 554, 'padded': 1500, 'collated': 2560}
+    >>> column_tokens([5, 300, 40, 7, 120], mini_batch_size=2, width=512)["squares"]["processed"]  # 300**2 + 2*120**2 + 2*7**2
+    118898
+    """
+    from .gradcache import trimmed_token_counts
+
+    tokens = trimmed_token_counts(lengths, mini_batch_size=mini_batch_size)
+    squares = trimmed_token_counts(_squares(lengths), mini_batch_size=mini_batch_size)
+    tokens["collated"], squares["collated"] = len(lengths) * width, len(lengths) * width * width
+    return {"tokens": tokens, "squares": squares}
+
+
+def widest_minibatch(lengths: list[int], *, mini_batch_size: int) -> dict[str, int]:
+    """The GradCache mini-batch of one column that holds the most activations: its rows and width.
+
+    Examples
+    --------
+    >>> widest_minibatch([5, 300, 40, 7, 120], mini_batch_size=2)  # [300], [120, 40], [7, 5]
+    {'rows': 1, 'width': 300}
+    """
+    from .gradcache import minibatch_plan
+
+    plans = minibatch_plan(lengths, mini_batch_size=mini_batch_size)
+    shapes = [(len(rows), max(lengths[i] for i in rows)) for rows in plans] or [(0, 0)]
+    rows, width = max(shapes, key=lambda s: (s[0] * s[1], s[1]))
+    return {"rows": rows, "width": width}
+
+
+def simulate_steps(lengths: dict[str, list[int]], *, per_device: int, devices: int, accumulation: int,
+                   mini_batch_size: int, widths: dict[str, int], arch: dict[str, int], steps: int, seed: int) -> dict[str, Any]:
+    """Tokens and encoder FLOPs of ``steps`` optimizer steps drawn from the data's own token lengths.
+
+    ``lengths`` maps each column (``query``, ``positive``, ``negative``) to the token lengths of
+    the same rows (specials included, truncated). Each step draws ``devices x accumulation``
+    per-device batches of ``per_device`` rows (seeded; with replacement only where the data
+    holds fewer rows than a step). Per optimizer step (mean over the steps, summed over devices):
+    tokens ``real``/``processed`` (trimmed)/``padded`` (to the column's longest)/``collated``,
+    queries and documents apart. Encoder FLOPs are per device: the slowest device of a step
+    sets its time.
+
+    Examples
+    --------
+    >>> arch = {"matmul_parameters": 1000, "layers": 2, "hidden": 8}
+    >>> lengths = {"query": [4, 4, 4, 4], "positive": [10, 2, 2, 2], "negative": [2, 2, 2, 2]}
+    >>> out = simulate_steps(lengths, per_device=4, devices=1, accumulation=1, mini_batch_size=2,
+    ...                      widths={"query": 8, "positive": 16, "negative": 16}, arch=arch, steps=1, seed=0)
+    >>> out["tokens"]["processed"], out["tokens"]["padded"]  # positives [10, 2] [2, 2]: 24, not 4 x 10
+    ({'queries': 16.0, 'documents': 32.0}, {'queries': 16.0, 'documents': 48.0})
+    """
+    import random as _random
+
+    rng = _random.Random(seed)
+    n = min(len(v) for v in lengths.values())
+    if n == 0:
+        raise UserError("preflight: no token lengths to forecast the training steps from")
+    kinds = ("real", "processed", "padded", "collated")
+    tokens = {k: {"queries": 0, "documents": 0} for k in kinds}
+    flops = {k: 0.0 for k in kinds}
+    widest = {"rows": 0, "width": 0}
+    for _ in range(steps):
+        slowest = {k: 0.0 for k in kinds}
+        for _device in range(devices):
+            device = {k: 0.0 for k in kinds}
+            for _micro in range(accumulation):
+                rows = rng.sample(range(n), per_device) if n >= per_device else rng.choices(range(n), k=per_device)
+                for column, values in lengths.items():
+                    col = [values[i] for i in rows]
+                    counted = column_tokens(col, mini_batch_size=mini_batch_size, width=widths[column])
+                    group = "queries" if column == "query" else "documents"
+                    for k in kinds:
+                        tokens[k][group] += counted["tokens"][k]
+                        device[k] += (2.0 * arch["matmul_parameters"] * counted["tokens"][k]
+                                      + 4.0 * arch["layers"] * arch["hidden"] * counted["squares"][k])
+                    w = widest_minibatch(col, mini_batch_size=mini_batch_size)
+                    if w["rows"] * w["width"] > widest["rows"] * widest["width"]:
+                        widest = w
+            slowest = {k: max(slowest[k], device[k]) for k in kinds}
+        flops = {k: flops[k] + slowest[k] for k in kinds}
+    per_step = {k: {g: v / steps for g, v in tokens[k].items()} for k in kinds}
+    return {"tokens": per_step, "encoder_forward_flops_per_device": {k: v / steps for k, v in flops.items()},
+            "widest_minibatch": widest, "steps_simulated": steps, "rows_sampled": n}
+
+
+def time_forecast(*, encoder_forward_flops: float, score_forward_flops: float, steps: int, devices: int,
+                  peak_tflops: float, mfu: float) -> dict[str, float]:
+    """Wall time and GPU-hours of ``steps`` steps from FLOPs: FLOPs / (the GPU's peak x MFU).
+
+    Per device and step, GradCache executes 4 encoder forwards' worth (the no-grad pass, the
+    forward again with gradients, a backward of 2) and 3 of the MaxSim (forward, backward).
+
+    Examples
+    --------
+    >>> t = time_forecast(encoder_forward_flops=1e14, score_forward_flops=1e14, steps=100, devices=8,
+    ...                   peak_tflops=1000.0, mfu=0.5)
+    >>> t["executed_flops_per_step"], t["step_seconds"], t["gpu_hours"]
+    (700000000000000.0, 1.4, 0.3111111111111111)
+    """
+    executed = 4.0 * encoder_forward_flops + 3.0 * score_forward_flops
+    step = executed / (peak_tflops * 1e12 * mfu)
+    wall = steps * step
+    return {"executed_flops_per_step": executed, "step_seconds": step, "wall_hours": wall / 3600,
+            "gpu_hours": wall * devices / 3600}
+
+
+def memory_terms(*, arch: dict[str, int], shape: dict[str, int], backend: str, activation: dict[str, float],
+                 activation_bytes: int, world_size: int, allowance: bool = True) -> dict[str, dict[str, Any]]:
+    """Memory of one GPU (or the CPU measurement) during the three phases of a GradCache step, as named terms.
+
+    ``embed``: GradCache's step 1 (every mini-batch embedded without gradients, the vectors
+    cached); ``loss``: step 2 (scores of every chunk of queries against all gathered documents,
+    each chunk's backward); ``encoder``: step 3 (each mini-batch embedded again with gradients
+    and backpropagated). Each term is ``{"bytes", "dtype", "grows"}``; ``grows`` marks what is
+    allocated during the phase (what a measurement from the phase's start sees above what was
+    resident). The step's peak is the largest phase's sum (:func:`memory_peak`).
+
+    ``shape``: ``per_device`` rows, ``chunk_rows``/``chunk_width`` (the widest GradCache
+    mini-batch), ``score_chunk`` (queries scored at once), ``gathered_rows`` (rows whose
+    documents every query is scored against: the micro-step's global batch when gathering),
+    ``query_width``/``document_width`` (collated), ``processed_tokens`` (this device's trimmed
+    tokens, all columns), ``columns`` (document columns). ``activation``: the calibrated
+    coefficients at fp32 (:func:`calibrate_activations`): ``bytes_per_token_layer`` (saved for
+    backward) and ``mask_bytes_per_row_token2`` (attention masks, L x L per row) of the forward
+    with gradients, ``inference_bytes_per_token`` and ``inference_mask_bytes_per_row_token2``
+    of the one without. ``activation_bytes``: 2 under bf16 autocast, 4 in fp32.
+
+    Examples
+    --------
+    >>> arch = {"parameters": 1000, "largest_parameter": 500, "dim": 4, "layers": 2}
+    >>> shape = {"per_device": 2, "chunk_rows": 2, "chunk_width": 8, "score_chunk": 2, "gathered_rows": 2,
+    ...          "query_width": 4, "document_width": 8, "processed_tokens": 40, "columns": 2}
+    >>> zero = dict.fromkeys(("bytes_per_token_layer", "mask_bytes_per_row_token2", "inference_bytes_per_token",
+    ...                       "inference_mask_bytes_per_row_token2"), 0.0)
+    >>> phases = memory_terms(arch=arch, shape=shape, backend="chunked", activation=zero, activation_bytes=4,
+    ...                       world_size=1, allowance=False)
+    >>> {k: v["bytes"] for k, v in phases["encoder"].items()}  # no activations: the temporary shows in full
+    {'weights': 4000, 'adamw_states': 8000, 'parameter_gradients': 4000, 'gradcache_chunk_activations': 0, 'gradient_accumulation_temporary': 2000, 'cached_embedding_gradients': 640}
+    """
+    from .loss_scores import default_chunk_size, loss_working_set_bytes
+
+    n, d, vec = arch["parameters"], arch["dim"], 4  # token vectors reach the loss in fp32 (autocast's outputs)
+    cols, p = shape["columns"], shape["per_device"]
+    local_q = p * shape["query_width"] * d * vec
+    local_docs = cols * p * shape["document_width"] * d * vec
+    trimmed = shape["processed_tokens"] * d * vec
+    rows, width = shape["chunk_rows"], shape["chunk_width"]
+    gathering = world_size > 1
+    candidates = cols * shape["gathered_rows"]
+    chunk = default_chunk_size(queries=shape["score_chunk"], candidates=candidates, query_tokens=shape["query_width"],
+                               document_tokens=shape["document_width"], bytes_per_value=vec)
+    working = loss_working_set_bytes(backend, queries=shape["score_chunk"], candidates=candidates,
+                                     query_tokens=shape["query_width"], document_tokens=shape["document_width"],
+                                     dim=d, chunk_size=chunk, bytes_per_value=vec, columns=cols)
+    a_dtype = "bf16 (autocast)" if activation_bytes == 2 else "fp32"
+    scale = activation_bytes / 4  # the coefficients are measured at fp32; the masks are bool at any dtype
+
+    def term(value: float, dtype: str, grows: bool) -> dict[str, Any]:
+        return {"bytes": int(value), "dtype": dtype, "grows": grows}
+
+    saved = (activation["bytes_per_token_layer"] * scale * arch["layers"] * rows * width
+             + activation["mask_bytes_per_row_token2"] * rows * width * width)
+    resident = {"weights": term(4 * n, "fp32", False), "adamw_states": term(8 * n, "fp32 (exp_avg, exp_avg_sq)", False)}
+    embed = resident | {
+        "cached_embeddings": term(trimmed, "fp32", True),
+        "no_grad_forward_working_set": term(
+            activation["inference_bytes_per_token"] * scale * rows * width
+            + activation["inference_mask_bytes_per_row_token2"] * rows * width * width, a_dtype + ", masks bool", True),
+    }
+    encoder = resident | {
+        "parameter_gradients": term(4 * n, "fp32", True),
+        "gradcache_chunk_activations": term(saved, a_dtype + ", masks bool", True),
+        # each mini-batch's backward ends with a new gradient of the token embeddings (the largest
+        # parameter) that is added to .grad; by then the activations are freed: only its excess counts
+        "gradient_accumulation_temporary": term(max(0.0, 4 * arch["largest_parameter"] - saved), "fp32", True),
+        "cached_embedding_gradients": term(trimmed, "fp32", True),
+    }
+    # GradCache's cache (trimmed vectors, their gradients), the columns restored to the collated
+    # width with their gradients, PyLate's concatenated copy, and (unless gathered) the stacked documents
+    local = 2 * trimmed + 3 * local_q + (3 if gathering else 4) * local_docs
+    loss = resident | {
+        "cached_embeddings": term(local, "fp32", True),
+        # all_gather_with_gradients' concatenation and the stacked columns of every rank's documents
+        "gathered_documents": term(2 * candidates * shape["document_width"] * d * vec if gathering else 0, "fp32", True),
+        "loss_working_set": term(working, f"fp32 ({backend})", True),
+    }
+    phases = {"embed": embed, "loss": loss, "encoder": encoder}
+    if allowance:
+        for terms in phases.values():
+            allocated = sum(t["bytes"] for t in terms.values())
+            terms["cuda_context_and_nccl"] = term(CUDA_CONTEXT_BYTES + NCCL_BUFFER_BYTES, "ASSUMED allowance", False)
+            terms["allocator_fragmentation"] = term(FRAGMENTATION * allocated, f"ASSUMED {FRAGMENTATION:.0%} of allocated", False)
+    return phases
+
+
+def memory_peak(phases: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The step's peak: the phase whose terms sum highest, its terms, and the sum.
+
+    Examples
+    --------
+    >>> t = lambda b: {"bytes": b, "dtype": "fp32", "grows": True}
+    >>> memory_peak({"loss": {"a": t(3), "b": t(4)}, "encoder": {"a": t(3), "c": t(2)}})["peak_bytes"]
+    7
+    """
+    sums = {name: sum(t["bytes"] for t in terms.values()) for name, terms in phases.items()}
+    phase = max(sums, key=sums.get)
+    return {"phase": phase, "peak_bytes": sums[phase], "phase_bytes": sums, "terms": phases[phase]}
+
+
+def grown(terms: dict[str, dict[str, Any]]) -> int:
+    """Bytes a phase allocates (what a measurement from the phase's start sees)."""
+    return sum(t["bytes"] for t in terms.values() if t["grows"])
+
+
+def _fit(features: list[list[float]], target: list[float]) -> list[float]:
+    """Non-negative least squares by hand for two coefficients (a negative one is dropped and the other refitted).
+
+    Examples
+    --------
+    >>> [round(c, 6) for c in _fit([[1, 1], [2, 4], [3, 9]], [3, 10, 21])]  # y = x + 2 x**2
+    [1.0, 2.0]
+    >>> _fit([[1, 1]], [-5.0])
+    [0.0, 0.0]
+    """
+    import numpy as np
+
+    x, y = np.array(features, dtype=float), np.array(target, dtype=float)
+    coefficients = np.linalg.lstsq(x, y, rcond=None)[0] if len(y) >= 2 else np.array([0.0, 0.0])
+    if len(y) < 2 or (coefficients < 0).any():  # one coefficient alone, the better of the two
+        single = [max(0.0, float(x[:, j] @ y / (x[:, j] @ x[:, j]))) for j in range(2)]
+        errors = [float(((x[:, j] * single[j] - y) ** 2).sum()) for j in range(2)]
+        best = int(np.argmin(errors))
+        coefficients = np.array([single[0] if best == 0 else 0.0, single[1] if best == 1 else 0.0])
+    return [float(c) for c in coefficients]
+
+
+def calibrate_activations(points: list[dict[str, Any]], *, arch: dict[str, int], backend: str) -> dict[str, Any]:
+    """Fit the activation terms to the measured phases of a few scaled shapes; the model's error per shape.
+
+    Each point is a measured calibration step (:func:`measure_calibration`): its ``shape`` and
+    the bytes allocated by the widest mini-batch's forward without gradients (``inference``),
+    by the loss call (GradCache's steps 1-2: ``loss``) and by its backward (step 3:
+    ``encoder``), at fp32 in one process. Fitted, each as ``c x rows x width + m x rows x
+    width**2`` (per layer for the saved activations): the forward without gradients on
+    ``inference``, and the activations saved for backward on the ``encoder`` bytes beyond their
+    analytic terms, from the shapes where they exceed the gradient temporary. The loss call
+    (the larger of the embed and loss phases) is not fitted. Errors are (model - measured) /
+    measured, per shape and phase.
+    """
+    zero = dict.fromkeys(("bytes_per_token_layer", "mask_bytes_per_row_token2", "inference_bytes_per_token",
+                          "inference_mask_bytes_per_row_token2"), 0.0)
+    common = {"arch": arch, "backend": backend, "activation_bytes": 4, "world_size": 1, "allowance": False}
+    inference = _fit([[p["shape"]["chunk_rows"] * p["shape"]["chunk_width"], p["shape"]["chunk_rows"] * p["shape"]["chunk_width"] ** 2]
+                      for p in points], [p["measured"]["inference"] for p in points])
+    saved_x, saved_y = [], []
+    for point in points:
+        s = point["shape"]
+        encoder = memory_terms(shape=s, activation=zero, **common)["encoder"]
+        beyond = point["measured"]["encoder"] - grown(encoder) + encoder["gradient_accumulation_temporary"]["bytes"]
+        # the activations set this phase's peak (by a margin: the temporary's own peak is this phase's otherwise)
+        if beyond > 1.25 * encoder["gradient_accumulation_temporary"]["bytes"]:
+            saved_x.append([arch["layers"] * s["chunk_rows"] * s["chunk_width"], s["chunk_rows"] * s["chunk_width"] ** 2])
+            saved_y.append(beyond)
+    saved = _fit(saved_x, saved_y) if saved_x else [0.0, 0.0]
+    fitted = {"bytes_per_token_layer": saved[0], "mask_bytes_per_row_token2": saved[1],
+              "inference_bytes_per_token": inference[0], "inference_mask_bytes_per_row_token2": inference[1]}
+    shapes = []
+    for point in points:
+        phases = memory_terms(shape=point["shape"], activation=fitted, **common)
+        model = {"inference": phases["embed"]["no_grad_forward_working_set"]["bytes"],
+                 "loss": max(grown(phases["embed"]), grown(phases["loss"])), "encoder": grown(phases["encoder"])}
+        measured = {k: point["measured"][k] for k in model}
+        shapes.append({"rows": point["shape"]["per_device"], "query_tokens": point["shape"]["query_width"],
+                       "document_tokens": point["shape"]["document_width"], "measured_bytes": measured,
+                       "model_bytes": model,
+                       "relative_error": {k: (model[k] - measured[k]) / measured[k] for k in model}})
+    worst = max(abs(e) for s in shapes for e in s["relative_error"].values())
+    return {"activation": fitted, "shapes": shapes, "max_abs_relative_error": worst, "fitted_on_encoder": len(saved_y),
+            "how": f"{len(points)} shapes measured in one process at fp32 ({points[0]['kind']}); fitted: the forward "
+                   "without gradients, and the activations saved for backward (where they set the peak); the loss "
+                   "call not fitted"}
+
 # --------------------------------------------------------------------------- measurement helpers
 def _device() -> str:
     import torch
@@ -295,7 +581,8 @@ def architecture(model: Any) -> dict[str, int]:
     total = sum(p.numel() for p in model.parameters())
     config = backbone.config
     return {"parameters": total, "matmul_parameters": total - embeddings, "layers": config.num_hidden_layers,
-            "hidden": config.hidden_size, "dim": int(model[-1].out_features)}  # fmt: skip
+            "hidden": config.hidden_size, "dim": int(model[-1].out_features),
+            "largest_parameter": max(p.numel() for p in model.parameters())}  # fmt: skip
 
 
 def _shards_for(files: list[str], rows: int) -> list[str]:
@@ -379,18 +666,24 @@ def _step_timer():
     return StepTimer()
 
 
-def _run_steps(*, model: Any, dataset: Any, scratch: Path, per_device: int, settings: dict[str, Any]) -> tuple[Any, Any, Any]:  # fmt: skip
+def _run_steps(*, model: Any, dataset: Any, scratch: Path, per_device: int, settings: dict[str, Any]) -> tuple[Any, ...]:  # fmt: skip
     """``settings["steps"]`` optimizer steps through the training stage's own trainer, loss and collator."""
     import torch
-    from pylate import losses, utils
+    from pylate import utils
     from sentence_transformers import SentenceTransformerTrainingArguments
 
-    from .train import FalseNegativeCounter, _trainer_class, _use_bf16
+    from .train import FalseNegativeCounter, _trainer_class, _use_bf16, build_loss
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    loss = losses.CachedContrastive(model=model, mini_batch_size=settings["mini_batch_size"],
-                                    gather_across_devices=settings["gather_across_devices"] and world > 1,
-                                    temperature=settings["temperature"])  # fmt: skip
+    loss = build_loss(
+        model,
+        mini_batch_size=settings["mini_batch_size"],
+        score_mini_batch_size=settings["score_mini_batch_size"],
+        gather_across_devices=settings["gather_across_devices"],
+        temperature=settings["temperature"],
+        maxsim_backend=settings["maxsim_backend"],
+        world_size=world,
+    )
     loss.forward = counter = FalseNegativeCounter(loss.forward, gather=loss.gather_across_devices)
     args = SentenceTransformerTrainingArguments(
         output_dir=str(scratch / "trainer"), max_steps=settings["steps"], per_device_train_batch_size=per_device,
@@ -404,7 +697,7 @@ def _run_steps(*, model: Any, dataset: Any, scratch: Path, per_device: int, sett
     timer = _step_timer()
     trainer = _trainer_class()(model=model, args=args, train_dataset=dataset, loss=loss,
                                data_collator=utils.ColBERTCollator(model.tokenize), callbacks=[timer])  # fmt: skip
-    return trainer, timer, counter
+    return trainer, timer, counter, loss
 
 
 def measure_training(
@@ -432,10 +725,16 @@ def measure_training(
     forecast_gpus_per_node: int,
     forecast_global_batch_size: int,
     per_device_batch_size: int | None = None,
+    maxsim_backend: str = "auto",
+    score_mini_batch_size: int | None = None,
     trust_remote_code: bool = False,
     threads: int | None = None,
 ) -> dict[str, Any]:
     """A few optimizer steps of one stage at the real shapes: step time, throughput, peak memory, false negatives.
+
+    Then, on rank 0, what the forecast needs beyond the steps: the token lengths of the loaded
+    rows (:func:`row_token_lengths`) and the memory of one GradCache step at three scaled shapes
+    (:func:`measure_calibration`).
 
     Runs in a job shaped like the training job (``launch.sh``: one process per GPU); the
     per-device batch is ``per_device_batch_size`` or the real one. The first step carries
@@ -459,11 +758,14 @@ def measure_training(
                  forecast_global_batch_size * false_negative_batches)  # fmt: skip
     model = load_colbert(init_model, query_length=query_length, document_length=document_length,
                          trust_remote_code=trust_remote_code, device=_device())  # fmt: skip
+    if _device() == "cpu" and maxsim_backend in ("lik", "flash"):  # CUDA kernels: the CPU measures the exact one
+        logger.info("preflight %s: maxsim_backend %s needs CUDA; measuring with chunked", stage, maxsim_backend)
+        maxsim_backend = "chunked"
     settings = {k: v for k, v in locals().items() if k in _TRAIN_SETTINGS} | {"steps": train_steps}
     scratch = Path(tempfile.mkdtemp(dir=Path(out_json).parent, prefix=f".{Path(out_json).name}.tmp-"))
     try:
         dataset = load_triples(_shards_for(files, needed), scratch / "datasets-cache")
-        trainer, timer, counter = _run_steps(model=model, dataset=dataset, scratch=scratch, per_device=per_device,
+        trainer, timer, counter, loss = _run_steps(model=model, dataset=dataset, scratch=scratch, per_device=per_device,
                                              settings=settings)  # fmt: skip
         replay = None
         if world["rank"] == 0:  # the sampler replay needs no model and no other rank
@@ -480,6 +782,10 @@ def measure_training(
             ) from err
         wall = time.perf_counter() - started
         memory = _max_over_ranks(device_memory())
+        if world["rank"] == 0:
+            lengths = row_token_lengths(model, dataset, rows=LENGTH_SAMPLE_ROWS)
+            calibration = measure_calibration(model, query_length=query_length, document_length=document_length,
+                                              maxsim_backend=maxsim_backend, temperature=temperature)
     finally:
         import shutil
 
@@ -491,6 +797,9 @@ def measure_training(
     result |= {"stage": stage, "init_model": init_model, "real_per_device_batch_size": forecast_per_device,
                "train_wall_s": wall, "rows_loaded": len(dataset), "stage_rows": _stage_rows(files),
                "query_length": query_length, "document_length": document_length,
+               "maxsim_backend": loss.maxsim_backend,
+               "score_mini_batch_size": score_mini_batch_size, "token_lengths": lengths,
+               "calibration": calibration,
                "in_batch_false_negatives": {"measured_steps": counter.summary(batch_sampler),
                                             "sampler_replay_at_real_batch": replay}}  # fmt: skip
     write_json(out_json, result)
@@ -524,7 +833,8 @@ def _training_result(*, model: Any, trainer: Any, seconds: list[float], world_si
 
 
 _TRAIN_SETTINGS = ("mini_batch_size", "gather_across_devices", "temperature", "gradient_accumulation_steps",
-                   "learning_rate", "max_grad_norm", "bf16", "seed", "dataloader_num_workers", "batch_sampler")  # fmt: skip
+                   "learning_rate", "max_grad_norm", "bf16", "seed", "dataloader_num_workers", "batch_sampler",
+                   "maxsim_backend", "score_mini_batch_size")  # fmt: skip
 
 
 def _max_over_ranks(memory: dict[str, Any]) -> dict[str, Any]:
@@ -536,6 +846,99 @@ def _max_over_ranks(memory: dict[str, Any]) -> dict[str, Any]:
     gathered: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, memory)
     return max(gathered, key=lambda m: m["peak_bytes"])
+
+
+# --------------------------------------------------------------------------- calibration (issue #21)
+# (rows, query_length divisor, document_length divisor) of the calibration steps: three shapes
+# scaled from the real lengths, the last at them (q256/d2048: 1 row; 2 rows at a half and a
+# quarter/eighth), so the L x L terms are seen at the real width.
+CALIBRATION_SHAPES = ((2, 4, 8), (2, 2, 2), (1, 1, 1))
+LENGTH_SAMPLE_ROWS = 4096  # rows whose token lengths the forecast's steps are drawn from
+
+
+def peak_growth(function: Any) -> tuple[Any, int, str]:
+    """Run ``function()``; the bytes of tensors it had allocated at its peak, above those live at its start.
+
+    CUDA: the caching allocator's ``max_memory_allocated`` minus ``memory_allocated`` before.
+    CPU: the torch profiler's allocation events (every tensor allocation and free, in order),
+    summed to the highest point: the CPU's analogue of ``max_memory_allocated``, not the
+    process's RSS (which also holds the libraries and whatever malloc kept).
+    """
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        out = function()
+        torch.cuda.synchronize()
+        return out, torch.cuda.max_memory_allocated() - before, "cuda max_memory_allocated"
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        out = function()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return out, peak, "cpu tensor allocations (torch profiler)"
+
+
+def measure_calibration(model: Any, *, query_length: int, document_length: int, maxsim_backend: str,
+                        temperature: float) -> list[dict[str, Any]]:
+    """One GradCache step at each of :data:`CALIBRATION_SHAPES`: the bytes each phase allocates.
+
+    Rows are texts long enough to be truncated to exactly the shape's lengths (memory does not
+    depend on the words), one mini-batch per column, no gathering; the loss is the stage's own
+    (:func:`workflow_scripts.train.build_loss`). ``loss`` is GradCache's embedding and scoring
+    (the loss call), ``encoder`` its backward (every mini-batch embedded again with gradients),
+    ``inference`` the documents' forward without gradients alone.
+    """
+    from .train import build_loss
+
+    saved = model.query_length, model.document_length
+    points = []
+    try:
+        for rows, q_div, d_div in CALIBRATION_SHAPES:
+            model.query_length, model.document_length = max(4, query_length // q_div), max(4, document_length // d_div)
+            text = " ".join(["the"] * 2 * model.document_length)  # truncated to the length exactly
+            features = [model.tokenize([text] * rows, is_query=True, pad=True)]
+            features += [model.tokenize([text] * rows, is_query=False, pad=True) for _ in range(2)]
+            loss = build_loss(model, mini_batch_size=rows, score_mini_batch_size=None, gather_across_devices=False,
+                              temperature=temperature, maxsim_backend=maxsim_backend, world_size=1)
+            model.zero_grad(set_to_none=True)
+            _, inference_bytes, _ = peak_growth(lambda: _no_grad_forward(model, features[1]))
+            value, loss_bytes, kind = peak_growth(lambda: loss(features, None))
+            _, encoder_bytes, _ = peak_growth(value.backward)
+            model.zero_grad(set_to_none=True)
+            lengths = [int(f["attention_mask"].sum(dim=1).max()) for f in features]
+            shape = {"per_device": rows, "chunk_rows": rows, "chunk_width": max(lengths), "score_chunk": rows,
+                     "gathered_rows": rows, "query_width": int(features[0]["attention_mask"].shape[1]),
+                     "document_width": int(features[1]["attention_mask"].shape[1]),
+                     "processed_tokens": rows * sum(lengths), "columns": 2}
+            measured = {"inference": inference_bytes, "loss": loss_bytes, "encoder": encoder_bytes}
+            points.append({"shape": shape, "measured": measured, "kind": kind,
+                           "maxsim_backend": getattr(loss, "maxsim_backend", maxsim_backend)})
+            logger.info("preflight calibration: %d rows at q%d/d%d: loss %.0f MiB, encoder %.0f MiB", rows,
+                        shape["query_width"], shape["document_width"], loss_bytes / 2**20, encoder_bytes / 2**20)
+    finally:
+        model.query_length, model.document_length = saved
+    return points
+
+
+def _no_grad_forward(model: Any, features: dict[str, Any]) -> None:
+    import torch
+
+    with torch.no_grad():
+        model(dict(features))
+
+
+def row_token_lengths(model: Any, dataset: Any, *, rows: int) -> dict[str, list[int]]:
+    """Token lengths (specials included, truncated at the model's lengths) of the first ``rows`` rows, per column."""
+    sample = dataset.select(range(min(rows, len(dataset))))
+    return {column: _token_counts(model, sample[column], is_query=column == "query")
+            for column in ("query", "positive", "negative")}
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -757,29 +1160,97 @@ def _data_forecast(stats_files: list[str], benchmarks: list[str], shuffle_bucket
     return out
 
 
-def _train_forecast(measured: dict[str, Any], stats_rows: int, shape: dict[str, Any]) -> dict[str, Any]:
-    """Projections of one stage (data at hand and published) and its memory at the forecast's shape."""
-    stage = measured["stage"]
-    kwargs = {"devices": shape["devices"], "per_device": shape["per_device"], "global_batch": shape["global_batch"],
-              "epochs": shape["epochs"], "accumulation": shape["accumulation"]}  # fmt: skip
-    projected = {"data_at_hand": project_training(measured=measured, rows=stats_rows, **kwargs),
-                 "published": project_training(measured=measured, rows=PUBLISHED_TRIPLES[stage], **kwargs)}  # fmt: skip
-    lengths = {k: measured[k] for k in ("query_length", "document_length")}
-    measured_shape = {"per_device": measured["per_device_batch_size"], "global_batch": measured["candidates"] // 2,
-                      "chunk": measured["gradcache_chunk"]}  # fmt: skip
-    gathered = shape["global_batch"] // shape["accumulation"] if shape["devices"] > 1 else shape["per_device"]
-    target = {"per_device": shape["per_device"], "global_batch": gathered,  # one micro-batch's contrastive batch
-              "chunk": min(shape["mini_batch_size"], shape["per_device"])}  # fmt: skip
-    memory = measured["memory"]
-    same = measured_shape == target and "cuda" in memory["kind"]  # else: estimated from the measured peak
-    bytes_target = 2 if shape["bf16"] else 4
-    bytes_measured = 2 if measured["bf16"] else 4
-    estimate = memory["peak_bytes"] if same else memory_estimate(
-        measured_peak=memory["peak_bytes"], measured=measured_shape, target=target, lengths=lengths,
-        dim=measured["arch"]["dim"], bytes_measured=bytes_measured, bytes_target=bytes_target)  # fmt: skip
-    score = score_memory_bytes(chunk=target["chunk"], candidates=target["global_batch"], bytes_per_value=bytes_target,
-                               **lengths)  # fmt: skip
+SIMULATED_STEPS = 8  # optimizer steps drawn from the data's lengths for the token and FLOP counts
+
+
+def forecast_memory(measured: dict[str, Any], shape: dict[str, Any], *, backend: str,
+                    calibration: dict[str, Any]) -> dict[str, Any]:
+    """Memory of one GPU at the forecast's shape: named terms, the peak phase, fits or the key to change.
+
+    The widest GradCache mini-batch is taken at its worst, ``min(mini_batch_size, per-device)``
+    rows at ``document_length`` (one document at the cap puts the longest rows in one full
+    mini-batch). Activations at bf16 under autocast (the calibration is at fp32, halved);
+    ``if_activations_fp32_gib`` says what it would be if autocast kept them all in fp32.
+    """
+    lq, ld = measured["query_length"], measured["document_length"]
+    per_device, devices = shape["per_device"], shape["devices"]
+    memory_shape = {"per_device": per_device, "chunk_rows": min(shape["mini_batch_size"], per_device),
+                    "chunk_width": max(lq, ld), "score_chunk": min(shape["score_chunk"], per_device),
+                    "gathered_rows": shape["global_batch"] // shape["accumulation"] if devices > 1 else per_device,
+                    "query_width": lq, "document_width": ld, "processed_tokens": shape["processed_tokens"],
+                    "columns": 2}
+    kwargs = {"arch": measured["arch"], "shape": memory_shape, "backend": backend,
+              "activation": calibration["activation"], "world_size": devices}
+    peak = memory_peak(memory_terms(activation_bytes=2 if shape["bf16"] else 4, **kwargs))
+    fp32 = memory_peak(memory_terms(activation_bytes=4, **kwargs))
     capacity = shape["device_memory_bytes"]
+    fits = peak["peak_bytes"] <= capacity
+    growing = {k: t["bytes"] for k, t in peak["terms"].items() if k in TERM_KEYS}
+    largest = max(growing, key=growing.get) if growing else None
+    return {
+        "peak_gib": peak["peak_bytes"] / GIB, "capacity_gib": capacity / GIB,
+        "headroom_gib": (capacity - peak["peak_bytes"]) / GIB, "fits": fits, "phase": peak["phase"],
+        "phase_gib": {k: v / GIB for k, v in peak["phase_bytes"].items()},
+        "terms": {k: {"gib": t["bytes"] / GIB, "dtype": t["dtype"]} for k, t in peak["terms"].items()},
+        "shape": memory_shape, "maxsim_backend": backend,
+        "if_activations_fp32_gib": fp32["peak_bytes"] / GIB,
+        "largest_term": largest, "change": None if fits else TERM_KEYS[largest],
+        "calibration": calibration,
+        "how": f"estimate: sum of named terms of the {peak['phase']} phase (each at its dtype), activations "
+        f"calibrated on {len(calibration['shapes'])} measured shapes (worst error "
+        f"{calibration['max_abs_relative_error']:.0%}), plus an ASSUMED allowance for CUDA context, NCCL and "
+        "fragmentation",
+    }
+
+
+def _forecast_backend(measured: dict[str, Any], configured: str) -> str:
+    """The MaxSim backend the cluster run uses: the measured one on a GPU; from a CPU, ``auto`` is ``chunked``."""
+    if peak_tflops(measured["device"]) is not None:
+        return measured["maxsim_backend"]
+    return "chunked" if configured == "auto" else configured
+
+
+def _train_forecast(measured: dict[str, Any], stats_rows: int, shape: dict[str, Any]) -> dict[str, Any]:
+    """Tokens, time and memory of one stage at the forecast's shape (data at hand and published sizes).
+
+    Time on a known GPU: the measured step time or FLOP rate (:func:`project_training`). From a
+    CPU: the FLOPs of the tokens GradCache processes after trimming, drawn from the data's own
+    lengths (:func:`simulate_steps`), / (the forecast GPU's bf16 peak x the ASSUMED MFU); padded
+    and collated counts beside it.
+    """
+    stage, arch = measured["stage"], measured["arch"]
+    lq, ld = measured["query_length"], measured["document_length"]
+    devices, accumulation, per_device = shape["devices"], shape["accumulation"], shape["per_device"]
+    sim = simulate_steps(measured["token_lengths"], per_device=per_device, devices=devices, accumulation=accumulation,
+                         mini_batch_size=shape["mini_batch_size"], widths={"query": lq, "positive": ld, "negative": ld},
+                         arch=arch, steps=SIMULATED_STEPS, seed=0)
+    candidates = 2 * shape["global_batch"] // accumulation if devices > 1 else 2 * per_device
+    score = accumulation * train_step_flops(per_device=per_device, candidates=candidates, query_length=lq,
+                                            document_length=ld, arch=arch)["score_forward"]
+    gpu_peak = PEAK_TFLOPS[CARD["gpu"]]
+    rows = {"data_at_hand": stats_rows, "published": PUBLISHED_TRIPLES[stage]}
+    steps = {k: int(v * shape["epochs"]) // shape["global_batch"] for k, v in rows.items()}
+    time = {
+        variant: {k: {"rows": rows[k], "steps": steps[k]} | time_forecast(
+            encoder_forward_flops=flops, score_forward_flops=score, steps=steps[k], devices=devices,
+            peak_tflops=gpu_peak, mfu=shape["assumed_mfu"]) for k in rows}
+        for variant, flops in sim["encoder_forward_flops_per_device"].items()
+    }
+    on_gpu = peak_tflops(measured["device"]) is not None
+    if on_gpu:
+        kwargs = {"devices": devices, "per_device": per_device, "global_batch": shape["global_batch"],
+                  "epochs": shape["epochs"], "accumulation": accumulation}
+        projected = {k: project_training(measured=measured, rows=v, **kwargs) for k, v in rows.items()}
+    else:
+        how = (f"FLOPs of the tokens processed after trimming (lengths of {sim['rows_sampled']} rows of the data) / "
+               f"({gpu_peak:g} TFLOP/s bf16 of an {CARD['gpu']} x ASSUMED MFU {shape['assumed_mfu']:g})")
+        projected = {k: v | {"how": how} for k, v in time["processed"].items()}
+    backend = _forecast_backend(measured, shape["maxsim_backend"])
+    calibration = calibrate_activations(measured["calibration"], arch=arch,
+                                        backend=measured["calibration"][0]["maxsim_backend"])
+    processed_local = sum(sim["tokens"]["processed"].values()) / (devices * accumulation)
+    memory_shape = shape | {"processed_tokens": int(processed_local)}
+    memory = measured["memory"]
     return {
         "measured": {k: measured[k] for k in ("device", "world_size", "per_device_batch_size", "gradcache_chunk",
                                               "step_seconds", "step_times_s", "samples_per_s", "samples_per_s_per_device",
@@ -787,14 +1258,15 @@ def _train_forecast(measured: dict[str, Any], stats_rows: int, shape: dict[str, 
         | {"throughput": measured["samples_per_s"], "unit": "samples/s", "peak_memory_gib": memory["peak_bytes"] / GIB,
            "memory_kind": memory["kind"], "capacity_gib": memory["capacity_bytes"] / GIB,
            "headroom_gib": memory["headroom_bytes"] / GIB},
+        "maxsim_backend": backend,
+        "tokens": sim["tokens"] | {"per": "optimizer step, all devices", "steps_simulated": sim["steps_simulated"],
+                                   "rows_sampled": sim["rows_sampled"]},
+        "time_from_flops": {"gpu": CARD["gpu"], "peak_tflops": gpu_peak, "assumed_mfu": shape["assumed_mfu"],
+                            "score_forward_flops_per_device": score, "variants": time},
         "projected": projected,
-        "memory_at_forecast": {"peak_gib": estimate / GIB, "capacity_gib": capacity / GIB,
-                               "headroom_gib": (capacity - estimate) / GIB, "fits": estimate <= capacity,
-                               "score_intermediate_gib": score / GIB,
-                               "how": "measured" if same else "estimate: measured peak with the terms that grow with the "
-                               "batch swapped (MaxSim intermediate 2 x chunk x global x 256 x 2048, cached vectors)"},
+        "memory_at_forecast": forecast_memory(measured, memory_shape, backend=backend, calibration=calibration),
         "in_batch_false_negatives": measured["in_batch_false_negatives"],
-    }  # fmt: skip
+    }
 
 
 def _evaluation_forecast(measured: dict[str, Any], evaluated_models: int) -> dict[str, Any]:
@@ -831,7 +1303,8 @@ def _verdict(result: dict[str, Any], budget: float) -> dict[str, Any]:
         if not memory["fits"]:
             kind = memory["how"].split(":")[0]  # "measured" or "estimate"
             problems.append(f"{stage}: memory {memory['peak_gib']:.1f} GiB > {memory['capacity_gib']:.0f} GiB per GPU "
-                            f"(over by {memory['peak_gib'] - memory['capacity_gib']:.1f} GiB, {kind})")  # fmt: skip
+                            f"(over by {memory['peak_gib'] - memory['capacity_gib']:.1f} GiB, {kind}; largest term "
+                            f"{memory['largest_term']}: change {memory['change']})")  # fmt: skip
     if total > budget:
         worst = max(gpu_hours, key=gpu_hours.get)
         problems.append(f"time: {total:,.1f} GPU-hours > budget {budget:g} (x{total / budget:,.1f}; most in {worst}: "
@@ -894,11 +1367,16 @@ def forecast(
     gpu_hours_budget: float,
     widen: list[str],
     evaluated_models: int = 1,
+    maxsim_backend: str = "auto",
+    score_mini_batch_size: int | None = None,
+    assumed_mfu: float = 0.3,
 ) -> dict[str, Any]:
     """The cost forecast: measurements, projections (data at hand and published sizes) and the verdict.
 
     ``evaluated_models`` is how many models the run evaluates on every split (the DAG's count);
-    ``widen`` the widening verification(s) of the measured model (none when nothing widens).
+    ``widen`` the widening verification(s) of the measured model (none when nothing widens);
+    ``maxsim_backend``/``score_mini_batch_size`` the training's (``train.*``); ``assumed_mfu``
+    the MFU a time forecast from a CPU assumes (``preflight.assumed_mfu``).
     """
     from .train import per_device_batch_size
 
@@ -906,7 +1384,8 @@ def forecast(
     shape = {"devices": devices, "nodes": nodes, "gpus_per_node": gpus_per_node, "global_batch": global_batch_size,
              "per_device": per_device_batch_size(global_batch_size, devices, gradient_accumulation_steps),
              "mini_batch_size": mini_batch_size, "epochs": epochs, "bf16": bf16 in (True, "auto"),
-             "accumulation": gradient_accumulation_steps,
+             "accumulation": gradient_accumulation_steps, "maxsim_backend": maxsim_backend,
+             "score_chunk": score_mini_batch_size or mini_batch_size, "assumed_mfu": assumed_mfu,
              "device_memory_bytes": device_memory_gib * GIB}  # fmt: skip
     measured_train = {read_json(p)["stage"]: read_json(p) for p in train}
     stage_rows = {read_json(p)["stage"]: read_json(p)["rows"] for p in shard_stats}
@@ -981,6 +1460,88 @@ HEADER = ["stage", "measured throughput", "peak memory", "count (at hand / publi
           "projected wall (at hand / published; evaluation: one model)", "GPU-hours (published; evaluation: all models)"]  # fmt: skip
 
 
+TRAIN_STAGES = ("train_stage1", "train_stage2")
+
+
+def training_lines(result: dict[str, Any]) -> list[str]:
+    """Per training stage: memory at the forecast's shape (fits, margin), tokens per step, GPU-hours from FLOPs."""
+    low, high = CARD["hours"]
+    gpus = CARD["nodes"] * CARD["gpus_per_node"]
+    lines = []
+    for name in TRAIN_STAGES:
+        t = result["stages"][name]
+        m, tokens, time = t["memory_at_forecast"], t["tokens"], t["time_from_flops"]
+        verdict = "FITS" if m["fits"] else f"DOES NOT FIT (change {m['change']})"
+        lines.append(f"- {name}: memory {verdict} {m['capacity_gib']:.0f} GiB per GPU: {m['peak_gib']:.1f} GiB in the "
+                     f"{m['phase']} phase (margin {m['headroom_gib']:.1f} GiB; {m['if_activations_fp32_gib']:.1f} GiB if "
+                     f"every activation stayed fp32), MaxSim backend {t['maxsim_backend']}; model within "
+                     f"{m['calibration']['max_abs_relative_error']:.0%} of {len(m['calibration']['shapes'])} measured shapes")
+        docs = {k: tokens[k]["documents"] for k in ("real", "processed", "padded", "collated")}
+        hours = {k: v["published"]["gpu_hours"] for k, v in time["variants"].items()}
+        lines.append(f"- {name}: document tokens per step {docs['real']:,.0f} real, {docs['processed']:,.0f} processed "
+                     f"(trimmed), {docs['padded']:,.0f} padded to the batch's longest (x{docs['padded'] / max(docs['processed'], 1):.2f}), "
+                     f"{docs['collated']:,.0f} collated; GPU-hours from FLOPs at ASSUMED MFU {time['assumed_mfu']:g} of "
+                     f"{time['peak_tflops']:g} TFLOP/s: {hours['processed']:,.1f} trimmed, {hours['padded']:,.1f} padded, "
+                     f"{hours['collated']:,.1f} collated (the card: {low * gpus:g}-{high * gpus:g} for both stages)")
+    return lines
+
+
+def memory_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Memory terms per GPU at the forecast's shape, one column per training stage (its peak phase)."""
+    stages = {name: result["stages"][name]["memory_at_forecast"] for name in TRAIN_STAGES}
+    names = list(dict.fromkeys(k for m in stages.values() for k in m["terms"]))
+    header = ["term (peak phase)", *(f"{s} GiB ({m['phase']})" for s, m in stages.items()), "dtype"]
+    rows = []
+    for term in names:
+        dtype = next(m["terms"][term]["dtype"] for m in stages.values() if term in m["terms"])
+        rows.append([term, *(f"{m['terms'][term]['gib']:.2f}" if term in m["terms"] else "-" for m in stages.values()),
+                     dtype])
+    rows.append(["sum = peak", *(f"{m['peak_gib']:.2f}" for m in stages.values()), ""])
+    return header, rows
+
+
+def calibration_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The memory model against this machine's measurements: per stage and shape, measured, model, error."""
+    header = ["stage", "rows x q/d tokens", "phase", "measured MiB", "model MiB", "relative error"]
+    rows = []
+    for name in TRAIN_STAGES:
+        for s in result["stages"][name]["memory_at_forecast"]["calibration"]["shapes"]:
+            for phase in ("loss", "encoder"):
+                rows.append([name, f"{s['rows']} x {s['query_tokens']}/{s['document_tokens']}", phase,
+                             f"{s['measured_bytes'][phase] / 2**20:,.1f}", f"{s['model_bytes'][phase] / 2**20:,.1f}",
+                             f"{s['relative_error'][phase]:+.1%}"])
+    return header, rows
+
+
+def token_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Tokens per optimizer step and the GPU-hours they imply (published sizes), per stage and count."""
+    header = ["stage", "count", "query tokens/step", "document tokens/step", "s/step", "GPU-hours (published)"]
+    rows = []
+    for name in TRAIN_STAGES:
+        t = result["stages"][name]
+        for kind in ("real", "processed", "padded", "collated"):
+            time = t["time_from_flops"]["variants"].get(kind)
+            rows.append([name, kind, f"{t['tokens'][kind]['queries']:,.0f}", f"{t['tokens'][kind]['documents']:,.0f}",
+                         f"{time['published']['step_seconds']:.2f}" if time and kind != "real" else "-",
+                         f"{time['published']['gpu_hours']:,.1f}" if time and kind != "real" else "-"])
+    return header, rows
+
+
+TABLES = {"memory-table": ("Memory per GPU at the forecast's shape", memory_table),
+          "calibration-table": ("Memory model against this machine's measurements", calibration_table),
+          "token-table": ("Tokens per optimizer step and GPU-hours from FLOPs", token_table)}
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return [f"| {' | '.join(header)} |", f"|{'---|' * len(header)}", *(f"| {' | '.join(r)} |" for r in rows)]
+
+
+def _html_table(table_id: str, header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table id='{table_id}'><tr>{head}</tr>{body}</table>"
+
+
 def verdict_lines(result: dict[str, Any]) -> list[str]:
     """The one-screen verdict."""
     v, f = result["verdict"], result["forecast_for"]
@@ -995,6 +1556,7 @@ def verdict_lines(result: dict[str, Any]) -> list[str]:
     on = result["measured_on"]
     lines.append(f"- measured on: training {', '.join(on['train'])}; evaluation {on['evaluate']}. Each projection is "
                  "a measured rate x a count (see the table).")  # fmt: skip
+    lines += training_lines(result)
     for name, check in result["checks"].items():
         lines.append(f"- {'ok' if check['passed'] else 'FAILED'}: {name}: {check['evidence']}")
     for name in ("train_stage1", "train_stage2"):
@@ -1017,7 +1579,10 @@ def render_markdown(result: dict[str, Any]) -> str:
     notes = ["Projections: measured rate x count. Training (published sizes): " + "; ".join(how) + ". Evaluation: "
              "tokens/s x document tokens + s/query x queries + pairs/s x token pairs (one model; GPU-hours for all "
              "evaluated models). build_shards: triples/s of the whole job x triples (CPU, not GPU-hours)."]  # fmt: skip
-    return "\n".join(["# Preflight", "", *verdict_lines(result), "", "## Forecast", "", *table, "", *notes, ""])
+    sections = []
+    for title, make in TABLES.values():
+        sections += ["", f"## {title}", "", *_markdown_table(*make(result))]
+    return "\n".join(["# Preflight", "", *verdict_lines(result), "", "## Forecast", "", *table, "", *notes, *sections, ""])
 
 
 def render_html(result: dict[str, Any]) -> str:
@@ -1029,9 +1594,11 @@ def render_html(result: dict[str, Any]) -> str:
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in forecast_rows(result)
     )
+    tables = "".join(f"<h3>{html.escape(title)}</h3>{_html_table(table_id, *make(result))}"
+                     for table_id, (title, make) in TABLES.items())
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Cost forecast</title>{css}</head><body>"
             f"<h3>Cost forecast</h3><ul id='verdict'>{verdict.replace('**', '')}</ul>"
-            f"<table id='forecast-table'><tr>{head}</tr>{body}</table></body></html>\n")  # fmt: skip
+            f"<table id='forecast-table'><tr>{head}</tr>{body}</table>{tables}</body></html>\n")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
