@@ -408,11 +408,15 @@ def test_memory_terms_sum_to_the_peak_each_at_its_dtype():
     assert peak["peak_bytes"] == sum(t["bytes"] for t in peak["terms"].values()) == max(peak["phase_bytes"].values())
     for terms in phases.values():
         assert terms["weights"]["bytes"] == 4 * arch["parameters"] and terms["weights"]["dtype"] == "fp32"
-        assert terms["adamw_states"]["bytes"] == 8 * arch["parameters"] and terms["adamw_states"]["dtype"].startswith("fp32")
+        assert terms["adamw_states"]["bytes"] == 8 * arch["parameters"] and terms["adamw_states"]["dtype"].startswith(
+            "fp32"
+        )
         assert "ASSUMED" in terms["cuda_context_and_nccl"]["dtype"]
     loss, encoder = phases["loss"], phases["encoder"]
     assert encoder["gradcache_chunk_activations"]["dtype"].startswith("bf16")
-    assert encoder["parameter_gradients"]["dtype"] == "fp32" and encoder["cached_embedding_gradients"]["dtype"] == "fp32"
+    assert (
+        encoder["parameter_gradients"]["dtype"] == "fp32" and encoder["cached_embedding_gradients"]["dtype"] == "fp32"
+    )
     # the token vectors reach the loss in fp32: every rank's documents, gathered (concatenated and stacked)
     gathered = 2 * 2 * shape["gathered_rows"] * shape["document_width"] * arch["dim"] * 4
     assert loss["gathered_documents"] == {"bytes": gathered, "dtype": "fp32", "grows": True}
@@ -453,7 +457,9 @@ def test_the_memory_model_is_calibrated_on_measured_shapes(calibration):
     assert fit["activation"]["bytes_per_token_layer"] > 0 and fit["fitted_on_encoder"] >= 2
     for s in fit["shapes"]:  # the error is what the model says against what was measured
         for phase, error in s["relative_error"].items():
-            assert error == pytest.approx((s["model_bytes"][phase] - s["measured_bytes"][phase]) / s["measured_bytes"][phase])
+            assert error == pytest.approx(
+                (s["model_bytes"][phase] - s["measured_bytes"][phase]) / s["measured_bytes"][phase]
+            )
     assert fit["max_abs_relative_error"] < 0.25
 
 
@@ -483,7 +489,10 @@ def test_the_shipped_shape_fits_and_an_impossible_one_names_the_key(calibration)
 
     shipped = at()
     assert shipped["fits"] and shipped["change"] is None
-    assert shipped["headroom_gib"] == pytest.approx(shipped["capacity_gib"] - shipped["peak_gib"]) and shipped["headroom_gib"] > 0
+    assert (
+        shipped["headroom_gib"] == pytest.approx(shipped["capacity_gib"] - shipped["peak_gib"])
+        and shipped["headroom_gib"] > 0
+    )
     assert shipped["peak_gib"] == pytest.approx(sum(t["gib"] for t in shipped["terms"].values()))
     # one GPU embedding the whole global batch in one GradCache chunk
     whole_batch = at(nodes=1, gpus_per_node=1, mini_batch_size=config["train"]["global_batch_size"])

@@ -45,6 +45,7 @@ import resource
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -251,7 +252,7 @@ def column_tokens(lengths: list[int], *, mini_batch_size: int, width: int) -> di
     --------
     >>> column_tokens([5, 300, 40, 7, 120], mini_batch_size=2, width=512)["tokens"]
     {'real': 472, 'processed': 554, 'padded': 1500, 'collated': 2560}
-    >>> column_tokens([5, 300, 40, 7, 120], mini_batch_size=2, width=512)["squares"]["processed"]  # 300**2 + 2*120**2 + 2*7**2
+    >>> column_tokens([5, 300, 40, 7, 120], mini_batch_size=2, width=512)["squares"]["processed"]  # 300² + 2x120² + 2x7²
     118898
     """
     from .gradcache import trimmed_token_counts
@@ -278,8 +279,18 @@ def widest_minibatch(lengths: list[int], *, mini_batch_size: int) -> dict[str, i
     return {"rows": rows, "width": width}
 
 
-def simulate_steps(lengths: dict[str, list[int]], *, per_device: int, devices: int, accumulation: int,
-                   mini_batch_size: int, widths: dict[str, int], arch: dict[str, int], steps: int, seed: int) -> dict[str, Any]:
+def simulate_steps(
+    lengths: dict[str, list[int]],
+    *,
+    per_device: int,
+    devices: int,
+    accumulation: int,
+    mini_batch_size: int,
+    widths: dict[str, int],
+    arch: dict[str, int],
+    steps: int,
+    seed: int,
+) -> dict[str, Any]:
     """Tokens and encoder FLOPs of ``steps`` optimizer steps drawn from the data's own token lengths.
 
     ``lengths`` maps each column (``query``, ``positive``, ``negative``) to the token lengths of
@@ -321,20 +332,34 @@ def simulate_steps(lengths: dict[str, list[int]], *, per_device: int, devices: i
                     group = "queries" if column == "query" else "documents"
                     for k in kinds:
                         tokens[k][group] += counted["tokens"][k]
-                        device[k] += (2.0 * arch["matmul_parameters"] * counted["tokens"][k]
-                                      + 4.0 * arch["layers"] * arch["hidden"] * counted["squares"][k])
+                        device[k] += (
+                            2.0 * arch["matmul_parameters"] * counted["tokens"][k]
+                            + 4.0 * arch["layers"] * arch["hidden"] * counted["squares"][k]
+                        )
                     w = widest_minibatch(col, mini_batch_size=mini_batch_size)
                     if w["rows"] * w["width"] > widest["rows"] * widest["width"]:
                         widest = w
             slowest = {k: max(slowest[k], device[k]) for k in kinds}
         flops = {k: flops[k] + slowest[k] for k in kinds}
     per_step = {k: {g: v / steps for g, v in tokens[k].items()} for k in kinds}
-    return {"tokens": per_step, "encoder_forward_flops_per_device": {k: v / steps for k, v in flops.items()},
-            "widest_minibatch": widest, "steps_simulated": steps, "rows_sampled": n}
+    return {
+        "tokens": per_step,
+        "encoder_forward_flops_per_device": {k: v / steps for k, v in flops.items()},
+        "widest_minibatch": widest,
+        "steps_simulated": steps,
+        "rows_sampled": n,
+    }
 
 
-def time_forecast(*, encoder_forward_flops: float, score_forward_flops: float, steps: int, devices: int,
-                  peak_tflops: float, mfu: float) -> dict[str, float]:
+def time_forecast(
+    *,
+    encoder_forward_flops: float,
+    score_forward_flops: float,
+    steps: int,
+    devices: int,
+    peak_tflops: float,
+    mfu: float,
+) -> dict[str, float]:
     """Wall time and GPU-hours of ``steps`` steps from FLOPs: FLOPs / (the GPU's peak x MFU).
 
     Per device and step, GradCache executes 4 encoder forwards' worth (the no-grad pass, the
@@ -350,12 +375,24 @@ def time_forecast(*, encoder_forward_flops: float, score_forward_flops: float, s
     executed = 4.0 * encoder_forward_flops + 3.0 * score_forward_flops
     step = executed / (peak_tflops * 1e12 * mfu)
     wall = steps * step
-    return {"executed_flops_per_step": executed, "step_seconds": step, "wall_hours": wall / 3600,
-            "gpu_hours": wall * devices / 3600}
+    return {
+        "executed_flops_per_step": executed,
+        "step_seconds": step,
+        "wall_hours": wall / 3600,
+        "gpu_hours": wall * devices / 3600,
+    }
 
 
-def memory_terms(*, arch: dict[str, int], shape: dict[str, int], backend: str, activation: dict[str, float],
-                 activation_bytes: int, world_size: int, allowance: bool = True) -> dict[str, dict[str, Any]]:
+def memory_terms(
+    *,
+    arch: dict[str, int],
+    shape: dict[str, int],
+    backend: str,
+    activation: dict[str, float],
+    activation_bytes: int,
+    world_size: int,
+    allowance: bool = True,
+) -> dict[str, dict[str, Any]]:
     """Memory of one GPU (or the CPU measurement) during the three phases of a GradCache step, as named terms.
 
     ``embed``: GradCache's step 1 (every mini-batch embedded without gradients, the vectors
@@ -384,8 +421,9 @@ def memory_terms(*, arch: dict[str, int], shape: dict[str, int], backend: str, a
     ...                       "inference_mask_bytes_per_row_token2"), 0.0)
     >>> phases = memory_terms(arch=arch, shape=shape, backend="chunked", activation=zero, activation_bytes=4,
     ...                       world_size=1, allowance=False)
-    >>> {k: v["bytes"] for k, v in phases["encoder"].items()}  # no activations: the temporary shows in full
-    {'weights': 4000, 'adamw_states': 8000, 'parameter_gradients': 4000, 'gradcache_chunk_activations': 0, 'gradient_accumulation_temporary': 2000, 'cached_embedding_gradients': 640}
+    >>> encoder = {k: v["bytes"] for k, v in phases["encoder"].items()}
+    >>> encoder["gradient_accumulation_temporary"], encoder["cached_embedding_gradients"]  # no activations: in full
+    (2000, 640)
     """
     from .loss_scores import default_chunk_size, loss_working_set_bytes
 
@@ -397,25 +435,43 @@ def memory_terms(*, arch: dict[str, int], shape: dict[str, int], backend: str, a
     rows, width = shape["chunk_rows"], shape["chunk_width"]
     gathering = world_size > 1
     candidates = cols * shape["gathered_rows"]
-    chunk = default_chunk_size(queries=shape["score_chunk"], candidates=candidates, query_tokens=shape["query_width"],
-                               document_tokens=shape["document_width"], bytes_per_value=vec)
-    working = loss_working_set_bytes(backend, queries=shape["score_chunk"], candidates=candidates,
-                                     query_tokens=shape["query_width"], document_tokens=shape["document_width"],
-                                     dim=d, chunk_size=chunk, bytes_per_value=vec, columns=cols)
+    chunk = default_chunk_size(
+        queries=shape["score_chunk"],
+        candidates=candidates,
+        query_tokens=shape["query_width"],
+        document_tokens=shape["document_width"],
+        bytes_per_value=vec,
+    )
+    working = loss_working_set_bytes(
+        backend,
+        queries=shape["score_chunk"],
+        candidates=candidates,
+        query_tokens=shape["query_width"],
+        document_tokens=shape["document_width"],
+        dim=d,
+        chunk_size=chunk,
+        bytes_per_value=vec,
+        columns=cols,
+    )
     a_dtype = "bf16 (autocast)" if activation_bytes == 2 else "fp32"
     scale = activation_bytes / 4  # the coefficients are measured at fp32; the masks are bool at any dtype
 
     def term(value: float, dtype: str, grows: bool) -> dict[str, Any]:
         return {"bytes": int(value), "dtype": dtype, "grows": grows}
 
-    saved = (activation["bytes_per_token_layer"] * scale * arch["layers"] * rows * width
-             + activation["mask_bytes_per_row_token2"] * rows * width * width)
+    saved = (
+        activation["bytes_per_token_layer"] * scale * arch["layers"] * rows * width
+        + activation["mask_bytes_per_row_token2"] * rows * width * width
+    )
     resident = {"weights": term(4 * n, "fp32", False), "adamw_states": term(8 * n, "fp32 (exp_avg, exp_avg_sq)", False)}
     embed = resident | {
         "cached_embeddings": term(trimmed, "fp32", True),
         "no_grad_forward_working_set": term(
             activation["inference_bytes_per_token"] * scale * rows * width
-            + activation["inference_mask_bytes_per_row_token2"] * rows * width * width, a_dtype + ", masks bool", True),
+            + activation["inference_mask_bytes_per_row_token2"] * rows * width * width,
+            a_dtype + ", masks bool",
+            True,
+        ),
     }
     encoder = resident | {
         "parameter_gradients": term(4 * n, "fp32", True),
@@ -431,7 +487,9 @@ def memory_terms(*, arch: dict[str, int], shape: dict[str, int], backend: str, a
     loss = resident | {
         "cached_embeddings": term(local, "fp32", True),
         # all_gather_with_gradients' concatenation and the stacked columns of every rank's documents
-        "gathered_documents": term(2 * candidates * shape["document_width"] * d * vec if gathering else 0, "fp32", True),
+        "gathered_documents": term(
+            2 * candidates * shape["document_width"] * d * vec if gathering else 0, "fp32", True
+        ),
         "loss_working_set": term(working, f"fp32 ({backend})", True),
     }
     phases = {"embed": embed, "loss": loss, "encoder": encoder}
@@ -439,7 +497,9 @@ def memory_terms(*, arch: dict[str, int], shape: dict[str, int], backend: str, a
         for terms in phases.values():
             allocated = sum(t["bytes"] for t in terms.values())
             terms["cuda_context_and_nccl"] = term(CUDA_CONTEXT_BYTES + NCCL_BUFFER_BYTES, "ASSUMED allowance", False)
-            terms["allocator_fragmentation"] = term(FRAGMENTATION * allocated, f"ASSUMED {FRAGMENTATION:.0%} of allocated", False)
+            terms["allocator_fragmentation"] = term(
+                FRAGMENTATION * allocated, f"ASSUMED {FRAGMENTATION:.0%} of allocated", False
+            )
     return phases
 
 
@@ -497,11 +557,26 @@ def calibrate_activations(points: list[dict[str, Any]], *, arch: dict[str, int],
     (the larger of the embed and loss phases) is not fitted. Errors are (model - measured) /
     measured, per shape and phase.
     """
-    zero = dict.fromkeys(("bytes_per_token_layer", "mask_bytes_per_row_token2", "inference_bytes_per_token",
-                          "inference_mask_bytes_per_row_token2"), 0.0)
+    zero = dict.fromkeys(
+        (
+            "bytes_per_token_layer",
+            "mask_bytes_per_row_token2",
+            "inference_bytes_per_token",
+            "inference_mask_bytes_per_row_token2",
+        ),
+        0.0,
+    )
     common = {"arch": arch, "backend": backend, "activation_bytes": 4, "world_size": 1, "allowance": False}
-    inference = _fit([[p["shape"]["chunk_rows"] * p["shape"]["chunk_width"], p["shape"]["chunk_rows"] * p["shape"]["chunk_width"] ** 2]
-                      for p in points], [p["measured"]["inference"] for p in points])
+    inference = _fit(
+        [
+            [
+                p["shape"]["chunk_rows"] * p["shape"]["chunk_width"],
+                p["shape"]["chunk_rows"] * p["shape"]["chunk_width"] ** 2,
+            ]
+            for p in points
+        ],
+        [p["measured"]["inference"] for p in points],
+    )
     saved_x, saved_y = [], []
     for point in points:
         s = point["shape"]
@@ -509,26 +584,47 @@ def calibrate_activations(points: list[dict[str, Any]], *, arch: dict[str, int],
         beyond = point["measured"]["encoder"] - grown(encoder) + encoder["gradient_accumulation_temporary"]["bytes"]
         # the activations set this phase's peak (by a margin: the temporary's own peak is this phase's otherwise)
         if beyond > 1.25 * encoder["gradient_accumulation_temporary"]["bytes"]:
-            saved_x.append([arch["layers"] * s["chunk_rows"] * s["chunk_width"], s["chunk_rows"] * s["chunk_width"] ** 2])
+            saved_x.append(
+                [arch["layers"] * s["chunk_rows"] * s["chunk_width"], s["chunk_rows"] * s["chunk_width"] ** 2]
+            )
             saved_y.append(beyond)
     saved = _fit(saved_x, saved_y) if saved_x else [0.0, 0.0]
-    fitted = {"bytes_per_token_layer": saved[0], "mask_bytes_per_row_token2": saved[1],
-              "inference_bytes_per_token": inference[0], "inference_mask_bytes_per_row_token2": inference[1]}
+    fitted = {
+        "bytes_per_token_layer": saved[0],
+        "mask_bytes_per_row_token2": saved[1],
+        "inference_bytes_per_token": inference[0],
+        "inference_mask_bytes_per_row_token2": inference[1],
+    }
     shapes = []
     for point in points:
         phases = memory_terms(shape=point["shape"], activation=fitted, **common)
-        model = {"inference": phases["embed"]["no_grad_forward_working_set"]["bytes"],
-                 "loss": max(grown(phases["embed"]), grown(phases["loss"])), "encoder": grown(phases["encoder"])}
+        model = {
+            "inference": phases["embed"]["no_grad_forward_working_set"]["bytes"],
+            "loss": max(grown(phases["embed"]), grown(phases["loss"])),
+            "encoder": grown(phases["encoder"]),
+        }
         measured = {k: point["measured"][k] for k in model}
-        shapes.append({"rows": point["shape"]["per_device"], "query_tokens": point["shape"]["query_width"],
-                       "document_tokens": point["shape"]["document_width"], "measured_bytes": measured,
-                       "model_bytes": model,
-                       "relative_error": {k: (model[k] - measured[k]) / measured[k] for k in model}})
+        shapes.append(
+            {
+                "rows": point["shape"]["per_device"],
+                "query_tokens": point["shape"]["query_width"],
+                "document_tokens": point["shape"]["document_width"],
+                "measured_bytes": measured,
+                "model_bytes": model,
+                "relative_error": {k: (model[k] - measured[k]) / measured[k] for k in model},
+            }
+        )
     worst = max(abs(e) for s in shapes for e in s["relative_error"].values())
-    return {"activation": fitted, "shapes": shapes, "max_abs_relative_error": worst, "fitted_on_encoder": len(saved_y),
-            "how": f"{len(points)} shapes measured in one process at fp32 ({points[0]['kind']}); fitted: the forward "
-                   "without gradients, and the activations saved for backward (where they set the peak); the loss "
-                   "call not fitted"}
+    return {
+        "activation": fitted,
+        "shapes": shapes,
+        "max_abs_relative_error": worst,
+        "fitted_on_encoder": len(saved_y),
+        "how": f"{len(points)} shapes measured in one process at fp32 ({points[0]['kind']}); fitted: the forward "
+        "without gradients, and the activations saved for backward (where they set the peak); the loss "
+        "call not fitted",
+    }
+
 
 # --------------------------------------------------------------------------- measurement helpers
 def _device() -> str:
@@ -784,8 +880,13 @@ def measure_training(
         memory = _max_over_ranks(device_memory())
         if world["rank"] == 0:
             lengths = row_token_lengths(model, dataset, rows=LENGTH_SAMPLE_ROWS)
-            calibration = measure_calibration(model, query_length=query_length, document_length=document_length,
-                                              maxsim_backend=maxsim_backend, temperature=temperature)
+            calibration = measure_calibration(
+                model,
+                query_length=query_length,
+                document_length=document_length,
+                maxsim_backend=maxsim_backend,
+                temperature=temperature,
+            )
     finally:
         import shutil
 
@@ -885,8 +986,9 @@ def peak_growth(function: Any) -> tuple[Any, int, str]:
     return out, peak, "cpu tensor allocations (torch profiler)"
 
 
-def measure_calibration(model: Any, *, query_length: int, document_length: int, maxsim_backend: str,
-                        temperature: float) -> list[dict[str, Any]]:
+def measure_calibration(
+    model: Any, *, query_length: int, document_length: int, maxsim_backend: str, temperature: float
+) -> list[dict[str, Any]]:
     """One GradCache step at each of :data:`CALIBRATION_SHAPES`: the bytes each phase allocates.
 
     Rows are texts long enough to be truncated to exactly the shape's lengths (memory does not
@@ -905,23 +1007,49 @@ def measure_calibration(model: Any, *, query_length: int, document_length: int, 
             text = " ".join(["the"] * 2 * model.document_length)  # truncated to the length exactly
             features = [model.tokenize([text] * rows, is_query=True, pad=True)]
             features += [model.tokenize([text] * rows, is_query=False, pad=True) for _ in range(2)]
-            loss = build_loss(model, mini_batch_size=rows, score_mini_batch_size=None, gather_across_devices=False,
-                              temperature=temperature, maxsim_backend=maxsim_backend, world_size=1)
+            loss = build_loss(
+                model,
+                mini_batch_size=rows,
+                score_mini_batch_size=None,
+                gather_across_devices=False,
+                temperature=temperature,
+                maxsim_backend=maxsim_backend,
+                world_size=1,
+            )
             model.zero_grad(set_to_none=True)
-            _, inference_bytes, _ = peak_growth(lambda: _no_grad_forward(model, features[1]))
-            value, loss_bytes, kind = peak_growth(lambda: loss(features, None))
+            _, inference_bytes, _ = peak_growth(partial(_no_grad_forward, model, features[1]))
+            value, loss_bytes, kind = peak_growth(partial(loss, features, None))
             _, encoder_bytes, _ = peak_growth(value.backward)
             model.zero_grad(set_to_none=True)
             lengths = [int(f["attention_mask"].sum(dim=1).max()) for f in features]
-            shape = {"per_device": rows, "chunk_rows": rows, "chunk_width": max(lengths), "score_chunk": rows,
-                     "gathered_rows": rows, "query_width": int(features[0]["attention_mask"].shape[1]),
-                     "document_width": int(features[1]["attention_mask"].shape[1]),
-                     "processed_tokens": rows * sum(lengths), "columns": 2}
+            shape = {
+                "per_device": rows,
+                "chunk_rows": rows,
+                "chunk_width": max(lengths),
+                "score_chunk": rows,
+                "gathered_rows": rows,
+                "query_width": int(features[0]["attention_mask"].shape[1]),
+                "document_width": int(features[1]["attention_mask"].shape[1]),
+                "processed_tokens": rows * sum(lengths),
+                "columns": 2,
+            }
             measured = {"inference": inference_bytes, "loss": loss_bytes, "encoder": encoder_bytes}
-            points.append({"shape": shape, "measured": measured, "kind": kind,
-                           "maxsim_backend": getattr(loss, "maxsim_backend", maxsim_backend)})
-            logger.info("preflight calibration: %d rows at q%d/d%d: loss %.0f MiB, encoder %.0f MiB", rows,
-                        shape["query_width"], shape["document_width"], loss_bytes / 2**20, encoder_bytes / 2**20)
+            points.append(
+                {
+                    "shape": shape,
+                    "measured": measured,
+                    "kind": kind,
+                    "maxsim_backend": getattr(loss, "maxsim_backend", maxsim_backend),
+                }
+            )
+            logger.info(
+                "preflight calibration: %d rows at q%d/d%d: loss %.0f MiB, encoder %.0f MiB",
+                rows,
+                shape["query_width"],
+                shape["document_width"],
+                loss_bytes / 2**20,
+                encoder_bytes / 2**20,
+            )
     finally:
         model.query_length, model.document_length = saved
     return points
@@ -937,8 +1065,10 @@ def _no_grad_forward(model: Any, features: dict[str, Any]) -> None:
 def row_token_lengths(model: Any, dataset: Any, *, rows: int) -> dict[str, list[int]]:
     """Token lengths (specials included, truncated at the model's lengths) of the first ``rows`` rows, per column."""
     sample = dataset.select(range(min(rows, len(dataset))))
-    return {column: _token_counts(model, sample[column], is_query=column == "query")
-            for column in ("query", "positive", "negative")}
+    return {
+        column: _token_counts(model, sample[column], is_query=column == "query")
+        for column in ("query", "positive", "negative")
+    }
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -1163,8 +1293,9 @@ def _data_forecast(stats_files: list[str], benchmarks: list[str], shuffle_bucket
 SIMULATED_STEPS = 8  # optimizer steps drawn from the data's lengths for the token and FLOP counts
 
 
-def forecast_memory(measured: dict[str, Any], shape: dict[str, Any], *, backend: str,
-                    calibration: dict[str, Any]) -> dict[str, Any]:
+def forecast_memory(
+    measured: dict[str, Any], shape: dict[str, Any], *, backend: str, calibration: dict[str, Any]
+) -> dict[str, Any]:
     """Memory of one GPU at the forecast's shape: named terms, the peak phase, fits or the key to change.
 
     The widest GradCache mini-batch is taken at its worst, ``min(mini_batch_size, per-device)``
@@ -1174,13 +1305,24 @@ def forecast_memory(measured: dict[str, Any], shape: dict[str, Any], *, backend:
     """
     lq, ld = measured["query_length"], measured["document_length"]
     per_device, devices = shape["per_device"], shape["devices"]
-    memory_shape = {"per_device": per_device, "chunk_rows": min(shape["mini_batch_size"], per_device),
-                    "chunk_width": max(lq, ld), "score_chunk": min(shape["score_chunk"], per_device),
-                    "gathered_rows": shape["global_batch"] // shape["accumulation"] if devices > 1 else per_device,
-                    "query_width": lq, "document_width": ld, "processed_tokens": shape["processed_tokens"],
-                    "columns": 2}
-    kwargs = {"arch": measured["arch"], "shape": memory_shape, "backend": backend,
-              "activation": calibration["activation"], "world_size": devices}
+    memory_shape = {
+        "per_device": per_device,
+        "chunk_rows": min(shape["mini_batch_size"], per_device),
+        "chunk_width": max(lq, ld),
+        "score_chunk": min(shape["score_chunk"], per_device),
+        "gathered_rows": shape["global_batch"] // shape["accumulation"] if devices > 1 else per_device,
+        "query_width": lq,
+        "document_width": ld,
+        "processed_tokens": shape["processed_tokens"],
+        "columns": 2,
+    }
+    kwargs = {
+        "arch": measured["arch"],
+        "shape": memory_shape,
+        "backend": backend,
+        "activation": calibration["activation"],
+        "world_size": devices,
+    }
     peak = memory_peak(memory_terms(activation_bytes=2 if shape["bf16"] else 4, **kwargs))
     fp32 = memory_peak(memory_terms(activation_bytes=4, **kwargs))
     capacity = shape["device_memory_bytes"]
@@ -1188,13 +1330,18 @@ def forecast_memory(measured: dict[str, Any], shape: dict[str, Any], *, backend:
     growing = {k: t["bytes"] for k, t in peak["terms"].items() if k in TERM_KEYS}
     largest = max(growing, key=growing.get) if growing else None
     return {
-        "peak_gib": peak["peak_bytes"] / GIB, "capacity_gib": capacity / GIB,
-        "headroom_gib": (capacity - peak["peak_bytes"]) / GIB, "fits": fits, "phase": peak["phase"],
+        "peak_gib": peak["peak_bytes"] / GIB,
+        "capacity_gib": capacity / GIB,
+        "headroom_gib": (capacity - peak["peak_bytes"]) / GIB,
+        "fits": fits,
+        "phase": peak["phase"],
         "phase_gib": {k: v / GIB for k, v in peak["phase_bytes"].items()},
         "terms": {k: {"gib": t["bytes"] / GIB, "dtype": t["dtype"]} for k, t in peak["terms"].items()},
-        "shape": memory_shape, "maxsim_backend": backend,
+        "shape": memory_shape,
+        "maxsim_backend": backend,
         "if_activations_fp32_gib": fp32["peak_bytes"] / GIB,
-        "largest_term": largest, "change": None if fits else TERM_KEYS[largest],
+        "largest_term": largest,
+        "change": None if fits else TERM_KEYS[largest],
         "calibration": calibration,
         "how": f"estimate: sum of named terms of the {peak['phase']} phase (each at its dtype), activations "
         f"calibrated on {len(calibration['shapes'])} measured shapes (worst error "
@@ -1221,48 +1368,105 @@ def _train_forecast(measured: dict[str, Any], stats_rows: int, shape: dict[str, 
     stage, arch = measured["stage"], measured["arch"]
     lq, ld = measured["query_length"], measured["document_length"]
     devices, accumulation, per_device = shape["devices"], shape["accumulation"], shape["per_device"]
-    sim = simulate_steps(measured["token_lengths"], per_device=per_device, devices=devices, accumulation=accumulation,
-                         mini_batch_size=shape["mini_batch_size"], widths={"query": lq, "positive": ld, "negative": ld},
-                         arch=arch, steps=SIMULATED_STEPS, seed=0)
+    sim = simulate_steps(
+        measured["token_lengths"],
+        per_device=per_device,
+        devices=devices,
+        accumulation=accumulation,
+        mini_batch_size=shape["mini_batch_size"],
+        widths={"query": lq, "positive": ld, "negative": ld},
+        arch=arch,
+        steps=SIMULATED_STEPS,
+        seed=0,
+    )
     candidates = 2 * shape["global_batch"] // accumulation if devices > 1 else 2 * per_device
-    score = accumulation * train_step_flops(per_device=per_device, candidates=candidates, query_length=lq,
-                                            document_length=ld, arch=arch)["score_forward"]
+    score = (
+        accumulation
+        * train_step_flops(
+            per_device=per_device, candidates=candidates, query_length=lq, document_length=ld, arch=arch
+        )["score_forward"]
+    )
     gpu_peak = PEAK_TFLOPS[CARD["gpu"]]
     rows = {"data_at_hand": stats_rows, "published": PUBLISHED_TRIPLES[stage]}
     steps = {k: int(v * shape["epochs"]) // shape["global_batch"] for k, v in rows.items()}
     time = {
-        variant: {k: {"rows": rows[k], "steps": steps[k]} | time_forecast(
-            encoder_forward_flops=flops, score_forward_flops=score, steps=steps[k], devices=devices,
-            peak_tflops=gpu_peak, mfu=shape["assumed_mfu"]) for k in rows}
+        variant: {
+            k: {"rows": rows[k], "steps": steps[k]}
+            | time_forecast(
+                encoder_forward_flops=flops,
+                score_forward_flops=score,
+                steps=steps[k],
+                devices=devices,
+                peak_tflops=gpu_peak,
+                mfu=shape["assumed_mfu"],
+            )
+            for k in rows
+        }
         for variant, flops in sim["encoder_forward_flops_per_device"].items()
     }
     on_gpu = peak_tflops(measured["device"]) is not None
     if on_gpu:
-        kwargs = {"devices": devices, "per_device": per_device, "global_batch": shape["global_batch"],
-                  "epochs": shape["epochs"], "accumulation": accumulation}
+        kwargs = {
+            "devices": devices,
+            "per_device": per_device,
+            "global_batch": shape["global_batch"],
+            "epochs": shape["epochs"],
+            "accumulation": accumulation,
+        }
         projected = {k: project_training(measured=measured, rows=v, **kwargs) for k, v in rows.items()}
     else:
-        how = (f"FLOPs of the tokens processed after trimming (lengths of {sim['rows_sampled']} rows of the data) / "
-               f"({gpu_peak:g} TFLOP/s bf16 of an {CARD['gpu']} x ASSUMED MFU {shape['assumed_mfu']:g})")
+        how = (
+            f"FLOPs of the tokens processed after trimming (lengths of {sim['rows_sampled']} rows of the data) / "
+            f"({gpu_peak:g} TFLOP/s bf16 of an {CARD['gpu']} x ASSUMED MFU {shape['assumed_mfu']:g})"
+        )
         projected = {k: v | {"how": how} for k, v in time["processed"].items()}
     backend = _forecast_backend(measured, shape["maxsim_backend"])
-    calibration = calibrate_activations(measured["calibration"], arch=arch,
-                                        backend=measured["calibration"][0]["maxsim_backend"])
+    calibration = calibrate_activations(
+        measured["calibration"], arch=arch, backend=measured["calibration"][0]["maxsim_backend"]
+    )
     processed_local = sum(sim["tokens"]["processed"].values()) / (devices * accumulation)
     memory_shape = shape | {"processed_tokens": int(processed_local)}
     memory = measured["memory"]
     return {
-        "measured": {k: measured[k] for k in ("device", "world_size", "per_device_batch_size", "gradcache_chunk",
-                                              "step_seconds", "step_times_s", "samples_per_s", "samples_per_s_per_device",
-                                              "tokens_per_s", "tflops_per_s_per_device", "mfu", "candidates")}
-        | {"throughput": measured["samples_per_s"], "unit": "samples/s", "peak_memory_gib": memory["peak_bytes"] / GIB,
-           "memory_kind": memory["kind"], "capacity_gib": memory["capacity_bytes"] / GIB,
-           "headroom_gib": memory["headroom_bytes"] / GIB},
+        "measured": {
+            k: measured[k]
+            for k in (
+                "device",
+                "world_size",
+                "per_device_batch_size",
+                "gradcache_chunk",
+                "step_seconds",
+                "step_times_s",
+                "samples_per_s",
+                "samples_per_s_per_device",
+                "tokens_per_s",
+                "tflops_per_s_per_device",
+                "mfu",
+                "candidates",
+            )
+        }
+        | {
+            "throughput": measured["samples_per_s"],
+            "unit": "samples/s",
+            "peak_memory_gib": memory["peak_bytes"] / GIB,
+            "memory_kind": memory["kind"],
+            "capacity_gib": memory["capacity_bytes"] / GIB,
+            "headroom_gib": memory["headroom_bytes"] / GIB,
+        },
         "maxsim_backend": backend,
-        "tokens": sim["tokens"] | {"per": "optimizer step, all devices", "steps_simulated": sim["steps_simulated"],
-                                   "rows_sampled": sim["rows_sampled"]},
-        "time_from_flops": {"gpu": CARD["gpu"], "peak_tflops": gpu_peak, "assumed_mfu": shape["assumed_mfu"],
-                            "score_forward_flops_per_device": score, "variants": time},
+        "tokens": sim["tokens"]
+        | {
+            "per": "optimizer step, all devices",
+            "steps_simulated": sim["steps_simulated"],
+            "rows_sampled": sim["rows_sampled"],
+        },
+        "time_from_flops": {
+            "gpu": CARD["gpu"],
+            "peak_tflops": gpu_peak,
+            "assumed_mfu": shape["assumed_mfu"],
+            "score_forward_flops_per_device": score,
+            "variants": time,
+        },
         "projected": projected,
         "memory_at_forecast": forecast_memory(measured, memory_shape, backend=backend, calibration=calibration),
         "in_batch_false_negatives": measured["in_batch_false_negatives"],
@@ -1472,17 +1676,21 @@ def training_lines(result: dict[str, Any]) -> list[str]:
         t = result["stages"][name]
         m, tokens, time = t["memory_at_forecast"], t["tokens"], t["time_from_flops"]
         verdict = "FITS" if m["fits"] else f"DOES NOT FIT (change {m['change']})"
-        lines.append(f"- {name}: memory {verdict} {m['capacity_gib']:.0f} GiB per GPU: {m['peak_gib']:.1f} GiB in the "
-                     f"{m['phase']} phase (margin {m['headroom_gib']:.1f} GiB; {m['if_activations_fp32_gib']:.1f} GiB if "
-                     f"every activation stayed fp32), MaxSim backend {t['maxsim_backend']}; model within "
-                     f"{m['calibration']['max_abs_relative_error']:.0%} of {len(m['calibration']['shapes'])} measured shapes")
+        lines.append(
+            f"- {name}: memory {verdict} {m['capacity_gib']:.0f} GiB per GPU: {m['peak_gib']:.1f} GiB in the "
+            f"{m['phase']} phase (margin {m['headroom_gib']:.1f} GiB; {m['if_activations_fp32_gib']:.1f} GiB if "
+            f"every activation stayed fp32), MaxSim backend {t['maxsim_backend']}; model within "
+            f"{m['calibration']['max_abs_relative_error']:.0%} of {len(m['calibration']['shapes'])} measured shapes"
+        )
         docs = {k: tokens[k]["documents"] for k in ("real", "processed", "padded", "collated")}
         hours = {k: v["published"]["gpu_hours"] for k, v in time["variants"].items()}
-        lines.append(f"- {name}: document tokens per step {docs['real']:,.0f} real, {docs['processed']:,.0f} processed "
-                     f"(trimmed), {docs['padded']:,.0f} padded to the batch's longest (x{docs['padded'] / max(docs['processed'], 1):.2f}), "
-                     f"{docs['collated']:,.0f} collated; GPU-hours from FLOPs at ASSUMED MFU {time['assumed_mfu']:g} of "
-                     f"{time['peak_tflops']:g} TFLOP/s: {hours['processed']:,.1f} trimmed, {hours['padded']:,.1f} padded, "
-                     f"{hours['collated']:,.1f} collated (the card: {low * gpus:g}-{high * gpus:g} for both stages)")
+        lines.append(
+            f"- {name}: document tokens per step {docs['real']:,.0f} real, {docs['processed']:,.0f} processed "
+            f"(trimmed), {docs['padded']:,.0f} padded to the batch's longest (x{docs['padded'] / max(docs['processed'], 1):.2f}), "
+            f"{docs['collated']:,.0f} collated; GPU-hours from FLOPs at ASSUMED MFU {time['assumed_mfu']:g} of "
+            f"{time['peak_tflops']:g} TFLOP/s: {hours['processed']:,.1f} trimmed, {hours['padded']:,.1f} padded, "
+            f"{hours['collated']:,.1f} collated (the card: {low * gpus:g}-{high * gpus:g} for both stages)"
+        )
     return lines
 
 
@@ -1494,8 +1702,9 @@ def memory_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for term in names:
         dtype = next(m["terms"][term]["dtype"] for m in stages.values() if term in m["terms"])
-        rows.append([term, *(f"{m['terms'][term]['gib']:.2f}" if term in m["terms"] else "-" for m in stages.values()),
-                     dtype])
+        rows.append(
+            [term, *(f"{m['terms'][term]['gib']:.2f}" if term in m["terms"] else "-" for m in stages.values()), dtype]
+        )
     rows.append(["sum = peak", *(f"{m['peak_gib']:.2f}" for m in stages.values()), ""])
     return header, rows
 
@@ -1507,9 +1716,16 @@ def calibration_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]
     for name in TRAIN_STAGES:
         for s in result["stages"][name]["memory_at_forecast"]["calibration"]["shapes"]:
             for phase in ("loss", "encoder"):
-                rows.append([name, f"{s['rows']} x {s['query_tokens']}/{s['document_tokens']}", phase,
-                             f"{s['measured_bytes'][phase] / 2**20:,.1f}", f"{s['model_bytes'][phase] / 2**20:,.1f}",
-                             f"{s['relative_error'][phase]:+.1%}"])
+                rows.append(
+                    [
+                        name,
+                        f"{s['rows']} x {s['query_tokens']}/{s['document_tokens']}",
+                        phase,
+                        f"{s['measured_bytes'][phase] / 2**20:,.1f}",
+                        f"{s['model_bytes'][phase] / 2**20:,.1f}",
+                        f"{s['relative_error'][phase]:+.1%}",
+                    ]
+                )
     return header, rows
 
 
@@ -1521,15 +1737,24 @@ def token_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         t = result["stages"][name]
         for kind in ("real", "processed", "padded", "collated"):
             time = t["time_from_flops"]["variants"].get(kind)
-            rows.append([name, kind, f"{t['tokens'][kind]['queries']:,.0f}", f"{t['tokens'][kind]['documents']:,.0f}",
-                         f"{time['published']['step_seconds']:.2f}" if time and kind != "real" else "-",
-                         f"{time['published']['gpu_hours']:,.1f}" if time and kind != "real" else "-"])
+            rows.append(
+                [
+                    name,
+                    kind,
+                    f"{t['tokens'][kind]['queries']:,.0f}",
+                    f"{t['tokens'][kind]['documents']:,.0f}",
+                    f"{time['published']['step_seconds']:.2f}" if time and kind != "real" else "-",
+                    f"{time['published']['gpu_hours']:,.1f}" if time and kind != "real" else "-",
+                ]
+            )
     return header, rows
 
 
-TABLES = {"memory-table": ("Memory per GPU at the forecast's shape", memory_table),
-          "calibration-table": ("Memory model against this machine's measurements", calibration_table),
-          "token-table": ("Tokens per optimizer step and GPU-hours from FLOPs", token_table)}
+TABLES = {
+    "memory-table": ("Memory per GPU at the forecast's shape", memory_table),
+    "calibration-table": ("Memory model against this machine's measurements", calibration_table),
+    "token-table": ("Tokens per optimizer step and GPU-hours from FLOPs", token_table),
+}
 
 
 def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -1582,7 +1807,9 @@ def render_markdown(result: dict[str, Any]) -> str:
     sections = []
     for title, make in TABLES.values():
         sections += ["", f"## {title}", "", *_markdown_table(*make(result))]
-    return "\n".join(["# Preflight", "", *verdict_lines(result), "", "## Forecast", "", *table, "", *notes, *sections, ""])
+    return "\n".join(
+        ["# Preflight", "", *verdict_lines(result), "", "## Forecast", "", *table, "", *notes, *sections, ""]
+    )
 
 
 def render_html(result: dict[str, Any]) -> str:
@@ -1594,8 +1821,10 @@ def render_html(result: dict[str, Any]) -> str:
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in forecast_rows(result)
     )
-    tables = "".join(f"<h3>{html.escape(title)}</h3>{_html_table(table_id, *make(result))}"
-                     for table_id, (title, make) in TABLES.items())
+    tables = "".join(
+        f"<h3>{html.escape(title)}</h3>{_html_table(table_id, *make(result))}"
+        for table_id, (title, make) in TABLES.items()
+    )
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Cost forecast</title>{css}</head><body>"
             f"<h3>Cost forecast</h3><ul id='verdict'>{verdict.replace('**', '')}</ul>"
             f"<table id='forecast-table'><tr>{head}</tr>{body}</table>{tables}</body></html>\n")  # fmt: skip
