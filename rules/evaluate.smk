@@ -99,6 +99,9 @@ rule summarize:
         csv=f"{RUN}/summary.csv",
         md=f"{RUN}/summary.md",
         json=f"{RUN}/summary.json",
+        per_query=f"{RUN}/per_query.parquet",
+        intervals=f"{RUN}/intervals.csv",
+        tests=f"{RUN}/paired_tests.csv",
         mteb=get_mteb_outputs(),
     params:
         settings=get_summary_flags,
@@ -110,4 +113,5 @@ rule summarize:
     shell:
         "logged {log:q} python -m workflow_scripts summarize table --results {input.results:q}"
         " --run-files {input.runs:q} --bright-manifest {input.bright:q} --csv-path {output.csv:q} --md-path {output.md:q}"
-        " --json-path {output.json:q} --mteb-paths {output.mteb:q} {params.settings}"
+        " --json-path {output.json:q} --per-query-path {output.per_query:q} --intervals-path {output.intervals:q}"
+        " --tests-path {output.tests:q} --mteb-paths {output.mteb:q} {params.settings}"

@@ -106,7 +106,9 @@ def test_default_pairs_and_their_problems(config):
                                        ("s.seed1-stage1", "widened"), ("s.seed1-stage2", "s.seed1-stage1"),
                                        ("s.seed1-stage2", "stage2")]  # fmt: skip
     assert lineage.problems() == []
-    bad = copy.deepcopy(config) | {"statistics": config["statistics"] | {"pairs": [["stage2", "stage2"], ["x", "base"]]}}
+    bad = copy.deepcopy(config) | {
+        "statistics": config["statistics"] | {"pairs": [["stage2", "stage2"], ["x", "base"]]}
+    }
     assert Lineage(bad).problems() == ["config: statistics/pairs/0: a model against itself ('stage2')",
                                        "config: statistics/pairs/1: 'x' is not an evaluated model "
                                        "(evaluated: widened, stage1, stage2, base)"]  # fmt: skip
@@ -117,7 +119,10 @@ def test_default_pairs_and_their_problems(config):
     ("overlay", "line"),
     [
         ("experiments:\n  main: {seeds: [1, 2]}\n", "config: experiments/main/seeds: main is the recipe's one run"),
-        ("statistics:\n  pairs: [[stage2, nobody]]\n", "config: statistics/pairs/0: 'nobody' is not an evaluated model"),
+        (
+            "statistics:\n  pairs: [[stage2, nobody]]\n",
+            "config: statistics/pairs/0: 'nobody' is not an evaluated model",
+        ),
         ("experiments:\n  s: {seeds: [1, 1]}\n", "config: experiments/s/seeds: [1, 1] has non-unique elements"),
     ],
 )

@@ -12,11 +12,28 @@ from conftest import job_counts, snakemake
 
 pytestmark = pytest.mark.e2e
 
-# Report pages that follow any change: the table, the chart, the cost table, and the
-# provenance page (it records the config).
-REPORT = {"report_summary", "report_bright", "report_cost", "report_provenance"}
+# Report pages that follow any change: the table, the charts (one with intervals per protocol),
+# the paired tests, the cost table, and the provenance page (it records the config).
+REPORT = {"report_summary", "report_bright", "report_intervals", "report_tests", "report_cost", "report_provenance"}
 EVALUATE = ("evaluate", "evaluate_documents_only", "evaluate_shared_corpus")
 JOBS_PER_MODEL = 11  # 12 splits, aops and theoremqa_questions in one job (one corpus)
+
+
+def demo_config(demo_run, overlay: str = "") -> dict:
+    """The demo's merged config (config.yaml, demo/config.yaml, then ``overlay``)."""
+    import yaml
+    from snakemake.utils import update_config
+
+    config = yaml.safe_load((demo_run / "config.yaml").read_text())
+    for text in ((demo_run / "demo/config.yaml").read_text(), overlay):
+        update_config(config, yaml.safe_load(text) or {})
+    return config
+
+
+def evaluated(demo_run, overlay: str = "") -> list[str]:
+    from workflow_scripts.lineage import Lineage
+
+    return Lineage(demo_config(demo_run, overlay)).evaluated()
 
 
 def evaluations(jobs: dict[str, int]) -> int:
@@ -38,7 +55,7 @@ def planned(demo_run, overlay: str | None = None, *extra: str) -> dict[str, int]
 
 def test_pony_query_length_reruns_only_pony(demo_run):
     jobs = planned(demo_run, "evaluate:\n  overrides:\n    pony: {query_length: 20}\n")
-    assert jobs.pop("evaluate") == 4  # pony, for each of the 4 models
+    assert jobs.pop("evaluate") == len(evaluated(demo_run))  # pony, for each model
     assert set(jobs) <= {"summarize"} | REPORT and "summarize" in jobs
 
 
@@ -48,14 +65,14 @@ def test_a_protocol_added_reruns_every_evaluation_once(demo_run):
     jobs = planned(
         demo_run, "evaluate:\n  protocols:\n    claude: {preset: reasoning, queries: claude-3-opus_reason}\n"
     )
-    assert evaluations(jobs) == 4 * JOBS_PER_MODEL
+    assert evaluations(jobs) == len(evaluated(demo_run)) * JOBS_PER_MODEL
     assert set(jobs) <= {"summarize"} | REPORT and "summarize" in jobs
 
 
 def test_one_splits_instruction_reruns_that_split_only(demo_run):
     """Each job carries only its own splits' templates: editing pony's reruns pony's jobs."""
     jobs = planned(demo_run, "evaluate:\n  protocols:\n    mteb-v1.1-prompt: {instructions: {pony: 'Pony: {query}'}}\n")
-    assert jobs.pop("evaluate") == 4 and evaluations(jobs) == 0
+    assert jobs.pop("evaluate") == len(evaluated(demo_run)) and evaluations(jobs) == 0
     assert set(jobs) <= {"summarize"} | REPORT and "summarize" in jobs
 
 
@@ -102,7 +119,7 @@ def edited(path, text: str):
 def test_editing_the_evaluation_code_reruns_evaluations(demo_run):
     with edited(demo_run / "workflow_scripts/evaluate.py", "\n_EDITED = 1\n"):
         jobs = planned(demo_run)
-    assert evaluations(jobs) == 4 * JOBS_PER_MODEL
+    assert evaluations(jobs) == len(evaluated(demo_run)) * JOBS_PER_MODEL
     assert set(jobs) <= {"summarize"} | REPORT
 
 
@@ -114,10 +131,17 @@ def test_an_edit_inside_load_colbert_reruns_every_stage_that_imports_it(demo_run
     with edited(model, ""):
         model.write_text(text.replace("    from pylate import models\n", "    from pylate import models\n    _ = 0\n"))
         jobs = planned(demo_run)
-    assert evaluations(jobs) == 4 * JOBS_PER_MODEL  # base's included: they load through load_colbert too
-    assert (jobs.pop("widen"), jobs.pop("train_stage1"), jobs.pop("train_stage2")) == (1, 1, 1)
+    assert evaluations(jobs) == len(evaluated(demo_run)) * JOBS_PER_MODEL  # base's included: load_colbert too
+    trained = {k: len(LINEAGE_OF(demo_run).made(k)) for k in ("widened", "stage1", "stage2")}
+    assert (jobs.pop("widen"), jobs.pop("train_stage1"), jobs.pop("train_stage2")) == tuple(trained.values())
     assert set(jobs) <= {"summarize", "report_training", "report_widen"} | REPORT
     assert planned(demo_run) == {}  # restored
+
+
+def LINEAGE_OF(demo_run, overlay: str = ""):
+    from workflow_scripts.lineage import Lineage
+
+    return Lineage(demo_config(demo_run, overlay))
 
 
 def test_an_edit_in_the_report_module_reruns_report_jobs_only(demo_run):
@@ -241,3 +265,61 @@ def test_caption_edit_reruns_nothing(demo_run):
         proc = snakemake("--configfile", str(demo_run / "demo/config.yaml"), "--report", "caption.html", cwd=demo_run)
         assert proc.returncode == 0
     assert "One more sentence." in (demo_run / "caption.html").read_text()
+
+
+@pytest.mark.parametrize(
+    "overlay",
+    [
+        "statistics: {resamples: 3000}\n",
+        "statistics: {confidence: 0.9, alpha: 0.01, seed: 3}\n",
+        "statistics: {pairs: [[stage2, base], [seeds.seed1-stage2, stage2]]}\n",
+    ],
+)
+def test_statistics_settings_rerun_only_the_summary_and_report(demo_run, overlay):
+    jobs = planned(demo_run, overlay)
+    assert "summarize" in jobs and jobs.pop("summarize") == 1
+    assert jobs.pop("report_intervals") == len(demo_config(demo_run)["evaluate"]["protocols"])  # a figure each
+    assert set(jobs) <= REPORT, jobs
+
+
+def test_adding_a_seed_trains_only_that_seed(demo_run):
+    seeds = demo_config(demo_run)["experiments"]["seeds"]["seeds"]
+    overlay = f"experiments:\n  seeds: {{seeds: {[*seeds, 9]}}}\n"
+    new = [m for m in evaluated(demo_run, overlay) if m not in evaluated(demo_run)]
+    assert new == ["seeds.seed9-stage1", "seeds.seed9-stage2"]
+    jobs = planned(demo_run, overlay)
+    assert (jobs.pop("train_stage1"), jobs.pop("train_stage2")) == (1, 1)  # that seed's, nothing else
+    assert evaluations(jobs) == len(new) * JOBS_PER_MODEL
+    assert not {"download", "build_shards", "widen"} & set(jobs)
+    assert set(jobs) <= {"summarize", "report_training"} | REPORT
+
+
+def test_the_demo_seeds_share_every_upstream_job(demo_run):
+    """The demo's two-seed experiment: two stage-2 models, each trained once, from one widened
+    model and one set of shards; the summary gives their mean and standard deviation."""
+    import statistics
+
+    run = demo_run / "results/demo"
+    config = demo_config(demo_run)
+    group = next(g for g in LINEAGE_OF(demo_run).seed_groups() if g["kind"] == "stage2")
+    assert group["seeds"] == config["experiments"]["seeds"]["seeds"] and len(set(group["models"])) == 2
+    metas = [json.loads((run / f"train/{m}.meta.json").read_text()) for m in group["models"]]
+    stage1 = [json.loads((run / f"train/{Path(m['init_model']).name}.meta.json").read_text()) for m in metas]
+    assert len({Path(m["init_model"]).name for m in stage1}) == 1  # one widened model for both seeds
+    assert metas[0]["mean_loss"] != metas[1]["mean_loss"]  # the seeds trained differently
+    out = snakemake("-n", "-p", "--forcerun", "train_stage1", "train_stage2", "--configfile",
+                    str(demo_run / "demo/config.yaml"), cwd=demo_run).stdout  # fmt: skip
+    commands = [line for line in out.splitlines() if "workflow_scripts train " in line]
+    for model, seed in zip(group["models"], group["seeds"]):  # one set of shards, each model its own seed
+        (command,) = [c for c in commands if f"--out-dir results/demo/models/{model} " in c]
+        assert f"--seed {seed} " in command and "--shards results/demo/shards/stage2 " in command
+    assert sorted(p.name for p in (run / "models").iterdir() if p.is_dir()) == sorted(LINEAGE_OF(demo_run).models)
+    summary = json.loads((run / "summary.json").read_text())
+    for table in summary["tables"]:
+        rows = {r["model"]: r for r in table["rows"]}
+        seed_mean = next(r for r in table["rows"] if r["kind"] == "seed_mean" and "stage2" in r["model"])
+        seed_std = next(r for r in table["rows"] if r["kind"] == "seed_std" and "stage2" in r["model"])
+        for split in [*table["splits"], "mean"]:
+            values = [rows[m][split] for m in group["models"]]
+            assert seed_mean[split] == pytest.approx(statistics.mean(values), abs=0.006)
+            assert seed_std[split] == pytest.approx(statistics.stdev(values), abs=0.006)

@@ -50,8 +50,14 @@ def summary(tmp_path):
 
 
 def statistics_args(tmp_path):
-    return {"statistics": STATISTICS, "pairs": PAIRS, "seed_groups": [], "per_query_path": str(tmp_path / "q.parquet"),
-            "intervals_path": str(tmp_path / "i.csv"), "tests_path": str(tmp_path / "t.csv")}
+    return {
+        "statistics": STATISTICS,
+        "pairs": PAIRS,
+        "seed_groups": [],
+        "per_query_path": str(tmp_path / "q.parquet"),
+        "intervals_path": str(tmp_path / "i.csv"),
+        "tests_path": str(tmp_path / "t.csv"),
+    }
 
 
 def test_a_table_per_protocol_and_the_card_delta_only_in_the_card_table(summary):
@@ -223,7 +229,9 @@ def test_the_report_draws_intervals_and_marks_significant_tests(with_statistics)
     from workflow_scripts.report import paired_tests_html, plot_intervals
 
     tables, _, tmp_path = with_statistics
-    write_json(tmp_path / "s.json", {"tables": [{k: v for k, v in t.items() if k != "scores"} for t in tables.values()]})
+    write_json(
+        tmp_path / "s.json", {"tables": [{k: v for k, v in t.items() if k != "scores"} for t in tables.values()]}
+    )
     for name, table in tables.items():
         fig = plot_intervals(summary_json=tmp_path / "s.json", protocol=name, out=tmp_path / f"{name}.png")
         ax = fig.axes[0]
@@ -242,3 +250,43 @@ def test_the_report_draws_intervals_and_marks_significant_tests(with_statistics)
         cells = re.search(f"<table class='r' id='tests-table-{re.escape(name)}'>(.*?)</table>", page).group(1)
         marked = cells.count("<td class='sig'>")
         assert marked == sum(t["significant"] for t in table["tests"]) and marked >= 1  # the mean, at least
+
+
+@pytest.mark.e2e
+def test_the_demo_summary_carries_intervals_and_tests_for_every_protocol(demo_run):
+    import pandas as pd
+    import yaml
+    from snakemake.utils import update_config
+
+    from workflow_scripts.lineage import Lineage
+
+    config = yaml.safe_load((demo_run / "config.yaml").read_text())
+    update_config(config, yaml.safe_load((demo_run / "demo/config.yaml").read_text()))
+    lineage = Lineage(config)
+    run = demo_run / "results/demo"
+    summary = json.loads((run / "summary.json").read_text())
+    frame = pd.read_parquet(run / "per_query.parquet")
+    assert [t["protocol"]["name"] for t in summary["tables"]] == list(config["evaluate"]["protocols"])
+    intervals, tests = (
+        list(csv.DictReader(open(run / "intervals.csv"))),
+        list(csv.DictReader(open(run / "paired_tests.csv"))),
+    )
+    for table in summary["tables"]:
+        name, columns = table["protocol"]["name"], [*table["splits"], "mean"]
+        assert set(table["intervals"]) == set(lineage.evaluated())
+        for model, cells in table["intervals"].items():
+            ours = next(r for r in table["rows"] if r["model"] == model and r["kind"] == "ours")
+            assert list(cells) == columns and all(lo <= ours[c] <= hi for c, (lo, hi) in cells.items()), (name, model)
+        assert [(t["model"], t["baseline"]) for t in table["tests"]] == [p for p in lineage.pairs() for _ in columns]
+        assert sum(r["protocol"] == name for r in intervals) == len(lineage.evaluated()) * len(columns)
+        assert sum(r["protocol"] == name for r in tests) == len(lineage.pairs()) * len(columns)
+        for model in lineage.evaluated():  # the parquet holds each result's queries, averaging to its score
+            for split in table["splits"]:
+                result = json.loads((run / f"eval/{name}/{model}/{split}.json").read_text())
+                cell = frame[(frame["protocol"] == name) & (frame["model"] == model) & (frame["split"] == split)]
+                assert dict(zip(cell["query_id"], cell["ndcg_at_10"])) == result["per_query"]
+                assert cell["ndcg_at_10"].mean() == pytest.approx(
+                    next(iter(result["scores"].values()))[0]["ndcg_at_10"]
+                )
+    card = next(t for t in summary["tables"] if t["protocol"]["name"] == "card")
+    assert len(card["card_checks"]) == 1 and card["card_checks"][0]["sentence"] in (run / "summary.md").read_text()

@@ -183,7 +183,9 @@ class Lineage:
     def base_id(self) -> str | None:
         """The ``evaluate_models`` entry that is the base model (the same source), if any."""
         base = self.config["sources"]["base_model"]
-        return next((n for n in sorted(self.config["evaluate_models"]) if self.config["evaluate_models"][n] == base), None)
+        return next(
+            (n for n in sorted(self.config["evaluate_models"]) if self.config["evaluate_models"][n] == base), None
+        )
 
     def evaluated_ancestor(self, model_id: str) -> str | None:
         """The nearest evaluated model ``model_id`` was made from (the base model's entry last)."""

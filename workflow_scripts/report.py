@@ -21,7 +21,16 @@ from .cli import run_commands
 from .common import UserError, atomic_file, read_json
 from .warm import usage_beside
 
-__all__ = ["cost_html", "plot_bright", "plot_data", "plot_training", "provenance_html", "summary_html"]
+__all__ = [
+    "cost_html",
+    "plot_bright",
+    "plot_data",
+    "plot_intervals",
+    "plot_training",
+    "provenance_html",
+    "summary_html",
+    "paired_tests_html",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +41,8 @@ CSS = (
     "<style>table.r{border-collapse:collapse;font:13px sans-serif}table.r td,table.r th{padding:3px 8px;"
     "border-bottom:1px solid #ddd;text-align:right}table.r td:first-child,table.r th:first-child{text-align:left}"
     "tr.published td{color:#666}td.pos{background:#e6f4e6}td.neg{background:#fbe3e3}td.flag{background:#fff3cd}"
-    "table.r th{white-space:normal;max-width:7em;font-size:12px}</style>"
+    "table.r th{white-space:normal;max-width:7em;font-size:12px}td.sig{font-weight:bold;background:#e8eefc}"
+    "p.agreement{font:13px sans-serif;max-width:60em}</style>"
 )
 
 
@@ -66,6 +76,8 @@ def summary_html(*, summary_json: str | Path, out: str | Path) -> None:
                  f"{html.escape(_definition(p))}</p>")  # fmt: skip
         body += _score_table(table["rows"], table["splits"], f"summary-table-{p['name']}", flags=table.get("flags"))
         body += _notes_html(p.get("notes") or [], table.get("flags") or {}, p["name"])
+        body += "".join(f"<p class='agreement' id='agreement-{html.escape(p['name'])}'>{html.escape(c['sentence'])}</p>"
+                        for c in table.get("card_checks", []))  # fmt: skip
     if summary["published_elsewhere"]:
         body += "<h4>Published under protocols not run here</h4><p>For context only: no delta is taken.</p>"
         body += _score_table(summary["published_elsewhere"], summary["splits"], "summary-elsewhere", protocol=True)
@@ -131,7 +143,7 @@ def plot_bright(*, summary_json: str | Path, out: str | Path):
     effects = summary["effects"]
     base = next(t for t in summary["tables"] if t["protocol"]["name"] == effects["baseline"])
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(8, len(summary["splits"]) * 0.95), 7.5))
-    _bars(top, [r for r in base["rows"] if r["kind"] != "delta"], base["splits"] + ["mean"], plt)
+    _bars(top, [r for r in base["rows"] if r["kind"] in ("ours", "published")], base["splits"] + ["mean"], plt)
     top.set_ylabel("nDCG@10 (x100)")
     top.set_title(f"BRIGHT nDCG@10 per split, protocol {base['protocol']['name']}")
     moved = {name: d for name, d in effects["delta"].items() if name != effects["baseline"]}
@@ -150,6 +162,73 @@ def plot_bright(*, summary_json: str | Path, out: str | Path):
     fig.tight_layout()
     _save(fig, out)
     return fig
+
+
+def plot_intervals(*, summary_json: str | Path, protocol: str, out: str | Path):
+    """One protocol: each model's nDCG@10 per split and mean with its bootstrap interval, and the
+    published rows measured under that protocol as points. Returns the figure."""
+    import numpy as np
+
+    plt = _pyplot()
+    table = next((t for t in read_json(summary_json)["tables"] if t["protocol"]["name"] == protocol), None)
+    if table is None:
+        raise UserError(f"{summary_json}: no table of protocol {protocol!r}")
+    columns = [*table["splits"], "mean"]
+    ours = [r for r in table["rows"] if r["kind"] == "ours"]
+    x = np.arange(len(columns))
+    fig, ax = plt.subplots(figsize=(max(8, len(columns) * 0.95), 4.2))
+    colors = plt.get_cmap("tab10" if len(ours) <= 10 else "tab20")
+    width = 0.8 / max(1, len(ours))
+    for i, row in enumerate(ours):
+        cells = table["intervals"][row["model"]]
+        values = np.array([row[c] for c in columns])
+        low, high = np.array([cells[c][0] for c in columns]), np.array([cells[c][1] for c in columns])
+        ax.errorbar(x + (i - len(ours) / 2 + 0.5) * width, values, yerr=[values - low, high - values], fmt="o",
+                    ms=3.5, capsize=2.5, lw=1, color=colors(i % colors.N), label=row["model"])  # fmt: skip
+    for j, row in enumerate(r for r in table["rows"] if r["kind"] == "published"):
+        ax.scatter(x, [row[c] for c in columns], marker="x" if j == 0 else "+", s=40, color="black" if j == 0 else "#e07020",
+                   zorder=3, label=row["model"])  # fmt: skip
+    level = f"{100 * table['statistics']['confidence']:g} %"
+    ax.set_xticks(x, [c.replace("_", "\n") for c in columns], fontsize=8)
+    ax.set_ylabel("nDCG@10 (x100)")
+    ax.set_title(f"Protocol {protocol}: nDCG@10 with {level} bootstrap intervals over queries")
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+    _save(fig, out)
+    return fig
+
+
+def paired_tests_html(*, summary_json: str | Path, out: str | Path) -> None:
+    """Per protocol, the paired tests: a row per (model, baseline), a cell per split and the mean
+    (the difference in nDCG@10 points, Holm-adjusted p), significant cells marked."""
+    summary = read_json(summary_json)
+    body = ""
+    for table in summary["tables"]:
+        name, columns = table["protocol"]["name"], [*table["splits"], "mean"]
+        stats = table["statistics"]
+        body += f"<h4>{html.escape(name)}</h4>"
+        body += _tests_table(table["tests"], columns, f"tests-table-{name}") if table["tests"] else "<p>no pairs</p>"
+    body += (f"<p>Paired randomization test per split ({stats['resamples']} relabellings, exact where fewer exist) of "
+             f"model minus baseline, p-values Holm-adjusted across each protocol's splits; the mean's test (the "
+             f"splits weighted equally) is one test. <b>Bold, *</b>: significant at alpha {stats['alpha']}. Query "
+             "sampling only: not corpus, annotation or training-seed noise.</p>")  # fmt: skip
+    with atomic_file(out) as handle:
+        handle.write(_html_page("Paired tests between models (nDCG@10 points, p after Holm)", body))
+
+
+def _tests_table(tests: list[dict[str, Any]], columns: list[str], table_id: str) -> str:
+    by_pair: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for t in tests:
+        by_pair.setdefault((t["model"], t["baseline"]), {})[t["split"]] = t
+    head = "<tr><th>model - baseline</th>" + "".join(f"<th>{html.escape(c.replace('_', ' '))}</th>" for c in columns)
+    body = ""
+    for (model, baseline), cells in by_pair.items():
+        row = ""
+        for c in columns:
+            t = cells[c]
+            sig = " class='sig'" if t["significant"] else ""
+            row += f"<td{sig}>{t['delta']:+.2f}<br><small>p {t['p_holm']:.3f}{'*' if t['significant'] else ''}</small></td>"
+        body += f"<tr><td>{html.escape(model)} - {html.escape(baseline)}</td>{row}</tr>"
+    return f"<table class='r' id='{html.escape(table_id)}'>{head}</tr>{body}</table>"
 
 
 def _bars(ax, rows: list[dict[str, Any]], columns: list[str], plt) -> None:
@@ -349,7 +428,8 @@ def cost_html(*, benchmarks: list[str], out: str | Path, train_gpus: int, evalua
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_commands({"summary": summary_html, "bright": plot_bright, "training": plot_training, "data": plot_data,
+    run_commands({"summary": summary_html, "bright": plot_bright, "intervals": plot_intervals, "tests": paired_tests_html,
+                  "training": plot_training, "data": plot_data,
                   "data_tables": data_html, "widen": widen_html, "provenance": provenance_html,
                   "cost": cost_html}, argv)  # fmt: skip
 

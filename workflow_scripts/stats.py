@@ -32,8 +32,18 @@ from .common import UserError
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["bootstrap_interval", "card_check", "holm", "intervals", "pair_tests", "paired_test", "per_query_frame",
-           "seed_for", "seed_rows", "weights"]
+__all__ = [
+    "bootstrap_interval",
+    "card_check",
+    "holm",
+    "intervals",
+    "pair_tests",
+    "paired_test",
+    "per_query_frame",
+    "seed_for",
+    "seed_rows",
+    "weights",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +231,9 @@ def per_query_frame(results: dict[Key, dict[str, Any]]) -> pd.DataFrame:
 def _cells(frame: pd.DataFrame, protocol: str) -> dict[tuple[str, str], pd.Series]:
     """(model, split) -> per-query scores indexed by query id, of one protocol."""
     part = frame[frame["protocol"] == protocol]
-    return {key: group.set_index("query_id")["ndcg_at_10"] for key, group in part.groupby(["model", "split"], sort=False)}
+    return {
+        key: group.set_index("query_id")["ndcg_at_10"] for key, group in part.groupby(["model", "split"], sort=False)
+    }
 
 
 def _paired(cells: dict[tuple[str, str], pd.Series], protocol: str, model: str, baseline: str,
@@ -317,7 +329,7 @@ def agreement_sentence(check: dict[str, Any]) -> str:
     """One sentence, from the numbers of :func:`card_check`, on whether we reproduce the row."""
     m, level = check["mean"], f"{100 * check['confidence']:g} %"
     n = len(check["inside"])
-    verdict = ("agrees with" if check["agrees"] else "does not agree with")
+    verdict = "agrees with" if check["agrees"] else "does not agree with"
     where = "inside" if m["inside"] else "outside"
     return (f"The reproduction ({check['model']}) {verdict} {check['published_row']}: its mean {m['published']:.2f} "
             f"lies {where} our {level} interval [{m['low']:.2f}, {m['high']:.2f}] (ours {m['ours']:.2f}), and "
@@ -342,9 +354,9 @@ def seed_rows(*, scores: dict[str, dict[str, float]], groups: list[dict[str, Any
         label = f"{group['experiment']} {group['kind']}: {{}} of seeds {', '.join(map(str, group['seeds']))}"
         values = np.array([[scores[m][s] for s in splits] for m in group["models"]])  # (seeds, splits)
         values = np.column_stack([values, values.mean(axis=1)])  # each seed's mean of splits, last
-        ddof = 1 if len(values) > 1 else 0
-        for kind, reduce in (("seed_mean", np.mean), ("seed_std", lambda v, axis: np.std(v, axis=axis, ddof=ddof))):
-            cells = [round(float(v), 2) for v in reduce(values, axis=0)]
+        spread = np.std(values, axis=0, ddof=1 if len(values) > 1 else 0)  # the sample std across seeds
+        for kind, reduced in (("seed_mean", values.mean(axis=0)), ("seed_std", spread)):
+            cells = [round(float(v), 2) for v in reduced]
             rows.append({"model": label.format(kind.removeprefix("seed_")), "kind": kind,
                          **dict(zip([*splits, "mean"], cells))})  # fmt: skip
     return rows

@@ -26,6 +26,7 @@ from .cli import run_commands
 from .common import UserError, atomic_file, read_json, write_json
 from .protocols import mteb_files
 from .result_checks import check_results_against_runs, result_flags_by_cell
+from .stats import card_check, intervals, pair_tests, per_query_frame, seed_rows
 
 __all__ = ["PUBLISHED", "Published", "protocol_effects", "summarize", "summary_rows"]
 
@@ -253,7 +254,9 @@ def published_elsewhere(protocols: list[dict[str, Any]], splits: list[str]) -> l
 def summarize(
     *, results: list[str], models: list[str], splits: list[str], protocols: list[dict[str, Any]],
     settings: dict[str, Any], csv_path: str, md_path: str, json_path: str, mteb_paths: list[str],
-    run_files: list[str] | None = None, bright_manifest: str | None = None,
+    run_files: list[str] | None = None, bright_manifest: str | None = None, statistics: dict[str, Any] | None = None,
+    pairs: list[list[str]] | None = None, seed_groups: list[dict[str, Any]] | None = None,
+    per_query_path: str | None = None, intervals_path: str | None = None, tests_path: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Write the summary (csv, md, json: a table per protocol) and the mteb-format result files.
 
@@ -261,7 +264,12 @@ def summarize(
     the evaluation settings the notes state (lengths, overrides, revisions). Each result is
     first re-scored from its run file (``run_files``, same order) against the BRIGHT qrels of
     ``bright_manifest``; a disagreement is refused, naming both files (the workflow's rule always
-    passes both; without them, as in unit tests of the tables, nothing is re-scored).
+    passes both; without them, as in unit tests of the tables, nothing is re-scored). ``statistics``
+    (``confidence``, ``resamples``, ``alpha``, ``seed``), the ``[model, baseline]`` ``pairs`` and the
+    ``seed_groups`` (:meth:`workflow_scripts.lineage.Lineage.seed_groups`) give each table its
+    intervals, paired tests and seed rows (:func:`add_statistics`), also written as
+    ``per_query_path`` (parquet), ``intervals_path`` and ``tests_path`` (csv); the rule passes
+    them all, a unit test of the tables may pass none (no statistics then).
     """
     if (run_files is None) != (bright_manifest is None):
         raise UserError("summarize: --run-files and --bright-manifest go together (each result is re-scored)")
@@ -270,11 +278,16 @@ def summarize(
     found = read_results(results, protocols, models)
     write_mteb_results(found, protocols, models, mteb_paths)
     tables = build_tables(found, protocols, models)
+    if statistics is not None:
+        add_statistics(tables=tables, found=found, statistics=statistics, pairs=pairs or [],
+                       seed_groups=seed_groups or [], per_query_path=per_query_path)  # fmt: skip
+        _write_statistics_csv(intervals_path, tests_path, tables)
     elsewhere = published_elsewhere(protocols, splits)
     _write_csv(csv_path, tables, elsewhere, splits)
     with atomic_file(md_path) as handle:
         handle.write(_markdown(tables, elsewhere, splits, settings))
     summary = {"splits": splits, "models": models, "reference": reference_model(models), "settings": settings,
+               "statistics": statistics, "seed_groups": seed_groups,
                "tables": [{k: v for k, v in t.items() if k != "scores"} for t in tables],
                "published_elsewhere": elsewhere, "effects": protocol_effects(tables, reference_model(models))}  # fmt: skip
     write_json(json_path, summary)
@@ -303,6 +316,7 @@ def _markdown(tables: list[dict[str, Any]], elsewhere: list[dict[str, Any]], spl
         p = table["protocol"]
         out.append(f"\n## {p['name']}\n\n{p['description']}. {describe(p)}.\n\n")
         out.append(to_markdown(table["rows"], ["model", *table["splits"], "mean"]))
+        out.append(_statistics_markdown(table))
         out.append(_notes_markdown(p.get("notes") or [], table.get("flags") or {}))
     if elsewhere:
         out.append("\n## Published under protocols not run here\n\nShown for context; no delta is taken.\n\n")
@@ -329,6 +343,77 @@ def _notes_markdown(notes: list[str], flags: dict[str, dict[str, list[str]]]) ->
     if lines:
         out += "\n**Flagged results** (read before comparing):\n\n" + "".join(lines)
     return out
+
+
+def add_statistics(*, tables: list[dict[str, Any]], found: dict[Key, dict[str, Any]], statistics: dict[str, Any],
+                   pairs: list[list[str]], seed_groups: list[dict[str, Any]], per_query_path: str) -> None:  # fmt: skip
+    """Write the per-query parquet and give each table its ``intervals``, paired ``tests``, seed
+    rows (after ours) and, where a published row is of the model we retrain, its ``card_checks``."""
+    frame = per_query_frame(found)
+    with atomic_file(per_query_path, "wb") as handle:
+        frame.to_parquet(handle, index=False)
+    resampling = {k: statistics[k] for k in ("resamples", "seed")}
+    for table in tables:
+        name, splits, scores = table["protocol"]["name"], table["splits"], table["scores"]
+        unknown = sorted({m for pair in pairs for m in pair} - set(scores))
+        if unknown:
+            raise UserError(f"statistics.pairs: {', '.join(unknown)} not among the evaluated models {list(scores)}")
+        table["statistics"] = statistics
+        table["intervals"] = intervals(frame=frame, protocol=name, models=list(scores), splits=splits,
+                                       confidence=statistics["confidence"], **resampling)  # fmt: skip
+        table["tests"] = pair_tests(frame=frame, protocol=name, pairs=[tuple(p) for p in pairs], splits=splits,
+                                    alpha=statistics["alpha"], **resampling)  # fmt: skip
+        ours = [r for r in table["rows"] if r["kind"] == "ours"]
+        table["rows"] = ours + seed_rows(scores=scores, groups=seed_groups, splits=splits) + table["rows"][len(ours) :]
+        reference = reference_model(list(scores))
+        table["card_checks"] = [
+            card_check(published={s: p.scores[s] for s in splits}, ours=scores[reference],
+                       interval=table["intervals"][reference], name=p.model, model=reference,
+                       confidence=statistics["confidence"])
+            for p in PUBLISHED if p.reproduced and p.protocol == table["protocol"]["preset"]
+        ]  # fmt: skip
+
+
+def _write_statistics_csv(intervals_path: str, tests_path: str, tables: list[dict[str, Any]]) -> None:
+    """``intervals_path``: protocol, model, split (or mean), ndcg_at_10, low, high (x100);
+    ``tests_path``: protocol, model, baseline, split, delta, p, p_holm, significant."""
+    rows = [{"protocol": t["protocol"]["name"], "model": m, "split": s, "low": lo, "high": hi,
+             "ndcg_at_10": next(r for r in t["rows"] if r["model"] == m and r["kind"] == "ours")[s]}
+            for t in tables for m, cells in t["intervals"].items() for s, (lo, hi) in cells.items()]  # fmt: skip
+    tests = [{"protocol": t["protocol"]["name"], **row} for t in tables for row in t["tests"]]
+    columns = {intervals_path: (rows, ["protocol", "model", "split", "ndcg_at_10", "low", "high"]),
+               tests_path: (tests, ["protocol", "model", "baseline", "split", "delta", "p", "p_holm", "significant"])}  # fmt: skip
+    for path, (records, names) in columns.items():
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=names, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+        with atomic_file(path) as handle:
+            handle.write(buffer.getvalue())
+
+
+def _statistics_markdown(table: dict[str, Any]) -> str:
+    """A table's intervals, paired tests and published-row checks, as markdown (none without statistics)."""
+    if "intervals" not in table:
+        return ""
+    stats, splits = table["statistics"], [*table["splits"], "mean"]
+    level = f"{100 * stats['confidence']:g} %"
+    out = [f"\n{level} bootstrap intervals (queries resampled within each split, {stats['resamples']} resamples; "
+           "the mean's weighs each split equally):\n\n"]  # fmt: skip
+    out.append(to_markdown([{"model": m, **{s: f"{c[s][0]:.2f}-{c[s][1]:.2f}" for s in splits}}
+                            for m, c in table["intervals"].items()], ["model", *splits]))  # fmt: skip
+    if table["tests"]:
+        out.append(f"\nPaired randomization tests, model - baseline in nDCG@10 points (p Holm-adjusted across "
+                   f"splits; * p <= {stats['alpha']}):\n\n")  # fmt: skip
+        cells: dict[str, dict[str, str]] = {}
+        for t in table["tests"]:
+            mark = "*" if t["significant"] else ""
+            cells.setdefault(f"{t['model']} - {t['baseline']}", {})[t["split"]] = (
+                f"{t['delta']:+.2f} (p {t['p_holm']:.3f}){mark}"
+            )
+        out.append(to_markdown([{"model": k, **v} for k, v in cells.items()], ["model", *splits]))
+    out += [f"\n{check['sentence']}\n" for check in table["card_checks"]]
+    return "".join(out)
 
 
 def main(argv: list[str] | None = None) -> None:
