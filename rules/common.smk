@@ -196,8 +196,7 @@ def get_made(kind):
 
 def get_eval_models():
     """Evaluated models: DAG-made ones (kinds in evaluate_trained), then evaluate_models by name."""
-    made = [mid for mid, (_, kind) in LINEAGE.models.items() if kind in config["evaluate_trained"]]
-    return made + sorted(config["evaluate_models"])
+    return LINEAGE.evaluated()
 
 
 def get_model_path(name):
@@ -230,7 +229,7 @@ def get_train_flags(wildcards):
     experiment, stage = LINEAGE.models[wildcards.mid]
     t = LINEAGE.setting("train", experiment)
     settings = {k: v for k, v in t.items() if k not in ("stage1", "stage2", "nodes", "gpus_per_node")}
-    return as_flags(settings | t[stage] | {"stage": stage, "seed": config["seed"],
+    return as_flags(settings | t[stage] | {"stage": stage, "seed": LINEAGE.train_seed(experiment),
                                            "trust_remote_code": config["trust_remote_code"]})  # fmt: skip
 
 
@@ -303,8 +302,11 @@ def get_summary_flags(wildcards):
     settings = {k: e[k] for k in ("query_length", "document_length", "overrides")}
     settings |= {"bright_revision": config["sources"]["bright"]["revision"],
                  "base_model_revision": config["sources"]["base_model"]["revision"]}  # fmt: skip
+    # statistics, pairs and seed groups (lineage.py) change the summary and report, nothing upstream
+    stats = {k: v for k, v in config["statistics"].items() if k != "pairs"}
     return as_flags({"models": get_eval_models(), "splits": SPLITS, "protocols": get_protocol_summaries(),
-                     "settings": settings})  # fmt: skip
+                     "settings": settings, "statistics": stats, "pairs": [list(p) for p in LINEAGE.pairs()],
+                     "seed_groups": LINEAGE.seed_groups()})  # fmt: skip
 
 
 # ---------------------------------------------------------------- report
@@ -312,6 +314,7 @@ def get_final_output():
     """Every file a user reads, per-split results and run files included: one deleted by hand is
     rebuilt by a plain rerun (as an intermediate file it would not be, the summary being newer)."""
     summary = [f"{RUN}/summary.csv", f"{RUN}/summary.md", f"{RUN}/summary.json"]
+    summary += [f"{RUN}/per_query.parquet", f"{RUN}/intervals.csv", f"{RUN}/paired_tests.csv"]
     return summary + get_eval_results() + get_eval_runs() + get_mteb_outputs() + get_report_targets()
 
 
@@ -353,6 +356,7 @@ def stop_warm_server():
 def get_report_targets():
     names = ["summary.html", "bright_ndcg10.png", "training_curves.png", "data_stats.png", "data_tables.html",
              "provenance.html", "cost.html"]  # fmt: skip
+    names += ["paired_tests.html"] + [f"intervals/{p}.png" for p in PROTOCOLS]  # a figure per protocol
     return [f"{RUN}/report/{n}" for n in names] + ([f"{RUN}/report/widen.html"] if get_made("widened") else [])
 
 

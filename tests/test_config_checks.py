@@ -317,6 +317,8 @@ READERS: dict[str, list[str]] = {
     "trust_remote_code": ["train:trust_remote_code", "evaluate:trust_remote_code"],
     "demo/assets_dir": ["the demo_assets rule's output directory"],
     "rehearsal/assets_dir": ["the rehearsal_assets rule's output directory"],
+    "statistics/resamples": ["summarize statistics: scipy's n_resamples (stats.bootstrap_interval, stats.paired_test)"],
+    "statistics/seed": ["summarize statistics: numpy's generator seed (stats.seed_for)"],
 }
 for _section in STAGES:  # the plain case: key k of section s is parameter k of s's stage
     for _path, _ in schema_leaves():
