@@ -2,7 +2,7 @@
 
 PyLate's torch ``colbert_scores`` makes the whole (queries, documents, query tokens, document
 tokens) similarity tensor, and a masked copy, for every chunk of queries: at the card's shape
-(32 queries x 2,048 documents x 256 x 2,048 tokens) that is 16 GiB per copy in fp32.
+(32 queries x 2,048 documents of a column x 256 x 2,048 tokens) that is 128 GiB per copy in fp32.
 :func:`chunked_colbert_scores` gives the same scores and the same gradients without it: a custom
 autograd function walks the document tokens in chunks, keeps the running max of each (query,
 document, query token) and where it was found (an int32 argmax), and its backward sends each
