@@ -7,9 +7,9 @@ tokens) similarity tensor, and a masked copy, for every chunk of queries: at the
 autograd function walks the document tokens in chunks, keeps the running max of each (query,
 document, query token) and where it was found (an int32 argmax), and its backward sends each
 gradient through that argmax to the query vector and to the one document vector it chose.
-Its memory is one chunk's similarities (queries x candidates x query tokens x ``chunk_size``)
-plus the argmax, whatever the document length (:func:`loss_working_set_bytes`,
-``benchmarks/bench_loss_memory.py``).
+Its memory is one chunk's similarities (queries x candidates x query tokens x ``chunk_size``),
+the argmax and the documents' gradient it returns (as every backend does), whatever the document
+length (:func:`loss_working_set_bytes`, ``benchmarks/bench_loss_memory.py``).
 
 Semantics are PyLate's torch path exactly (``tests/test_loss_scores.py`` compares scores, loss
 and gradients): similarities are *multiplied* by the document mask (attention AND skiplist, so a
@@ -49,6 +49,7 @@ from .common import UserError
 __all__ = [
     "BACKENDS",
     "DEFAULT_BUDGET_BYTES",
+    "backward_block",
     "check_finite",
     "chunked_colbert_scores",
     "default_chunk_size",
@@ -127,8 +128,8 @@ def chunked_colbert_scores(
     documents_mask
         0/1 or bool, shape (documents[, columns], document tokens): attention AND skiplist.
     chunk_size
-        Document tokens per step; ``None``: :func:`default_chunk_size`. Memory grows with it,
-        the result does not change (up to float rounding of nothing: each max is exact).
+        Document tokens per step; ``None``: :func:`default_chunk_size`. Memory grows with it;
+        the result does not depend on it (each max and its argmax are exact, ties aside).
 
     Returns
     -------
