@@ -1,10 +1,20 @@
 # Reason-mxbai-colbert-v0-32m, reproduced: data -> widen -> stage 1 -> stage 2 -> BRIGHT -> report.
 # This file is the table of contents; helpers live in rules/common.smk, logic in workflow_scripts/.
 import os
+import sys
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
 min_version("9.0")
+
+# Each config file read strictly first: a key given twice (Snakemake keeps the later one) or a YAML
+# tag is one line naming the file (workflow_scripts/common.py load_config_file).
+sys.path.insert(0, workflow.basedir)
+from workflow_scripts.common import config_file_problems
+
+if _problems := config_file_problems([os.path.join(workflow.basedir, "config.yaml"), *workflow.overwrite_configfiles]):
+    raise WorkflowError("\n".join(_problems))
 
 
 # Defaults = the full reproduction; --configfile overlays (demo, tests) are merged over them.

@@ -21,7 +21,7 @@ from snakemake.utils import update_config
 
 from workflow_scripts import data, demo, evaluate, model, preflight, rehearsal, train
 from workflow_scripts.cli import parser_for, to_argv
-from workflow_scripts.common import UserError, config_problem
+from workflow_scripts.common import UserError, config_problem, read_json
 from workflow_scripts.config_checks import (
     batch_problems,
     float_integer_problems,
@@ -330,7 +330,8 @@ for _section in STAGES:  # the plain case: key k of section s is parameter k of 
 STAGES |= {"preflight_train": preflight.measure_training, "preflight_evaluate": preflight.measure_evaluation,
            "preflight_forecast": preflight.forecast}  # fmt: skip
 _TRAIN_KEYS = ["global_batch_size", "gradient_accumulation_steps", "mini_batch_size", "query_length", "document_length",
-               "temperature", "gather_across_devices", "max_grad_norm", "bf16", "batch_sampler", "dataloader_num_workers"]  # fmt: skip
+               "temperature", "gather_across_devices", "max_grad_norm", "bf16", "batch_sampler", "dataloader_num_workers",
+               "maxsim_backend", "score_mini_batch_size"]  # fmt: skip
 for _reader, _pairs in {
     "preflight_train": [(f"train/{k}", k) for k in _TRAIN_KEYS]
     + [("train/stage1/learning_rate", "learning_rate"), ("train/stage2/learning_rate", "learning_rate"),
@@ -343,7 +344,8 @@ for _reader, _pairs in {
     + [(f"preflight/{k}", k) for k in ("documents_per_split", "queries_per_split", "length_sample")]
     + [("seed", "seed"), ("trust_remote_code", "trust_remote_code")],
     "preflight_forecast": [(f"train/{k}", k) for k in ("nodes", "gpus_per_node", "global_batch_size",
-                                                      "gradient_accumulation_steps", "mini_batch_size", "epochs", "bf16")]
+                                                      "gradient_accumulation_steps", "mini_batch_size", "epochs", "bf16",
+                                                      "maxsim_backend", "score_mini_batch_size")]
     + [(f"preflight/forecast/{k}", k) for k in ("nodes", "gpus_per_node", "global_batch_size")]
     + [(f"preflight/{k}", k) for k in ("device_memory_gib", "gpu_hours_budget")]
     + [("data/shuffle_buckets", "shuffle_buckets")],
@@ -549,3 +551,148 @@ def test_the_experiment_overrides_are_walked_too():
     assert semantic_problems(config) == [
         "config: experiments/x: widen/to: 256.0 is a float; the stage reads an integer here (write 256)"
     ]
+
+
+# --------------------------------------------------------------------------- issue 25: config files
+TAGGED = [
+    "run_name: !!python/object/apply:os.system [echo]\n",
+    "evaluate:\n  top_k: !!python/name:os.system\n",
+    "evaluate:\n  splits: [biology, !custom pony]\n",
+    "? !!python/tuple [a, b]\n: 1\n",
+    "seed: !!int 3\n",
+]
+DUPLICATED = [
+    "run_name: a\nseed: 1\nrun_name: b\n",
+    "evaluate:\n  top_k: 100\n  splits: [pony]\n  top_k: 1000\n",
+    "data:\n  stages:\n    stage1:\n      - {source: reasonir, config: vl, source: bge_reasoner}\n",
+    '{"seed": 1, "evaluate": {"top_k": 100, "top_k": 10}}\n',
+]
+
+
+@pytest.mark.parametrize("text", TAGGED)
+def test_security_yaml_tag_is_named(tmp_path, text):
+    """Any YAML tag, at any depth, is refused in one line naming the file, the line and the tag."""
+    from workflow_scripts.common import load_config_file
+
+    file = tmp_path / "overlay.yaml"
+    file.write_text(text)
+    tag = next(word for word in text.replace("[", " ").split() if word.startswith("!"))
+    with pytest.raises(UserError) as err:
+        load_config_file(file)
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if tag in row)
+    assert str(err.value).startswith(f"{file}:{line}: YAML tag {tag}") and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("text", DUPLICATED)
+def test_late_or_loud_duplicate_keys_are_refused(tmp_path, text):
+    """A key given twice in one mapping (YAML or JSON, any depth) is refused, naming the file and both lines."""
+    from workflow_scripts.common import load_config_file
+
+    file = tmp_path / "overlay.yaml"
+    file.write_text(text)
+    with pytest.raises(UserError, match=r"duplicate key .* \(first on line \d+\): YAML would keep the later") as err:
+        load_config_file(file)
+    assert str(err.value).startswith(f"{file}:") and "\n" not in str(err.value)
+    if text.startswith("{"):  # the same file read as JSON (checkpoint configs, manifests): refused too
+        with pytest.raises(UserError, match=r"duplicate key 'top_k' in one object"):
+            read_json(file)
+
+
+@pytest.mark.parametrize(
+    "where, text",
+    [
+        ("overlay", TAGGED[1]),
+        ("overlay", DUPLICATED[1]),
+        ("config.yaml", "run_name: !!python/object/apply:os.system [echo]\n"),
+        ("config.yaml", "seed: 3\n"),
+    ],
+)
+def test_late_or_loud_every_config_file_the_workflow_reads_is_strict(tmp_path, where, text):
+    """The workflow reads config.yaml and each --configfile overlay strictly: one line naming the file."""
+    from conftest import copy_repo, snakemake
+
+    repo = copy_repo(tmp_path / "repo")
+    args = ["-n", "--configfile", str(repo / "demo/config.yaml")]
+    if where == "overlay":
+        bad = tmp_path / "overlay.yaml"
+        bad.write_text(text)
+        args += [str(bad)]
+    else:
+        bad = repo / "config.yaml"
+        bad.write_text(bad.read_text() + text)  # seed is a key of config.yaml already: given twice
+    proc = snakemake(*args, cwd=repo, check=False)
+    lines = [x for x in (proc.stdout + proc.stderr).splitlines() if x.startswith(f"{bad}:")]
+    assert proc.returncode != 0 and len(lines) == 1, proc.stderr[-2000:]
+    assert ("!" in text) == ("YAML tag" in lines[0]) != ("duplicate key" in lines[0])
+    assert not (repo / "results").exists()
+
+
+# --------------------------------------------------------------------------- issue 25: late or loud names, local
+def _named(config: dict[str, Any], where: str, name: str) -> None:
+    """Give the config a name at ``where`` (a section whose keys are names, or run_name)."""
+    if where == "run_name":
+        config["run_name"] = name
+    elif where == "evaluate/protocols":
+        config["evaluate"]["protocols"][name] = {"preset": "card"}
+    elif where == "experiments":
+        config["experiments"][name] = {"train": {"stage2": {"learning_rate": 1e-6}}}
+    else:
+        config[where][name] = copy.deepcopy(config["sources"]["bright"]) | {"repo_type": "model", "repo": "o/m"}
+
+
+@pytest.mark.parametrize("where", ["run_name", "evaluate_models", "experiments", "evaluate/protocols"])
+def test_late_or_loud_long_names_are_refused_at_parse_time(config, tmp_path, where):
+    """A name one character longer than allowed is refused at parse time, in one line naming the key; the
+    longest allowed name makes files the download can write."""
+    from workflow_scripts.config_checks import NAME_MAX_CHARS
+    from workflow_scripts.data import fetch_source
+
+    longest, too_long = "n" * NAME_MAX_CHARS, "n" * (NAME_MAX_CHARS + 1)
+    ok = copy.deepcopy(config)
+    _named(ok, where, longest)
+    assert not [p for p in semantic_problems(ok) if "a name of" in p]
+    _named(config, where, too_long)
+    problems = [p for p in semantic_problems(config) if "a name of" in p]
+    assert len(problems) == 1 and problems[0].startswith(f"config: {where}")
+    assert f"a name of {NAME_MAX_CHARS + 1} characters" in problems[0]
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "a.json").write_text("{}")
+    name = f"model_{longest}"  # the longest file name a name makes (rules/common.smk MANIFEST)
+    fetch_source(
+        name=name,
+        repo="o/m",
+        revision="a" * 40,
+        repo_type="model",
+        local=str(mirror),
+        cache_dir=tmp_path / "hub",
+        manifest=tmp_path / f"resources/sources/{name}.manifest.json",
+    )
+
+
+@pytest.mark.parametrize("section", ["sources", "evaluate_models"])
+def test_late_or_loud_local_that_is_a_file_is_refused_at_parse_time(config, tmp_path, section):
+    """A `local` that is a file, not a folder: refused when the config is read, before any job removes a
+    manifest; the download names it the same way."""
+    from workflow_scripts.data import fetch_source
+
+    file = tmp_path / "mirror.tar"
+    file.write_text("not a folder")
+    name = next(iter(config[section]))
+    config[section][name]["local"] = str(file)
+    assert semantic_problems(config) == [
+        f"config: {section}/{name}/local: {file} is a file, not a directory (a mirror is a folder laid out like the "
+        "hub repository)"
+    ]
+    config[section][name]["local"] = str(tmp_path / "not-made-yet")  # demo_assets makes it later: not refused
+    assert semantic_problems(config) == []
+    with pytest.raises(UserError, match=rf"^sources\.x\.local: {file} is a file, not a directory"):
+        fetch_source(
+            name="x",
+            repo="o/r",
+            revision="a" * 40,
+            repo_type="dataset",
+            local=str(file),
+            cache_dir=tmp_path / "hub",
+            manifest=tmp_path / "m.json",
+        )

@@ -24,7 +24,9 @@ __all__ = [
     "UserError",
     "atomic_dir",
     "atomic_file",
+    "config_file_problems",
     "follow_umask",
+    "load_config_file",
     "naming_write_errors",
     "process_umask",
     "read_json",
@@ -223,15 +225,131 @@ def write_json(path: str | Path, data: Any) -> None:
         handle.write("\n")
 
 
+class _DuplicateKey(ValueError):
+    """A key given twice in one JSON object (readers keep the later value silently)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.load``'s ``object_pairs_hook``: the object, or :class:`_DuplicateKey` naming the key."""
+    seen = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen.add(key)
+    return dict(pairs)
+
+
 def read_json(path: str | Path) -> Any:
-    """Read a JSON file, naming the file when it is missing or malformed."""
+    """Read a JSON file, naming the file when it is missing or malformed, or repeats a key in an object.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "config.json"
+    >>> _ = f.write_text('{"a": {"b": 1, "b": 2}}')
+    >>> try:
+    ...     read_json(f)
+    ... except UserError as err:
+    ...     print(str(err).replace(str(f), "FILE"))
+    FILE: duplicate key 'b' in one object (a reader would keep the later value silently)
+    """
     try:
         with open(path) as handle:
-            return json.load(handle)
+            return json.load(handle, object_pairs_hook=_unique_keys)
     except FileNotFoundError as err:
         raise UserError(f"{path}: file not found") from err
+    except _DuplicateKey as err:
+        raise UserError(
+            f"{path}: duplicate key {err.args[0]!r} in one object (a reader would keep the later value silently)"
+        ) from err
     except json.JSONDecodeError as err:
         raise UserError(f"{path}: not valid JSON ({err})") from err
+
+
+def _yaml_loader():
+    """A safe YAML loader that refuses a key given twice in one mapping (a merge key ``<<`` aside)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            if isinstance(node, yaml.MappingNode):
+                seen: dict[Any, int] = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue
+                    key = self.construct_object(key_node, deep=True)
+                    if isinstance(key, str | int | float | bool) and key in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark
+                        )
+                    seen.setdefault(key, key_node.start_mark.line)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """A workflow config file (YAML, or JSON) as plain data, or one line naming the file and the problem.
+
+    Stricter than Snakemake's reader: a key given twice in one mapping (YAML keeps the later one
+    silently) and any YAML tag (``!!python/name:...``, ``!custom``: a config holds plain values,
+    and a tag would ask the reader to construct an object) are refused.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "config.yaml"
+    >>> _ = f.write_text("run_name: a\\nevaluate:\\n  top_k: 10\\n  top_k: 100\\n")
+    >>> try:
+    ...     load_config_file(f)
+    ... except UserError as err:
+    ...     print(str(err).replace(str(f), "FILE"))
+    FILE:4: duplicate key 'top_k' (first on line 3): YAML would keep the later value silently
+    >>> _ = f.write_text("run_name: !!python/object/apply:os.system [echo]\\n")
+    >>> try:
+    ...     load_config_file(f)
+    ... except UserError as err:
+    ...     print(str(err).replace(str(f), "FILE"))
+    FILE:1: YAML tag !!python/object/apply:os.system: a config holds plain values only (tags are never constructed)
+    """
+    import yaml
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise UserError(f"{path}: file not found") from err
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not valid UTF-8 (byte {err.start})") from err
+    try:
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            if isinstance(token, yaml.TagToken):
+                handle, suffix = token.value
+                raise UserError(
+                    f"{path}:{token.start_mark.line + 1}: YAML tag {handle or ''}{suffix}: a config holds plain "
+                    "values only (tags are never constructed)"
+                )
+        data = yaml.load(text, Loader=_yaml_loader())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())
+        if problem.startswith("duplicate key"):
+            raise UserError(f"{where}: {problem}: YAML would keep the later value silently") from err
+        raise UserError(f"{where}: not valid YAML ({problem})") from err
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected keys at top level, got {type(data).__name__}")
+    return data
+
+
+def config_file_problems(paths: list[str | Path]) -> list[str]:
+    """:func:`load_config_file`'s refusal of each file, one line each (none: every file is clean)."""
+    problems = []
+    for path in paths:
+        try:
+            load_config_file(path)
+        except UserError as err:
+            problems.append(str(err))
+    return problems
 
 
 def sha256_file(path: str | Path, block: int = 1 << 20) -> str:

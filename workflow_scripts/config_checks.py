@@ -24,6 +24,8 @@ __all__ = [
     "batch_problems",
     "float_integer_problems",
     "instruction_problems",
+    "local_problems",
+    "name_length_problems",
     "model_name_problems",
     "overlay_problems",
     "same_model_problems",
@@ -80,6 +82,7 @@ def semantic_problems(config: dict[str, Any], schema_path: str | Path = SCHEMA_P
     problems += ranking_problems(config["evaluate"])
     problems += stage_source_problems(config["data"]["stages"])
     problems += model_name_problems(config) + same_model_problems(config)
+    problems += name_length_problems(config) + local_problems(config)
     problems += instruction_problems(config["evaluate"])
     problems += batch_problems(config["train"]) + step_problems(config["train"])
     problems += preflight_problems(config)
@@ -493,3 +496,67 @@ def _empty_mappings(node: Any, keys: tuple[str, ...] = ()) -> list[tuple[str, ..
     if not node and keys:
         return [keys]
     return [found for key, value in node.items() for found in _empty_mappings(value, (*keys, str(key)))]
+
+# A name becomes a file or folder name (``resources/sources/model_<name>.manifest.json``, its
+# temporary sibling ``.model_<name>.manifest.json.XXXXXXXX.tmp``, ``<experiment>-stage2``): 100
+# characters keep each well under the 255 bytes a file name may have (names are ASCII).
+NAME_MAX_CHARS = 100
+
+
+def name_length_problems(config: dict[str, Any]) -> list[str]:
+    """Every name that becomes a file name is at most :data:`NAME_MAX_CHARS` characters.
+
+    A longer one would pass every other check and stop the first job that writes a file of
+    that name (``File name too long``).
+
+    Examples
+    --------
+    >>> [line] = name_length_problems({"run_name": "demo", "evaluate_models": {"m" * 101: {}}, "evaluate": {}})
+    >>> print(line.replace("m" * 40, "M40"))
+    config: evaluate_models/M40...: a name of 101 characters; names become file names: at most 100
+    """
+    names = [("run_name", config.get("run_name"))]
+    for section in ("evaluate_models", "experiments"):
+        names += [(f"{section}/{_short(name)}", name) for name in config.get(section) or {}]
+    protocols = (config.get("evaluate") or {}).get("protocols") or {}
+    names += [(f"evaluate/protocols/{_short(name)}", name) for name in protocols]
+    return [
+        f"config: {where}: a name of {len(name)} characters; names become file names: at most {NAME_MAX_CHARS}"
+        for where, name in names
+        if isinstance(name, str) and len(name) > NAME_MAX_CHARS
+    ]
+
+
+def _short(name: str, keep: int = 40) -> str:
+    """A long name's first ``keep`` characters and an ellipsis (the line stays readable)."""
+    return name if len(name) <= keep else f"{name[:keep]}..."
+
+
+def local_problems(config: dict[str, Any]) -> list[str]:
+    """A source's ``local`` that exists but is not a folder, found at parse time.
+
+    The download would find it only when it runs, after Snakemake removed the old manifest. A
+    ``local`` that does not exist yet is left to the download (``demo_assets`` makes the
+    demo's mirrors). A relative path is relative to the working directory, as the download
+    reads it.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> f = tempfile.mkstemp()[1]
+    >>> local_problems({"sources": {"bright": {"local": f}}, "evaluate_models": {"x": {"local": None}}}) == [
+    ...     f"config: sources/bright/local: {f} is a file, not a directory (a mirror is a folder laid out like "
+    ...     "the hub repository)"]
+    True
+    """
+    out = []
+    for section in ("sources", "evaluate_models"):
+        for name, source in (config.get(section) or {}).items():
+            local = source.get("local") if isinstance(source, dict) else None
+            path = Path(local).expanduser() if isinstance(local, str) and local else None
+            if path is not None and path.exists() and not path.is_dir():
+                out.append(
+                    f"config: {section}/{name}/local: {local} is a file, not a directory (a mirror is a folder laid "
+                    "out like the hub repository)"
+                )
+    return out
