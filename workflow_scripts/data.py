@@ -37,7 +37,16 @@ import yaml
 
 from .bright_meta import SPLITS
 from .cli import run_commands
-from .common import ZERO_REVISION, UserError, atomic_dir, atomic_file, read_json, sha256_file, write_json
+from .common import (
+    ZERO_REVISION,
+    UserError,
+    atomic_dir,
+    atomic_file,
+    load_config_file,
+    read_json,
+    sha256_file,
+    write_json,
+)
 from .progress import Progress
 
 __all__ = [
@@ -987,10 +996,10 @@ def lock_revisions(*, config: str, manifest_dir: str = "resources/sources") -> l
     a revision stays unpinned).
     """
     path = Path(config)
+    data = load_config_file(path)  # a duplicate key or a YAML tag: one line naming the file
     try:
         text = path.read_text()
-        data = yaml.safe_load(text) or {}
-    except (OSError, yaml.YAMLError) as err:
+    except OSError as err:
         raise UserError(f"{config}: cannot read the config ({_one_line(err)})") from err
     wanted, lines = {}, []
     for keys, source in _locked_sources(data).items():
