@@ -127,6 +127,18 @@ def test_bf16_is_as_close_to_the_exact_result_as_pylates_bf16():
         torch.testing.assert_close(c, p, rtol=2e-2, atol=2e-2, msg=name)
 
 
+def test_under_bf16_autocast_it_follows_pylates_16_bit_gemm():
+    """fp32 vectors under autocast: both GEMMs run in bf16, so the scores are the same bf16 numbers."""
+    batch = ragged_batch(seed=5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = loss_and_grads(pylate_torch, batch, rank=0)
+        got = loss_and_grads(lambda *a, **k: chunked_colbert_scores(*a, **k, chunk_size=5), batch, rank=0)
+    assert got[0].dtype == expected[0].dtype == torch.bfloat16
+    torch.testing.assert_close(got[0], expected[0])
+    for name, g, e in zip(("query grads", "document grads"), got[2:], expected[2:]):
+        torch.testing.assert_close(g, e, rtol=2e-2, atol=2e-2, msg=name)
+
+
 def _as(batch: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """The batch's vectors (bf16-rounded first, so every dtype sees the same numbers) in ``dtype``."""
     return {k: batch[k].to(torch.bfloat16).to(dtype) for k in ("queries", "documents")}

@@ -244,16 +244,16 @@ def _running_max(
     n_q, q_tokens, dim = queries.shape
     n_docs, d_tokens, _ = documents.shape
     flat_queries = queries.reshape(n_q * q_tokens, dim)
-    state = (n_q, q_tokens, n_docs)
-    values = torch.empty(state, dtype=queries.dtype, device=queries.device)
-    where = torch.empty(state, dtype=torch.int64, device=queries.device)
-    best = argmax = None
+    values = where = best = argmax = None
     for begin in range(0, d_tokens, chunk_size):
         end = min(d_tokens, begin + chunk_size)
         block = documents[:, begin:end].reshape(n_docs * (end - begin), dim)
         sims = (flat_queries @ block.T).view(n_q, q_tokens, n_docs, end - begin)
         if documents_mask is not None:  # multiply, as PyLate does: a masked token is a 0 similarity
             sims.mul_(documents_mask[:, begin:end].to(sims.dtype))
+        if values is None:  # in the similarities' dtype: under autocast the GEMM may be 16-bit, as PyLate's einsum
+            values = torch.empty(sims.shape[:-1], dtype=sims.dtype, device=sims.device)
+            where = torch.empty(sims.shape[:-1], dtype=torch.int64, device=sims.device)
         torch.max(sims, dim=-1, out=(values, where))
         del sims, block
         if best is None:
