@@ -207,15 +207,14 @@ MEMORY_SHAPE = dict(queries=4, candidates=16, query_tokens=32, dim=32)
 MEMORY_CHUNK = 8
 
 
-def measured_peak(backend: str, *, document_tokens: int) -> int:
+def measured_peak(backend: str, *, document_tokens: int, dtype: torch.dtype = torch.float32) -> int:
     """Peak bytes (torch's MemTracker: every tensor storage alive) of one loss step, scores ->
     cross-entropy -> backward, beyond its inputs."""
     shape = MEMORY_SHAPE
     g = torch.Generator().manual_seed(0)
-    queries = torch.randn(shape["queries"], shape["query_tokens"], shape["dim"], generator=g, requires_grad=True)
-    documents = torch.randn(
-        shape["candidates"] // COLUMNS, COLUMNS, document_tokens, shape["dim"], generator=g, requires_grad=True
-    )
+    queries = torch.randn(shape["queries"], shape["query_tokens"], shape["dim"], generator=g).to(dtype).requires_grad_()
+    documents = torch.randn(shape["candidates"] // COLUMNS, COLUMNS, document_tokens, shape["dim"], generator=g)
+    documents = documents.to(dtype).requires_grad_()
     queries_mask = torch.ones(queries.shape[:2], dtype=torch.bool)
     documents_mask = torch.rand(documents.shape[:3], generator=g) > 0.2
     labels = torch.arange(shape["queries"]) * COLUMNS
@@ -225,7 +224,7 @@ def measured_peak(backend: str, *, document_tokens: int) -> int:
     score = pylate_torch if backend == "torch" else partial_chunked
     with tracker:
         scores = score(queries, documents, queries_mask=queries_mask, documents_mask=documents_mask)
-        F.cross_entropy(scores, labels, reduction="sum").backward()
+        F.cross_entropy(scores.float(), labels, reduction="sum").backward()
     peak = tracker.get_tracker_snapshot("peak")[torch.device("cpu")]["Total"]
     return peak - sum(t.numel() * t.element_size() for t in inputs)
 
@@ -234,12 +233,12 @@ def partial_chunked(*args, **kwargs):
     return chunked_colbert_scores(*args, **kwargs, chunk_size=MEMORY_CHUNK)
 
 
-def modelled(backend: str, *, document_tokens: int) -> int:
+def modelled(backend: str, *, document_tokens: int, bytes_per_value: int = 4) -> int:
     return loss_working_set_bytes(
         backend,
         document_tokens=document_tokens,
         chunk_size=MEMORY_CHUNK,
-        bytes_per_value=4,
+        bytes_per_value=bytes_per_value,
         columns=COLUMNS,
         **MEMORY_SHAPE,
     )
@@ -348,3 +347,10 @@ def _args(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         "queries_mask": batch["queries_mask"],
         "documents_mask": batch["documents_mask"],
     }
+
+
+@pytest.mark.parametrize("backend", ["torch", "chunked"])
+def test_working_set_model_agrees_in_bf16(backend):
+    """16-bit vectors: the chunked backward sums in fp32 and casts back, a term of its own."""
+    peak = measured_peak(backend, document_tokens=96, dtype=torch.bfloat16)
+    assert modelled(backend, document_tokens=96, bytes_per_value=2) == pytest.approx(peak, rel=0.05)
