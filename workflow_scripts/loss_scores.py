@@ -380,7 +380,9 @@ def score_metric_for(
     on_cuda = torch.device(device).type == "cuda"
     if backend == "auto":
         backend = _auto_backend(on_cuda=on_cuda, masks_have_holes=masks_have_holes)
-        logger.info("train.maxsim_backend auto -> %s (device %s, masks with holes: %s)", backend, device, masks_have_holes)
+        logger.info(
+            "train.maxsim_backend auto -> %s (device %s, masks with holes: %s)", backend, device, masks_have_holes
+        )
     if backend == "chunked":
         return partial(chunked_colbert_scores, chunk_size=chunk_size), "chunked"
     if backend == "torch":
