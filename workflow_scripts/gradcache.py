@@ -428,12 +428,14 @@ class TrimmedCachedContrastive(CachedContrastive):
 
 
 # ----------------------------------------------------------------------------- the attention guard
-def guard_attention_mask(mask: Any, attention_mask: torch.Tensor) -> Any:
+def guard_attention_mask(mask: Any, attention_mask: torch.Tensor, *, inplace: bool = False) -> Any:
     """``mask`` (4-D, as ``masking_utils`` builds it) with each padding query allowed to see itself.
 
     Boolean masks (SDPA: True = attend) get the diagonal of padding rows set; additive float
     masks (eager: 0 = attend) get 0 there. Real tokens' rows are untouched. Anything else (None,
-    a 2-D flash-attention mask, a flex ``BlockMask``) is returned as it is.
+    a 2-D flash-attention mask, a flex ``BlockMask``) is returned as it is. Only the diagonal is
+    written (no second (batch, 1, length, length) tensor); ``inplace`` writes it into ``mask``
+    itself when ``mask`` owns its memory (not an expanded view).
 
     Examples
     --------
@@ -442,6 +444,8 @@ def guard_attention_mask(mask: Any, attention_mask: torch.Tensor) -> Any:
     >>> local = mask & torch.tensor([[1, 1, 0], [1, 1, 0], [0, 0, 0]]).bool()  # row 2 sees nothing
     >>> guard_attention_mask(local, full)[0, 0].int().tolist()
     [[1, 1, 0], [1, 1, 0], [0, 0, 1]]
+    >>> local[0, 0, 2].tolist()  # the input is left as it was
+    [False, False, False]
     """
     if not isinstance(mask, torch.Tensor) or mask.dim() != 4:
         return mask
@@ -449,10 +453,13 @@ def guard_attention_mask(mask: Any, attention_mask: torch.Tensor) -> Any:
     length = padding.shape[-1]
     if mask.shape[-2:] != (length, length) or not bool(padding.any()):
         return mask
-    self_only = padding[:, None, :, None] & torch.eye(length, dtype=torch.bool, device=mask.device)
-    if mask.dtype == torch.bool:
-        return mask | self_only
-    return mask.masked_fill(self_only, 0.0)
+    guarded = mask if inplace and mask.is_contiguous() else mask.clone(memory_format=torch.contiguous_format)
+    diagonal = torch.diagonal(guarded, dim1=-2, dim2=-1)  # (batch, heads, length), a view
+    if guarded.dtype == torch.bool:
+        diagonal |= padding[:, None, :]
+    else:
+        diagonal.masked_fill_(padding[:, None, :], 0.0)
+    return guarded
 
 
 def guarded_masks(backbone: Any, attention_mask: torch.Tensor, *, shape: tuple[int, int]) -> dict[str, Any] | None:
@@ -474,7 +481,7 @@ def guarded_masks(backbone: Any, attention_mask: torch.Tensor, *, shape: tuple[i
     proxy = torch.empty((*shape, 0), dtype=weight.dtype, device=attention_mask.device)
     return {
         kind: guard_attention_mask(
-            build(config=config, inputs_embeds=proxy, attention_mask=attention_mask), attention_mask
+            build(config=config, inputs_embeds=proxy, attention_mask=attention_mask), attention_mask, inplace=True
         )
         for kind, build in builders.items()
     }
