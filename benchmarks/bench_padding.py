@@ -187,7 +187,8 @@ def main() -> None:
         print(
             f"  {group:9s} real {c['real']:>9,.0f}  processed {c['processed']:>9,.0f}  padded {c['padded']:>9,.0f}"
             f"  collated {c['collated']:>9,.0f}  padded/processed x{c['padded'] / c['processed']:.2f}"
-            f"  collated/processed x{c['collated'] / c['processed']:.2f}  processed/real x{c['processed'] / c['real']:.3f}"
+            f"  collated/processed x{c['collated'] / c['processed']:.2f}"
+            f"  processed/real x{c['processed'] / c['real']:.3f}"
         )
 
     batch = rows[: args.rows]
@@ -216,7 +217,8 @@ def main() -> None:
     trim = statistics.median(times["trimmed"])
     print(f"  PyLate CachedContrastive (collated) {base:7.1f} s  loss {values['collated']:.6f}")
     print(
-        f"  TrimmedCachedContrastive            {trim:7.1f} s  loss {values['trimmed']:.6f}  x{base / trim:.2f} faster; "
+        f"  TrimmedCachedContrastive            {trim:7.1f} s  loss {values['trimmed']:.6f}"
+        f"  x{base / trim:.2f} faster; "
         f"tokens x{tokens['collated'] / tokens['processed']:.2f} fewer than collated, "
         f"x{tokens['padded'] / tokens['processed']:.2f} fewer than padded"
     )

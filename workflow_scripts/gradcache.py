@@ -269,9 +269,11 @@ class TrimmedCachedContrastive(CachedContrastive):
     model
         The PyLate ColBERT being trained; :func:`guard_padding` is applied to it unless
         ``guard`` is False.
-    score_metric, mini_batch_size, score_mini_batch_size, size_average, gather_across_devices, show_progress_bar, temperature
+    score_metric, mini_batch_size, score_mini_batch_size, size_average
         As in ``pylate.losses.CachedContrastive`` (``score_metric=None``: PyLate's
         ``ColBERTScores``). Whatever metric is set, now or later, its scores are checked finite.
+    gather_across_devices, show_progress_bar, temperature
+        As in ``pylate.losses.CachedContrastive``.
     guard
         Apply :func:`guard_padding` to ``model``.
     """
