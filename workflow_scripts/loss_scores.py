@@ -348,9 +348,8 @@ def score_metric_for(
     Parameters
     ----------
     backend
-        ``auto``: late-interaction-kernels if installed and ``device`` is CUDA, else flash-maxsim
-        if installed, CUDA and ``masks_have_holes`` is false, else ``chunked``. ``chunked``: this
-        module, any device. ``torch``: PyLate's einsum path. ``lik``, ``flash``: those kernels
+        ``auto``: ``chunked`` (no fused kernel is exact for the loss's masks: :func:`_auto_backend`).
+        ``chunked``: this module, any device. ``torch``: PyLate's einsum path. ``lik``, ``flash``: those kernels
         through PyLate's wrappers, refused (one line) where they cannot run or would be wrong.
     device
         The device training runs on (``"cuda:0"``, ``"cpu"``).
@@ -400,11 +399,14 @@ FLASH_HOLES = (
 
 
 def _auto_backend(*, on_cuda: bool, masks_have_holes: bool) -> str:
-    """``lik`` or ``flash`` where installed and exact for these masks on this device, else ``chunked``."""
-    if on_cuda and _kernel_installed("lik"):
-        return "lik"
-    if on_cuda and not masks_have_holes and _kernel_installed("flash"):  # never with holes: FLASH_HOLES
-        return "flash"
+    """``chunked``: the one backend exact for the loss's masks on every device.
+
+    A fused kernel would be picked where it is exact for these inputs, and neither is: both drop
+    a masked token from the max (late-interaction-kernels sets it to -inf, flash-maxsim cuts at a
+    prefix length) where PyLate's loss counts it as similarity 0, and every batch has masked
+    tokens (padding, and the skiplist's holes). ``lik`` stays one explicit setting away.
+    """
+    del on_cuda, masks_have_holes  # the answer holds on every device and for every mask
     return "chunked"
 
 
