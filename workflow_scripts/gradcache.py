@@ -57,7 +57,18 @@ of plain ints. :func:`trimmed_token_counts` forecasts ``real``/``processed``/``p
 column from its token lengths alone; the runtime counts equal it (tested).
 
 Set ``loss.step`` (e.g. ``state.global_step + 1`` in ``on_step_begin``) so a non-finite score
-names the optimizer step; otherwise it names the loss call (``loss.calls``).
+names the optimizer step, otherwise it names the loss call (``loss.calls``); ``loss.label``
+(default ``"train"``, e.g. ``"train stage2"``) comes first: ``train stage2 step 7: 3 of 512
+scores are not finite (3 NaN, 0 inf): ...``.
+
+Wiring::
+
+    loss = TrimmedCachedContrastive(model=model, score_metric=metric, mini_batch_size=32,
+                                    score_mini_batch_size=None, gather_across_devices=True, temperature=1.0)
+    loss.label = "train stage2"
+    # per optimizer step: loss.step = state.global_step + 1 (on_step_begin);
+    #                     counts = loss.tokens.end_step() (on_step_end) -> log, meta.json
+    guard_padding(model)  # evaluation: once after loading (the loss does it for training)
 """
 
 from __future__ import annotations
