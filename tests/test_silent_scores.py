@@ -151,8 +151,9 @@ def test_silent_wrong_scores_a_tokenizer_without_its_prefix_tokens_is_refused(ch
 
 
 # --------------------------------------------------------------------------- effective lengths
-@pytest.mark.parametrize("asked", [{"query_length": 100_000}, {"document_length": 9_999}, {"query_length": 600,
-                                                                                           "document_length": 513}])
+@pytest.mark.parametrize(
+    "asked", [{"query_length": 100_000}, {"document_length": 9_999}, {"query_length": 600, "document_length": 513}]
+)
 def test_silent_wrong_scores_lengths_past_the_model_are_recorded_as_applied(demo_assets, manifests, tmp_path,
                                                                             caplog, asked):  # fmt: skip
     limit = json.loads((demo_assets / "base-model/config.json").read_text())["max_position_embeddings"]
@@ -262,8 +263,7 @@ def test_silent_wrong_scores_a_config_that_would_score_something_else_is_refused
 
 
 @pytest.mark.parametrize("removed", [["card"], ["bright", "gpt4_reason"]])
-def test_silent_wrong_scores_an_overlay_removes_a_protocol_with_false_and_its_empty_mapping_is_refused(tmp_path,
-                                                                                                      removed):  # fmt: skip
+def test_silent_wrong_scores_an_overlay_drops_a_protocol_with_false_and_its_empty_mapping_is_refused(tmp_path, removed):
     """Config files merge key by key: `protocols: {}` removes nothing (refused, saying how);
     `<name>: false` removes that protocol from the DAG."""
     from conftest import REPO, snakemake
@@ -291,7 +291,7 @@ def test_silent_wrong_scores_the_mteb_presets_say_mteb_searches_plaid_and_we_sco
     import inspect
 
     from mteb.models.model_implementations import pylate_models
-    from test_summarize import SETTINGS, fake_results, statistics_args
+    from test_summarize import MODELS, SETTINGS, fake_results, statistics_args
 
     from workflow_scripts.bright_meta import SPLITS
     from workflow_scripts.protocols import PRESETS, mteb_files, resolve
@@ -305,10 +305,10 @@ def test_silent_wrong_scores_the_mteb_presets_say_mteb_searches_plaid_and_we_sco
     note = PRESETS[preset].notes()[0]
     assert all(word in note for word in ("PLAID", "FastPlaid", "22.74", "exact", "rerank"))
     protocols = [p.summary(SPLITS) for p in resolve({"card": {}, preset: {}}).values()]
-    summarize(results=fake_results(tmp_path, protocols), models=["stage2", "base"], splits=SPLITS,
+    summarize(results=fake_results(tmp_path, protocols), models=MODELS, splits=SPLITS,
               protocols=protocols, settings=SETTINGS, csv_path=str(tmp_path / "s.csv"), md_path=str(tmp_path / "s.md"),
               json_path=str(tmp_path / "s.json"),
-              mteb_paths=[str(tmp_path / f"m{i}.json") for i, _ in enumerate(mteb_files(protocols, ["stage2", "base"]))],
+              mteb_paths=[str(tmp_path / f"m{i}.json") for i, _ in enumerate(mteb_files(protocols, MODELS))],
               **statistics_args(tmp_path))  # fmt: skip
     md = (tmp_path / "s.md").read_text()
     assert md.count(f"Note: {note}.") == 1 and md.index(f"## {preset}") < md.index("Note: ")
