@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from workflow_scripts.common import UserError
-from workflow_scripts.gradcache import TrimmedCachedContrastive, guard_padding, trimmed_token_counts
+from workflow_scripts.gradcache import TrimmedCachedContrastive, trimmed_token_counts
+from workflow_scripts.padding_guard import guard_padding, unguard_padding
 from workflow_scripts.model import load_colbert
 from workflow_scripts.rehearsal import build_tokenizer, make_lexicon, single_token_units, write_base_model
 
@@ -149,6 +150,8 @@ def fully_masked_rows(mask: torch.Tensor | None) -> int:
 
 def test_no_attention_row_fully_masked_and_real_tokens_unchanged(rehearsal):
     model = load(rehearsal).eval()
+    assert len(model[0].auto_model._forward_pre_hooks) == 1  # load_colbert guards every model it loads
+    unguard_padding(model)  # to see the masks ModernBERT builds by itself
     documents = features(model, rows(rehearsal[1]))[1]
     config = model[0].auto_model.config
     assert "sliding_attention" in config.layer_types and "full_attention" in config.layer_types
@@ -179,7 +182,7 @@ def test_no_attention_row_fully_masked_and_real_tokens_unchanged(rehearsal):
 
 def test_guard_padding_leaves_other_models_alone(caplog):
     model = torch.nn.Sequential(torch.nn.Linear(4, 4))
-    with caplog.at_level("DEBUG", logger="workflow_scripts.gradcache"):
+    with caplog.at_level("DEBUG", logger="workflow_scripts.padding_guard"):
         guard_padding(model)
     assert "no ModernBERT backbone" in caplog.text
     assert not model[0]._forward_pre_hooks

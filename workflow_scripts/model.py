@@ -23,6 +23,7 @@ from .checkpoint import check_checkpoint, check_untrusted_checkpoint, read_modul
 from .cli import run_commands
 from .common import UserError, atomic_dir, follow_umask, read_json, write_json
 from .data import source_root
+from .padding_guard import guard_padding
 
 __all__ = [
     "check_finite_weights",
@@ -162,10 +163,12 @@ def load_colbert(path: str | Path, *, trust_remote_code: bool = False, **kwargs:
     check_untrusted_checkpoint(path, trust_remote_code=trust_remote_code)
     check_finite_weights(path)
     check_prefix_tokens(path)
-    return models.ColBERT(
+    model = models.ColBERT(
         str(path), device=kwargs.pop("device", "cpu"), trust_remote_code=trust_remote_code,
         model_kwargs={"use_safetensors": True}, **kwargs,
     )  # fmt: skip
+    guard_padding(model)  # no fully masked attention row: no NaN from padding on CUDA
+    return model
 
 
 # PyLate's prefixes when config_sentence_transformers.json names none (ColBERT.__init__)
