@@ -1513,6 +1513,8 @@ def _verdict(result: dict[str, Any], budget: float) -> dict[str, Any]:
         worst = max(gpu_hours, key=gpu_hours.get)
         problems.append(f"time: {total:,.1f} GPU-hours > budget {budget:g} (x{total / budget:,.1f}; most in {worst}: "
                         f"{gpu_hours[worst]:,.1f})")  # fmt: skip
+        if worst == "evaluate" and result["measured_on"]["evaluate"] == "cpu":
+            problems[-1] += " at the CPU's measured rates: evaluation's time is not forecast from FLOPs"
     failed = [name for name, check in result["checks"].items() if not check["passed"]]
     problems += [f"check failed: {name}" for name in failed]
     low, high = CARD["hours"]
@@ -1715,7 +1717,7 @@ def calibration_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]
     rows = []
     for name in TRAIN_STAGES:
         for s in result["stages"][name]["memory_at_forecast"]["calibration"]["shapes"]:
-            for phase in ("loss", "encoder"):
+            for phase in ("inference", "loss", "encoder"):
                 rows.append(
                     [
                         name,
