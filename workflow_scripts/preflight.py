@@ -660,8 +660,12 @@ def device_memory() -> dict[str, Any]:
 
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(torch.cuda.current_device())
-        peak, capacity = torch.cuda.max_memory_allocated(), props.total_memory
-        kind, name = "cuda max_memory_allocated", props.name
+        # reserved, not allocated: what the caching allocator holds, fragmentation included
+        peak, capacity = torch.cuda.max_memory_reserved(), props.total_memory
+        kind, name = (
+            f"cuda max_memory_reserved (allocated {torch.cuda.max_memory_allocated() / GIB:.2f} GiB)",
+            props.name,
+        )
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kilobytes
         capacity = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
