@@ -347,7 +347,7 @@ for _reader, _pairs in {
                                                       "gradient_accumulation_steps", "mini_batch_size", "epochs", "bf16",
                                                       "maxsim_backend", "score_mini_batch_size")]
     + [(f"preflight/forecast/{k}", k) for k in ("nodes", "gpus_per_node", "global_batch_size")]
-    + [(f"preflight/{k}", k) for k in ("device_memory_gib", "gpu_hours_budget")]
+    + [(f"preflight/{k}", k) for k in ("device_memory_gib", "gpu_hours_budget", "assumed_mfu")]
     + [("data/shuffle_buckets", "shuffle_buckets")],
 }.items():  # fmt: skip
     for _path, _name in _pairs:
