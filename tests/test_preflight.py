@@ -340,12 +340,24 @@ def test_lock_writes_the_resolved_commits_into_the_config_in_place(hub, tmp_path
 def test_token_counts_come_from_the_lengths_through_the_trimmed_plan():
     from workflow_scripts.gradcache import minibatch_plan, trimmed_token_counts
 
-    lengths = {"query": [12, 30, 7, 30, 9, 16], "positive": [300, 40, 2048, 65, 120, 90],
-               "negative": [50, 700, 33, 410, 64, 128]}  # fmt: skip
+    lengths = {
+        "query": [12, 30, 7, 30, 9, 16],
+        "positive": [300, 40, 2048, 65, 120, 90],
+        "negative": [50, 700, 33, 410, 64, 128],
+    }
     widths = {"query": 32, "positive": 2048, "negative": 2048}
     rows, mini = len(lengths["query"]), 4
-    out = preflight.simulate_steps(lengths, per_device=rows, devices=1, accumulation=1, mini_batch_size=mini,
-                                   widths=widths, arch=ARCH, steps=1, seed=0)  # fmt: skip
+    out = preflight.simulate_steps(
+        lengths,
+        per_device=rows,
+        devices=1,
+        accumulation=1,
+        mini_batch_size=mini,
+        widths=widths,
+        arch=ARCH,
+        steps=1,
+        seed=0,
+    )
     expected = {k: trimmed_token_counts(v, mini_batch_size=mini) for k, v in lengths.items()}  # one batch: every row
     for kind in ("real", "processed", "padded"):
         assert out["tokens"][kind]["queries"] == expected["query"][kind]
@@ -358,21 +370,42 @@ def test_token_counts_come_from_the_lengths_through_the_trimmed_plan():
     assert squares == sum(len(b) * max(lengths["negative"][i] for i in b) ** 2 for b in plan)
     assert preflight.widest_minibatch(lengths["positive"], mini_batch_size=mini) == {"rows": 2, "width": 2048}
     # more devices and steps: counts per optimizer step add up over devices
-    two = preflight.simulate_steps(lengths, per_device=rows, devices=2, accumulation=1, mini_batch_size=mini,
-                                   widths=widths, arch=ARCH, steps=3, seed=1)  # fmt: skip
+    two = preflight.simulate_steps(
+        lengths,
+        per_device=rows,
+        devices=2,
+        accumulation=1,
+        mini_batch_size=mini,
+        widths=widths,
+        arch=ARCH,
+        steps=3,
+        seed=1,
+    )
     assert two["tokens"]["processed"] == {k: 2 * v for k, v in out["tokens"]["processed"].items()}
 
 
 def test_the_time_forecast_is_flops_over_peak_times_mfu():
     encoder, score, steps, devices, peak, mfu = 3e14, 1e14, 88, 8, preflight.PEAK_TFLOPS["H100"], 0.3
-    t = preflight.time_forecast(encoder_forward_flops=encoder, score_forward_flops=score, steps=steps,
-                                devices=devices, peak_tflops=peak, mfu=mfu)  # fmt: skip
+    t = preflight.time_forecast(
+        encoder_forward_flops=encoder,
+        score_forward_flops=score,
+        steps=steps,
+        devices=devices,
+        peak_tflops=peak,
+        mfu=mfu,
+    )
     flops = 4 * encoder + 3 * score  # GradCache: no-grad pass + forward + backward (2); MaxSim forward + backward
     assert t["executed_flops_per_step"] == flops
     assert t["step_seconds"] == pytest.approx(flops / (peak * 1e12 * mfu))
     assert t["gpu_hours"] == pytest.approx(steps * t["step_seconds"] * devices / 3600)
-    half = preflight.time_forecast(encoder_forward_flops=encoder, score_forward_flops=score, steps=steps,
-                                   devices=devices, peak_tflops=peak, mfu=mfu / 2)  # fmt: skip
+    half = preflight.time_forecast(
+        encoder_forward_flops=encoder,
+        score_forward_flops=score,
+        steps=steps,
+        devices=devices,
+        peak_tflops=peak,
+        mfu=mfu / 2,
+    )
     assert half["gpu_hours"] == pytest.approx(2 * t["gpu_hours"])
 
 
@@ -380,8 +413,12 @@ def card_arch() -> dict:
     from workflow_scripts.rehearsal import ETTIN_32M, VOCAB_SIZE, parameter_count
 
     hidden = ETTIN_32M["hidden_size"]
-    return ARCH | {"parameters": parameter_count(), "largest_parameter": VOCAB_SIZE * hidden, "hidden": hidden,
-                   "layers": ETTIN_32M["num_hidden_layers"]}  # fmt: skip
+    return ARCH | {
+        "parameters": parameter_count(),
+        "largest_parameter": VOCAB_SIZE * hidden,
+        "hidden": hidden,
+        "layers": ETTIN_32M["num_hidden_layers"],
+    }
 
 
 def card_memory_shape(config: dict) -> tuple[dict, int]:
@@ -389,21 +426,32 @@ def card_memory_shape(config: dict) -> tuple[dict, int]:
     t = config["train"]
     devices = t["nodes"] * t["gpus_per_node"]
     per_device = t["global_batch_size"] // (devices * t["gradient_accumulation_steps"])
-    shape = {"per_device": per_device, "chunk_rows": min(t["mini_batch_size"], per_device),
-             "chunk_width": t["document_length"], "score_chunk": t["score_mini_batch_size"] or t["mini_batch_size"],
-             "gathered_rows": t["global_batch_size"] // t["gradient_accumulation_steps"],
-             "query_width": t["query_length"], "document_width": t["document_length"],
-             "processed_tokens": per_device * (t["query_length"] + 2 * t["document_length"]), "columns": 2}  # fmt: skip
+    shape = {
+        "per_device": per_device,
+        "chunk_rows": min(t["mini_batch_size"], per_device),
+        "chunk_width": t["document_length"],
+        "score_chunk": t["score_mini_batch_size"] or t["mini_batch_size"],
+        "gathered_rows": t["global_batch_size"] // t["gradient_accumulation_steps"],
+        "query_width": t["query_length"],
+        "document_width": t["document_length"],
+        "processed_tokens": per_device * (t["query_length"] + 2 * t["document_length"]),
+        "columns": 2,
+    }
     return shape, devices
 
 
 def test_memory_terms_sum_to_the_peak_each_at_its_dtype():
     shape, devices = card_memory_shape(shipped_config())
     arch = card_arch()
-    activation = {"bytes_per_token_layer": 30_000.0, "mask_bytes_per_row_token2": 2.0, "inference_bytes_per_token": 15_000.0,
-                  "inference_mask_bytes_per_row_token2": 2.0}  # fmt: skip
-    phases = preflight.memory_terms(arch=arch, shape=shape, backend="chunked", activation=activation,
-                                    activation_bytes=2, world_size=devices)  # fmt: skip
+    activation = {
+        "bytes_per_token_layer": 30_000.0,
+        "mask_bytes_per_row_token2": 2.0,
+        "inference_bytes_per_token": 15_000.0,
+        "inference_mask_bytes_per_row_token2": 2.0,
+    }
+    phases = preflight.memory_terms(
+        arch=arch, shape=shape, backend="chunked", activation=activation, activation_bytes=2, world_size=devices
+    )
     peak = preflight.memory_peak(phases)
     assert peak["peak_bytes"] == sum(t["bytes"] for t in peak["terms"].values()) == max(peak["phase_bytes"].values())
     for terms in phases.values():
@@ -421,13 +469,15 @@ def test_memory_terms_sum_to_the_peak_each_at_its_dtype():
     gathered = 2 * 2 * shape["gathered_rows"] * shape["document_width"] * arch["dim"] * 4
     assert loss["gathered_documents"] == {"bytes": gathered, "dtype": "fp32", "grows": True}
     assert loss["loss_working_set"]["dtype"] == "fp32 (chunked)"
-    fp32 = preflight.memory_terms(arch=arch, shape=shape, backend="chunked", activation=activation,
-                                  activation_bytes=4, world_size=devices)["encoder"]  # fmt: skip
+    fp32 = preflight.memory_terms(
+        arch=arch, shape=shape, backend="chunked", activation=activation, activation_bytes=4, world_size=devices
+    )["encoder"]
     masks = activation["mask_bytes_per_row_token2"] * shape["chunk_rows"] * shape["chunk_width"] ** 2
     bf16_values = encoder["gradcache_chunk_activations"]["bytes"] - masks
     assert fp32["gradcache_chunk_activations"]["bytes"] - masks == pytest.approx(2 * bf16_values, abs=2)
-    alone = preflight.memory_terms(arch=arch, shape=shape, backend="chunked", activation=activation,
-                                   activation_bytes=2, world_size=1)["loss"]  # fmt: skip
+    alone = preflight.memory_terms(
+        arch=arch, shape=shape, backend="chunked", activation=activation, activation_bytes=2, world_size=1
+    )["loss"]
     assert alone["gathered_documents"]["bytes"] == 0  # one process gathers nothing
 
 
@@ -441,11 +491,15 @@ def calibration(tmp_path_factory):
     write_base_model(root, build_tokenizer(make_lexicon(2000, 0)), seed=0)  # a small lexicon: the real vocabulary size
     # long enough that a mini-batch's activations, not the gradient temporary, set the encoder's peak
     model = load_colbert(str(root), query_length=128, document_length=1024, device="cpu")
-    points = preflight.measure_calibration(model, query_length=128, document_length=1024, maxsim_backend="auto",
-                                           temperature=1.0)  # fmt: skip
+    points = preflight.measure_calibration(
+        model, query_length=128, document_length=1024, maxsim_backend="auto", temperature=1.0
+    )
     arch = preflight.architecture(model)
-    return {"points": points, "arch": arch,
-            "fit": preflight.calibrate_activations(points, arch=arch, backend=points[0]["maxsim_backend"])}  # fmt: skip
+    return {
+        "points": points,
+        "arch": arch,
+        "fit": preflight.calibrate_activations(points, arch=arch, backend=points[0]["maxsim_backend"]),
+    }
 
 
 def test_the_memory_model_is_calibrated_on_measured_shapes(calibration):
@@ -469,11 +523,17 @@ def forecast_shape(config: dict, **train: object) -> tuple[dict, dict]:
     t = config["train"] | train
     devices = t["nodes"] * t["gpus_per_node"]
     per_device = per_device_batch_size(t["global_batch_size"], devices, t["gradient_accumulation_steps"])
-    shape = {"devices": devices, "per_device": per_device, "global_batch": t["global_batch_size"],
-             "accumulation": t["gradient_accumulation_steps"], "mini_batch_size": t["mini_batch_size"],
-             "score_chunk": t["score_mini_batch_size"] or t["mini_batch_size"], "bf16": t["bf16"] in (True, "auto"),
-             "device_memory_bytes": config["preflight"]["device_memory_gib"] * preflight.GIB,
-             "processed_tokens": per_device * (t["query_length"] + 2 * t["document_length"])}  # fmt: skip
+    shape = {
+        "devices": devices,
+        "per_device": per_device,
+        "global_batch": t["global_batch_size"],
+        "accumulation": t["gradient_accumulation_steps"],
+        "mini_batch_size": t["mini_batch_size"],
+        "score_chunk": t["score_mini_batch_size"] or t["mini_batch_size"],
+        "bf16": t["bf16"] in (True, "auto"),
+        "device_memory_bytes": config["preflight"]["device_memory_gib"] * preflight.GIB,
+        "processed_tokens": per_device * (t["query_length"] + 2 * t["document_length"]),
+    }
     return shape, t
 
 

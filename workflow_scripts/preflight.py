@@ -250,9 +250,11 @@ def column_tokens(lengths: list[int], *, mini_batch_size: int, width: int) -> di
 
     Examples
     --------
+    Mini-batches [300], [120, 40], [7, 5]; squares: 300**2 + 2 x 120**2 + 2 x 7**2.
+
     >>> column_tokens([5, 300, 40, 7, 120], mini_batch_size=2, width=512)["tokens"]
     {'real': 472, 'processed': 554, 'padded': 1500, 'collated': 2560}
-    >>> column_tokens([5, 300, 40, 7, 120], mini_batch_size=2, width=512)["squares"]["processed"]  # 300² + 2x120² + 2x7²
+    >>> column_tokens([5, 300, 40, 7, 120], mini_batch_size=2, width=512)["squares"]["processed"]
     118898
     """
     from .gradcache import trimmed_token_counts
@@ -766,7 +768,9 @@ def _step_timer():
     return StepTimer()
 
 
-def _run_steps(*, model: Any, dataset: Any, scratch: Path, per_device: int, settings: dict[str, Any]) -> tuple[Any, ...]:  # fmt: skip
+def _run_steps(
+    *, model: Any, dataset: Any, scratch: Path, per_device: int, settings: dict[str, Any]
+) -> tuple[Any, Any, Any, Any]:
     """``settings["steps"]`` optimizer steps through the training stage's own trainer, loss and collator."""
     import torch
     from pylate import utils
@@ -1690,9 +1694,10 @@ def training_lines(result: dict[str, Any]) -> list[str]:
         )
         docs = {k: tokens[k]["documents"] for k in ("real", "processed", "padded", "collated")}
         hours = {k: v["published"]["gpu_hours"] for k, v in time["variants"].items()}
+        fewer = docs["padded"] / max(docs["processed"], 1)
         lines.append(
             f"- {name}: document tokens per step {docs['real']:,.0f} real, {docs['processed']:,.0f} processed "
-            f"(trimmed), {docs['padded']:,.0f} padded to the batch's longest (x{docs['padded'] / max(docs['processed'], 1):.2f}), "
+            f"(trimmed), {docs['padded']:,.0f} padded to the batch's longest (x{fewer:.2f}), "
             f"{docs['collated']:,.0f} collated; GPU-hours from FLOPs at ASSUMED MFU {time['assumed_mfu']:g} of "
             f"{time['peak_tflops']:g} TFLOP/s: {hours['processed']:,.1f} trimmed, {hours['padded']:,.1f} padded, "
             f"{hours['collated']:,.1f} collated (the card: {low * gpus:g}-{high * gpus:g} for both stages)"
