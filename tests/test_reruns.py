@@ -30,10 +30,15 @@ def demo_config(demo_run, overlay: str = "") -> dict:
     return config
 
 
-def evaluated(demo_run, overlay: str = "") -> list[str]:
+def lineage_of(demo_run, overlay: str = ""):
+    """The demo's experiments and models (``overlay`` merged), as the workflow plans them."""
     from workflow_scripts.lineage import Lineage
 
-    return Lineage(demo_config(demo_run, overlay)).evaluated()
+    return Lineage(demo_config(demo_run, overlay))
+
+
+def evaluated(demo_run, overlay: str = "") -> list[str]:
+    return lineage_of(demo_run, overlay).evaluated()
 
 
 def evaluations(jobs: dict[str, int]) -> int:
@@ -78,8 +83,9 @@ def test_one_splits_instruction_reruns_that_split_only(demo_run):
 
 def test_stage2_learning_rate_reruns_stage2_and_downstream_only(demo_run):
     jobs = planned(demo_run, "train:\n  stage2: {learning_rate: 2.5e-4}\n")
-    assert jobs.pop("train_stage2") == 1
-    assert evaluations(jobs) == JOBS_PER_MODEL  # stage2's only
+    stage2 = lineage_of(demo_run).made("stage2")  # main's, and each seed's of the demo's seeds experiment
+    assert jobs.pop("train_stage2") == len(stage2)
+    assert evaluations(jobs) == JOBS_PER_MODEL * len(stage2)  # the stage-2 models' only
     assert set(jobs) <= {"summarize", "report_training"} | REPORT
 
 
@@ -87,7 +93,9 @@ def test_stage2_negatives_rebuild_stage2_shards_only(demo_run):
     overlay = ("data:\n  stages:\n    stage2:\n      - {source: bge_reasoner, config: null, negatives_per_query: 2}\n"
                "      - {source: reasonir, config: hq}\n")  # fmt: skip
     jobs = planned(demo_run, overlay)
-    assert jobs.pop("build_shards") == 1 and jobs.pop("train_stage2") == 1 and evaluations(jobs) == JOBS_PER_MODEL
+    stage2 = lineage_of(demo_run).made("stage2")  # every seed's stage 2 reads these shards
+    assert jobs.pop("build_shards") == 1 and jobs.pop("train_stage2") == len(stage2) > 1
+    assert evaluations(jobs) == JOBS_PER_MODEL * len(stage2)
     assert set(jobs) <= {"summarize", "report_training", "report_data", "report_data_tables"} | REPORT
 
 
@@ -132,16 +140,10 @@ def test_an_edit_inside_load_colbert_reruns_every_stage_that_imports_it(demo_run
         model.write_text(text.replace("    from pylate import models\n", "    from pylate import models\n    _ = 0\n"))
         jobs = planned(demo_run)
     assert evaluations(jobs) == len(evaluated(demo_run)) * JOBS_PER_MODEL  # base's included: load_colbert too
-    trained = {k: len(LINEAGE_OF(demo_run).made(k)) for k in ("widened", "stage1", "stage2")}
+    trained = {k: len(lineage_of(demo_run).made(k)) for k in ("widened", "stage1", "stage2")}
     assert (jobs.pop("widen"), jobs.pop("train_stage1"), jobs.pop("train_stage2")) == tuple(trained.values())
     assert set(jobs) <= {"summarize", "report_training", "report_widen"} | REPORT
     assert planned(demo_run) == {}  # restored
-
-
-def LINEAGE_OF(demo_run, overlay: str = ""):
-    from workflow_scripts.lineage import Lineage
-
-    return Lineage(demo_config(demo_run, overlay))
 
 
 def test_an_edit_in_the_report_module_reruns_report_jobs_only(demo_run):
@@ -301,7 +303,7 @@ def test_the_demo_seeds_share_every_upstream_job(demo_run):
 
     run = demo_run / "results/demo"
     config = demo_config(demo_run)
-    group = next(g for g in LINEAGE_OF(demo_run).seed_groups() if g["kind"] == "stage2")
+    group = next(g for g in lineage_of(demo_run).seed_groups() if g["kind"] == "stage2")
     assert group["seeds"] == config["experiments"]["seeds"]["seeds"] and len(set(group["models"])) == 2
     metas = [json.loads((run / f"train/{m}.meta.json").read_text()) for m in group["models"]]
     stage1 = [json.loads((run / f"train/{Path(m['init_model']).name}.meta.json").read_text()) for m in metas]
@@ -313,7 +315,7 @@ def test_the_demo_seeds_share_every_upstream_job(demo_run):
     for model, seed in zip(group["models"], group["seeds"]):  # one set of shards, each model its own seed
         (command,) = [c for c in commands if f"--out-dir results/demo/models/{model} " in c]
         assert f"--seed {seed} " in command and "--shards results/demo/shards/stage2 " in command
-    assert sorted(p.name for p in (run / "models").iterdir() if p.is_dir()) == sorted(LINEAGE_OF(demo_run).models)
+    assert sorted(p.name for p in (run / "models").iterdir() if p.is_dir()) == sorted(lineage_of(demo_run).models)
     summary = json.loads((run / "summary.json").read_text())
     for table in summary["tables"]:
         rows = {r["model"]: r for r in table["rows"]}

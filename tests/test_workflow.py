@@ -21,7 +21,7 @@ LONG_SPLITS = SPLITS[:7] + ["pony"]
 
 @pytest.mark.parametrize(
     ("configfile", "downloads", "models"),
-    [("config.yaml", 4, 4), ("demo/config.yaml", 4, 4)],
+    [("config.yaml", 4, 4), ("demo/config.yaml", 4, 6)],  # the demo: + seed 1's stage1 and stage2 (experiment seeds)
 )
 def test_dry_run_builds_the_full_dag(tmp_path, configfile, downloads, models):
     out = snakemake("-n", "--quiet", "rules", "--configfile", str(REPO / configfile), cwd=tmp_path).stdout
@@ -67,7 +67,7 @@ def test_demo_summary_has_every_protocol_model_and_split(demo_run):
     assert list(dict.fromkeys(r["protocol"] for r in rows if r["kind"] == "ours")) == PROTOCOLS
     for protocol in PROTOCOLS:
         ours = {r["model"]: r for r in rows if r["kind"] == "ours" and r["protocol"] == protocol}
-        assert list(ours) == ["widened", "stage1", "stage2", "base"]
+        assert list(ours) == ["widened", "stage1", "stage2", "seeds.seed1-stage1", "seeds.seed1-stage2", "base"]
         splits = LONG_SPLITS if protocol == "long" else SPLITS
         for row in ours.values():
             assert [s for s in SPLITS if row[s] != ""] == splits
@@ -104,7 +104,7 @@ def test_every_protocol_model_and_split_recomputes_from_its_run_file(demo_run):
         else:
             kept_by_card += kept
         checked += 1
-    assert checked == 4 * (5 * 12 + 8)  # models x (documents protocols x splits + long x long splits)
+    assert checked == 6 * (5 * 12 + 8)  # models x (documents protocols x splits + long x long splits)
     assert kept_by_card > 0
 
 
@@ -124,7 +124,7 @@ def test_each_corpus_is_encoded_once_per_model(demo_run):
         assert len(scored) == 1, (model, job, corpus)  # one encoding served every result of the job
     shared = json.loads(next(iter(encodings[("stage2", "aops+theoremqa_questions", "documents")])))
     assert {s.split("/")[1] for s in shared} == {"aops", "theoremqa_questions"} and len(shared) == 10
-    assert len(encodings) == 4 * (11 + 8)  # per model: 11 documents jobs + 8 long corpora
+    assert len(encodings) == 6 * (11 + 8)  # per model: 11 documents jobs + 8 long corpora
 
 
 @pytest.mark.e2e
