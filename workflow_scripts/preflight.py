@@ -229,6 +229,7 @@ FRAGMENTATION = 0.10
 # Which config key shrinks each term (what a verdict that does not fit tells the user to change).
 TERM_KEYS = {
     "gradcache_chunk_activations": "train.mini_batch_size",
+    "no_grad_forward_working_set": "train.mini_batch_size",
     "loss_working_set": "train.score_mini_batch_size (or train.maxsim_backend: chunked)",
     "gathered_documents": "train.gradient_accumulation_steps (smaller contrastive batch per micro-step)",
     "cached_embeddings": "train.gradient_accumulation_steps (fewer rows per device)",
@@ -1435,6 +1436,14 @@ def _train_forecast(measured: dict[str, Any], stats_rows: int, shape: dict[str, 
     processed_local = sum(sim["tokens"]["processed"].values()) / (devices * accumulation)
     memory_shape = shape | {"processed_tokens": int(processed_local)}
     memory = measured["memory"]
+    at_forecast = forecast_memory(measured, memory_shape, backend=backend, calibration=calibration)
+    same = measured["per_device_batch_size"] == per_device and measured["world_size"] == devices
+    if same and "cuda" in memory["kind"]:  # the real shape ran on the cluster's GPUs: its peak is evidence too
+        at_forecast["measured_peak_gib"] = memory["peak_bytes"] / GIB
+        at_forecast["fits"] = at_forecast["fits"] and memory["peak_bytes"] <= shape["device_memory_bytes"]
+        at_forecast["how"] = f"measured {memory['kind']} and " + at_forecast["how"]
+        if not at_forecast["fits"] and at_forecast["change"] is None:
+            at_forecast["change"] = TERM_KEYS.get(at_forecast["largest_term"], "train.mini_batch_size")
     return {
         "measured": {
             k: measured[k]
@@ -1476,7 +1485,7 @@ def _train_forecast(measured: dict[str, Any], stats_rows: int, shape: dict[str, 
             "variants": time,
         },
         "projected": projected,
-        "memory_at_forecast": forecast_memory(measured, memory_shape, backend=backend, calibration=calibration),
+        "memory_at_forecast": at_forecast,
         "in_batch_false_negatives": measured["in_batch_false_negatives"],
     }
 
