@@ -159,6 +159,18 @@ def test_preflight_on_tiny_sizes(demo_assets, manifests, tmp_path):
         assert t["projected"]["published"]["wall_hours"] > 0 and t["projected"]["published"]["gpu_hours"] > 0
         assert t["projected"]["published"]["how"].startswith("FLOPs of the tokens processed")  # from a CPU
         assert t["memory_at_forecast"]["how"].startswith("estimate")
+        memory = t["memory_at_forecast"]
+        assert memory["fits"] == (memory["peak_gib"] <= memory["capacity_gib"])
+        assert memory["peak_gib"] == pytest.approx(sum(term["gib"] for term in memory["terms"].values()))
+        assert len(memory["calibration"]["shapes"]) == len(preflight.CALIBRATION_SHAPES)
+        for kind in ("real", "processed", "padded"):  # per optimizer step, queries and documents apart
+            assert t["tokens"][kind]["queries"] > 0 and t["tokens"][kind]["documents"] > 0
+        assert (
+            t["tokens"]["real"]["documents"]
+            <= t["tokens"]["processed"]["documents"]
+            <= t["tokens"]["padded"]["documents"]
+        )
+        assert t["maxsim_backend"] == "chunked"  # auto, forecast from a CPU
         replay = t["in_batch_false_negatives"]["sampler_replay_at_real_batch"]
         assert replay["rows_per_batch"] == 64 and replay["batches"] >= 1
         assert t["in_batch_false_negatives"]["measured_steps"]["batches"] == 2
@@ -175,6 +187,7 @@ def test_preflight_on_tiny_sizes(demo_assets, manifests, tmp_path):
     )
     page = Path(out["html"]).read_text()
     assert "id='forecast-table'" in page and "build_shards stage1" in page
+    assert all(f"id='{table}'" in page for table in preflight.TABLES)  # memory terms, calibration, tokens
 
 
 @pytest.mark.parametrize("sampler", ["batch_sampler", "no_duplicates"])
