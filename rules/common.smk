@@ -386,7 +386,8 @@ def get_preflight_train_flags(wildcards):
     """The training stage's own settings, the preflight's bounds and the forecast's shape."""
     t, p, shape = config["train"], config["preflight"], get_preflight_shape()
     keys = ("global_batch_size", "gradient_accumulation_steps", "mini_batch_size", "query_length", "document_length",
-            "temperature", "gather_across_devices", "max_grad_norm", "bf16", "batch_sampler", "dataloader_num_workers")  # fmt: skip
+            "temperature", "gather_across_devices", "max_grad_norm", "bf16", "batch_sampler", "dataloader_num_workers",
+            "maxsim_backend", "score_mini_batch_size")  # fmt: skip
     return as_flags(
         {k: t[k] for k in keys}
         | {k: p[k] for k in ("train_steps", "per_device_batch_size", "false_negative_batches")}
@@ -414,8 +415,9 @@ def get_preflight_forecast_flags(wildcards):
     t, p, shape = config["train"], config["preflight"], get_preflight_shape()
     return as_flags(
         shape
-        | {k: t[k] for k in ("gradient_accumulation_steps", "mini_batch_size", "epochs", "bf16")}
-        | {k: p[k] for k in ("device_memory_gib", "gpu_hours_budget")}
+        | {k: t[k] for k in ("gradient_accumulation_steps", "mini_batch_size", "epochs", "bf16", "maxsim_backend",
+                             "score_mini_batch_size")}  # fmt: skip
+        | {k: p[k] for k in ("device_memory_gib", "gpu_hours_budget", "assumed_mfu")}
         | {"evaluated_models": len(get_eval_models()), "shuffle_buckets": config["data"]["shuffle_buckets"]}
     )
 

@@ -86,11 +86,11 @@ def semantic_problems(config: dict[str, Any], schema_path: str | Path = SCHEMA_P
     problems += instruction_problems(config["evaluate"])
     problems += batch_problems(config["train"]) + step_problems(config["train"])
     problems += preflight_problems(config)
+    problems += _lineage_problems(config)
     for experiment, train, own in _experiment_sections(config, schema):
         found = [p for p in own + batch_problems(train) + step_problems(train) if p not in problems]
         problems += [f"config: experiments/{experiment}: {p.removeprefix('config: ')}" for p in found]
     return _unique(problems)
-    problems += _lineage_problems(config)
 
 
 def semantic_warnings(config: dict[str, Any]) -> list[str]:
@@ -369,12 +369,6 @@ def model_name_problems(config: dict[str, Any]) -> list[str]:
     ]
 
 
-def _experiment_sections(config: dict[str, Any], schema: dict[str, Any]):
-    """(experiment, merged train section, its own problems) for each experiment but main's defaults."""
-    from .lineage import Lineage
-
-    lineage = Lineage(config)
-    for experiment in lineage.experiments:
 def _lineage_problems(config: dict[str, Any]) -> list[str]:
     """Experiments' seeds and the tested pairs (:meth:`workflow_scripts.lineage.Lineage.problems`)."""
     from .lineage import Lineage
@@ -382,6 +376,12 @@ def _lineage_problems(config: dict[str, Any]) -> list[str]:
     return Lineage(config).problems()
 
 
+def _experiment_sections(config: dict[str, Any], schema: dict[str, Any]):
+    """(experiment, merged train section, its own problems) for each experiment but main's defaults."""
+    from .lineage import Lineage
+
+    lineage = Lineage(config)
+    for experiment in lineage.experiments:
         override = lineage.overrides[experiment]
         if not override:
             continue
@@ -496,6 +496,7 @@ def _empty_mappings(node: Any, keys: tuple[str, ...] = ()) -> list[tuple[str, ..
     if not node and keys:
         return [keys]
     return [found for key, value in node.items() for found in _empty_mappings(value, (*keys, str(key)))]
+
 
 # A name becomes a file or folder name (``resources/sources/model_<name>.manifest.json``, its
 # temporary sibling ``.model_<name>.manifest.json.XXXXXXXX.tmp``, ``<experiment>-stage2``): 100
