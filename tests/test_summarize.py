@@ -293,3 +293,24 @@ def test_the_demo_summary_carries_intervals_and_tests_for_every_protocol(demo_ru
                 )
     card = next(t for t in summary["tables"] if t["protocol"]["name"] == "card")
     assert len(card["card_checks"]) == 1 and card["card_checks"][0]["sentence"] in (run / "summary.md").read_text()
+
+
+def test_the_command_line_takes_no_seed_groups_and_no_pairs(tmp_path):
+    """A config without seeds (config.yaml) has no seed groups: the rule leaves the flag out, and
+    the summary reads that as none (an empty list would be a flag without words)."""
+    from workflow_scripts.cli import to_argv
+    from workflow_scripts.summarize import main
+
+    protocols = [p.summary(SPLITS) for p in resolve({"card": {}}).values()]
+    results = fake_results(tmp_path, protocols)
+    mteb = [str(tmp_path / f"mteb-{p}-{m}-{t}.json") for p, m, t, _ in mteb_files(protocols, MODELS)]
+    paths = {k: v for k, v in statistics_args(tmp_path).items() if k.endswith("_path")}
+    flags = {"models": MODELS, "splits": SPLITS, "protocols": protocols, "settings": SETTINGS,
+             "statistics": STATISTICS, "results": results, "mteb_paths": mteb, "csv_path": str(tmp_path / "s.csv"),
+             "md_path": str(tmp_path / "s.md"), "json_path": str(tmp_path / "s.json"), **paths}  # fmt: skip
+    with pytest.raises(SystemExit) as done:
+        main(["table", *to_argv(flags)])
+    assert done.value.code == 0
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["seed_groups"] == [] and summary["tables"][0]["tests"] == []
+    assert set(summary["tables"][0]["intervals"]) == set(MODELS)

@@ -287,7 +287,7 @@ def summarize(
     with atomic_file(md_path) as handle:
         handle.write(_markdown(tables, elsewhere, splits, settings))
     summary = {"splits": splits, "models": models, "reference": reference_model(models), "settings": settings,
-               "statistics": statistics, "seed_groups": seed_groups,
+               "statistics": statistics, "seed_groups": seed_groups or [],
                "tables": [{k: v for k, v in t.items() if k != "scores"} for t in tables],
                "published_elsewhere": elsewhere, "effects": protocol_effects(tables, reference_model(models))}  # fmt: skip
     write_json(json_path, summary)
