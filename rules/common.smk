@@ -302,11 +302,12 @@ def get_summary_flags(wildcards):
     settings = {k: e[k] for k in ("query_length", "document_length", "overrides")}
     settings |= {"bright_revision": config["sources"]["bright"]["revision"],
                  "base_model_revision": config["sources"]["base_model"]["revision"]}  # fmt: skip
-    # statistics, pairs and seed groups (lineage.py) change the summary and report, nothing upstream
+    # statistics, pairs and seed groups (lineage.py) change the summary and report, nothing upstream;
+    # an empty list is left out (it would be a flag without words): the summary reads it as none
     stats = {k: v for k, v in config["statistics"].items() if k != "pairs"}
+    lists = {"pairs": [list(p) for p in LINEAGE.pairs()], "seed_groups": LINEAGE.seed_groups()}
     return as_flags({"models": get_eval_models(), "splits": SPLITS, "protocols": get_protocol_summaries(),
-                     "settings": settings, "statistics": stats, "pairs": [list(p) for p in LINEAGE.pairs()],
-                     "seed_groups": LINEAGE.seed_groups()})  # fmt: skip
+                     "settings": settings, "statistics": stats} | {k: v for k, v in lists.items() if v})  # fmt: skip
 
 
 # ---------------------------------------------------------------- report
