@@ -77,9 +77,8 @@ if problems := semantic_problems(config):
 for _warning in semantic_warnings(config):
     logger.warning(_warning)
 # An overlay's `{}` merges nothing (`protocols: {}` keeps config.yaml's protocols): refused, saying how.
-for _overlay in workflow.overwrite_configfiles or ():
-    if problems := overlay_problems(_overlay, config):
-        raise WorkflowError("\n".join(problems))
+if problems := overlay_problems([os.path.join(workflow.basedir, "config.yaml"), *workflow.overwrite_configfiles]):
+    raise WorkflowError("\n".join(problems))
 # The protocols scored (protocols.py), and the evaluation rules that cover every (split, protocol):
 # a split's documents are encoded once per model, aops and theoremqa_questions' one corpus too.
 PROTOCOLS = resolve_protocols(config["evaluate"]["protocols"])

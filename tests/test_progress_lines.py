@@ -12,7 +12,8 @@ from workflow_scripts.demo import SPLITS
 from workflow_scripts.train import metrics_callback, train_stage
 
 SAMPLES_LINE = re.compile(
-    r"^train(?: \S+)?: [\d,]+/[\d,]+ samples \([\d.]+%\), [\d,.]+ samples/s, ETA \S+; step \d+/\d+$"
+    r"^train(?: \S+)?: [\d,]+/[\d,]+ samples \([\d.]+%\), [\d,.]+ samples/s, ETA \S+; step \d+/\d+"
+    r"(?:; document tokens/step [\d,]+ real, [\d,]+ processed, [\d,]+ padded)?$"
 )
 
 
@@ -91,7 +92,9 @@ def test_a_real_training_run_logs_progress_lines(demo_assets, manifests, tmp_pat
                     max_grad_norm=100.0, warmup_ratio=0.0, epochs=1, bf16=False, save_steps=100,
                     save_total_limit=1, logging_steps=1, dataloader_num_workers=0, seed=0, max_steps=2)  # fmt: skip
     lines = [m for m in messages(caplog, "workflow_scripts.train") if SAMPLES_LINE.match(m)]
-    assert lines and lines[-1].startswith("train stage1: 16/16 samples (100.0%)") and lines[-1].endswith("; step 2/2")
+    assert lines and lines[-1].startswith("train stage1: 16/16 samples (100.0%)")
+    # a real run's loss counts its tokens, so each line ends with the step's document tokens
+    assert "; step 2/2; document tokens/step " in lines[-1] and lines[-1].endswith(" padded")
 
 
 DOCUMENTS_LINE = re.compile(

@@ -100,8 +100,12 @@ def test_stage2_negatives_rebuild_stage2_shards_only(demo_run):
 
 
 def test_extra_model_adds_only_its_evaluations(demo_run):
+    # a copy in its own folder: the same folder under two names is refused (config_checks)
+    copy = demo_run / "resources/demo/base-model-copy"
+    if not copy.exists():
+        shutil.copytree(demo_run / "resources/demo/base-model", copy)
     overlay = ("evaluate_models:\n  base_copy:\n    repo: someone/else\n    repo_type: model\n"
-               "    revision: " + "b" * 40 + "\n    local: resources/demo/base-model\n")  # fmt: skip
+               "    revision: " + "b" * 40 + "\n    local: resources/demo/base-model-copy\n")  # fmt: skip
     jobs = planned(demo_run, overlay)
     assert evaluations(jobs) == JOBS_PER_MODEL and jobs.pop("download") == 1
     assert set(jobs) <= {"summarize", "report_provenance"} | REPORT

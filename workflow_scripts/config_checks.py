@@ -452,40 +452,53 @@ def same_model_problems(config: dict[str, Any]) -> list[str]:
     return out
 
 
-def overlay_problems(path: str | Path, merged: dict[str, Any]) -> list[str]:
-    """An empty mapping in an overlay config (``--configfile``) where the merged config is not empty.
+def overlay_problems(paths: list[str | Path]) -> list[str]:
+    """An empty mapping in an overlay config (``--configfile``) where the files before it say more.
 
     Snakemake merges config files key by key, so ``protocols: {}`` in an overlay removes none of
     ``config.yaml``'s protocols: the user meant something that did not happen. Refused, saying
-    how to remove an entry (a protocol: ``card: false``).
+    how to remove an entry (a protocol: ``card: false``). A ``{}`` that adds what the files
+    before it lack (``long: {}``: the protocol with its defaults) is what it says, and stays.
+
+    Parameters
+    ----------
+    paths
+        ``config.yaml``, then each overlay in the order Snakemake merges them.
 
     Examples
     --------
     >>> import tempfile
-    >>> overlay = Path(tempfile.mkdtemp()) / "o.yaml"
-    >>> _ = overlay.write_text("evaluate:\\n  protocols: {}\\n")
-    >>> merged = {"evaluate": {"protocols": {"card": {}, "bright": {}}}}
-    >>> print(overlay_problems(overlay, merged)[0].replace(str(overlay), "o.yaml"))
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "config.yaml").write_text("evaluate:\\n  protocols: {card: {}, bright: {}}\\n")
+    >>> _ = (folder / "o.yaml").write_text("evaluate:\\n  protocols: {}\\n")
+    >>> print(overlay_problems([folder / "config.yaml", folder / "o.yaml"])[0].replace(str(folder) + "/", ""))
     o.yaml: evaluate/protocols: {} removes nothing (config files merge key by key: card, bright stay); remove a protocol with `card: false`
-    >>> overlay_problems(overlay, {"evaluate": {"protocols": {}}})
+    >>> _ = (folder / "o.yaml").write_text("evaluate:\\n  protocols: {long: {}}\\n")
+    >>> overlay_problems([folder / "config.yaml", folder / "o.yaml"])
     []
     """
     import yaml
+    from snakemake.utils import update_config
 
-    try:
-        overlay = yaml.safe_load(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return []  # reported where the config is read
+    before: dict[str, Any] = {}
     out = []
-    for keys in _empty_mappings(overlay):
-        value: Any = merged
-        for key in keys:
-            value = value.get(key) if isinstance(value, dict) else None
-        if isinstance(value, dict) and value:
-            where, kept = "/".join(keys), ", ".join(map(str, value))
-            how = f"remove a protocol with `{next(iter(value))}: false`" if keys[-1] == "protocols" else (
-                "edit config.yaml, or give each key its own value")  # fmt: skip
-            out.append(f"{path}: {where}: {{}} removes nothing (config files merge key by key: {kept} stay); {how}")
+    for index, path in enumerate(paths):
+        try:
+            overlay = yaml.safe_load(Path(path).read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            return out  # reported where the config is read
+        if not isinstance(overlay, dict):
+            return out
+        for keys in _empty_mappings(overlay) if index else ():
+            value: Any = before
+            for key in keys:
+                value = value.get(key) if isinstance(value, dict) else None
+            if isinstance(value, dict) and value:
+                where, kept = "/".join(keys), ", ".join(map(str, value))
+                how = f"remove a protocol with `{next(iter(value))}: false`" if keys[-1] == "protocols" else (
+                    "edit config.yaml, or give each key its own value")  # fmt: skip
+                out.append(f"{path}: {where}: {{}} removes nothing (config files merge key by key: {kept} stay); {how}")
+        update_config(before, overlay)
     return out
 
 

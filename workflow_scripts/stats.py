@@ -101,7 +101,8 @@ def bootstrap_interval(
     tuple[float, float]
         (low, high). BCa, scipy's default; where BCa is undefined (every resample gives the same
         mean, e.g. a split whose queries all score 0) the percentile interval, which is then that
-        value.
+        value. A split of one query is the same in every resample (with only such splits, the
+        interval is the mean itself).
 
     Examples
     --------
@@ -111,10 +112,27 @@ def bootstrap_interval(
     ...                                confidence=0.95, seed=0)
     >>> low < (4.5 + 1.0) / 2 < high
     True
+    >>> bootstrap_interval(samples=[np.array([0.5])], resamples=100, confidence=0.95, seed=0)
+    (0.5, 0.5)
+    >>> both = bootstrap_interval(samples=[np.arange(10.0), np.array([1.0])], resamples=500, confidence=0.95, seed=0)
+    >>> alone = bootstrap_interval(samples=[np.arange(10.0)], resamples=500, confidence=0.95, seed=0)
+    >>> np.allclose(both, [(alone[0] + 1.0) / 2, (alone[1] + 1.0) / 2])
+    True
     """
     from scipy import stats
 
     arrays = tuple(np.asarray(s, dtype=float) for s in samples)
+    # A split of one query resamples to itself: it is a constant of every resample (scipy
+    # refuses a one-observation sample), and with no split of two queries the interval is its value.
+    if any(len(a) < 2 for a in arrays):
+        varying = tuple(a for a in arrays if len(a) >= 2)
+        fixed = sum(float(a.mean()) for a in arrays if len(a) < 2)
+        if not varying:
+            value = fixed / len(arrays)
+            return value, value
+        low, high = bootstrap_interval(samples=varying, resamples=resamples, confidence=confidence, seed=seed)
+        scale = len(varying) / len(arrays)
+        return low * scale + fixed / len(arrays), high * scale + fixed / len(arrays)
     kwargs = dict(n_resamples=resamples, confidence_level=confidence, vectorized=True, rng=np.random.default_rng(seed))
     # BCa's acceleration is 0/0 when every jackknife mean is equal: scipy warns, we fall back
     with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
@@ -157,6 +175,8 @@ def paired_test(
     {'delta': 0.0, 'p': 1.0}
     >>> round(paired_test(a=[x + 0.2], b=[x], resamples=100, seed=0)["p"], 4)  # 16 relabellings, exact
     0.125
+    >>> paired_test(a=[np.array([0.5])], b=[np.array([0.25])], resamples=100, seed=0)
+    {'delta': 0.25, 'p': 1.0}
     """
     from scipy import stats
 
@@ -168,6 +188,8 @@ def paired_test(
     def statistic(u: np.ndarray, v: np.ndarray, axis: int = -1) -> np.ndarray:
         return np.sum((u - v) * w, axis=axis)
 
+    if len(x) < 2:  # one query: its two relabellings are equally extreme, the exact p is 1 (scipy refuses n=1)
+        return {"delta": float(statistic(x, y)), "p": 1.0}
     result = stats.permutation_test((x, y), statistic, permutation_type="samples", vectorized=True,
                                     n_resamples=resamples, alternative="two-sided", rng=np.random.default_rng(seed))  # fmt: skip
     return {"delta": float(statistic(x, y)), "p": float(min(1.0, result.pvalue))}
