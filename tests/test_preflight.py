@@ -179,6 +179,15 @@ def test_preflight_on_tiny_sizes(demo_assets, manifests, tmp_path):
         assert e["measured"]["throughput"] > 0
         assert e["projected"]["published"]["documents"] == preflight_stats(split).documents
         assert e["projected"]["published"]["wall_hours"] > 0 and e["projected"]["data_at_hand"]["wall_hours"] > 0
+        # measured on a CPU: the GPU's time from FLOPs (at the assumed MFU), the CPU's own rates beside it
+        published = e["projected"]["published"]
+        assert published["how"].startswith("FLOPs / (H100 peak x ASSUMED MFU 0.3)")
+        evaluation = json.loads((tmp_path / "evaluate.json").read_text())
+        expected = preflight.project_split_from_flops(measured=evaluation["splits"][split], arch=evaluation["arch"],
+                                                      documents=published["documents"], queries=published["queries"],
+                                                      gpu="H100", mfu=0.3)  # fmt: skip
+        assert published["seconds"] == expected["seconds"] > 0
+        assert e["at_cpu_rates"]["published"]["seconds"] > published["seconds"]  # 2 CPU cores vs an H100
     assert all(check["passed"] for check in written["checks"].values()), written["checks"]
     assert "widen on the real head" in written["checks"]
     text = Path(out["md"]).read_text()

@@ -20,7 +20,8 @@ project the whole run from the measurements:
   and the report page: a one-screen verdict, then every projection.
 
 Projections are given for the data at hand (the mirror, the shards) and for the published
-sizes. Evaluation and data: a measured rate x a count. Training (issue #21):
+sizes. Data: a measured rate x a count. Evaluation: the same on a GPU; from a CPU, FLOPs / (the
+GPU's peak x ``preflight.assumed_mfu``) (:func:`project_split_from_flops`). Training (issue #21):
 
 - time measured on a known GPU: the measured step time, or the measured FLOP rate x the FLOPs
   of the real steps (:func:`train_step_flops`). From a CPU, CPU seconds say nothing about a
@@ -68,6 +69,7 @@ __all__ = [
     "memory_terms",
     "peak_growth",
     "project_split",
+    "project_split_from_flops",
     "project_training",
     "rate_times_count",
     "simulate_steps",
@@ -204,6 +206,41 @@ def project_split(*, measured: dict[str, Any], documents: int, queries: int) -> 
     return {"documents": documents, "queries": queries, "encode_seconds": encode, "query_seconds": query,
             "score_seconds": score, "seconds": encode + query + score,
             "how": "measured tokens/s x document tokens + s/query x queries + pairs/s x query-document token pairs"}  # fmt: skip
+
+
+# Dense fp32 peak (no tensor cores): the exact scorer's GEMMs run in float32 by default
+# (evaluate.score_dtype), and PyTorch leaves TF32 off for matmuls.
+PEAK_FP32_TFLOPS = {"H100 PCIe": 51.0, "H100": 67.0, "H200": 67.0, "A100": 19.5, "L40S": 91.6, "L4": 30.3}
+
+
+def project_split_from_flops(*, measured: dict[str, Any], arch: dict[str, int], documents: int, queries: int,
+                             gpu: str, mfu: float) -> dict[str, Any]:  # fmt: skip
+    """One split's evaluation time (one model) on one ``gpu`` from FLOPs, for a measurement made on a CPU.
+
+    Encoding every document and query once (:func:`encoder_flops` at the measured mean token
+    counts, bf16) and exact MaxSim of every query token against every document token
+    (2 x query tokens x document tokens x dim, float32), each / (the GPU's peak x ``mfu``, an
+    ASSUMED utilisation). A CPU's own seconds say nothing about a GPU's.
+
+    Examples
+    --------
+    >>> arch = {"matmul_parameters": 13_000_000, "layers": 10, "hidden": 384, "dim": 128}
+    >>> m = {"mean_document_tokens": 200.0, "mean_query_tokens": 256.0}
+    >>> p = project_split_from_flops(measured=m, arch=arch, documents=57_359, queries=103, gpu="H100", mfu=0.3)
+    >>> round(p["encode_seconds"], 2), round(p["score_seconds"], 2), p["seconds"] < 10
+    (1.13, 3.85, True)
+    """
+    shape = {k: arch[k] for k in ("matmul_parameters", "layers", "hidden")}
+    doc_tokens, query_tokens = measured["mean_document_tokens"], measured["mean_query_tokens"]
+    encode = documents * encoder_flops(round(doc_tokens), **shape) + queries * encoder_flops(round(query_tokens), **shape)
+    score = 2.0 * queries * query_tokens * documents * doc_tokens * arch["dim"]
+    encode_s = encode / (PEAK_TFLOPS[gpu] * 1e12 * mfu)
+    score_s = score / (PEAK_FP32_TFLOPS[gpu] * 1e12 * mfu)
+    how = (f"FLOPs / ({gpu} peak x ASSUMED MFU {mfu:g}): encoding at {PEAK_TFLOPS[gpu]:g} TFLOP/s bf16, "
+           f"exact MaxSim at {PEAK_FP32_TFLOPS[gpu]:g} TFLOP/s fp32")  # fmt: skip
+    return {"documents": documents, "queries": queries, "encode_flops": encode, "score_flops": score,
+            "encode_seconds": encode_s, "query_seconds": 0.0, "score_seconds": score_s,
+            "seconds": encode_s + score_s, "how": how}  # fmt: skip
 
 
 def peak_tflops(device_name: str) -> float | None:
@@ -1490,20 +1527,28 @@ def _train_forecast(measured: dict[str, Any], stats_rows: int, shape: dict[str, 
     }
 
 
-def _evaluation_forecast(measured: dict[str, Any], evaluated_models: int) -> dict[str, Any]:
+def _evaluation_forecast(measured: dict[str, Any], evaluated_models: int, mfu: float) -> dict[str, Any]:
+    """Per split: time at the measured rates on a GPU; from a CPU, from FLOPs at the ASSUMED MFU
+    (:func:`project_split_from_flops`), with the CPU's own rates kept beside it (``at_cpu_rates``)."""
     from .rehearsal import BRIGHT_STATS
 
+    on_gpu = peak_tflops(measured["device"]) is not None
     out = {}
     for split, m in measured["splits"].items():
         published = BRIGHT_STATS[split]
+        counts = {"data_at_hand": (m["documents"], m["queries"]), "published": (published.documents, published.queries)}
+        at_rates = {k: project_split(measured=m, documents=d, queries=q) for k, (d, q) in counts.items()}
         out[split] = {
             "measured": {"throughput": m["document_tokens_per_s"], "unit": "document tokens/s",
                          "documents_per_s": m["documents_per_s"], "mean_document_tokens": m["mean_document_tokens"],
                          "score_pairs_per_s": m["score_pairs_per_s"], "query_seconds": m["query_seconds"],
                          "sampled_documents": m["sampled_documents"], "peak_memory_gib": m["memory"]["peak_bytes"] / GIB},
-            "projected": {"data_at_hand": project_split(measured=m, documents=m["documents"], queries=m["queries"]),
-                          "published": project_split(measured=m, documents=published.documents, queries=published.queries)},
+            "projected": at_rates if on_gpu else {
+                k: project_split_from_flops(measured=m, arch=measured["arch"], documents=d, queries=q, gpu=CARD["gpu"],
+                                            mfu=mfu) for k, (d, q) in counts.items()},
         }  # fmt: skip
+        if not on_gpu:
+            out[split]["at_cpu_rates"] = at_rates
         for projection in out[split]["projected"].values():
             projection["wall_hours"] = projection["seconds"] / 3600
             projection["gpu_hours_all_models"] = projection["seconds"] * evaluated_models / 3600
@@ -1530,8 +1575,6 @@ def _verdict(result: dict[str, Any], budget: float) -> dict[str, Any]:
         worst = max(gpu_hours, key=gpu_hours.get)
         problems.append(f"time: {total:,.1f} GPU-hours > budget {budget:g} (x{total / budget:,.1f}; most in {worst}: "
                         f"{gpu_hours[worst]:,.1f})")  # fmt: skip
-        if worst == "evaluate" and result["measured_on"]["evaluate"] == "cpu":
-            problems[-1] += " at the CPU's measured rates: evaluation's time is not forecast from FLOPs"
     failed = [name for name, check in result["checks"].items() if not check["passed"]]
     problems += [f"check failed: {name}" for name in failed]
     low, high = CARD["hours"]
@@ -1616,7 +1659,7 @@ def forecast(
     stages: dict[str, Any] = {"build_shards": _data_forecast(shard_stats, shard_benchmarks, shuffle_buckets)}
     for stage, m in sorted(measured_train.items()):
         stages[f"train_{stage}"] = _train_forecast(m, stage_rows[stage], shape)
-    stages["evaluate"] = _evaluation_forecast(evaluation, evaluated_models)
+    stages["evaluate"] = _evaluation_forecast(evaluation, evaluated_models, assumed_mfu)
     result = {"forecast_for": {k: v for k, v in shape.items() if k != "device_memory_bytes"}
               | {"gpu_memory_gib": device_memory_gib, "evaluated_models": evaluated_models},
               "measured_on": {"train": sorted({m["device"] for m in measured_train.values()}),
@@ -1799,8 +1842,9 @@ def verdict_lines(result: dict[str, Any]) -> list[str]:
     lines.append(f"- projected GPU-hours at the published sizes: {v['total_gpu_hours']:,.1f} ({parts}); "
                  f"the card: {v['card']}.")  # fmt: skip
     on = result["measured_on"]
-    lines.append(f"- measured on: training {', '.join(on['train'])}; evaluation {on['evaluate']}. Each projection is "
-                 "a measured rate x a count (see the table).")  # fmt: skip
+    lines.append(f"- measured on: training {', '.join(on['train'])}; evaluation {on['evaluate']}. A projection is a "
+                 "measured rate x a count on a GPU; from a CPU, FLOPs / (the GPU's peak x the ASSUMED MFU "
+                 f"{f['assumed_mfu']:g}), the CPU's own rates beside it (see the table).")  # fmt: skip
     lines += training_lines(result)
     for name, check in result["checks"].items():
         lines.append(f"- {'ok' if check['passed'] else 'FAILED'}: {name}: {check['evidence']}")
