@@ -238,7 +238,8 @@ def get_training_metrics():
 
 
 def get_widen_verifications():
-    return {mid: f"{RUN}/models/{mid}.verify.json" for mid in get_made("widened")}
+    """Each widened model's verification, by model id (rule widen's output, called after it is defined)."""
+    return {mid: expand(rules.widen.output.verify, mid=mid)[0] for mid in get_made("widened")}
 
 
 # ---------------------------------------------------------------- evaluation
@@ -257,8 +258,14 @@ def get_eval_splits(rule):
 
 
 def get_eval_job(rule):
-    """The log / benchmark name of a shared-corpus job: its splits joined by '+'."""
-    return job_name(EVAL_RULES[rule].splits)
+    """The log / benchmark name of an evaluation job: `{split}`, or a shared corpus's splits joined by '+'."""
+    r = EVAL_RULES[rule]
+    return job_name(r.splits) if r.shared else "{split}"
+
+
+def get_eval_log(rule, folder, suffix):
+    """An evaluation job's log (LOGS) or benchmark (BENCH) file: <folder>/evaluate/<model>/<job>.<suffix>."""
+    return f"{folder}/evaluate/{{model}}/{get_eval_job(rule)}.{suffix}"
 
 
 def get_eval_flags(wildcards):
@@ -322,8 +329,12 @@ def get_benchmarks():
     """Benchmark files of every heavy job (they are outputs of those jobs)."""
     files = expand(f"{BENCH}/build_shards/{{stage}}.tsv", stage=["stage1", "stage2"])
     files += [f"{BENCH}/train/{mid}.tsv" for mid in get_made("stage1") + get_made("stage2")]
-    jobs = [job_name(r.splits) if r.shared else s for r in EVAL_RULES.values() for s in ([None] if r.shared else r.splits)]
-    files += expand(f"{BENCH}/evaluate/{{model}}/{{job}}.tsv", model=get_eval_models(), job=jobs)
+    files += [
+        path
+        for model in get_eval_models()
+        for rule, r in EVAL_RULES.items()  # a one-split rule's {split} over its splits, a shared corpus's one job
+        for path in expand(get_eval_log(rule, BENCH, "tsv"), model=model, split=[""] if r.shared else r.splits)
+    ]
     return files + [f"{BENCH}/widen/{mid}.tsv" for mid in get_made("widened")]
 
 

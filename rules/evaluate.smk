@@ -1,6 +1,6 @@
 # BRIGHT evaluation: one job per model x split (aops + theoremqa_questions: one job, their one
 # corpus), each encoding its documents once and scoring every protocol on them; then the
-# summary tables. Three rules, one per shape of output (protocols.evaluation_rules):
+# summary tables. Three rules, one per shape of output (protocols.evaluation_rules), one body:
 #   evaluate                 a split every protocol covers
 #   evaluate_documents_only  a split without long documents, when a protocol reads them
 #   evaluate_shared_corpus   aops and theoremqa_questions together
@@ -14,17 +14,21 @@ localrules:
     summarize,
 
 
-if "evaluate" in EVAL_RULES:
+# One rule body for the three shapes: each gets its outputs, split constraint, log and benchmark
+# from its protocols.evaluation_rules entry (a shared-corpus job is named by its splits).
+for _evaluation in EVAL_RULES.values():
 
-    rule evaluate:
+    rule:
+        name:
+            _evaluation.name
         input:
             model=get_eval_model,
             bright=BRIGHT,
         output:
-            json=get_eval_outputs("evaluate", "json"),
-            run=get_eval_outputs("evaluate", "run"),
+            json=get_eval_outputs(_evaluation.name, "json"),
+            run=get_eval_outputs(_evaluation.name, "run"),
         wildcard_constraints:
-            split=get_eval_splits("evaluate"),
+            split=get_eval_splits(_evaluation.name),
         params:
             settings=get_eval_flags,
             code=get_code("evaluate"),
@@ -33,59 +37,9 @@ if "evaluate" in EVAL_RULES:
         conda:
             "../envs/evaluate.yaml"
         log:
-            f"{LOGS}/evaluate/{{model}}/{{split}}.log",
+            get_eval_log(_evaluation.name, LOGS, "log"),
         benchmark:
-            f"{BENCH}/evaluate/{{model}}/{{split}}.tsv"
-        shell:
-            EVALUATE
-
-
-if "evaluate_documents_only" in EVAL_RULES:
-
-    rule evaluate_documents_only:
-        input:
-            model=get_eval_model,
-            bright=BRIGHT,
-        output:
-            json=get_eval_outputs("evaluate_documents_only", "json"),
-            run=get_eval_outputs("evaluate_documents_only", "run"),
-        wildcard_constraints:
-            split=get_eval_splits("evaluate_documents_only"),
-        params:
-            settings=get_eval_flags,
-            code=get_code("evaluate"),
-        resources:
-            **get_partition("gpu"),
-        conda:
-            "../envs/evaluate.yaml"
-        log:
-            f"{LOGS}/evaluate/{{model}}/{{split}}.log",
-        benchmark:
-            f"{BENCH}/evaluate/{{model}}/{{split}}.tsv"
-        shell:
-            EVALUATE
-
-
-if "evaluate_shared_corpus" in EVAL_RULES:
-
-    rule evaluate_shared_corpus:
-        input:
-            model=get_eval_model,
-            bright=BRIGHT,
-        output:
-            json=get_eval_outputs("evaluate_shared_corpus", "json"),
-            run=get_eval_outputs("evaluate_shared_corpus", "run"),
-        params:
-            settings=get_eval_flags,
-            code=get_code("evaluate"),
-        resources:
-            **get_partition("gpu"),
-        conda:
-            "../envs/evaluate.yaml"
-        log:
-            f"{LOGS}/evaluate/{{model}}/{get_eval_job('evaluate_shared_corpus')}.log",
-        benchmark:
-            f"{BENCH}/evaluate/{{model}}/{get_eval_job('evaluate_shared_corpus')}.tsv"
+            get_eval_log(_evaluation.name, BENCH, "tsv")
         shell:
             EVALUATE
 

@@ -62,7 +62,7 @@ rule preflight_forecast:
     input:
         train=expand(f"{PREFLIGHT}/train_{{stage}}.json", stage=["stage1", "stage2"]),
         evaluate=f"{PREFLIGHT}/evaluate.json",
-        stats=expand(f"{RUN}/shards/{{stage}}.stats.json", stage=["stage1", "stage2"]),
+        stats=expand(rules.build_shards.output.stats, stage=["stage1", "stage2"]),
         benchmarks=expand(f"{BENCH}/build_shards/{{stage}}.tsv", stage=["stage1", "stage2"]),
         widen=get_preflight_widen,
     output:

@@ -106,7 +106,7 @@ rule report_training:
 
 rule report_data:
     input:
-        stats=expand(f"{RUN}/shards/{{stage}}.stats.json", stage=["stage1", "stage2"]),
+        stats=expand(rules.build_shards.output.stats, stage=["stage1", "stage2"]),
     output:
         report(f"{REPORT}/data_stats.png", caption="../report/data.rst", category="2. Data", labels={"figure": "training data"}),
     params:
@@ -121,7 +121,7 @@ rule report_data:
 
 rule report_data_tables:
     input:
-        stats=expand(f"{RUN}/shards/{{stage}}.stats.json", stage=["stage1", "stage2"]),
+        stats=expand(rules.build_shards.output.stats, stage=["stage1", "stage2"]),
     output:
         report(
             f"{REPORT}/data_tables.html",
