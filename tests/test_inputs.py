@@ -14,9 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from workflow_scripts.common import UserError
-from workflow_scripts.data import build_shards, config_files, fetch_source
+from workflow_scripts.data import build_shards, fetch_source
 from workflow_scripts.demo import DOCUMENTS_SCHEMA, EXAMPLES_SCHEMA, SPLITS
 from workflow_scripts.evaluate import evaluate_split, read_qrels, read_run, score_run
+from workflow_scripts.sources.cards import config_files
 
 TEMPLATE = "Given a {domain} post, retrieve relevant passages that help answer the post.\nQuery: {query}"
 CHANGED = r"changed since its download manifest .* was written .*; rerun the download \(snakemake --forcerun download\)"

@@ -18,7 +18,7 @@ import pytest
 from conftest import REPO, copy_repo
 
 from workflow_scripts import warm
-from workflow_scripts.__main__ import STAGES
+from workflow_scripts.stages import STAGES
 from workflow_scripts.cli import to_argv
 
 
@@ -176,7 +176,7 @@ def test_security_warm_server_runs_only_its_registry_with_its_own_path(server, t
     (site / "workflow_scripts").mkdir(parents=True)
     marker = tmp_path / "imported"
     (site / "workflow_scripts/__init__.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
-    (site / "workflow_scripts/__main__.py").write_text("def run(argv):\n    return 0\n")
+    (site / "workflow_scripts/stages.py").write_text("def run(argv):\n    return 0\n")
     argv = ["summarize", "--help"] if ask == "its own import path" else ["data", "--help"]
     assert argv[0] in STAGES and (argv[0] in warm.FORKED_STAGES) == (ask == "its own import path")
     proc = subprocess.run(

@@ -19,7 +19,6 @@ out of core through hash buckets, so memory does not grow with the number of row
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 import logging
@@ -35,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from .bright import bright_id2doc, load_bright_examples
 from .bright_meta import SPLITS
 from .cli import run_commands
 from .common import (
@@ -43,21 +43,20 @@ from .common import (
     atomic_dir,
     atomic_file,
     load_config_file,
+    one_line,
     read_json,
     sha256_file,
     write_json,
 )
 from .progress import Progress
+from .sources.cards import config_files
+from .sources.readers import iter_jsonl_rows, iter_parquet_rows
 
 __all__ = [
     "SHARD_SCHEMA",
     "build_shards",
-    "config_files",
     "fetch_source",
     "format_query",
-    "iter_jsonl_rows",
-    "iter_parquet_batches",
-    "iter_parquet_rows",
     "lock_revisions",
     "resolve_pin",
     "resolve_revision",
@@ -356,167 +355,8 @@ def mirror_commit(root: Path) -> str | None:
     return commit if is_pinned(commit) else None
 
 
-# --------------------------------------------------------------------------- hub layouts
-def config_files(root: str | Path, config: str, split: str | None = None) -> list[Path]:
-    """Data files of one dataset config (and split), as the hub's README metadata declares.
-
-    Falls back to ``<config>/**`` when the README has no ``configs`` block.
-
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> root = pathlib.Path(tempfile.mkdtemp())
-    >>> (root / "vl").mkdir(); _ = (root / "vl" / "train-0.parquet").write_bytes(b"")
-    >>> [p.name for p in config_files(root, "vl", "train")]
-    ['train-0.parquet']
-    """
-    root = Path(root)
-    patterns = _readme_patterns(root, config, split)
-    if patterns is None:
-        prefix = f"{split}-" if split else ""
-        patterns = [f"{config}/**/{prefix}*", f"{config}/{prefix}*"]
-    files = sorted(
-        {p for p in root.rglob("*") if p.is_file() and p.suffix in (".parquet", ".jsonl", ".json")
-         and any(fnmatch.fnmatch(str(p.relative_to(root)), pat) for pat in patterns)}
-    )  # fmt: skip
-    if not files:
-        where = f"{config}/{split}" if split else config
-        raise UserError(f"{root}: no data files for {where} (patterns {patterns})")
-    return files
 
 
-def _readme_patterns(root: Path, config: str, split: str | None) -> list[str] | None:
-    """``data_files`` patterns the dataset card gives ``config`` (and ``split``); None without them."""
-    readme = root / "README.md"
-    meta = _front_matter(readme)
-    if meta is None:
-        return None
-    configs = meta.get("configs") or []
-    if not isinstance(configs, list):
-        raise UserError(f"{readme}: configs must be a list of {{config_name, data_files}}")
-    for i, entry in enumerate(configs):
-        if not isinstance(entry, dict):
-            raise UserError(f"{readme}: configs[{i}] must be a mapping with config_name and data_files")
-        if entry.get("config_name") == config:
-            return _data_file_patterns(entry.get("data_files") or [], split, f"{readme}: configs[{i}].data_files")
-    return None
-
-
-def _front_matter(readme: Path) -> dict[str, Any] | None:
-    """The YAML front matter of a dataset card, or None when there is no card or no front matter.
-
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> card = pathlib.Path(tempfile.mkdtemp()) / "README.md"
-    >>> _ = card.write_text("---\\nconfigs: [a, b\\n---\\n")
-    >>> _front_matter(card)  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    workflow_scripts.common.UserError: .../README.md:3: front matter is not valid YAML (expected ',' or ']', but got '<stream end>')
-    """
-    if not readme.exists():
-        return None
-    try:
-        text = readme.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise UserError(f"{readme}: not valid UTF-8 (byte {err.start})") from err
-    if not text.startswith("---"):
-        return None
-    try:
-        meta = yaml.safe_load(text.split("---")[1]) or {}
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{readme}:{mark.line + 1}" if mark is not None else str(readme)  # starts after the first ---
-        reason = getattr(err, "problem", None) or type(err).__name__
-        raise UserError(f"{where}: front matter is not valid YAML ({' '.join(str(reason).split())})") from err
-    if not isinstance(meta, dict):
-        raise UserError(f"{readme}: front matter is not a mapping (got {type(meta).__name__})")
-    return meta
-
-
-def _data_file_patterns(data_files: Any, split: str | None, where: str) -> list[str]:
-    """Patterns of one ``data_files`` entry: a path, a list of paths (the train split), or ``{split, path}``s."""
-    if isinstance(data_files, str):
-        return [data_files]
-    if not isinstance(data_files, list):
-        raise UserError(f"{where}: expected a path, a list of paths or of {{split, path}}, got {data_files!r:.80}")
-    out: list[str] = []
-    for item in data_files:
-        if isinstance(item, str):
-            out += [item] if split in (None, "train") else []
-            continue
-        paths = item.get("path") if isinstance(item, dict) else None
-        if not isinstance(paths, str) and not (isinstance(paths, list) and all(isinstance(x, str) for x in paths)):
-            raise UserError(
-                f"{where}: expected {{split, path}} with path a string or a list of strings, got {item!r:.80}"
-            )
-        if split is None or item.get("split") == split:
-            out += [paths] if isinstance(paths, str) else paths
-    return out
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
-
-
-def _open_parquet(path: Path, columns: list[str]) -> pq.ParquetFile:
-    """A parquet file with ``columns`` and at least one row; anything else is one line naming it."""
-    try:
-        handle = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as err:
-        raise UserError(f"{path}: not a readable parquet file ({_one_line(err)})") from err
-    missing = [c for c in columns if c not in handle.schema_arrow.names]
-    if missing:
-        raise UserError(f"{path}: missing column(s) {missing}; has {handle.schema_arrow.names}")
-    if handle.metadata.num_rows == 0:
-        raise UserError(f"{path}: empty file (no rows)")
-    return handle
-
-
-def iter_parquet_batches(files: Iterable[Path], columns: list[str]) -> Iterator[tuple[Path, pa.RecordBatch]]:
-    """Stream (file, record batch of ``columns``); a damaged page is one line naming the file."""
-    for path in files:
-        batches = _open_parquet(path, columns).iter_batches(batch_size=BATCH_ROWS, columns=columns)
-        while True:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                break
-            except (pa.ArrowException, OSError) as err:  # only the read: the consumer's errors pass
-                raise UserError(f"{path}: not a readable parquet file ({_one_line(err)})") from err
-            yield path, batch
-
-
-def iter_parquet_rows(files: Iterable[Path], columns: list[str]) -> Iterator[tuple[Path, int, dict]]:
-    """Stream rows as dicts (file, row number, row), naming the file when a column is missing."""
-    for path in files:
-        row = 0
-        for _, batch in iter_parquet_batches([path], columns):
-            for record in batch.to_pylist():
-                yield path, row, record
-                row += 1
-
-
-def iter_jsonl_rows(path: Path) -> Iterator[tuple[Path, int, dict]]:
-    """Stream a jsonl file; a truncated, malformed or undecodable line is an error naming file and line."""
-    if path.stat().st_size == 0:
-        raise UserError(f"{path}: empty file")
-    with open(path, "rb") as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise UserError(f"{path}:{line_no}: not valid UTF-8") from err
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{path}:{line_no}: malformed JSON line ({err.msg})") from err
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{line_no}: expected a JSON object")
-            yield path, line_no, row
 
 
 # --------------------------------------------------------------------------- triples
@@ -857,8 +697,6 @@ def build_shards(
     ``contamination_drop``, overlapping triples are left out. ``threads`` bounds Arrow's
     thread pool (parquet decoding and zstd compression).
     """
-    from .bright import bright_id2doc, load_bright_examples  # bright.py reads through this module
-
     pa.set_cpu_count(threads)
     # BRIGHT has 12 domains whatever subset is evaluated: hq ids resolve against all of them
     splits = splits or SPLITS
@@ -1000,7 +838,7 @@ def lock_revisions(*, config: str, manifest_dir: str = "resources/sources") -> l
     try:
         text = path.read_text()
     except OSError as err:
-        raise UserError(f"{config}: cannot read the config ({_one_line(err)})") from err
+        raise UserError(f"{config}: cannot read the config ({one_line(err)})") from err
     wanted, lines = {}, []
     for keys, source in _locked_sources(data).items():
         entry, where = _get(data, keys[:-1]), ".".join(keys)

@@ -518,7 +518,7 @@ def _run_child(
             sys.modules["numpy"].random.seed()
         if "torch" in sys.modules:
             sys.modules["torch"].seed()
-        from workflow_scripts.__main__ import run
+        from workflow_scripts.stages import run  # fresh, from this checkout (the server forgot its own)
 
         status = run(request["argv"])
     except SystemExit as done:
