@@ -150,6 +150,25 @@ def test_an_edit_inside_load_colbert_reruns_every_stage_that_imports_it(demo_run
     assert planned(demo_run) == {}  # restored
 
 
+def test_an_edit_to_the_contamination_audit_reruns_the_shards_and_what_reads_them_only(demo_run):
+    """shards/contamination.py is run by the shard builds only: widening, downloads and the evaluation of
+    the base and widened models read sources through sources.manifest and never see it."""
+    audit = demo_run / "workflow_scripts/shards/contamination.py"
+    text = audit.read_text()
+    assert text.count("        self.ngram = ngram\n") == 1
+    with edited(audit, ""):
+        audit.write_text(text.replace("        self.ngram = ngram\n", "        self.ngram = int(ngram)\n"))
+        jobs = planned(demo_run)
+    lineage = lineage_of(demo_run)
+    trained = {stage: len(lineage.made(stage)) for stage in ("stage1", "stage2")}
+    assert jobs.pop("build_shards") == len(demo_config(demo_run)["data"]["stages"])
+    assert (jobs.pop("train_stage1"), jobs.pop("train_stage2")) == (trained["stage1"], trained["stage2"])
+    assert evaluations(jobs) == JOBS_PER_MODEL * sum(trained.values()) < JOBS_PER_MODEL * len(evaluated(demo_run))
+    assert not {"download", "widen", "report_widen"} & set(jobs)
+    assert set(jobs) <= {"summarize", "report_training", "report_data", "report_data_tables"} | REPORT
+    assert planned(demo_run) == {}  # restored
+
+
 def test_an_edit_in_the_report_module_reruns_report_jobs_only(demo_run):
     with edited(demo_run / "workflow_scripts/report.py", "\n_EDITED = 1\n"):
         jobs = planned(demo_run)
