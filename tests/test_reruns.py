@@ -182,6 +182,28 @@ def test_comment_and_docstring_edits_rerun_nothing(demo_run):
         assert planned(demo_run) == {}
 
 
+@pytest.mark.parametrize(
+    ("module", "old", "new"),
+    [
+        ("progress", '    return float(os.environ.get(INTERVAL_ENV, "30"))\n',
+         '    return float(os.environ.get(INTERVAL_ENV, "60"))\n'),  # a real change: lines half as often
+        ("warm", "MIN_FORKED_JOBS = ", "MIN_FORKED_JOBS = 1 + "),
+    ],
+)
+def test_a_code_edit_to_progress_lines_or_warm_start_reruns_nothing(demo_run, module, old, new):
+    """They shape log lines and how a job's process starts, never a number (fingerprint.NOT_RESULT_BEARING):
+    evaluate, train and build_shards import progress, report imports warm's neighbour job_usage."""
+    path = demo_run / f"workflow_scripts/{module}.py"
+    text = path.read_text()
+    assert text.count(old) == 1
+    with edited(path, ""):
+        path.write_text(text.replace(old, new))
+        assert planned(demo_run) == {}
+    with edited(demo_run / "workflow_scripts/job_usage.py", "\n_EDITED = 1\n"):  # what warm imports still counts
+        jobs = planned(demo_run)
+    assert "report_cost" in jobs and all(rule.startswith("report_") for rule in jobs), jobs  # report's code
+
+
 def _reversed_keys(value):
     if isinstance(value, dict):
         return {k: _reversed_keys(value[k]) for k in reversed(list(value))}
