@@ -54,6 +54,42 @@ def build_shards(
     audited against BRIGHT's test queries (needs the bright manifest) and, with
     ``contamination_drop``, overlapping triples are left out. ``threads`` bounds Arrow's
     thread pool (parquet decoding and zstd compression).
+
+    Parameters
+    ----------
+    stage
+        The curriculum stage (``stage1``, ``stage2``), for messages and ``stats.json``.
+    stage_sources
+        ``data.stages.<stage>`` of the config: ``{source, config}`` entries, each optionally
+        with its own ``positives_per_query`` / ``negatives_per_query``.
+    manifests
+        Download manifests of the stage's sources (and ``bright``).
+    out_dir
+        The shard folder, written atomically.
+    stats_path
+        Where the statistics are written too (the rule's report output).
+    positives_per_query, negatives_per_query
+        Caps per upstream row: a row gives up to positives x negatives triples.
+    min_text_chars
+        Shorter positives and negatives are dropped.
+    max_unresolved_rate
+        The largest share of reasonir ``hq`` positive ids that may be missing from BRIGHT.
+    rows_per_shard, shuffle_buckets, seed
+        As :func:`~workflow_scripts.shards.shuffle.shuffle_to_shards` takes them.
+    bge_subdir
+        The folder of the bge-reasoner jsonl files inside their source (None: its root).
+    tokenizer_manifest
+        The base model's manifest, whose tokenizer counts the token lengths (None: words).
+    contamination_ngram, contamination_drop
+        The audit's n-gram size (None: no audit) and whether overlapping triples are dropped.
+    threads
+        Arrow's thread pool size.
+    splits
+        BRIGHT splits to resolve ids against and audit (None: all 12).
+
+    Returns
+    -------
+    The statistics written to ``stats.json``.
     """
     pa.set_cpu_count(threads)
     # BRIGHT has 12 domains whatever subset is evaluated: hq ids resolve against all of them

@@ -68,6 +68,26 @@ def shuffle_to_shards(
 
     Both passes log ``label: N rows, R rows/s`` lines every ``PROGRESS_INTERVAL`` seconds
     (the second with a total and an ETA), so a multi-hour build shows where it is.
+
+    Parameters
+    ----------
+    triples
+        The triples, as rows of :data:`~workflow_scripts.shards.schema.SHARD_SCHEMA`'s columns.
+    out_dir
+        An existing, empty folder: ``part-NNNNN.parquet`` shards are written there, bucket files
+        in ``out_dir/.buckets`` meanwhile.
+    seed
+        Seeds the key hash, so the order.
+    buckets
+        How many bucket files: peak memory is about ``len(triples) / buckets`` rows.
+    rows_per_shard
+        Rows of each shard (the last may hold fewer).
+    label
+        The start of the progress lines.
+
+    Returns
+    -------
+    (rows written, duplicates removed)
     """
     scratch = out_dir / ".buckets"
     scratch.mkdir()

@@ -31,17 +31,39 @@ def fetch_source(
     With ``local`` set the directory is used as is (a mirror); otherwise the revision is
     downloaded with ``huggingface_hub.snapshot_download`` into ``cache_dir``. A revision that
     is not pinned (a branch or tag name such as ``main``, or 40 zeros) is first resolved to
-    the commit it points at (:func:`resolve_pin`, one warning line), and that commit is what
-    is downloaded and recorded: the manifest's ``revision`` is always the commit the data
-    came from when it is known (``configured_revision`` keeps what the config said), and
-    ``python -m workflow_scripts.data lock`` writes it back into the config. A mirror made by
+    the commit it points at (:func:`~workflow_scripts.sources.revisions.resolve_pin`, one
+    warning line), and that commit is what is downloaded and recorded: the manifest's
+    ``revision`` is always the commit the data came from when it is known
+    (``configured_revision`` keeps what the config said), and ``python -m
+    workflow_scripts.data lock`` writes it back into the config. A mirror made by
     ``huggingface-cli download --local-dir`` records its commit in ``.cache/huggingface``,
     which resolves an unpinned revision the same way.
 
     The manifest lists every file with size, mtime and sha256, and every reader checks the
-    data against it (:func:`source_root`). Its ``path`` is the directory as given: a relative
-    ``local`` or ``cache_dir`` stays relative to the working directory, so a moved checkout
-    reads its own copy.
+    data against it (:func:`~workflow_scripts.sources.manifest.source_root`). Its ``path`` is the
+    directory as given: a relative ``local`` or ``cache_dir`` stays relative to the working
+    directory, so a moved checkout reads its own copy.
+
+    Parameters
+    ----------
+    name
+        The source's key in the config (``sources.<name>``): messages name it, the manifest records it.
+    repo, repo_type
+        The hub repository (``xlangai/BRIGHT``) and its kind (``dataset``, ``model``).
+    revision
+        A 40-hex commit, or a branch or tag name (or 40 zeros: the default branch), resolved first.
+    local
+        A mirror folder laid out like the repository, used as it is; None downloads.
+    cache_dir
+        Where a download goes (``<cache_dir>/<name>``).
+    manifest
+        The manifest to write.
+    allow_patterns
+        Only the repository's files matching these (None: all), as ``snapshot_download`` takes them.
+
+    Returns
+    -------
+    The manifest's content.
     """
     if not REF_RE.match(revision or ""):
         raise UserError(

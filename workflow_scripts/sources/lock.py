@@ -60,10 +60,17 @@ def lock_revisions(*, config: str, manifest_dir: str = "resources/sources") -> l
     """Pin every unpinned revision of ``config`` to the commit its download recorded, in place.
 
     A revision that is a branch or tag name (``main``) or 40 zeros is replaced by the commit
-    in its download manifest (:func:`fetch_source` resolved it), when the manifest is of the
-    same repository. Only those values change: comments, order and every other byte of the
-    file stay; a pinned sha is never touched. Prints and returns one line per change (or why
-    a revision stays unpinned).
+    in its download manifest (:func:`~workflow_scripts.sources.hub.fetch_source` resolved it),
+    when the manifest is of the same repository. Only those values change: comments, order and
+    every other byte of the file stay; a pinned sha is never touched. Prints and returns one
+    line per change (or why a revision stays unpinned).
+
+    Parameters
+    ----------
+    config
+        The config file to pin, rewritten in place (atomically) when anything changes.
+    manifest_dir
+        Where the downloads' manifests are (``<source>.manifest.json``).
     """
     path = Path(config)
     data = load_config_file(path)  # a duplicate key or a YAML tag: one line naming the file

@@ -112,7 +112,13 @@ def source_root(manifest: str | Path) -> Path:
 
 
 def source_roots(manifests: list[str]) -> dict[str, Path]:
-    """Source name -> its directory, from download manifests (each names its source), verified."""
+    """Source name -> its directory, from download manifests (each names its source), verified.
+
+    Parameters
+    ----------
+    manifests
+        Download manifests, each checked by :func:`source_root`.
+    """
     roots = {}
     for manifest in manifests:
         root = source_root(manifest)  # first: a malformed manifest is one line, not a KeyError

@@ -35,7 +35,15 @@ def _open_parquet(path: Path, columns: list[str]) -> pq.ParquetFile:
 
 
 def iter_parquet_batches(files: Iterable[Path], columns: list[str]) -> Iterator[tuple[Path, pa.RecordBatch]]:
-    """Stream (file, record batch of ``columns``); a damaged page is one line naming the file."""
+    """Stream (file, record batch of ``columns``); a damaged page is one line naming the file.
+
+    Parameters
+    ----------
+    files
+        Parquet files, read in this order, ``BATCH_ROWS`` rows at a time.
+    columns
+        The columns to read: a file without one of them, or without rows, is refused.
+    """
     for path in files:
         batches = _open_parquet(path, columns).iter_batches(batch_size=BATCH_ROWS, columns=columns)
         while True:
@@ -49,7 +57,23 @@ def iter_parquet_batches(files: Iterable[Path], columns: list[str]) -> Iterator[
 
 
 def iter_parquet_rows(files: Iterable[Path], columns: list[str]) -> Iterator[tuple[Path, int, dict]]:
-    """Stream rows as dicts (file, row number, row), naming the file when a column is missing."""
+    """Stream rows as dicts (file, row number from 0, row), naming the file when a column is missing.
+
+    Parameters
+    ----------
+    files
+        Parquet files, read in this order.
+    columns
+        The columns each row holds.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "a.parquet"
+    >>> pq.write_table(pa.table({"id": ["q1", "q2"], "x": [1, 2]}), path)
+    >>> [(row_no, row) for _, row_no, row in iter_parquet_rows([path], ["id"])]
+    [(0, {'id': 'q1'}), (1, {'id': 'q2'})]
+    """
     for path in files:
         row = 0
         for _, batch in iter_parquet_batches([path], columns):
@@ -59,7 +83,26 @@ def iter_parquet_rows(files: Iterable[Path], columns: list[str]) -> Iterator[tup
 
 
 def iter_jsonl_rows(path: Path) -> Iterator[tuple[Path, int, dict]]:
-    """Stream a jsonl file; a truncated, malformed or undecodable line is an error naming file and line."""
+    """Stream a jsonl file; a truncated, malformed or undecodable line is an error naming file and line.
+
+    Parameters
+    ----------
+    path
+        The file: one JSON object per line (blank lines are skipped).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "a.jsonl"
+    >>> _ = path.write_text('{"q": "why"}\\n\\n{"q": "how"}\\n')
+    >>> [(line_no, row) for _, line_no, row in iter_jsonl_rows(path)]
+    [(1, {'q': 'why'}), (3, {'q': 'how'})]
+    >>> _ = path.write_text('{"q": "why"}\\n{"q": \\n')
+    >>> list(iter_jsonl_rows(path))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    workflow_scripts.common.UserError: .../a.jsonl:2: malformed JSON line (Expecting value)
+    """
     if path.stat().st_size == 0:
         raise UserError(f"{path}: empty file")
     with open(path, "rb") as handle:
