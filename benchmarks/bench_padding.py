@@ -3,7 +3,7 @@
 The data are the rehearsal's (``workflow_scripts.rehearsal.make_assets`` with the sizes of
 ``rehearsal/config.yaml``: BRIGHT documents whose token lengths follow each real split, training
 queries and documents of the assumed spread), made into stage-2 triples by the real shard
-builder (``data.build_shards``: bge-reasoner, 2 positives x 4 negatives per row, and reasonir
+builder (``shards.build.build_shards``: bge-reasoner, 2 positives x 4 negatives per row, and reasonir
 ``hq`` with BRIGHT positives, merged and shuffled), tokenized by the rehearsal's model at the
 training shapes (query 256, document 2048).
 
