@@ -189,6 +189,7 @@ def test_comment_and_docstring_edits_rerun_nothing(demo_run):
          '    return float(os.environ.get(INTERVAL_ENV, "60"))\n'),  # a real change: lines half as often
         ("warm", "MIN_FORKED_JOBS = ", "MIN_FORKED_JOBS = 1 + "),
     ],
+    ids=["progress", "warm"],
 )
 def test_a_code_edit_to_progress_lines_or_warm_start_reruns_nothing(demo_run, module, old, new):
     """They shape log lines and how a job's process starts, never a number (fingerprint.NOT_RESULT_BEARING):
