@@ -46,7 +46,8 @@ def make_input(root: Path, rows: int, seed: int = 0) -> None:
 
 def child(root: str, out: str) -> None:
     """Run build_shards on one input and print JSON with the time and this process's peak RSS."""
-    from workflow_scripts.data import build_shards, fetch_source
+    from workflow_scripts.shards.build import build_shards
+    from workflow_scripts.sources.hub import fetch_source
 
     manifest = Path(out) / "reasonir.json"
     fetch_source(name="reasonir", repo="o/r", revision="a" * 40, repo_type="dataset", local=root,

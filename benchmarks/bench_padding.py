@@ -3,7 +3,7 @@
 The data are the rehearsal's (``workflow_scripts.rehearsal.make_assets`` with the sizes of
 ``rehearsal/config.yaml``: BRIGHT documents whose token lengths follow each real split, training
 queries and documents of the assumed spread), made into stage-2 triples by the real shard
-builder (``data.build_shards``: bge-reasoner, 2 positives x 4 negatives per row, and reasonir
+builder (``shards.build.build_shards``: bge-reasoner, 2 positives x 4 negatives per row, and reasonir
 ``hq`` with BRIGHT positives, merged and shuffled), tokenized by the rehearsal's model at the
 training shapes (query 256, document 2048).
 
@@ -60,7 +60,8 @@ def stage2_rows(work: Path, config: dict[str, Any]) -> tuple[list[dict[str, str]
     """The stage-2 triples the shard builder makes from the rehearsal's data; the base model folder."""
     import pyarrow.parquet as pq
 
-    from workflow_scripts.data import build_shards, fetch_source
+    from workflow_scripts.shards.build import build_shards
+    from workflow_scripts.sources.hub import fetch_source
     from workflow_scripts.rehearsal import make_assets
 
     sizes = {k: v for k, v in config["rehearsal"].items() if k != "assets_dir"}

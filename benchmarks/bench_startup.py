@@ -33,7 +33,7 @@ from workflow_scripts.cli import to_argv  # noqa: E402
 
 def assets(root: Path) -> dict[str, str]:
     """Demo assets and their manifests (the rules' ``demo_assets`` and ``download``)."""
-    from workflow_scripts.data import fetch_source
+    from workflow_scripts.sources.hub import fetch_source
     from workflow_scripts.demo import make_assets
 
     made = make_assets(root / "demo")

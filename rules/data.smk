@@ -51,7 +51,7 @@ rule download:
         manifest=MANIFEST,
     params:
         settings=get_source_flags,
-        code=get_code("data"),
+        code=get_code("sources.hub"),  # the module `data fetch` runs: shard code is not a download's
     conda:
         "../envs/data.yaml"
     log:
@@ -77,7 +77,7 @@ rule build_shards:
         ),
     params:
         settings=get_shard_flags,
-        code=get_code("data"),
+        code=get_code("shards.build"),  # the module `data build-shards` runs
     resources:
         **get_partition("cpu"),
     threads: 2

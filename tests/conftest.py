@@ -66,7 +66,7 @@ def demo_run(tmp_path_factory) -> Path:
 @pytest.fixture()
 def manifests(demo_assets, tmp_path) -> dict[str, str]:
     """Download manifests of the demo mirrors (local mode)."""
-    from workflow_scripts.data import fetch_source
+    from workflow_scripts.sources.hub import fetch_source
 
     out = {}
     for name, sub, kind in [("reasonir", "reasonir-data", "dataset"), ("bge_reasoner", "bge-reasoner-data", "dataset"),

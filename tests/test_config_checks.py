@@ -19,7 +19,7 @@ import pytest
 import yaml
 from snakemake.utils import update_config
 
-from workflow_scripts import data, demo, evaluate, model, preflight, rehearsal, train
+from workflow_scripts import demo, evaluate, model, preflight, rehearsal, train
 from workflow_scripts.cli import parser_for, to_argv
 from workflow_scripts.common import UserError, config_problem, read_json
 from workflow_scripts.config_checks import (
@@ -33,6 +33,7 @@ from workflow_scripts.config_checks import (
     step_problems,
     template_problems,
 )
+from workflow_scripts.shards.build import build_shards
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = REPO / "workflow_scripts/config.schema.yaml"
@@ -290,7 +291,7 @@ INTEGER_LEAVES = [path for path, node in schema_leaves() if "integer" in types_o
 STAGES = {
     "train": train.train_stage,
     "evaluate": evaluate.evaluate_job,
-    "data": data.build_shards,
+    "data": build_shards,
     "widen": model.widen,
     "demo": demo.make_assets,
     "rehearsal": rehearsal.make_assets,
@@ -645,7 +646,7 @@ def test_late_or_loud_long_names_are_refused_at_parse_time(config, tmp_path, whe
     """A name one character longer than allowed is refused at parse time, in one line naming the key; the
     longest allowed name makes files the download can write."""
     from workflow_scripts.config_checks import NAME_MAX_CHARS
-    from workflow_scripts.data import fetch_source
+    from workflow_scripts.sources.hub import fetch_source
 
     longest, too_long = "n" * NAME_MAX_CHARS, "n" * (NAME_MAX_CHARS + 1)
     ok = copy.deepcopy(config)
@@ -674,7 +675,7 @@ def test_late_or_loud_long_names_are_refused_at_parse_time(config, tmp_path, whe
 def test_late_or_loud_local_that_is_a_file_is_refused_at_parse_time(config, tmp_path, section):
     """A `local` that is a file, not a folder: refused when the config is read, before any job removes a
     manifest; the download names it the same way."""
-    from workflow_scripts.data import fetch_source
+    from workflow_scripts.sources.hub import fetch_source
 
     file = tmp_path / "mirror.tar"
     file.write_text("not a folder")

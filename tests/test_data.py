@@ -13,8 +13,10 @@ import pytest
 
 from workflow_scripts.cli import to_argv
 from workflow_scripts.common import UserError
-from workflow_scripts.data import SHARD_SCHEMA, build_shards, fetch_source
 from workflow_scripts.demo import SPLITS
+from workflow_scripts.shards.build import build_shards
+from workflow_scripts.shards.schema import SHARD_SCHEMA
+from workflow_scripts.sources.hub import fetch_source
 
 STAGES = {
     "stage1": [{"source": "reasonir", "config": "vl"}],

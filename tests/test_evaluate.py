@@ -271,7 +271,7 @@ def test_splits_whose_corpora_differ_are_encoded_apart(demo_assets, tmp_path, co
 
     import pyarrow.parquet as pq
 
-    from workflow_scripts.data import fetch_source
+    from workflow_scripts.sources.hub import fetch_source
 
     root = tmp_path / "BRIGHT"
     shutil.copytree(demo_assets / "BRIGHT", root)

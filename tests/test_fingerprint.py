@@ -7,7 +7,7 @@ import shutil
 import pytest
 from conftest import REPO
 
-from workflow_scripts.fingerprint import code_fingerprint
+from workflow_scripts.fingerprint import NOT_RESULT_BEARING, code_fingerprint, imported_modules, module_file
 
 STAGES = ["data", "demo", "model", "train", "evaluate", "summarize", "report"]
 
@@ -107,3 +107,21 @@ def test_an_edit_in_a_subpackage_module_reruns_its_users_and_only_them(subpackag
     path.write_text(path.read_text() + "Y = 2\n")
     after = {stage: code_fingerprint(stage, root=subpackages) for stage in SUB_STAGES}
     assert {stage for stage in SUB_STAGES if before[stage] != after[stage]} == rerun
+
+
+@pytest.mark.parametrize("module", sorted(NOT_RESULT_BEARING))
+def test_an_edit_to_a_module_that_cannot_change_a_number_changes_no_fingerprint(package, module):
+    """Progress lines, the entry point, the stage registry and the warm start: a code edit reruns nothing."""
+    before = fingerprints(package)
+    path = module_file(module, package)
+    path.write_text(path.read_text() + "\n_EDITED = 1\n")
+    assert fingerprints(package) == before
+
+
+def test_what_the_warm_start_imports_still_counts_where_a_stage_imports_it(package):
+    """warm imports job_usage; report reads the cost figures with it, so an edit there reruns the report."""
+    assert "job_usage" in imported_modules((package / "warm.py").read_text(), package, module="warm")
+    before = fingerprints(package)
+    (package / "job_usage.py").write_text((package / "job_usage.py").read_text() + "\n_EDITED = 1\n")
+    after = fingerprints(package)
+    assert {stage for stage in STAGES if before[stage] != after[stage]} == {"report"}

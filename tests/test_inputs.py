@@ -14,9 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from workflow_scripts.common import UserError
-from workflow_scripts.data import build_shards, config_files, fetch_source
 from workflow_scripts.demo import DOCUMENTS_SCHEMA, EXAMPLES_SCHEMA, SPLITS
 from workflow_scripts.evaluate import evaluate_split, read_qrels, read_run, score_run
+from workflow_scripts.shards.build import build_shards
+from workflow_scripts.sources.cards import config_files
+from workflow_scripts.sources.hub import fetch_source
 
 TEMPLATE = "Given a {domain} post, retrieve relevant passages that help answer the post.\nQuery: {query}"
 CHANGED = r"changed since its download manifest .* was written .*; rerun the download \(snakemake --forcerun download\)"
@@ -61,18 +63,19 @@ def test_manifest_keeps_a_relative_local_path_and_records_mtimes(demo_assets, tm
 
 
 def test_a_hub_download_into_a_relative_cache_stays_relative(demo_assets, tmp_path, monkeypatch):
-    import workflow_scripts.data as data
+    from workflow_scripts.sources import hub
+    from workflow_scripts.sources.manifest import source_root
 
     def snapshot(*, name, cache_dir, **_):  # snapshot_download returns the resolved local_dir
         shutil.copytree(demo_assets / "BRIGHT", cache_dir / name)
         return (cache_dir / name).resolve()
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(data, "_snapshot", snapshot)
+    monkeypatch.setattr(hub, "_snapshot", snapshot)
     written = fetch_source(name="bright", repo="o/r", revision="c" * 40, repo_type="dataset", local=None,
                            cache_dir="resources/hub", manifest="resources/sources/bright.manifest.json")  # fmt: skip
     assert written["path"] == "resources/hub/bright" and written["mode"] == "hub"
-    assert data.source_root("resources/sources/bright.manifest.json") == Path("resources/hub/bright")
+    assert source_root("resources/sources/bright.manifest.json") == Path("resources/hub/bright")
 
 
 def test_a_moved_checkout_reads_its_own_copy(demo_assets, tmp_path, monkeypatch):

@@ -29,6 +29,8 @@ from workflow_scripts.preflight import (
     rate_times_count,
     train_step_flops,
 )
+from workflow_scripts.shards.build import build_shards
+from workflow_scripts.sources.hub import fetch_source
 from workflow_scripts.train import false_negatives
 
 ARCH = {"matmul_parameters": 13_524_864, "layers": 10, "hidden": 384, "dim": 128}  # the rehearsal's widened model
@@ -110,7 +112,7 @@ def test_preflight_on_tiny_sizes(demo_assets, manifests, tmp_path):
               "stage2": [{"source": "bge_reasoner", "config": None}, {"source": "reasonir", "config": "hq"}]}  # fmt: skip
     for stage, sources in stages.items():
         started = time.perf_counter()
-        data.build_shards(stage=stage, stage_sources=sources, manifests=list(manifests.values()),
+        build_shards(stage=stage, stage_sources=sources, manifests=list(manifests.values()),
                           out_dir=tmp_path / "shards" / stage, stats_path=tmp_path / f"{stage}.stats.json",
                           positives_per_query=2, negatives_per_query=4, min_text_chars=10, max_unresolved_rate=0.1,
                           rows_per_shard=100, shuffle_buckets=2, seed=0, bge_subdir="bge-reasoner-data-0904",
@@ -205,7 +207,7 @@ def test_training_meta_reports_in_batch_false_negatives(demo_assets, manifests, 
     NO_DUPLICATES (no text twice in a batch, any column) keeps them apart."""
     from workflow_scripts.train import train_stage
 
-    data.build_shards(stage="stage2", stage_sources=[{"source": "bge_reasoner", "config": None}],
+    build_shards(stage="stage2", stage_sources=[{"source": "bge_reasoner", "config": None}],
                       manifests=list(manifests.values()), out_dir=tmp_path / "shards", stats_path=tmp_path / "s.json",
                       positives_per_query=2, negatives_per_query=4, min_text_chars=10, max_unresolved_rate=0.1,
                       rows_per_shard=1000, shuffle_buckets=2, seed=0, bge_subdir="bge-reasoner-data-0904")  # fmt: skip
@@ -295,7 +297,7 @@ def test_a_pinned_sha_stays_and_zeros_mean_the_default_branch(hub, tmp_path):
     manifest = fetch_from_config("bright", tmp_path)
     pinned = shipped_config()["sources"]["bright"]["revision"]
     assert hub["repo_info"] == [] and hub["snapshot"] == [("xlangai/BRIGHT", pinned)] and manifest["revision"] == pinned
-    data.fetch_source(name="x", repo="o/x", revision="0" * 40, repo_type="dataset", local=None,
+    fetch_source(name="x", repo="o/x", revision="0" * 40, repo_type="dataset", local=None,
                       cache_dir=tmp_path / "hub", manifest=tmp_path / "x.json")  # fmt: skip
     assert hub["repo_info"][-1] == ("o/x", "dataset", None)
 
@@ -306,7 +308,7 @@ def test_an_unresolvable_branch_is_one_line_naming_the_keys(monkeypatch, tmp_pat
 
     monkeypatch.setattr(huggingface_hub.HfApi, "repo_info", offline)
     with pytest.raises(UserError) as err:
-        data.fetch_source(name="bge_reasoner", repo="hanhainebula/bge-reasoner-data", revision="main",
+        fetch_source(name="bge_reasoner", repo="hanhainebula/bge-reasoner-data", revision="main",
                           repo_type="dataset", local=None, cache_dir=tmp_path, manifest=tmp_path / "m.json")  # fmt: skip
     assert str(err.value) == (
         "sources.bge_reasoner.revision 'main' is not pinned and cannot be resolved on the hub (OfflineModeIsEnabled); "
@@ -320,7 +322,7 @@ def test_a_cli_mirror_records_its_commit(tmp_path):
     (mirror / "vl").mkdir()
     (mirror / "vl/train.parquet").write_bytes(b"PAR1")
     (mirror / ".cache/huggingface/download/vl/train.parquet.metadata").write_text(f"{SHA}\netag\n1.0\n")
-    manifest = data.fetch_source(name="reasonir", repo="o/r", revision="main", repo_type="dataset", local=str(mirror),
+    manifest = fetch_source(name="reasonir", repo="o/r", revision="main", repo_type="dataset", local=str(mirror),
                                  cache_dir=tmp_path, manifest=tmp_path / "m.json")  # fmt: skip
     assert manifest["revision"] == SHA and manifest["mode"] == "local"
 

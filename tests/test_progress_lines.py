@@ -6,9 +6,9 @@ import logging
 import re
 from types import SimpleNamespace
 
-from workflow_scripts import data
-from workflow_scripts.data import build_shards
 from workflow_scripts.demo import SPLITS
+from workflow_scripts.shards import shuffle
+from workflow_scripts.shards.build import build_shards
 from workflow_scripts.train import metrics_callback, train_stage
 
 SAMPLES_LINE = re.compile(
@@ -30,10 +30,10 @@ def messages(caplog, logger: str) -> list[str]:
 
 
 def test_build_shards_logs_rows_per_second_while_reading_and_writing(manifests, tmp_path, caplog, monkeypatch):
-    monkeypatch.setattr(data, "PROGRESS_INTERVAL", 0.0)  # a line per row: the steady lines, not just the last
-    with caplog.at_level(logging.INFO, logger="workflow_scripts.data"):
+    monkeypatch.setattr(shuffle, "PROGRESS_INTERVAL", 0.0)  # a line per row: the steady lines, not just the last
+    with caplog.at_level(logging.INFO, logger="workflow_scripts.shards"):
         stats = shards(manifests, tmp_path)
-    lines = messages(caplog, "workflow_scripts.data")
+    lines = messages(caplog, "workflow_scripts.shards.shuffle")
     reading = [m for m in lines if m.startswith("build_shards stage1: read + bucket: ")]
     writing = [m for m in lines if m.startswith("build_shards stage1: sort + write shards: ")]
     assert len(reading) > 1 and all(re.search(r"[\d,]+ rows, [\d,.]+ rows/s$", m) for m in reading)
@@ -47,9 +47,9 @@ def test_build_shards_logs_rows_per_second_while_reading_and_writing(manifests, 
 
 
 def test_build_shards_logs_only_the_final_lines_on_a_short_run(manifests, tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="workflow_scripts.data"):
+    with caplog.at_level(logging.INFO, logger="workflow_scripts.shards"):
         shards(manifests, tmp_path)
-    lines = [m for m in messages(caplog, "workflow_scripts.data") if "rows/s" in m]
+    lines = [m for m in messages(caplog, "workflow_scripts.shards.shuffle") if "rows/s" in m]
     assert [m.split(":")[1].strip() for m in lines] == ["read + bucket", "sort + write shards"]
 
 

@@ -150,6 +150,25 @@ def test_an_edit_inside_load_colbert_reruns_every_stage_that_imports_it(demo_run
     assert planned(demo_run) == {}  # restored
 
 
+def test_an_edit_to_the_contamination_audit_reruns_the_shards_and_what_reads_them_only(demo_run):
+    """shards/contamination.py is run by the shard builds only: widening, downloads and the evaluation of
+    the base and widened models read sources through sources.manifest and never see it."""
+    audit = demo_run / "workflow_scripts/shards/contamination.py"
+    text = audit.read_text()
+    assert text.count("        self.ngram = ngram\n") == 1
+    with edited(audit, ""):
+        audit.write_text(text.replace("        self.ngram = ngram\n", "        self.ngram = int(ngram)\n"))
+        jobs = planned(demo_run)
+    lineage = lineage_of(demo_run)
+    trained = {stage: len(lineage.made(stage)) for stage in ("stage1", "stage2")}
+    assert jobs.pop("build_shards") == len(demo_config(demo_run)["data"]["stages"])
+    assert (jobs.pop("train_stage1"), jobs.pop("train_stage2")) == (trained["stage1"], trained["stage2"])
+    assert evaluations(jobs) == JOBS_PER_MODEL * sum(trained.values()) < JOBS_PER_MODEL * len(evaluated(demo_run))
+    assert not {"download", "widen", "report_widen"} & set(jobs)
+    assert set(jobs) <= {"summarize", "report_training", "report_data", "report_data_tables"} | REPORT
+    assert planned(demo_run) == {}  # restored
+
+
 def test_an_edit_in_the_report_module_reruns_report_jobs_only(demo_run):
     with edited(demo_run / "workflow_scripts/report.py", "\n_EDITED = 1\n"):
         jobs = planned(demo_run)
@@ -161,6 +180,29 @@ def test_comment_and_docstring_edits_rerun_nothing(demo_run):
         assert planned(demo_run) == {}
     with edited(demo_run / "workflow_scripts/model.py", "\n# a comment in a module every stage imports\n"):
         assert planned(demo_run) == {}
+
+
+@pytest.mark.parametrize(
+    ("module", "old", "new"),
+    [
+        ("progress", '    return float(os.environ.get(INTERVAL_ENV, "30"))\n',
+         '    return float(os.environ.get(INTERVAL_ENV, "60"))\n'),  # a real change: lines half as often
+        ("warm", "MIN_FORKED_JOBS = ", "MIN_FORKED_JOBS = 1 + "),
+    ],
+    ids=["progress", "warm"],
+)
+def test_a_code_edit_to_progress_lines_or_warm_start_reruns_nothing(demo_run, module, old, new):
+    """They shape log lines and how a job's process starts, never a number (fingerprint.NOT_RESULT_BEARING):
+    evaluate, train and build_shards import progress, report imports warm's neighbour job_usage."""
+    path = demo_run / f"workflow_scripts/{module}.py"
+    text = path.read_text()
+    assert text.count(old) == 1
+    with edited(path, ""):
+        path.write_text(text.replace(old, new))
+        assert planned(demo_run) == {}
+    with edited(demo_run / "workflow_scripts/job_usage.py", "\n_EDITED = 1\n"):  # what warm imports still counts
+        jobs = planned(demo_run)
+    assert "report_cost" in jobs and all(rule.startswith("report_") for rule in jobs), jobs  # report's code
 
 
 def _reversed_keys(value):

@@ -176,7 +176,7 @@ def test_silent_wrong_scores_a_partial_reasoning_set_is_counted_warned_and_marke
     from test_evaluate import run_job
     from test_summarize import statistics_args
 
-    from workflow_scripts.data import fetch_source
+    from workflow_scripts.sources.hub import fetch_source
     from workflow_scripts.protocols import resolve
     from workflow_scripts.report import summary_html
     from workflow_scripts.summarize import summarize

@@ -80,7 +80,7 @@ def test_evaluate_jobs_are_separate_slurm_jobs(cluster_run):
 
 def test_cluster_jobs_start_cold_in_their_allocation(cluster_run):
     """No warm server with an executor: every job ran its own process inside its Slurm job."""
-    from workflow_scripts.warm import usage_from_log
+    from workflow_scripts.job_usage import usage_from_log
 
     logs = list((cluster_run / "results/demo/logs").rglob("*.log"))
     assert logs and not [log for log in logs if usage_from_log(log)]

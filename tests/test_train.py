@@ -11,8 +11,8 @@ import pytest
 
 from workflow_scripts.cli import to_argv
 from workflow_scripts.common import UserError
-from workflow_scripts.data import build_shards
 from workflow_scripts.demo import SPLITS
+from workflow_scripts.shards.build import build_shards
 from workflow_scripts.train import per_device_batch_size, train_stage
 
 

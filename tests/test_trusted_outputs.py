@@ -26,7 +26,7 @@ SPLITS = ["pony", "biology"]
 @pytest.fixture(scope="module")
 def evaluated_once(demo_assets, tmp_path_factory):
     """Real results and run files of two protocols on two splits (evaluated once for the module)."""
-    from workflow_scripts.data import fetch_source
+    from workflow_scripts.sources.hub import fetch_source
 
     root = tmp_path_factory.mktemp("trusted")
     manifest = root / "bright.manifest.json"

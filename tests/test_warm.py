@@ -18,8 +18,9 @@ import pytest
 from conftest import REPO, copy_repo
 
 from workflow_scripts import warm
-from workflow_scripts.__main__ import STAGES
 from workflow_scripts.cli import to_argv
+from workflow_scripts.job_usage import log_beside
+from workflow_scripts.stages import STAGES
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +177,7 @@ def test_security_warm_server_runs_only_its_registry_with_its_own_path(server, t
     (site / "workflow_scripts").mkdir(parents=True)
     marker = tmp_path / "imported"
     (site / "workflow_scripts/__init__.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
-    (site / "workflow_scripts/__main__.py").write_text("def run(argv):\n    return 0\n")
+    (site / "workflow_scripts/stages.py").write_text("def run(argv):\n    return 0\n")
     argv = ["summarize", "--help"] if ask == "its own import path" else ["data", "--help"]
     assert argv[0] in STAGES and (argv[0] in warm.FORKED_STAGES) == (ask == "its own import path")
     proc = subprocess.run(
@@ -279,7 +280,7 @@ def test_the_cost_page_takes_a_forked_jobs_memory_from_its_log(tmp_path):
     bench = tmp_path / "results/x/benchmarks/evaluate/base/pony.tsv"
     bench.parent.mkdir(parents=True)
     bench.write_text("s\th:m:s\tmax_rss\tmax_vms\n1.50\t0:00:01\t21.3\t30\n")
-    log = warm.log_beside(bench)
+    log = log_beside(bench)
     log.parent.mkdir(parents=True)
     log.write_text("working\nwarm: child 77 exit 0, peak RSS 655.4 MB, CPU 1.20 s\n")
     cost_html(benchmarks=[str(bench)], out=tmp_path / "cost.html", train_gpus=8, evaluate_gpus=1)

@@ -165,7 +165,8 @@ def test_demo_outputs_are_real(demo_run):
 def test_local_jobs_are_forked_warm_and_the_server_is_gone(demo_run):
     """config warm_start (default true): every forked stage's job ran in a child of the one
     warm server, the stages that measure memory started cold, and nothing outlived the run."""
-    from workflow_scripts.warm import FORKED_STAGES, usage_from_log
+    from workflow_scripts.job_usage import usage_from_log
+    from workflow_scripts.warm import FORKED_STAGES
 
     logs = demo_run / "results/demo/logs"
     evaluate = list((logs / "evaluate").rglob("*.log"))

@@ -1,6 +1,7 @@
 """The logic of the workflow, one module per stage (rules call their CLIs).
 
-- ``data``: pinned downloads / local mirrors, parquet triple shards, contamination audit
+- ``data``: the data stage's commands; their logic is in ``sources`` (pinned downloads / local mirrors,
+  manifests, readers) and ``shards`` (parquet triple shards, contamination audit)
 - ``model``: widening of the last Dense projection, verified; safe model loading
 - ``train``: both curriculum stages (PyLate CachedContrastive), resumable, multi-node
 - ``evaluate``: exact streamed MaxSim on BRIGHT, pytrec_eval metrics, mteb JSON, TREC runs

@@ -11,27 +11,15 @@ reports 130): an interrupted job's log ends with what stopped it.
 
 from __future__ import annotations
 
-import importlib
 import os
 import signal
 import sys
 
-STAGES = ("data", "demo", "evaluate", "model", "preflight", "rehearsal", "report", "summarize", "train")
-
-
-def run(argv: list[str]) -> int | None:
-    """Run ``<stage> <command> ...`` in this process (the stage's own ``main``)."""
-    if not argv or argv[0] not in STAGES:
-        print(f"usage: python -m workflow_scripts {{{','.join(STAGES)}}} COMMAND [--flag value ...]", file=sys.stderr)
-        return 2
-    module = importlib.import_module(f"workflow_scripts.{argv[0]}")
-    sys.argv = [module.__file__, *argv[1:]]  # argparse names the stage, as a cold start would
-    return module.main(argv[1:])
+from .stages import run
+from .warm import delegate
 
 
 def main() -> None:
-    from .warm import delegate
-
     argv = sys.argv[1:]  # run() rewrites sys.argv
     try:
         status = delegate(argv)

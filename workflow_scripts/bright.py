@@ -40,7 +40,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .common import UserError
-from .data import config_files, iter_parquet_batches, iter_parquet_rows
+from .sources.cards import config_files
+from .sources.readers import iter_parquet_batches, iter_parquet_rows
 
 __all__ = [
     "CorpusScan",

@@ -28,6 +28,7 @@ __all__ = [
     "follow_umask",
     "load_config_file",
     "naming_write_errors",
+    "one_line",
     "process_umask",
     "read_json",
     "run_cli",
@@ -47,6 +48,17 @@ class UserError(Exception):
 # torch's stream writer loses errno: a short or failed write (disk full, quota) reads like these
 TORCH_WRITE_FAILED = ("basic_ios", "file write failed", "unexpected pos")
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def one_line(err: BaseException) -> str:
+    """An exception's message on one line (its type's name when it has none).
+
+    Examples
+    --------
+    >>> one_line(OSError("no such\\n  file")), one_line(ValueError())
+    ('no such file', 'ValueError')
+    """
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 def write_error(err: BaseException, path: str | Path | None) -> OSError | None:

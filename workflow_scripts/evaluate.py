@@ -45,11 +45,11 @@ import torch
 from .bright import CorpusScan, gold_ids, load_bright_documents, load_bright_examples, scan_corpus, validate_split
 from .cli import run_commands
 from .common import UserError, atomic_file, read_json, write_json
-from .data import source_root
 from .maxsim import DTYPES, bf16_native, maxsim_scores
 from .model import effective_length, load_colbert
 from .progress import Progress
 from .protocols import job_name, job_pairs
+from .sources.manifest import source_root
 
 __all__ = [
     "MEASURES",

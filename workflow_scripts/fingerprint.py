@@ -11,6 +11,12 @@ What the hash covers is the token stream of each module without comments, docstr
 blank lines: a comment or docstring edit cannot change a result, so it reruns nothing; any
 other edit (code, a string literal, a default value) reruns every stage that imports the
 module.
+
+A few modules cannot change a number: they shape log lines or how a job's process starts
+(:data:`NOT_RESULT_BEARING`, the one list of them). They are left out of every fingerprint,
+and what they import is not followed through them: a module they import still counts for
+each stage that imports it itself (``warm`` imports ``job_usage``, which counts for
+``report``, which reads the cost figures with it).
 """
 
 from __future__ import annotations
@@ -22,12 +28,18 @@ import tokenize
 from functools import cache
 from pathlib import Path
 
-__all__ = ["PACKAGE", "code_fingerprint", "imported_modules", "module_file", "normalised_source"]
+__all__ = ["NOT_RESULT_BEARING", "PACKAGE", "code_fingerprint", "imported_modules", "module_file", "normalised_source"]
 
 PACKAGE = "workflow_scripts"
 ROOT = Path(__file__).resolve().parent
 SKIPPED = {tokenize.COMMENT, tokenize.NL, tokenize.ENCODING, tokenize.ENDMARKER}
 STATEMENT_START = {tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.NL, tokenize.ENCODING}
+# Modules whose edits cannot change any output, only log lines or how a job's process starts, so an
+# edit to them reruns nothing: the progress lines (how often and in what words a job reports), the
+# entry point and the stage registry (which function a command runs is the stage module's own table),
+# and the warm start (a forked child runs exactly the code a cold process would; tests/test_warm.py).
+# Anything that computes a result, or reads one back (job_usage), must not be listed here.
+NOT_RESULT_BEARING = frozenset({"__main__", "progress", "stages", "warm"})
 
 
 def module_file(name: str, root: Path = ROOT) -> Path | None:
@@ -145,12 +157,18 @@ def normalised_source(source: str) -> str:
 
 @cache
 def _closure(module: str, root: Path) -> frozenset[str]:
+    """``module`` and the project modules it imports, transitively, without :data:`NOT_RESULT_BEARING`.
+
+    A module in that list is neither included nor followed: its own imports count only where
+    a result-bearing module imports them too.
+    """
     seen, todo = _with_parents(module, root), list(_with_parents(module, root))
     while todo:
         name = todo.pop()
         for found in imported_modules(module_file(name, root).read_text(), root, module=name) - seen:
-            seen.add(found)
-            todo.append(found)
+            if found not in NOT_RESULT_BEARING:
+                seen.add(found)
+                todo.append(found)
     return frozenset(seen | {"__init__"})  # importing any module runs the package's __init__
 
 

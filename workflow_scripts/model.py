@@ -22,8 +22,8 @@ from safetensors.torch import load_file, save_file
 from .checkpoint import check_checkpoint, check_untrusted_checkpoint, read_modules
 from .cli import run_commands
 from .common import UserError, atomic_dir, follow_umask, read_json, write_json
-from .data import source_root
 from .padding_guard import guard_padding
+from .sources.manifest import source_root
 
 __all__ = [
     "check_finite_weights",

@@ -1256,9 +1256,9 @@ def measure_evaluation(
     """
     import torch
 
-    from .data import source_root
     from .model import load_colbert
     from .protocols import CARD_TEMPLATE
+    from .sources.manifest import source_root
 
     _set_threads(threads)
     root = source_root(bright_manifest)

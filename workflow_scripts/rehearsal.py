@@ -511,7 +511,7 @@ def _train_text(rng: random.Random, kind: str, keywords: list[str], units: Units
 
 
 def _dataset_card(root: Path, configs: dict[str, dict[str, str]], note: str) -> None:
-    """Hub dataset card with ``configs`` metadata, as ``load_dataset`` (and data.py) read it."""
+    """Hub dataset card with ``configs`` metadata, as ``load_dataset`` (and ``sources.cards``) read it."""
     lines = ["---", "configs:"]
     for name, splits in configs.items():
         lines += [f"- config_name: {name}", "  data_files:"]

@@ -19,7 +19,7 @@ from typing import Any
 
 from .cli import run_commands
 from .common import UserError, atomic_file, read_json
-from .warm import usage_beside
+from .job_usage import usage_beside
 
 __all__ = [
     "cost_html",

@@ -19,7 +19,7 @@ from typing import Any
 
 from .bright import gold_ids, load_bright_examples
 from .common import UserError, read_json
-from .data import source_root
+from .sources.manifest import source_root
 
 __all__ = ["check_results_against_runs", "recorded_ndcg", "result_flags_by_cell"]
 

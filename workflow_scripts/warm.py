@@ -24,7 +24,7 @@ never used: the work must run in the allocation Snakemake asked for.
 What does differ: Snakemake's ``benchmark:`` samples the job's process tree, which holds the
 client, not the forked child. So the client ends the log with the child's own figures, as
 the kernel counted them (``wait4``): ``warm: child <pid> exit 0, peak RSS <MB> MB, CPU <s> s``,
-and the cost page takes memory from that line (:func:`usage_beside`). That peak is not a cold
+and the cost page takes memory from that line (:mod:`workflow_scripts.job_usage`). That peak is not a cold
 job's: the child's RSS counts the server's pages it touches, not those it only shares (measured:
 an evaluate job 455 MB forked vs 540-553 MB cold; a report page ~400 MB forked vs 21-50 MB
 cold). So the stages whose memory feeds the preflight forecast (``data``, ``preflight``,
@@ -53,16 +53,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .job_usage import usage_line
+
 __all__ = [
     "ENV_VAR",
     "FORKED_STAGES",
     "delegate",
-    "log_beside",
     "serve",
     "start",
     "stop",
-    "usage_beside",
-    "usage_from_log",
 ]
 
 ENV_VAR = "REASON_COLBERT_WARM"
@@ -233,8 +232,7 @@ def delegate(argv: list[str]) -> int | None:
         print(f"warm: the server went away while child {child} ran", file=sys.stderr)
         return 1
     print(
-        f"warm: child {child} exit {result['status']}, peak RSS {result['maxrss_kb'] / 1024:.1f} MB, "
-        f"CPU {result['cpu_s']:.2f} s",
+        usage_line(child=child, status=result["status"], maxrss_kb=result["maxrss_kb"], cpu_s=result["cpu_s"]),
         file=sys.stderr,
     )
     if result["signal"]:  # end as the child did (the shell reports 128 + N)
@@ -253,51 +251,6 @@ def _end_by(number: int) -> None:
 def _signal_group(pid: int, number: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, number)
-
-
-def usage_beside(benchmark: str | Path) -> dict[str, float] | None:
-    """:func:`usage_from_log` of the job whose Snakemake ``benchmark:`` file is ``benchmark``.
-
-    A rule's log and benchmark share their path below the run (tests/test_rules.py checks it):
-    ``results/<run>/benchmarks/<job>.tsv`` and ``results/<run>/logs/<job>.log``.
-
-    Examples
-    --------
-    >>> str(log_beside("results/demo/benchmarks/evaluate/base/pony.tsv"))
-    'results/demo/logs/evaluate/base/pony.log'
-    """
-    return usage_from_log(log_beside(benchmark))
-
-
-def log_beside(benchmark: str | Path) -> Path:
-    """The log of the job whose ``benchmark:`` file is ``benchmark`` (see :func:`usage_beside`)."""
-    run, _, job = str(benchmark).rpartition("/benchmarks/")
-    return Path(f"{run}/logs/{job}").with_suffix(".log")
-
-
-def usage_from_log(path: str | Path) -> dict[str, float] | None:
-    """Peak RSS (MB) and CPU seconds of a warm-started job, from its log's last ``warm:`` line.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> log = Path(tempfile.mkdtemp()) / "job.log"
-    >>> _ = log.write_text("work\\nwarm: child 12 exit 0, peak RSS 612.5 MB, CPU 1.25 s\\n")
-    >>> usage_from_log(log)
-    {'max_rss': 612.5, 'cpu_time': 1.25}
-    >>> usage_from_log(log.with_name("missing.log")) is None
-    True
-    """
-    try:
-        lines = Path(path).read_text(errors="replace").splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
-        if line.startswith("warm: child ") and ", peak RSS " in line:
-            rss = float(line.split(", peak RSS ")[1].split(" MB")[0])
-            cpu = float(line.split(", CPU ")[1].split(" s")[0])
-            return {"max_rss": rss, "cpu_time": cpu}
-    return None
 
 
 # -- the server --------------------------------------------------------------------------------
@@ -518,7 +471,7 @@ def _run_child(
             sys.modules["numpy"].random.seed()
         if "torch" in sys.modules:
             sys.modules["torch"].seed()
-        from workflow_scripts.__main__ import run
+        from workflow_scripts.stages import run  # fresh, from this checkout (the server forgot its own)
 
         status = run(request["argv"])
     except SystemExit as done:

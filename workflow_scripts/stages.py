@@ -1,0 +1,40 @@
+"""The stage registry: which modules ``python -m workflow_scripts <stage> ...`` runs, and running one.
+
+Standard library only, and importing no project module, so both the entry point
+(:mod:`workflow_scripts.__main__`) and a warm child (:mod:`workflow_scripts.warm`) can run a
+stage without importing each other.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+__all__ = ["STAGES", "run"]
+
+STAGES = ("data", "demo", "evaluate", "model", "preflight", "rehearsal", "report", "summarize", "train")
+
+
+def run(argv: list[str]) -> int | None:
+    """Run ``<stage> <command> ...`` in this process (the stage's own ``main``).
+
+    Parameters
+    ----------
+    argv
+        The stage name, its command and the command's flags.
+
+    Returns
+    -------
+    The stage's exit status (None: success), or 2 for an unknown stage.
+
+    Examples
+    --------
+    >>> run(["no-such-stage"])
+    2
+    """
+    if not argv or argv[0] not in STAGES:
+        print(f"usage: python -m workflow_scripts {{{','.join(STAGES)}}} COMMAND [--flag value ...]", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"workflow_scripts.{argv[0]}")
+    sys.argv = [module.__file__, *argv[1:]]  # argparse names the stage, as a cold start would
+    return module.main(argv[1:])
