@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup setup-gpu browser demo test test-fast clean-demo
+.PHONY: setup setup-gpu browser lint demo test test-fast clean-demo
 
 setup: $(VENV)/.installed
 
@@ -34,8 +34,15 @@ demo: setup
 browser:
 	command -v chromedriver >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
+# The formatters own the layout; the linters and Snakemake's own lint pass (before any test runs).
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check Snakefile rules/
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --lint --configfile demo/config.yaml
+
 # Every test, the Slurm ones on a local two-node cluster started for them.
-test: setup browser
+test: setup browser lint
 	bash tests/slurm/start-local-slurm.sh
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest
 
