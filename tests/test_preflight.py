@@ -237,6 +237,33 @@ def test_the_preflight_target_builds_its_dag(tmp_path, overlay, trains):
     assert "train_stage1" not in counts and "evaluate" not in counts  # nothing of the real run's GPU work
 
 
+def test_the_preflight_job_gets_the_training_jobs_settings(tmp_path):
+    """The rules give preflight_train and the main experiment's training job one TrainSettings
+    each (rules/common.smk get_train_settings): the same flags, stage by stage, every field."""
+    import shlex
+
+    from workflow_scripts.trainer import TRAIN_KEYS
+
+    def settings(command: str) -> dict[str, str]:
+        words = shlex.split(command.split(" python -m workflow_scripts ", 1)[1])
+        flags = dict(zip(words[2::2], words[3::2]))  # after `<stage> <command>`: --flag value pairs
+        return {k: v for k, v in flags.items() if k[2:].replace("-", "_") in TRAIN_KEYS}
+
+    found: dict[str, dict[str, dict[str, str]]] = {"preflight": {}, "train": {}}
+    for target in ("preflight", "all"):
+        out = snakemake(target, "-n", "-p", cwd=tmp_path).stdout
+        for line in out.splitlines():
+            for kind, marker in (("preflight", "preflight train --stage "), ("train", " train fit ")):
+                if marker in line:
+                    stage = "stage1" if "/shards/stage1" in line else "stage2"
+                    found[kind][stage] = settings(line)
+    assert set(found["train"]) == set(found["preflight"]) == {"stage1", "stage2"}
+    for stage in ("stage1", "stage2"):
+        assert len(found["train"][stage]) >= len(TRAIN_KEYS) - 1  # all but max_steps (config.yaml leaves it out)
+        assert found["preflight"][stage] == found["train"][stage], stage
+    assert found["train"]["stage1"]["--learning-rate"] != found["train"]["stage2"]["--learning-rate"]
+
+
 # --------------------------------------------------------------------------- a first real run that starts
 @pytest.fixture()
 def hub(monkeypatch):
