@@ -22,6 +22,7 @@ from workflow_scripts.fingerprint import code_fingerprint
 from workflow_scripts.lineage import Lineage
 from workflow_scripts.protocols import PRESETS, QUERY_SETS, evaluation_rules, job_name, job_pairs, mteb_files
 from workflow_scripts.protocols import resolve as resolve_protocols
+from workflow_scripts.trainer import TRAIN_KEYS
 from workflow_scripts import warm
 
 SCHEMA = os.path.join(workflow.basedir, "workflow_scripts/config.schema.yaml")
@@ -222,14 +223,19 @@ def get_widen_flags(wildcards):
     return as_flags(LINEAGE.own_settings(experiment, "widened"))
 
 
-def get_train_flags(wildcards):
-    """The stage's settings: shared train keys, its own learning rate, not the cluster shape
-    (Slurm resources) and not the other stage's settings."""
-    experiment, stage = LINEAGE.models[wildcards.mid]
+def get_train_settings(experiment, stage):
+    """An experiment's training settings for one stage, by TrainSettings field: the train section's
+    shared keys, the stage's own learning rate and the experiment's seed; not the cluster shape
+    (Slurm resources) and not the other stage's settings. Training and the preflight read these."""
     t = LINEAGE.setting("train", experiment)
-    settings = {k: v for k, v in t.items() if k not in ("stage1", "stage2", "nodes", "gpus_per_node")}
-    return as_flags(settings | t[stage] | {"stage": stage, "seed": LINEAGE.train_seed(experiment),
-                                           "trust_remote_code": config["trust_remote_code"]})  # fmt: skip
+    merged = t | t[stage] | {"seed": LINEAGE.train_seed(experiment)}
+    return {k: merged[k] for k in TRAIN_KEYS if k in merged}  # max_steps may be left out: whole epochs
+
+
+def get_train_flags(wildcards):
+    experiment, stage = LINEAGE.models[wildcards.mid]
+    settings = get_train_settings(experiment, stage)
+    return as_flags(settings | {"stage": stage, "trust_remote_code": config["trust_remote_code"]})
 
 
 def get_training_metrics():
@@ -394,19 +400,13 @@ def get_preflight_init(wildcards):
 
 
 def get_preflight_train_flags(wildcards):
-    """The training stage's own settings, the preflight's bounds and the forecast's shape."""
-    t, p, shape = config["train"], config["preflight"], get_preflight_shape()
-    keys = ("global_batch_size", "gradient_accumulation_steps", "mini_batch_size", "query_length", "document_length",
-            "temperature", "gather_across_devices", "max_grad_norm", "bf16", "batch_sampler", "dataloader_num_workers",
-            "maxsim_backend", "score_mini_batch_size")  # fmt: skip
-    return as_flags(
-        {k: t[k] for k in keys}
-        | {k: p[k] for k in ("train_steps", "per_device_batch_size", "false_negative_batches")}
-        | {"learning_rate": t[wildcards.stage]["learning_rate"], "seed": config["seed"],
-           "trust_remote_code": config["trust_remote_code"],
-           "forecast_nodes": shape["nodes"], "forecast_gpus_per_node": shape["gpus_per_node"],
-           "forecast_global_batch_size": shape["global_batch_size"]}  # fmt: skip
-    )
+    """The main experiment's training settings of the stage (what its training job gets), the
+    preflight's bounds and the forecast's shape."""
+    p, shape = config["preflight"], get_preflight_shape()
+    bounds = {k: p[k] for k in ("train_steps", "per_device_batch_size", "false_negative_batches")}
+    forecast = {f"forecast_{k}": shape[k] for k in ("nodes", "gpus_per_node", "global_batch_size")}
+    settings = get_train_settings("main", wildcards.stage)
+    return as_flags(settings | bounds | forecast | {"trust_remote_code": config["trust_remote_code"]})
 
 
 def get_preflight_eval_flags(wildcards):

@@ -19,8 +19,8 @@ import pytest
 import yaml
 from snakemake.utils import update_config
 
-from workflow_scripts import demo, evaluate, model, preflight, rehearsal, train
-from workflow_scripts.cli import parser_for, to_argv
+from workflow_scripts import demo, evaluate, model, preflight, rehearsal, train, trainer
+from workflow_scripts.cli import parser_for, spread_records, to_argv
 from workflow_scripts.common import UserError, config_problem, read_json
 from workflow_scripts.config_checks import (
     batch_problems,
@@ -146,7 +146,7 @@ def test_batch_arithmetic(shape, ok):
         assert problems[0].startswith("config: train/global_batch_size: ")
         # train_stage refuses the same shape, hours later on the cluster
         with pytest.raises(UserError):
-            train.per_device_batch_size(
+            trainer.per_device_batch_size(
                 shape["global_batch_size"], shape["nodes"] * shape["gpus_per_node"],
                 shape["gradient_accumulation_steps"],
             )  # fmt: skip
@@ -289,7 +289,7 @@ def types_of(node: dict[str, Any]) -> set[str]:
 
 INTEGER_LEAVES = [path for path, node in schema_leaves() if "integer" in types_of(node)]
 STAGES = {
-    "train": train.train_stage,
+    "train": train.fit,
     "evaluate": evaluate.evaluate_job,
     "data": build_shards,
     "widen": model.widen,
@@ -328,11 +328,12 @@ for _section in STAGES:  # the plain case: key k of section s is parameter k of 
             READERS[_path] = [f"{_section}:{_key}"]
 # The preflight's commands read the settings they measure at (train, evaluate), their own
 # section and the forecast's shape (rules/common.smk get_preflight_*_flags): path -> parameter.
-STAGES |= {"preflight_train": preflight.measure_training, "preflight_evaluate": preflight.measure_evaluation,
-           "preflight_forecast": preflight.forecast}  # fmt: skip
-_TRAIN_KEYS = ["global_batch_size", "gradient_accumulation_steps", "mini_batch_size", "query_length", "document_length",
-               "temperature", "gather_across_devices", "max_grad_norm", "bf16", "batch_sampler", "dataloader_num_workers",
-               "maxsim_backend", "score_mini_batch_size"]  # fmt: skip
+STAGES |= {
+    "preflight_train": spread_records(preflight.measure_training),
+    "preflight_evaluate": preflight.measure_evaluation,
+    "preflight_forecast": preflight.forecast,
+}
+_TRAIN_KEYS = [k for k in trainer.TRAIN_KEYS if k not in ("learning_rate", "seed")]  # the section's shared keys
 for _reader, _pairs in {
     "preflight_train": [(f"train/{k}", k) for k in _TRAIN_KEYS]
     + [("train/stage1/learning_rate", "learning_rate"), ("train/stage2/learning_rate", "learning_rate"),
@@ -534,6 +535,23 @@ def test_why_floats_are_refused_the_command_line_reads_int():
 
     with pytest.raises((SystemExit, argparse.ArgumentError)):
         _parse(evaluate.evaluate_split, {"top_k": 1000.0})
+
+
+def test_the_training_settings_record_is_the_schemas_train_section():
+    """TrainSettings (what the rules pass, the stage and the preflight take) names every training
+    key of the schema: the train section's, but the cluster shape and the per-stage sections,
+    plus a stage's learning rate and the seed; and the rules pass every field of it."""
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    section = schema["properties"]["train"]["properties"]
+    stage_keys = set(schema["definitions"]["stage_train"]["properties"])
+    expected = (set(section) - {"nodes", "gpus_per_node", "stage1", "stage2"}) | stage_keys | {"seed"}
+    assert set(trainer.TRAIN_KEYS) == expected
+    config = full_config()
+    settings = trainer.TrainSettings(**{k: config["train"][k] for k in _TRAIN_KEYS},
+                                     learning_rate=config["train"]["stage1"]["learning_rate"], seed=config["seed"])  # fmt: skip
+    for stage in ("train", "preflight_train"):  # both commands take the whole record
+        assert set(trainer.TRAIN_KEYS) <= set(inspect.signature(STAGES[stage]).parameters)
+    assert trainer.TrainSettings(**_parse(train.fit, settings.as_dict())) == settings
 
 
 def test_readers_name_real_schema_leaves_and_parameters():

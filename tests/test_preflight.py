@@ -29,9 +29,10 @@ from workflow_scripts.preflight import (
     rate_times_count,
     train_step_flops,
 )
+from workflow_scripts.negatives import false_negatives
 from workflow_scripts.shards.build import build_shards
 from workflow_scripts.sources.hub import fetch_source
-from workflow_scripts.train import false_negatives
+from workflow_scripts.trainer import TrainSettings
 
 ARCH = {"matmul_parameters": 13_524_864, "layers": 10, "hidden": 384, "dim": 128}  # the rehearsal's widened model
 REAL = {"query_length": 256, "document_length": 2048}
@@ -125,12 +126,16 @@ def test_preflight_on_tiny_sizes(demo_assets, manifests, tmp_path):
     for stage in stages:
         out = tmp_path / "preflight" / f"train_{stage}.json"
         out.parent.mkdir(exist_ok=True)
-        preflight.measure_training(
-            stage=stage, init_model=str(tmp_path / "widened"), shards=str(tmp_path / "shards" / stage), out_json=str(out),
+        settings = TrainSettings(
             global_batch_size=32, gradient_accumulation_steps=1, mini_batch_size=4, query_length=32, document_length=64,
             temperature=1.0, gather_across_devices=True, max_grad_norm=100.0, bf16="auto", batch_sampler="no_duplicates",
-            learning_rate=1e-3, dataloader_num_workers=0, seed=0, train_steps=2, false_negative_batches=2,
-            forecast_nodes=2, forecast_gpus_per_node=4, forecast_global_batch_size=64, per_device_batch_size=8,
+            learning_rate=1e-3, dataloader_num_workers=0, seed=0, warmup_ratio=0.0, epochs=1.0, save_steps=100,
+            save_total_limit=1, logging_steps=1,
+        )  # fmt: skip
+        preflight.measure_training(
+            stage=stage, init_model=str(tmp_path / "widened"), shards=str(tmp_path / "shards" / stage), out_json=str(out),
+            settings=settings, train_steps=2, false_negative_batches=2, forecast_nodes=2, forecast_gpus_per_node=4,
+            forecast_global_batch_size=64, per_device_batch_size=8,
         )  # fmt: skip
         train.append(str(out))
     splits = ["biology", "pony", "leetcode"]
@@ -205,13 +210,13 @@ def test_preflight_on_tiny_sizes(demo_assets, manifests, tmp_path):
 def test_training_meta_reports_in_batch_false_negatives(demo_assets, manifests, tmp_path, sampler):
     """stage 2's bge rows expand to 2 x 4 triples: at random, copies of one query share batches;
     NO_DUPLICATES (no text twice in a batch, any column) keeps them apart."""
-    from workflow_scripts.train import train_stage
+    from workflow_scripts.train import fit
 
     build_shards(stage="stage2", stage_sources=[{"source": "bge_reasoner", "config": None}],
                       manifests=list(manifests.values()), out_dir=tmp_path / "shards", stats_path=tmp_path / "s.json",
                       positives_per_query=2, negatives_per_query=4, min_text_chars=10, max_unresolved_rate=0.1,
                       rows_per_shard=1000, shuffle_buckets=2, seed=0, bge_subdir="bge-reasoner-data-0904")  # fmt: skip
-    meta = train_stage(
+    meta = fit(
         stage="stage2", init_model=manifests["base_model"], shards=str(tmp_path / "shards"),
         out_dir=str(tmp_path / "model"), checkpoint_dir=str(tmp_path / "ckpt"), metrics_path=str(tmp_path / "m.jsonl"),
         meta_path=str(tmp_path / "meta.json"), learning_rate=1e-4, global_batch_size=32, gradient_accumulation_steps=1,
@@ -241,6 +246,33 @@ def test_the_preflight_target_builds_its_dag(tmp_path, overlay, trains):
     assert counts["preflight_train"] == trains and counts["preflight_evaluate"] == 1
     assert counts["preflight_forecast"] == 1 and counts["build_shards"] == 2 and counts["widen"] == 1
     assert "train_stage1" not in counts and "evaluate" not in counts  # nothing of the real run's GPU work
+
+
+def test_the_preflight_job_gets_the_training_jobs_settings(tmp_path):
+    """The rules give preflight_train and the main experiment's training job one TrainSettings
+    each (rules/common.smk get_train_settings): the same flags, stage by stage, every field."""
+    import shlex
+
+    from workflow_scripts.trainer import TRAIN_KEYS
+
+    def settings(command: str) -> dict[str, str]:
+        words = shlex.split(command.split(" python -m workflow_scripts ", 1)[1])
+        flags = dict(zip(words[2::2], words[3::2]))  # after `<stage> <command>`: --flag value pairs
+        return {k: v for k, v in flags.items() if k[2:].replace("-", "_") in TRAIN_KEYS}
+
+    found: dict[str, dict[str, dict[str, str]]] = {"preflight": {}, "train": {}}
+    for target in ("preflight", "all"):
+        out = snakemake(target, "-n", "-p", cwd=tmp_path).stdout
+        for line in out.splitlines():
+            for kind, marker in (("preflight", "preflight train --stage "), ("train", " train fit ")):
+                if marker in line:
+                    stage = "stage1" if "/shards/stage1" in line else "stage2"
+                    found[kind][stage] = settings(line)
+    assert set(found["train"]) == set(found["preflight"]) == {"stage1", "stage2"}
+    for stage in ("stage1", "stage2"):
+        assert len(found["train"][stage]) >= len(TRAIN_KEYS) - 1  # all but max_steps (config.yaml leaves it out)
+        assert found["preflight"][stage] == found["train"][stage], stage
+    assert found["train"]["stage1"]["--learning-rate"] != found["train"]["stage2"]["--learning-rate"]
 
 
 # --------------------------------------------------------------------------- a first real run that starts
@@ -542,7 +574,7 @@ def test_the_memory_model_is_calibrated_on_measured_shapes(calibration):
 
 
 def forecast_shape(config: dict, **train: object) -> tuple[dict, dict]:
-    from workflow_scripts.train import per_device_batch_size
+    from workflow_scripts.trainer import per_device_batch_size
 
     t = config["train"] | train
     devices = t["nodes"] * t["gpus_per_node"]

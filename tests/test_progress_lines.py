@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from workflow_scripts.demo import SPLITS
 from workflow_scripts.shards import shuffle
 from workflow_scripts.shards.build import build_shards
-from workflow_scripts.train import metrics_callback, train_stage
+from workflow_scripts.train import fit, metrics_callback
 
 SAMPLES_LINE = re.compile(
     r"^train(?: \S+)?: [\d,]+/[\d,]+ samples \([\d.]+%\), [\d,.]+ samples/s, ETA \S+; step \d+/\d+"
@@ -84,7 +84,7 @@ def test_resumed_training_counts_from_its_checkpoint_and_other_ranks_stay_quiet(
 def test_a_real_training_run_logs_progress_lines(demo_assets, manifests, tmp_path, caplog):
     shards(manifests, tmp_path)
     with caplog.at_level(logging.INFO, logger="workflow_scripts.train"):
-        train_stage(stage="stage1", init_model=str(demo_assets / "base-model"), shards=str(tmp_path / "shards"),
+        fit(stage="stage1", init_model=str(demo_assets / "base-model"), shards=str(tmp_path / "shards"),
                     out_dir=str(tmp_path / "model"), checkpoint_dir=str(tmp_path / "ckpt"),
                     metrics_path=str(tmp_path / "m.jsonl"), meta_path=str(tmp_path / "meta.json"),
                     learning_rate=1e-4, global_batch_size=8, gradient_accumulation_steps=1, mini_batch_size=8,

@@ -13,7 +13,8 @@ from workflow_scripts.cli import to_argv
 from workflow_scripts.common import UserError
 from workflow_scripts.demo import SPLITS
 from workflow_scripts.shards.build import build_shards
-from workflow_scripts.train import per_device_batch_size, train_stage
+from workflow_scripts.train import fit
+from workflow_scripts.trainer import per_device_batch_size
 
 
 @pytest.fixture()
@@ -39,7 +40,7 @@ def train_kwargs(tmp_path, init, shards, **overrides):
 
 
 def test_a_few_steps_lower_the_loss(demo_assets, stage1_shards, tmp_path):
-    meta = train_stage(**train_kwargs(tmp_path, demo_assets / "base-model", stage1_shards))
+    meta = fit(**train_kwargs(tmp_path, demo_assets / "base-model", stage1_shards))
     losses = [json.loads(line)["loss"] for line in open(tmp_path / "m.jsonl")]
     assert len(losses) == meta["steps"] >= 10
     assert meta["candidates_per_query"] == 2 * 16  # one process: the (local = global) batch x 2
@@ -75,7 +76,7 @@ def test_resume_after_sigkill_gives_the_same_weights(demo_assets, stage1_shards,
 
     init = demo_assets / "base-model"
     whole = train_kwargs(tmp_path / "whole", init, stage1_shards, save_steps=3)
-    train_stage(**whole)
+    fit(**whole)
     killed = train_kwargs(tmp_path / "killed", init, stage1_shards, save_steps=3)
     cmd = [sys.executable, "-m", "workflow_scripts.train", "fit", *to_argv(killed)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -87,7 +88,7 @@ def test_resume_after_sigkill_gives_the_same_weights(demo_assets, stage1_shards,
     proc.wait()
     assert not (tmp_path / "killed/model").exists()  # nothing half-written is taken as done
     (tmp_path / "killed/m.jsonl").unlink(missing_ok=True)  # Snakemake removes a failed job's outputs
-    meta = train_stage(**killed)  # the rerun
+    meta = fit(**killed)  # the rerun
     assert meta["resumed_from"] and int(meta["resumed_from"].rsplit("-", 1)[1]) >= 6
     for part in ("model.safetensors", "3_Dense/model.safetensors"):
         a = load_file(tmp_path / "whole/model" / part)
@@ -165,7 +166,7 @@ def test_torch_and_chunked_maxsim_train_the_same_model(demo_assets, stage1_shard
     for backend in ("torch", "chunked"):
         kwargs = train_kwargs(tmp_path / backend, demo_assets / "base-model", stage1_shards, maxsim_backend=backend,
                               epochs=1)  # fmt: skip
-        metas[backend] = train_stage(**kwargs)
+        metas[backend] = fit(**kwargs)
         weights[backend] = {
             name: tensor
             for path in sorted((tmp_path / backend / "model").rglob("model.safetensors"))
@@ -199,3 +200,41 @@ def test_torch_and_chunked_maxsim_train_the_same_model(demo_assets, stage1_shard
         assert 0 < per_step["real"] <= per_step["processed"] <= per_step["padded"] <= per_step["collated"]
     rows = [json.loads(line) for line in (tmp_path / "chunked" / "m.jsonl").read_text().splitlines()]
     assert all(row["tokens"]["documents"]["real"] > 0 for row in rows)
+
+
+def test_the_preflight_measures_the_trainer_the_stage_trains_with(demo_assets, stage1_shards, tmp_path):
+    """Both build their trainer with make_trainer: for the same settings, the same trainer class,
+    loss (class, chunking, temperature, gathering, MaxSim backend, the counters wrapped around
+    it), collator and training arguments; the preflight differs only where it says so (a step
+    cap, nothing saved, its scratch directory)."""
+    from workflow_scripts import preflight
+    from workflow_scripts.negatives import FalseNegativeCounter
+    from workflow_scripts.train import shard_files, stage_training, world_info
+    from workflow_scripts.trainer import CandidateCounter, TrainSettings
+
+    kwargs = train_kwargs(tmp_path, demo_assets / "base-model", stage1_shards, batch_sampler="no_duplicates",
+                          maxsim_backend="chunked", score_mini_batch_size=4, max_grad_norm=2.0, warmup_ratio=0.1,
+                          logging_steps=2)  # fmt: skip
+    settings = TrainSettings(**{k: v for k, v in kwargs.items() if k in TrainSettings.__dataclass_fields__})
+    trained, _ = stage_training(stage="stage1", init_model=kwargs["init_model"], files=shard_files(stage1_shards),
+                                run_dir=tmp_path / "run", settings=settings, trust_remote_code=False, device="cpu",
+                                world_size=world_info()["world_size"])  # fmt: skip
+    dataset = trained.trainer.train_dataset
+    measured, _ = preflight._measured_training(
+        model=trained.trainer.model, dataset=dataset, scratch=tmp_path / "scratch", stage="stage1", world_size=1,
+        settings=preflight.measured_settings(settings, steps=2, device="cpu"), per_device=trained.per_device_batch_size,
+    )  # fmt: skip
+    assert type(measured.trainer) is type(trained.trainer)
+    assert type(measured.trainer.data_collator) is type(trained.trainer.data_collator)
+    for built in (trained, measured):
+        assert isinstance(built.loss.forward, FalseNegativeCounter) and built.loss.forward is built.false_negatives
+        assert isinstance(built.candidates, CandidateCounter) and built.loss.candidate_counter is built.candidates
+    assert type(measured.loss) is type(trained.loss)
+    for name in ("mini_batch_size", "score_mini_batch_size", "temperature", "gather_across_devices", "maxsim_backend"):
+        assert getattr(measured.loss, name) == getattr(trained.loss, name), name
+    assert trained.loss.score_mini_batch_size == 4 and trained.loss.maxsim_backend == "chunked"
+    a, b = trained.trainer.args.to_dict(), measured.trainer.args.to_dict()
+    differ = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+    assert differ <= {"output_dir", "logging_dir", "max_steps", "save_strategy"}, differ
+    assert (a["max_steps"], b["max_steps"], b["save_strategy"]) == (-1, 2, "no")
+    assert a["batch_sampler"] == "no_duplicates" and a["max_grad_norm"] == 2.0 and not a["ddp_find_unused_parameters"]

@@ -10,12 +10,15 @@ by name, and ``snakemake -n -p`` prints a command a person can read and rerun by
 Values are converted from their annotations: ``int``, ``float``, ``str``/``Path``, ``bool``
 (``true``/``false``, any case, as Snakemake prints Python's ``True``), ``X | None``
 (``None``/``null``), ``list[str]``/``list[int]`` as several words, and anything else
-(``dict``, ``list[dict]``) as JSON.
+(``dict``, ``list[dict]``) as JSON. A parameter typed by a dataclass (a settings record) is
+spread into one flag per field by :func:`spread_records`, so the rule's command stays flat.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import inspect
 import json
 import types
@@ -26,7 +29,7 @@ from typing import Any
 
 from .common import run_cli
 
-__all__ = ["parser_for", "run_commands", "to_argv"]
+__all__ = ["parser_for", "run_commands", "spread_records", "to_argv"]
 
 NONE_WORDS = {"none", "null"}
 
@@ -120,6 +123,55 @@ def parser_for(function: Callable[..., Any], parser: argparse.ArgumentParser) ->
             required=required, default=None if required else param.default,
         )  # fmt: skip
     return parser
+
+
+def spread_records(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` taking one keyword per field of each of its dataclass-typed parameters.
+
+    The returned function's signature (what :func:`parser_for` reads) is ``function``'s with each
+    record parameter replaced by the record's fields; it builds the records and calls
+    ``function`` by keyword. The record stays the one list of its keys.
+
+    Examples
+    --------
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class Shape:
+    ...     rows: int
+    ...     width: int = 2
+    >>> def area(*, shape: Shape, unit: str) -> str:
+    ...     return f"{shape.rows * shape.width} {unit}"
+    >>> flat = spread_records(area)
+    >>> list(inspect.signature(flat).parameters)
+    ['rows', 'width', 'unit']
+    >>> flat(rows=3, unit="cells"), flat(rows=3, width=5, unit="cells")
+    ('6 cells', '15 cells')
+    >>> vars(parser_for(flat, argparse.ArgumentParser()).parse_args(["--rows", "4", "--unit", "m"]))
+    {'rows': 4, 'width': 2, 'unit': 'm'}
+    """
+    hints = typing.get_type_hints(function)
+    records = {n: h for n, h in hints.items() if isinstance(h, type) and dataclasses.is_dataclass(h)}
+    parameters: list[inspect.Parameter] = []
+    for name, param in inspect.signature(function).parameters.items():
+        if name not in records:
+            parameters.append(param.replace(annotation=hints.get(name, Any)))
+            continue
+        field_hints = typing.get_type_hints(records[name])
+        for field in dataclasses.fields(records[name]):
+            default = inspect.Parameter.empty if field.default is dataclasses.MISSING else field.default
+            parameters.append(inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                                annotation=field_hints[field.name]))  # fmt: skip
+
+    @functools.wraps(function)
+    def flat(**kwargs: Any) -> Any:
+        for name, record in records.items():
+            names = {field.name for field in dataclasses.fields(record)}
+            kwargs[name] = record(**{key: kwargs.pop(key) for key in list(kwargs) if key in names})
+        return function(**kwargs)
+
+    returns = hints.get("return", Any)
+    flat.__signature__ = inspect.Signature(parameters, return_annotation=returns)  # type: ignore[attr-defined]
+    flat.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": returns}
+    return flat
 
 
 def run_commands(commands: dict[str, Callable[..., Any]], argv: list[str] | None = None) -> None:

@@ -310,7 +310,7 @@ class TrimmedCachedContrastive(CachedContrastive):
             guard_padding(model)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        # any metric set later (train.py wraps it in its CandidateCounter) is checked too; kept
+        # any metric set later (trainer.py wraps it in its CandidateCounter) is checked too; kept
         # out of nn.Module's submodules so a plain wrapper can replace a Module metric
         if name == "score_metric":
             object.__setattr__(self, name, FiniteScores(value, self._where))

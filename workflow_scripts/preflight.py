@@ -37,6 +37,7 @@ GPU's peak x ``preflight.assumed_mfu``) (:func:`project_split_from_flops`). Trai
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import logging
 import math
@@ -50,8 +51,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .cli import run_commands
+from .cli import run_commands, spread_records
 from .common import UserError, atomic_file, read_json, write_json
+from .trainer import Training, TrainSettings
 
 __all__ = [
     "CARD",
@@ -752,11 +754,11 @@ def replay_false_negatives(trainer: Any, dataset: Any, *, per_device: int, world
     The batch sampler is the trainer's own (``train.batch_sampler``) at ``per_device``;
     accelerate gives per-device batch ``k`` to rank ``k % world``, and CachedContrastive
     gathers the ranks' documents, so ``world`` consecutive per-device batches are one
-    contrastive batch. Rows are compared by text (:func:`workflow_scripts.train.false_negatives`).
+    contrastive batch. Rows are compared by text (:func:`workflow_scripts.negatives.false_negatives`).
     """
     import torch
 
-    from .train import false_negatives
+    from .negatives import false_negatives
 
     generator = torch.Generator()
     generator.manual_seed(seed)
@@ -806,40 +808,43 @@ def _step_timer():
     return StepTimer()
 
 
-def _run_steps(
-    *, model: Any, dataset: Any, scratch: Path, per_device: int, settings: dict[str, Any]
-) -> tuple[Any, Any, Any, Any]:
-    """``settings["steps"]`` optimizer steps through the training stage's own trainer, loss and collator."""
-    import torch
-    from pylate import utils
-    from sentence_transformers import SentenceTransformerTrainingArguments
+def _measured_training(
+    *, model: Any, dataset: Any, scratch: Path, settings: TrainSettings, stage: str, world_size: int, per_device: int
+) -> tuple[Training, Any]:
+    """The training stage's own trainer (:func:`workflow_scripts.trainer.make_trainer`) with a step timer.
 
-    from .train import FalseNegativeCounter, _trainer_class, _use_bf16, build_loss
+    The same settings as the stage's, capped at ``settings.max_steps``; nothing is saved.
+    """
+    from .trainer import make_trainer
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    loss = build_loss(
-        model,
-        mini_batch_size=settings["mini_batch_size"],
-        score_mini_batch_size=settings["score_mini_batch_size"],
-        gather_across_devices=settings["gather_across_devices"],
-        temperature=settings["temperature"],
-        maxsim_backend=settings["maxsim_backend"],
-        world_size=world,
-    )
-    loss.forward = counter = FalseNegativeCounter(loss.forward, gather=loss.gather_across_devices)
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(scratch / "trainer"), max_steps=settings["steps"], per_device_train_batch_size=per_device,
-        gradient_accumulation_steps=settings["gradient_accumulation_steps"], learning_rate=settings["learning_rate"],
-        warmup_ratio=0.0, max_grad_norm=settings["max_grad_norm"], bf16=_use_bf16(settings["bf16"]),
-        save_strategy="no", logging_steps=1, seed=settings["seed"], data_seed=settings["seed"], report_to="none",
-        dataloader_num_workers=settings["dataloader_num_workers"], disable_tqdm=True, dataloader_drop_last=True,
-        batch_sampler=settings["batch_sampler"], use_cpu=not torch.cuda.is_available(),
-        ddp_backend="gloo" if world > 1 and not torch.cuda.is_available() else None,
-    )  # fmt: skip
+    training = make_trainer(model=model, dataset=dataset, settings=settings, output_dir=scratch / "trainer",
+                            device=_device(), world_size=world_size, label=f"preflight {stage}", per_device=per_device,
+                            save_checkpoints=False)  # fmt: skip
     timer = _step_timer()
-    trainer = _trainer_class()(model=model, args=args, train_dataset=dataset, loss=loss,
-                               data_collator=utils.ColBERTCollator(model.tokenize), callbacks=[timer])  # fmt: skip
-    return trainer, timer, counter, loss
+    training.trainer.add_callback(timer)
+    return training, timer
+
+
+def measured_settings(settings: TrainSettings, *, steps: int, device: str) -> TrainSettings:
+    """The stage's settings as the preflight runs them: ``steps`` optimizer steps, and on a CPU
+    the exact chunked MaxSim where the stage's backend is a CUDA kernel.
+
+    Examples
+    --------
+    >>> s = TrainSettings(learning_rate=1e-5, global_batch_size=64, gradient_accumulation_steps=1,
+    ...                   mini_batch_size=8, query_length=32, document_length=64, temperature=1.0,
+    ...                   gather_across_devices=True, max_grad_norm=1.0, warmup_ratio=0.0, epochs=1.0,
+    ...                   bf16="auto", save_steps=10, save_total_limit=1, logging_steps=1,
+    ...                   dataloader_num_workers=0, seed=0, maxsim_backend="flash")
+    >>> m = measured_settings(s, steps=2, device="cpu")
+    >>> m.max_steps, m.maxsim_backend, measured_settings(s, steps=2, device="cuda").maxsim_backend
+    (2, 'chunked', 'flash')
+    """
+    backend = settings.maxsim_backend
+    if device == "cpu" and backend in ("lik", "flash"):  # CUDA kernels: the CPU measures the exact one
+        logger.info("preflight: maxsim_backend %s needs CUDA; measuring with chunked", backend)
+        backend = "chunked"
+    return dataclasses.replace(settings, max_steps=steps, maxsim_backend=backend)
 
 
 def measure_training(
@@ -848,27 +853,13 @@ def measure_training(
     init_model: str,
     shards: str,
     out_json: str,
-    global_batch_size: int,
-    gradient_accumulation_steps: int,
-    mini_batch_size: int,
-    query_length: int,
-    document_length: int,
-    temperature: float,
-    gather_across_devices: bool,
-    max_grad_norm: float,
-    bf16: bool | str,
-    batch_sampler: str,
-    learning_rate: float,
-    dataloader_num_workers: int,
-    seed: int,
+    settings: TrainSettings,
     train_steps: int,
     false_negative_batches: int,
     forecast_nodes: int,
     forecast_gpus_per_node: int,
     forecast_global_batch_size: int,
     per_device_batch_size: int | None = None,
-    maxsim_backend: str = "auto",
-    score_mini_batch_size: int | None = None,
     trust_remote_code: bool = False,
     threads: int | None = None,
 ) -> dict[str, Any]:
@@ -878,91 +869,112 @@ def measure_training(
     rows (:func:`row_token_lengths`) and the memory of one GradCache step at three scaled shapes
     (:func:`measure_calibration`).
 
-    Runs in a job shaped like the training job (``launch.sh``: one process per GPU); the
-    per-device batch is ``per_device_batch_size`` or the real one. The first step carries
-    the warm-up; with more steps it is left out of the rate. The ``forecast_*`` shape is the
-    one the batch sampler is replayed at. Writes ``out_json`` (rank 0).
+    Runs in a job shaped like the training job (``launch.sh``: one process per GPU) with the
+    training stage's settings and trainer; the per-device batch is ``per_device_batch_size`` or
+    the real one. The first step carries the warm-up; with more steps it is left out of the
+    rate. The ``forecast_*`` shape is the one the batch sampler is replayed at. Writes
+    ``out_json`` (rank 0). The command line (``preflight train``) takes the settings as flags.
     """
-    import torch
-
     from .model import load_colbert
     from .train import load_triples, shard_files, world_info
-    from .train import per_device_batch_size as real_per_device
+    from .trainer import per_device_batch_size as real_per_device
 
     _set_threads(threads)
-    world = world_info()
-    accumulation = gradient_accumulation_steps
+    world, accumulation = world_info(), settings.gradient_accumulation_steps
     forecast_devices = forecast_nodes * forecast_gpus_per_node
-    per_device = per_device_batch_size or real_per_device(global_batch_size, world["world_size"], accumulation)
+    per_device = per_device_batch_size or real_per_device(settings.global_batch_size, world["world_size"], accumulation)
     forecast_per_device = real_per_device(forecast_global_batch_size, forecast_devices, accumulation)
     files = shard_files(shards)
     needed = max(per_device * world["world_size"] * accumulation * train_steps,
                  forecast_global_batch_size * false_negative_batches)  # fmt: skip
-    model = load_colbert(init_model, query_length=query_length, document_length=document_length,
+    model = load_colbert(init_model, query_length=settings.query_length, document_length=settings.document_length,
                          trust_remote_code=trust_remote_code, device=_device())  # fmt: skip
-    if _device() == "cpu" and maxsim_backend in ("lik", "flash"):  # CUDA kernels: the CPU measures the exact one
-        logger.info("preflight %s: maxsim_backend %s needs CUDA; measuring with chunked", stage, maxsim_backend)
-        maxsim_backend = "chunked"
-    settings = {k: v for k, v in locals().items() if k in _TRAIN_SETTINGS} | {"steps": train_steps}
+    settings = measured_settings(settings, steps=train_steps, device=_device())
     scratch = Path(tempfile.mkdtemp(dir=Path(out_json).parent, prefix=f".{Path(out_json).name}.tmp-"))
     try:
         dataset = load_triples(_shards_for(files, needed), scratch / "datasets-cache")
-        trainer, timer, counter, loss = _run_steps(model=model, dataset=dataset, scratch=scratch, per_device=per_device,
-                                             settings=settings)  # fmt: skip
+        training, timer = _measured_training(
+            model=model, dataset=dataset, scratch=scratch, settings=settings, stage=stage,
+            world_size=world["world_size"], per_device=per_device,
+        )  # fmt: skip
         replay = None
         if world["rank"] == 0:  # the sampler replay needs no model and no other rank
-            replay = replay_false_negatives(trainer, dataset, per_device=forecast_per_device, world=forecast_devices,
-                                            batches=false_negative_batches, seed=seed)  # fmt: skip
-        _reset_peak()
-        started = time.perf_counter()
-        try:
-            trainer.train()
-        except torch.OutOfMemoryError as err:
-            raise UserError(
-                f"preflight {stage}: out of memory at per-device batch {per_device} on rank {world['rank']} "
-                f"({' '.join(str(err).split())[:160]}); set preflight.per_device_batch_size lower to measure a rate"
-            ) from err
-        wall = time.perf_counter() - started
+            replay = replay_false_negatives(training.trainer, dataset, per_device=forecast_per_device,
+                                            world=forecast_devices, batches=false_negative_batches,
+                                            seed=settings.seed)  # fmt: skip
+        wall = _timed_train(training=training, stage=stage, rank=world["rank"])
         memory = _max_over_ranks(device_memory())
         if world["rank"] == 0:
-            lengths = row_token_lengths(model, dataset, rows=LENGTH_SAMPLE_ROWS)
-            calibration = measure_calibration(
-                model,
-                query_length=query_length,
-                document_length=document_length,
-                maxsim_backend=maxsim_backend,
-                temperature=temperature,
-            )
+            extra = _rank0_extras(model=model, dataset=dataset, settings=settings)
     finally:
         import shutil
 
         shutil.rmtree(scratch, ignore_errors=True)
     if world["rank"] != 0:
         return {}
-    result = _training_result(model=model, trainer=trainer, seconds=timer.seconds, world_size=world["world_size"],
-                              per_device=per_device, settings=settings, memory=memory)  # fmt: skip
+    result = _training_result(model=model, trainer=training.trainer, seconds=timer.seconds,
+                              world_size=world["world_size"], per_device=per_device, settings=settings,
+                              memory=memory)  # fmt: skip
     result |= {"stage": stage, "init_model": init_model, "real_per_device_batch_size": forecast_per_device,
                "train_wall_s": wall, "rows_loaded": len(dataset), "stage_rows": _stage_rows(files),
-               "query_length": query_length, "document_length": document_length,
-               "maxsim_backend": loss.maxsim_backend,
-               "score_mini_batch_size": score_mini_batch_size, "token_lengths": lengths,
-               "calibration": calibration,
-               "in_batch_false_negatives": {"measured_steps": counter.summary(batch_sampler),
-                                            "sampler_replay_at_real_batch": replay}}  # fmt: skip
+               **_loss_facts(training=training, settings=settings, replay=replay), **extra}  # fmt: skip
     write_json(out_json, result)
     logger.info("preflight %s: %.1f s/step at per-device %d, %.2f samples/s, peak %.2f GiB", stage,
                 result["step_seconds"], per_device, result["samples_per_s"], memory["peak_bytes"] / GIB)  # fmt: skip
     return result
 
 
+def _loss_facts(*, training: Training, settings: TrainSettings, replay: dict[str, Any] | None) -> dict[str, Any]:
+    """Lengths and MaxSim the steps ran at, and the in-batch false negatives they and the replay saw."""
+    return {
+        "query_length": settings.query_length,
+        "document_length": settings.document_length,
+        "maxsim_backend": training.loss.maxsim_backend,
+        "score_mini_batch_size": settings.score_mini_batch_size,
+        "in_batch_false_negatives": {
+            "measured_steps": training.false_negatives.summary(settings.batch_sampler),
+            "sampler_replay_at_real_batch": replay,
+        },
+    }
+
+
+def _timed_train(*, training: Training, stage: str, rank: int) -> float:
+    """Wall seconds of the measured steps; running out of memory is one line naming the batch to lower."""
+    import torch
+
+    _reset_peak()
+    started = time.perf_counter()
+    try:
+        training.trainer.train()
+    except torch.OutOfMemoryError as err:
+        raise UserError(
+            f"preflight {stage}: out of memory at per-device batch {training.per_device_batch_size} on rank {rank} "
+            f"({' '.join(str(err).split())[:160]}); set preflight.per_device_batch_size lower to measure a rate"
+        ) from err
+    return time.perf_counter() - started
+
+
+def _rank0_extras(*, model: Any, dataset: Any, settings: TrainSettings) -> dict[str, Any]:
+    """The loaded rows' token lengths and the memory calibration (rank 0, after the steps)."""
+    lengths = row_token_lengths(model, dataset, rows=LENGTH_SAMPLE_ROWS)
+    calibration = measure_calibration(
+        model,
+        query_length=settings.query_length,
+        document_length=settings.document_length,
+        maxsim_backend=settings.maxsim_backend,
+        temperature=settings.temperature,
+    )
+    return {"token_lengths": lengths, "calibration": calibration}
+
+
 def _training_result(*, model: Any, trainer: Any, seconds: list[float], world_size: int, per_device: int,
-                     settings: dict[str, Any], memory: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+                     settings: TrainSettings, memory: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     """Step time (the first step, with the warm-up, left out when there are more), rates, FLOPs, MFU."""
     arch = architecture(model)
-    accumulation = settings["gradient_accumulation_steps"]
+    accumulation = settings.gradient_accumulation_steps
     lengths = {"query_length": model.query_length, "document_length": model.document_length}
     step = statistics.median(seconds[1:] or seconds)
-    gathers = settings["gather_across_devices"] and world_size > 1
+    gathers = settings.gather_across_devices and world_size > 1
     candidates = 2 * per_device * (world_size if gathers else 1)
     micro = train_step_flops(per_device=per_device, candidates=candidates, arch=arch, **lengths)
     flops = {k: accumulation * v for k, v in micro.items()}  # each micro-batch is its own contrastive batch
@@ -970,18 +982,13 @@ def _training_result(*, model: Any, trainer: Any, seconds: list[float], world_si
     tflops = flops["model"] / step / 1e12
     peak = peak_tflops(memory["device"])
     return {"world_size": world_size, "device": memory["device"], "per_device_batch_size": per_device,
-            "gradient_accumulation_steps": accumulation, "mini_batch_size": settings["mini_batch_size"],
-            "gradcache_chunk": min(settings["mini_batch_size"], per_device), "candidates": candidates,
+            "gradient_accumulation_steps": accumulation, "mini_batch_size": settings.mini_batch_size,
+            "gradcache_chunk": min(settings.mini_batch_size, per_device), "candidates": candidates,
             "steps": len(seconds), "step_times_s": seconds, "step_seconds": step, "samples_per_s_per_device": samples,
             "samples_per_s": samples * world_size,
             "tokens_per_s": samples * world_size * (lengths["query_length"] + 2 * lengths["document_length"]),
             "arch": arch, "flops": flops, "tflops_per_s_per_device": tflops, "mfu": tflops / peak if peak else None,
-            "memory": memory, "batch_sampler": settings["batch_sampler"], "bf16": bool(trainer.args.bf16)}  # fmt: skip
-
-
-_TRAIN_SETTINGS = ("mini_batch_size", "gather_across_devices", "temperature", "gradient_accumulation_steps",
-                   "learning_rate", "max_grad_norm", "bf16", "seed", "dataloader_num_workers", "batch_sampler",
-                   "maxsim_backend", "score_mini_batch_size")  # fmt: skip
+            "memory": memory, "batch_sampler": settings.batch_sampler, "bf16": bool(trainer.args.bf16)}  # fmt: skip
 
 
 def _max_over_ranks(memory: dict[str, Any]) -> dict[str, Any]:
@@ -1039,11 +1046,11 @@ def measure_calibration(
 
     Rows are texts long enough to be truncated to exactly the shape's lengths (memory does not
     depend on the words), one mini-batch per column, no gathering; the loss is the stage's own
-    (:func:`workflow_scripts.train.build_loss`). ``loss`` is GradCache's embedding and scoring
+    (:func:`workflow_scripts.trainer.build_loss`). ``loss`` is GradCache's embedding and scoring
     (the loss call), ``encoder`` its backward (every mini-batch embedded again with gradients),
     ``inference`` the documents' forward without gradients alone.
     """
-    from .train import build_loss
+    from .trainer import build_loss
 
     saved = model.query_length, model.document_length
     points = []
@@ -1644,7 +1651,7 @@ def forecast(
     ``maxsim_backend``/``score_mini_batch_size`` the training's (``train.*``); ``assumed_mfu``
     the MFU a time forecast from a CPU assumes (``preflight.assumed_mfu``).
     """
-    from .train import per_device_batch_size
+    from .trainer import per_device_batch_size
 
     devices = nodes * gpus_per_node
     shape = {"devices": devices, "nodes": nodes, "gpus_per_node": gpus_per_node, "global_batch": global_batch_size,
@@ -1895,7 +1902,8 @@ def render_html(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_commands({"train": measure_training, "evaluate": measure_evaluation, "forecast": forecast}, argv)
+    commands = {"train": spread_records(measure_training), "evaluate": measure_evaluation, "forecast": forecast}
+    run_commands(commands, argv)
 
 
 if __name__ == "__main__":

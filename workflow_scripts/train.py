@@ -22,28 +22,30 @@ import os
 import shutil
 import socket
 import time
-from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 
-from .cli import run_commands
+from .cli import run_commands, spread_records
 from .common import UserError, atomic_dir, atomic_file, naming_write_errors, write_json
 from .model import load_colbert, model_dir
 from .progress import Progress
+from .trainer import Training, TrainSettings, make_trainer, per_device_batch_size
 
 __all__ = [
-    "BATCH_SAMPLERS",
-    "MAXSIM_BACKENDS",
-    "FalseNegativeCounter",
-    "build_loss",
-    "false_negatives",
+    "fit",
+    "last_checkpoint",
+    "load_triples",
     "loss_summary",
-    "per_device_batch_size",
+    "metrics_callback",
     "requested_gpus",
+    "run_fingerprint",
+    "run_identity",
     "shard_files",
+    "stage_meta",
+    "stage_training",
     "train_stage",
     "training_device",
     "world_info",
@@ -52,16 +54,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 COLUMNS = ["query", "positive", "negative"]  # collator order: anchor, positive, negative
-OUTPUT_ARGS = ("out_dir", "checkpoint_dir", "metrics_path", "meta_path")
 PROGRESS_INTERVAL: float | None = None  # between two progress lines; None: $PROGRESS_INTERVAL_S or 30 s
-# sentence-transformers BatchSamplers values: "batch_sampler" draws rows at random (its default);
-# "no_duplicates" defers a row any of whose texts (query, positive or negative) is already a text
-# of the per-device batch, in any column (NoDuplicatesBatchSampler: exact string equality).
-BATCH_SAMPLERS = ("batch_sampler", "no_duplicates")
-# MaxSim in the loss (workflow_scripts/loss_scores.py): auto = a fused kernel where one is
-# installed and exact for these masks, else chunked (exact, memory-bounded); torch = PyLate's
-# einsum, which holds the whole (queries, documents, query tokens, document tokens) tensor.
-MAXSIM_BACKENDS = ("auto", "chunked", "torch", "lik", "flash")
 # Values of CUDA_VISIBLE_DEVICES that name no device (Slurm writes NoDevFiles without GPU gres).
 _NO_DEVICES = {"", "-1", "none", "nodevfiles"}
 
@@ -144,87 +137,6 @@ def training_device(*, local_rank: int, environ: Mapping[str, str] | None = None
     return f"cuda:{local_rank}"
 
 
-def build_loss(
-    model: Any,
-    *,
-    mini_batch_size: int,
-    score_mini_batch_size: int | None,
-    gather_across_devices: bool,
-    temperature: float,
-    maxsim_backend: str,
-    world_size: int,
-) -> Any:
-    """The loss a stage trains with, and the preflight measures: GradCache that computes nothing
-    on padding (:class:`workflow_scripts.gradcache.TrimmedCachedContrastive`: same rows, same
-    contrastive batches, same loss as PyLate's ``CachedContrastive``) whose score is exact MaxSim
-    through the selected backend (:func:`workflow_scripts.loss_scores.score_metric_for`).
-
-    The returned loss carries ``maxsim_backend`` (the backend actually used),
-    ``candidate_counter`` (:class:`CandidateCounter`: documents each query was scored against)
-    and ``tokens`` (real, processed and padded tokens, queries and documents apart).
-
-    Parameters
-    ----------
-    model
-        The PyLate ColBERT being trained (its device decides which kernels exist; a non-empty
-        skiplist punches holes in the document masks, which rules out prefix-length kernels).
-    mini_batch_size
-        GradCache chunk: rows embedded at once (bounds activation memory).
-    score_mini_batch_size
-        Queries scored at once against all candidates (bounds the loss's working set);
-        ``None``: ``mini_batch_size``.
-    gather_across_devices
-        Score each query against every rank's documents (only when ``world_size > 1``).
-    temperature
-        Softmax temperature of the contrastive loss.
-    maxsim_backend
-        One of :data:`MAXSIM_BACKENDS`.
-    world_size
-        Number of training processes.
-    """
-    from .gradcache import TrimmedCachedContrastive
-    from .loss_scores import score_metric_for
-
-    if maxsim_backend not in MAXSIM_BACKENDS:
-        raise UserError(f"train.maxsim_backend: {maxsim_backend!r} is not one of {list(MAXSIM_BACKENDS)}")
-    metric, used = score_metric_for(
-        maxsim_backend, device=str(model.device), masks_have_holes=bool(getattr(model, "skiplist", None))
-    )
-    counter = CandidateCounter(metric)
-    loss = TrimmedCachedContrastive(
-        model=model,
-        score_metric=counter,
-        mini_batch_size=mini_batch_size,
-        score_mini_batch_size=score_mini_batch_size,
-        gather_across_devices=gather_across_devices and world_size > 1,
-        temperature=temperature,
-    )
-    loss.candidate_counter = counter
-    loss.maxsim_backend = used
-    return loss
-
-
-def per_device_batch_size(global_batch_size: int, world_size: int, accumulation: int) -> int:
-    """The per-device batch that makes ``per_device * world * accumulation == global``.
-
-    Examples
-    --------
-    >>> per_device_batch_size(2048, 8, 1)
-    256
-    >>> per_device_batch_size(2048, 3, 1)
-    Traceback (most recent call last):
-    ...
-    workflow_scripts.common.UserError: train.global_batch_size=2048 is not divisible by world size 3 x gradient_accumulation_steps 1
-    """
-    denominator = world_size * accumulation
-    if global_batch_size % denominator:
-        raise UserError(
-            f"train.global_batch_size={global_batch_size} is not divisible by world size "
-            f"{world_size} x gradient_accumulation_steps {accumulation}"
-        )
-    return global_batch_size // denominator
-
-
 def shard_files(shards: str | Path) -> list[str]:
     """The parquet shards of a stage, checked for the columns training needs."""
     files = sorted(str(p) for p in Path(shards).glob("part-*.parquet"))
@@ -295,119 +207,6 @@ def load_triples(files: list[str], cache_dir: Path):
     return dataset.select_columns(COLUMNS)
 
 
-def _use_bf16(setting: str | bool) -> bool:
-    import torch
-
-    if setting == "auto":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return bool(setting)
-
-
-class CandidateCounter:
-    """Wraps the loss's score function and records how many documents a query is scored
-    against: the evidence that ``gather_across_devices`` gathers (global batch x columns)."""
-
-    def __init__(self, score_metric: Any) -> None:
-        self.score_metric = score_metric
-        self.max_candidates = 0
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        scores = self.score_metric(*args, **kwargs)  # (queries in chunk, candidate documents)
-        self.max_candidates = max(self.max_candidates, int(scores.shape[-1]))
-        return scores
-
-
-def false_negatives(queries: list[Any], positives: list[Any], negatives: list[Any]) -> dict[str, int]:
-    """In-batch false negatives of one contrastive batch, from an identity (text or hash) per row.
-
-    CachedContrastive scores each row's query against every positive and negative of the
-    batch (gathered across devices) and labels only the row's own positive slot as right. Any
-    other slot holding a document that is a positive of that query -- its own positive again,
-    or the positive of another row with the same query (bge-reasoner rows expand to up to
-    2 x 4 triples sharing it), in a positive or a negative column -- is a *false negative*.
-
-    Parameters
-    ----------
-    queries, positives, negatives
-        Row ``i``'s query, positive and negative identities (equal values = equal texts).
-
-    Returns
-    -------
-    ``rows``; ``rows_with_false_negative`` (rows with at least one); ``false_negative_pairs``
-    ((query row, candidate) pairs); ``duplicate_query_rows`` (rows whose query occurs twice or more).
-
-    Examples
-    --------
-    >>> false_negatives(["q", "q", "r"], ["p", "p", "s"], ["n1", "n2", "p"])  # rows 0, 1: same query and positive
-    {'rows': 3, 'rows_with_false_negative': 2, 'false_negative_pairs': 4, 'duplicate_query_rows': 2}
-    >>> false_negatives(["q", "r"], ["p", "s"], ["n", "t"])
-    {'rows': 2, 'rows_with_false_negative': 0, 'false_negative_pairs': 0, 'duplicate_query_rows': 0}
-    """
-    relevant: dict[Any, set[Any]] = {}
-    for query, positive in zip(queries, positives):
-        relevant.setdefault(query, set()).add(positive)
-    slots = Counter([*positives, *negatives])  # candidate documents, by identity
-    per_row = [sum(slots[p] for p in relevant[q]) - 1 for q in queries]  # -1: the row's own positive
-    repeated = Counter(queries)
-    return {
-        "rows": len(queries),
-        "rows_with_false_negative": sum(1 for n in per_row if n > 0),
-        "false_negative_pairs": sum(per_row),
-        "duplicate_query_rows": sum(1 for q in queries if repeated[q] > 1),
-    }
-
-
-def row_identities(features: dict[str, Any]) -> Any:
-    """One int64 per row of a tokenized column: a hash of its unpadded token ids (what the model sees)."""
-    import torch
-
-    ids, mask = features["input_ids"].cpu(), features["attention_mask"].cpu().bool()
-    digests = [hashlib.blake2b(row[keep].numpy().tobytes(), digest_size=8).digest() for row, keep in zip(ids, mask)]
-    hashes = [int.from_bytes(d, "big", signed=True) for d in digests]
-    return torch.tensor(hashes, dtype=torch.int64, device=features["input_ids"].device)
-
-
-class FalseNegativeCounter:
-    """Wraps the loss's forward and counts :func:`false_negatives` of every contrastive batch.
-
-    Rows are identified by their token ids after truncation; with ``gather`` the batch is the
-    global one (each rank's rows gathered, as CachedContrastive gathers the documents), so every
-    rank takes part in one small all-gather of int64 hashes per loss call.
-    """
-
-    def __init__(self, forward: Any, gather: bool) -> None:
-        self.forward, self.gather = forward, gather
-        self.batches: list[dict[str, int]] = []
-
-    def __call__(self, sentence_features: list[dict[str, Any]], labels: Any = None) -> Any:
-        import torch
-        from pylate.utils import all_gather
-
-        columns = [row_identities(f) for f in sentence_features[:3]]  # query, positive, negative
-        if self.gather:
-            columns = [torch.cat(list(all_gather(c))) for c in columns]
-        self.batches.append(false_negatives(*(c.tolist() for c in columns)))
-        return self.forward(sentence_features, labels)
-
-    def summary(self, batch_sampler: str) -> dict[str, Any]:
-        """Per-batch rates over the batches this process saw (a resumed run: its part only)."""
-        rates = [b["rows_with_false_negative"] / max(b["rows"], 1) for b in self.batches]
-        pairs = [b["false_negative_pairs"] for b in self.batches]
-        return {
-            "batch_sampler": batch_sampler,
-            "batches": len(self.batches),
-            "rows_per_batch": self.batches[0]["rows"] if self.batches else 0,
-            "rows_with_false_negative_rate_mean": sum(rates) / len(rates) if rates else None,
-            "rows_with_false_negative_rate_max": max(rates, default=None),
-            "false_negative_pairs_per_batch_mean": sum(pairs) / len(pairs) if pairs else None,
-            "duplicate_query_rows_per_batch_mean": (
-                sum(b["duplicate_query_rows"] for b in self.batches) / len(self.batches) if self.batches else None
-            ),
-            "definition": "a candidate document scored as a negative of a query although it is a positive of that "
-            "query (same token ids) in another row of the same contrastive batch",
-        }
-
-
 def metrics_callback(
     path: Path,
     global_batch: int,
@@ -420,6 +219,9 @@ def metrics_callback(
     """Trainer callback: one JSON line per logging step (loss, lr, grad-norm, samples/s, and this
     rank's tokens of the step: real, processed, padded, for queries and documents) in ``path``,
     and on rank 0 a plain progress line in the job's log every ``interval`` seconds.
+
+    Longer than ~50 lines because the callback class is defined here: ``transformers`` is
+    imported when a run starts, not when the module is (the rules' parse imports none of it).
 
     The progress line (tqdm stays off: no carriage returns in a log read with ``tail -f``)::
 
@@ -513,44 +315,37 @@ def train_stage(
     checkpoint_dir: str | Path,
     metrics_path: str | Path,
     meta_path: str | Path,
-    learning_rate: float,
-    global_batch_size: int,
-    gradient_accumulation_steps: int,
-    mini_batch_size: int,
-    query_length: int,
-    document_length: int,
-    temperature: float,
-    gather_across_devices: bool,
-    max_grad_norm: float,
-    warmup_ratio: float,
-    epochs: float,
-    bf16: bool | str,
-    save_steps: int,
-    save_total_limit: int,
-    logging_steps: int,
-    dataloader_num_workers: int,
-    seed: int,
-    max_steps: int | None = None,
+    settings: TrainSettings,
     trust_remote_code: bool = False,
-    batch_sampler: str = "batch_sampler",
-    maxsim_backend: str = "auto",
-    score_mini_batch_size: int | None = None,
 ) -> dict[str, Any]:
     """Train one curriculum stage from ``init_model`` on ``shards``; resume if checkpoints exist.
 
-    ``batch_sampler`` is one of :data:`BATCH_SAMPLERS`, ``maxsim_backend`` one of
-    :data:`MAXSIM_BACKENDS` (see :func:`build_loss`). The in-batch false negatives of every
-    contrastive batch are counted (:class:`FalseNegativeCounter`) and summarised in the meta.
-    """
-    recipe = {k: v for k, v in locals().items() if k not in OUTPUT_ARGS}  # what defines the run
-    import torch
-    from pylate import utils
-    from sentence_transformers import SentenceTransformerTrainingArguments
+    The trainer is :func:`workflow_scripts.trainer.make_trainer`'s (the one the preflight
+    measures). The in-batch false negatives of every contrastive batch are counted
+    (:class:`~workflow_scripts.negatives.FalseNegativeCounter`) and summarised in the meta.
+    The command line (``train fit``) takes the settings as flags (:data:`fit`).
 
-    if batch_sampler not in BATCH_SAMPLERS:
-        raise UserError(f"train.batch_sampler: {batch_sampler!r} is not one of {list(BATCH_SAMPLERS)}")
+    Parameters
+    ----------
+    stage
+        ``stage1`` or ``stage2``: names the progress lines and the meta.
+    init_model
+        The model the stage starts from (a model directory or a download manifest).
+    shards
+        The stage's ``part-*.parquet`` shards.
+    out_dir, metrics_path, meta_path
+        Outputs: the trained model, the per-step metrics (JSONL), the run's meta (JSON).
+    checkpoint_dir
+        Where checkpoints live, under the run's identity (:func:`run_identity`).
+    settings
+        The training settings.
+    trust_remote_code
+        Let the model's own code run when it loads.
+    """
+    import torch
+
     world = world_info()
-    per_device = per_device_batch_size(global_batch_size, world["world_size"], gradient_accumulation_steps)
+    per_device_batch_size(settings.global_batch_size, world["world_size"], settings.gradient_accumulation_steps)
     device = training_device(local_rank=world["local_rank"])
     if device != "cpu":  # before anything touches CUDA: no rank opens a context on GPU 0
         torch.cuda.set_device(device)
@@ -558,88 +353,156 @@ def train_stage(
         "rank %d: device %s, torch %s, CUDA build %s, CUDA_VISIBLE_DEVICES=%s",
         world["rank"], device, torch.__version__, torch.version.cuda,
         os.environ.get("CUDA_VISIBLE_DEVICES", "(unset)"),
-    )
+    )  # fmt: skip
     files = shard_files(shards)
-    recipe["world_size"] = world["world_size"]
-    checkpoint_dir = Path(checkpoint_dir) / run_fingerprint(recipe, [model_dir(init_model), shards])
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    model = load_colbert(
-        init_model,
-        query_length=query_length,
-        document_length=document_length,
-        trust_remote_code=trust_remote_code,
-        device=device,
-    )
-    dataset = load_triples(files, checkpoint_dir / "datasets-cache")
-    loss = build_loss(
-        model,
-        mini_batch_size=mini_batch_size,
-        score_mini_batch_size=score_mini_batch_size,
-        gather_across_devices=gather_across_devices,
-        temperature=temperature,
-        maxsim_backend=maxsim_backend,
-        world_size=world["world_size"],
-    )
-    counter, loss.label = loss.candidate_counter, f"train {stage}"
-    loss.forward = duplicates = FalseNegativeCounter(loss.forward, gather=loss.gather_across_devices)
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(checkpoint_dir), num_train_epochs=epochs, max_steps=max_steps or -1,
-        per_device_train_batch_size=per_device, gradient_accumulation_steps=gradient_accumulation_steps,
-        learning_rate=learning_rate, warmup_ratio=warmup_ratio, max_grad_norm=max_grad_norm,
-        bf16=_use_bf16(bf16), save_strategy="steps", save_steps=save_steps,
-        save_total_limit=save_total_limit, logging_steps=logging_steps, seed=seed, data_seed=seed,
-        report_to="none", dataloader_num_workers=dataloader_num_workers, disable_tqdm=True,
-        # a short last batch would give its queries few in-batch negatives and a noisy step
-        dataloader_drop_last=True, batch_sampler=batch_sampler,
-        use_cpu=device == "cpu",
-        ddp_backend="gloo" if world["world_size"] > 1 and device == "cpu" else None,
-        # ColBERT is not a PreTrainedModel, so transformers would default to True: a graph walk
-        # on each of GradCache's forwards; every parameter is used in every step
-        ddp_find_unused_parameters=False,
-    )  # fmt: skip
-    resume = last_checkpoint(checkpoint_dir, cleanup=world["rank"] == 0)
-    # The authoritative curve lives beside the checkpoints: Snakemake deletes a failed job's
-    # metrics_path, the checkpoint directory survives. It is copied to metrics_path at the end.
-    log_path = checkpoint_dir / "metrics.jsonl"
-    if world["rank"] == 0:
-        _truncate_metrics(log_path, resume)
-    trainer = _trainer_class()(
-        model=model, args=args, train_dataset=dataset, loss=loss,
-        data_collator=utils.ColBERTCollator(model.tokenize),
-        callbacks=[metrics_callback(log_path, global_batch_size, world["rank"], what=f"train {stage}", loss=loss)],
-    )  # fmt: skip
-    logger.info("stage %s: world %s, per-device batch %d, resume from %s", stage, world, per_device, resume)
-    started = time.time()
-    with naming_write_errors(checkpoint_dir):  # a full disk at a checkpoint: torch names no file
-        trainer.train(resume_from_checkpoint=resume)
-    wall = time.time() - started
+    identity = run_identity(stage=stage, init_model=init_model, shards=shards, settings=settings,
+                            trust_remote_code=trust_remote_code, world_size=world["world_size"])  # fmt: skip
+    run_dir = Path(checkpoint_dir) / run_fingerprint(identity, [model_dir(init_model), shards])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    training, dataset = stage_training(stage=stage, init_model=init_model, files=files, run_dir=run_dir,
+                                       settings=settings, trust_remote_code=trust_remote_code, device=device,
+                                       world_size=world["world_size"])  # fmt: skip
+    wall, resume, log_path = _fit(training=training, run_dir=run_dir, stage=stage, settings=settings, world=world)
     ranks = _gather_world(world)
     if world["rank"] != 0:
         return {}
+    curve = _write_model_and_curve(model=training.trainer.model, out_dir=out_dir, log_path=log_path,
+                                   metrics_path=metrics_path)  # fmt: skip
+    meta = stage_meta(
+        stage=stage, init_model=init_model, settings=settings, training=training, rows=len(dataset), world=world,
+        ranks=ranks, device=device, resume=resume, run_dir=run_dir, wall=wall, curve=curve,
+    )  # fmt: skip
+    write_json(meta_path, meta)
+    shutil.rmtree(run_dir, ignore_errors=True)  # done: the final model is the output
+    return meta
+
+
+fit = spread_records(train_stage)  # the command line's `train fit`: one flag per TrainSettings field
+
+
+def run_identity(
+    *,
+    stage: str,
+    init_model: str | Path,
+    shards: str | Path,
+    settings: TrainSettings,
+    trust_remote_code: bool,
+    world_size: int,
+) -> dict[str, Any]:
+    """What defines a run (hashed by :func:`run_fingerprint`): the stage's inputs, settings and world.
+
+    Outputs and the checkpoint directory are not part of it: the same run written elsewhere
+    resumes from the same checkpoints.
+
+    Examples
+    --------
+    >>> from workflow_scripts.trainer import TrainSettings
+    >>> s = TrainSettings(learning_rate=1e-5, global_batch_size=64, gradient_accumulation_steps=1,
+    ...                   mini_batch_size=8, query_length=32, document_length=64, temperature=1.0,
+    ...                   gather_across_devices=True, max_grad_norm=1.0, warmup_ratio=0.0, epochs=1.0,
+    ...                   bf16="auto", save_steps=10, save_total_limit=1, logging_steps=1,
+    ...                   dataloader_num_workers=0, seed=0)
+    >>> identity = run_identity(stage="stage1", init_model="m", shards="s", settings=s, trust_remote_code=False,
+    ...                         world_size=8)
+    >>> identity["learning_rate"], identity["world_size"], "out_dir" in identity
+    (1e-05, 8, False)
+    """
+    inputs = {"stage": stage, "init_model": init_model, "shards": shards, "trust_remote_code": trust_remote_code}
+    return inputs | settings.as_dict() | {"world_size": world_size}
+
+
+def stage_training(
+    *,
+    stage: str,
+    init_model: str | Path,
+    files: list[str],
+    run_dir: Path,
+    settings: TrainSettings,
+    trust_remote_code: bool,
+    device: str,
+    world_size: int,
+) -> tuple[Training, Any]:
+    """The stage's model, rows and trainer (:func:`workflow_scripts.trainer.make_trainer`), not yet run."""
+    model = load_colbert(init_model, query_length=settings.query_length, document_length=settings.document_length,
+                         trust_remote_code=trust_remote_code, device=device)  # fmt: skip
+    dataset = load_triples(files, run_dir / "datasets-cache")
+    training = make_trainer(model=model, dataset=dataset, settings=settings, output_dir=run_dir, device=device,
+                            world_size=world_size, label=f"train {stage}")  # fmt: skip
+    return training, dataset
+
+
+def _fit(
+    *, training: Training, run_dir: Path, stage: str, settings: TrainSettings, world: dict[str, Any]
+) -> tuple[float, str | None, Path]:
+    """Run the trainer from the last complete checkpoint: (wall seconds, that checkpoint, the curve's path).
+
+    The authoritative curve lives beside the checkpoints: Snakemake deletes a failed job's
+    ``metrics_path``, the checkpoint directory survives. It is copied to ``metrics_path`` at the end.
+    """
+    resume = last_checkpoint(run_dir, cleanup=world["rank"] == 0)
+    log_path = run_dir / "metrics.jsonl"
+    if world["rank"] == 0:
+        _truncate_metrics(log_path, resume)
+    training.trainer.add_callback(metrics_callback(log_path, settings.global_batch_size, world["rank"],
+                                                   what=f"train {stage}", loss=training.loss))  # fmt: skip
+    logger.info("stage %s: world %s, per-device batch %d, resume from %s", stage, world,
+                training.per_device_batch_size, resume)  # fmt: skip
+    started = time.time()
+    with naming_write_errors(run_dir):  # a full disk at a checkpoint: torch names no file
+        training.trainer.train(resume_from_checkpoint=resume)
+    return time.time() - started, resume, log_path
+
+
+def _write_model_and_curve(*, model: Any, out_dir: str | Path, log_path: Path, metrics_path: str | Path) -> str:
+    """Save the trained model and copy the whole run's curve to ``metrics_path``; the curve's text."""
     with atomic_dir(out_dir) as tmp:
         model.save(str(tmp))
     curve = log_path.read_text() if log_path.exists() else ""
     with atomic_file(metrics_path) as handle:
         handle.write(curve)
+    return curve
+
+
+def stage_meta(
+    *,
+    stage: str,
+    init_model: str | Path,
+    settings: TrainSettings,
+    training: Training,
+    rows: int,
+    world: dict[str, Any],
+    ranks: list[dict[str, Any]],
+    device: str,
+    resume: str | None,
+    run_dir: Path,
+    wall: float,
+    curve: str,
+) -> dict[str, Any]:
+    """The stage's meta JSON: what ran, where, how long, and what the loss saw.
+
+    A dict literal of ~30 keys, one line each: longer than ~20 lines because the meta is read
+    by the report and tests by these names, and one table of them is easier to check than parts.
+    """
+    steps, loss, batch = training.trainer.state.global_step, training.loss, settings.global_batch_size
     devices = world["world_size"] if device != "cpu" else 0
-    meta = {
+    return {
         "stage": stage,
         "init_model": str(init_model),
-        "steps": trainer.state.global_step,
-        "samples": trainer.state.global_step * global_batch_size,
-        "train_rows": len(dataset),
-        "global_batch_size": global_batch_size,
-        "per_device_batch_size": per_device,
-        "gradient_accumulation_steps": gradient_accumulation_steps,
+        "steps": steps,
+        "samples": steps * batch,
+        "train_rows": rows,
+        "global_batch_size": batch,
+        "per_device_batch_size": training.per_device_batch_size,
+        "gradient_accumulation_steps": settings.gradient_accumulation_steps,
         "world_size": world["world_size"],
         "ranks": ranks,
         # documents each query was scored against: global batch x (positive + negative)
         # when gathering works, local batch x 2 when it does not
-        "candidates_per_query": counter.max_candidates,
+        "candidates_per_query": training.candidates.max_candidates,
         # the same query (and positive) twice in one batch: one copy's positive is the other's negative
-        "in_batch_false_negatives": duplicates.summary(batch_sampler),
+        "in_batch_false_negatives": training.false_negatives.summary(settings.batch_sampler),
         "resumed_from": resume,
-        "checkpoint_dir": str(checkpoint_dir),
+        "checkpoint_dir": str(run_dir),
         "wall_clock_s": wall,
         "device": device.split(":")[0],
         "maxsim_backend": loss.maxsim_backend,
@@ -649,43 +512,19 @@ def train_stage(
         "tokens": {"steps": loss.tokens.steps, "total": loss.tokens.total, "per_step": _per_step(loss.tokens)},
         "device_count": devices,
         "gpu_hours": devices * wall / 3600,
-        "bf16": args.bf16,
+        "bf16": training.trainer.args.bf16,
         # over the whole run's curve: a resumed Trainer's training_loss covers only its part
         **loss_summary(curve),
-        "learning_rate": learning_rate,
-        "epochs": epochs,
-        "steps_per_epoch": len(dataset) // global_batch_size,  # last partial batch dropped
+        "learning_rate": settings.learning_rate,
+        "epochs": settings.epochs,
+        "steps_per_epoch": rows // batch,  # last partial batch dropped
     }
-    write_json(meta_path, meta)
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)  # done: the final model is the output
-    return meta
 
 
 def _per_step(tokens: Any) -> dict[str, dict[str, float]]:
     """Mean tokens per optimizer step, queries and documents apart, from a TokenCounter."""
     steps = max(tokens.steps, 1)
     return {group: {k: v / steps for k, v in counts.items()} for group, counts in tokens.total.items()}
-
-
-def _trainer_class():
-    """SentenceTransformerTrainer that can resume CPU DDP runs (gloo, the Slurm test).
-
-    transformers maps the optimizer state to ``args.device`` when world size > 1; on CPU that
-    is ``cpu:0``, which ``torch.load`` refuses. Load to plain ``cpu`` there instead.
-    """
-    import torch
-    from sentence_transformers import SentenceTransformerTrainer
-
-    class Trainer(SentenceTransformerTrainer):
-        def _load_optimizer_and_scheduler(self, checkpoint):
-            optimizer = os.path.join(checkpoint or "", "optimizer.pt")
-            if checkpoint is None or self.args.device.type != "cpu" or not os.path.isfile(optimizer):
-                return super()._load_optimizer_and_scheduler(checkpoint)
-            self.optimizer.load_state_dict(torch.load(optimizer, map_location="cpu", weights_only=True))
-            scheduler = torch.load(os.path.join(checkpoint, "scheduler.pt"), map_location="cpu", weights_only=True)
-            self.lr_scheduler.load_state_dict(scheduler)
-
-    return Trainer
 
 
 def _truncate_metrics(path: Path, resume: str | None) -> None:
@@ -744,7 +583,7 @@ def _gather_world(world: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_commands({"fit": train_stage}, argv)
+    run_commands({"fit": fit}, argv)
 
 
 if __name__ == "__main__":
