@@ -28,5 +28,6 @@ rule widen:
     benchmark:
         f"{BENCH}/widen/{{mid}}.tsv"
     shell:
-        "REASON_COLBERT_USAGE={params.usage:q} logged {log:q} python -m workflow_scripts model widen --source {input.source:q} --out-dir {output.model:q}"
+        "REASON_COLBERT_USAGE={params.usage:q} logged {log:q} python -m workflow_scripts model widen"
+        " --source {input.source:q} --out-dir {output.model:q}"
         " --verify-path {output.verify:q} {params.settings}"

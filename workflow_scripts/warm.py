@@ -395,8 +395,10 @@ def _native_pool_hazard() -> str | None:
         return None
     others = sorted({f"{p.get('internal_api')} ({Path(p.get('filepath', '?')).name})" for p in pools
                      if p.get("internal_api") != "openblas"})  # fmt: skip
-    return (f"{threads - openblas} native threads are live beyond OpenBLAS's {openblas} fork-aware workers (a started "
-            f"OpenMP/MKL pool: {', '.join(others) or 'unknown'}): a forked child could hang in its first parallel region")  # fmt: skip
+    return (
+        f"{threads - openblas} native threads are live beyond OpenBLAS's {openblas} fork-aware workers (a started "
+        f"OpenMP/MKL pool: {', '.join(others) or 'unknown'}): a forked child could hang in its first parallel region"
+    )
 
 
 def _probe(question) -> bool:
