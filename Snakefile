@@ -33,7 +33,7 @@ include: "rules/report.smk"
 include: "rules/preflight.smk"
 
 
-# A local run forks every job from one process that imported torch/PyLate once (warm.py).
+# warm_start: true (the demo): a local run forks its jobs from one process that imported torch/PyLate once (warm.py).
 onstart:
     start_warm_server()
 

@@ -24,6 +24,7 @@ from workflow_scripts.protocols import PRESETS, QUERY_SETS, evaluation_rules, jo
 from workflow_scripts.protocols import resolve as resolve_protocols
 from workflow_scripts.trainer import TRAIN_KEYS
 from workflow_scripts import warm
+from workflow_scripts.job_usage import sidecar
 
 SCHEMA = os.path.join(workflow.basedir, "workflow_scripts/config.schema.yaml")
 # BRIGHT's split names (bright_meta.py), the protocol presets and query sets (protocols.py): one place each.
@@ -44,12 +45,24 @@ envvars:
     "REASON_COLBERT_REPO",
 
 
-# `logged LOG CMD...` runs a stage with its output in LOG; when it fails, the stage's own
-# one-line error (the log's last line but warm start's own) is printed where the user looks, not only in LOG.
+# `logged LOG CMD...` runs a stage with its output in LOG; when it fails, the log's last line (the stage's own
+# one-line error: nothing writes after it) is printed where the user looks, not only in LOG.
 shell.prefix(
     "set -euo pipefail; logged() {{ log=$1; shift; \"$@\" > \"$log\" 2>&1"
-    " || {{ s=$?; echo \"$(grep -v '^warm: ' \"$log\" | tail -n 1)  [log: $log]\" >&2; return $s; }}; }}; "
+    " || {{ s=$?; echo \"$(tail -n 1 \"$log\")  [log: $log]\" >&2; return $s; }}; }}; "
 )
+
+
+def usage_of(benchmark):
+    """The usage sidecar (job_usage.sidecar) beside a rule's `benchmark:` pattern, for its params.usage.
+
+    A rule whose job may be forked (warm.FORKED_STAGES) declares it and runs
+    `REASON_COLBERT_USAGE={params.usage:q} logged ...`: the warm-start client writes the forked child's own
+    peak RSS there, and the cost page reads it beside the benchmark. Declared by the rule, not derived from the
+    log's path in `logged`, so that the one reader (report cost) finds it from the file it is given, the
+    benchmark, by the one function that names it (job_usage.sidecar); no log is read for a figure.
+    """
+    return str(sidecar(benchmark))
 
 RUN = f"results/{config['run_name']}"
 LOGS = f"{RUN}/logs"
@@ -360,7 +373,7 @@ def start_warm_server():
     """Local runs only (cluster jobs run on other machines, in their own allocations), with
     enough jobs to fork (warm.worth_starting)."""
     commands = (job.rule.shellcmd for job in workflow.dag.needrun_jobs())
-    if config.get("warm_start", True) and workflow.local_exec and warm.worth_starting(commands):
+    if config.get("warm_start", False) and workflow.local_exec and warm.worth_starting(commands):
         warm.start(log=".snakemake/warm.log")
     else:  # not even a server inherited from an enclosing run
         os.environ.pop(warm.ENV_VAR, None)

@@ -5,7 +5,8 @@
 #   evaluate_documents_only  a split without long documents, when a protocol reads them
 #   evaluate_shared_corpus   aops and theoremqa_questions together
 EVALUATE = (
-    "logged {log:q} python -m workflow_scripts evaluate job --model-name {wildcards.model} --model-path {input.model:q}"
+    "REASON_COLBERT_USAGE={params.usage:q} logged {log:q} python -m workflow_scripts evaluate job"
+    " --model-name {wildcards.model} --model-path {input.model:q}"
     " --bright-manifest {input.bright:q} --out-json {output.json:q} --run-file {output.run:q} {params.settings}"
 )
 
@@ -32,6 +33,7 @@ for _evaluation in EVAL_RULES.values():
         params:
             settings=get_eval_flags,
             code=get_code("evaluate"),
+            usage=usage_of(get_eval_log(_evaluation.name, BENCH, "tsv")),
         resources:
             **get_partition("gpu"),
         conda:

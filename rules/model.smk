@@ -18,6 +18,7 @@ rule widen:
     params:
         settings=get_widen_flags,
         code=get_code("model"),
+        usage=usage_of(f"{BENCH}/widen/{{mid}}.tsv"),
     resources:
         **get_partition("cpu"),
     conda:
@@ -27,5 +28,6 @@ rule widen:
     benchmark:
         f"{BENCH}/widen/{{mid}}.tsv"
     shell:
-        "logged {log:q} python -m workflow_scripts model widen --source {input.source:q} --out-dir {output.model:q}"
+        "REASON_COLBERT_USAGE={params.usage:q} logged {log:q} python -m workflow_scripts model widen"
+        " --source {input.source:q} --out-dir {output.model:q}"
         " --verify-path {output.verify:q} {params.settings}"

@@ -24,6 +24,7 @@ rule train_stage1:
         # checkpoints outlive a failed job (Snakemake deletes its outputs): resume from them
         checkpoints=f"{RUN}/checkpoints/{{mid}}",
         code=get_code("train", "launch.sh"),
+        usage=usage_of(f"{BENCH}/train/{{mid}}.tsv"),
     resources:
         **get_train_resources(),
     conda:
@@ -33,7 +34,8 @@ rule train_stage1:
     benchmark:
         f"{BENCH}/train/{{mid}}.tsv"
     shell:
-        'logged {log:q} bash "$REASON_COLBERT_REPO/workflow_scripts/launch.sh" python -m workflow_scripts train fit'
+        'REASON_COLBERT_USAGE={params.usage:q} logged {log:q} bash "$REASON_COLBERT_REPO/workflow_scripts/launch.sh"'
+        " python -m workflow_scripts train fit"
         " --init-model {input.init:q} --shards {input.shards:q} --out-dir {output.model:q}"
         " --metrics-path {output.metrics:q} --meta-path {output.meta:q} --checkpoint-dir {params.checkpoints:q}"
         " {params.settings}"

@@ -68,3 +68,34 @@ def test_bright_facts_agree_with_mteb():
     assert config["sources"]["bright"] == {"repo": bright_meta.REPO, "repo_type": "dataset",
                                            "revision": bright_meta.REVISION, "local": None}  # fmt: skip
     assert config["evaluate"]["splits"] == bright_meta.SPLITS  # the card evaluates all 12
+
+
+def test_every_forked_rule_names_its_usage_sidecar_beside_its_benchmark(tmp_path):
+    """A rule whose job may be forked (warm.FORKED_STAGES) tells the client where the child's usage goes, and
+    that is where the cost page looks: job_usage.sidecar of the rule's benchmark. The failure path of every
+    rule (`logged`) shows the log's last line and knows no module's log prefix."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings import types as s
+
+    from workflow_scripts.job_usage import ENV_VAR, sidecar
+    from workflow_scripts.warm import FORKED_STAGES
+
+    common = (REPO / "rules/common.smk").read_text()
+    prefix = common[common.index("shell.prefix(") :].split("\n)\n", 1)[0]
+    assert 'tail -n 1 \\"$log\\"' in prefix and "warm" not in prefix and "grep" not in prefix, prefix
+    checked = 0
+    with SnakemakeApi(s.OutputSettings()) as api:
+        workflow = api.workflow(
+            resource_settings=s.ResourceSettings(cores=1), storage_settings=s.StorageSettings(),
+            config_settings=s.ConfigSettings(configfiles=[REPO / "demo/config.yaml"]),
+            snakefile=REPO / "Snakefile", workdir=tmp_path,
+        )._workflow  # fmt: skip
+        for rule in workflow.rules:
+            stage = re.search(r"python -m workflow_scripts (\w+)", rule.shellcmd or "")
+            if not stage or stage.group(1) not in FORKED_STAGES or rule.benchmark is None:
+                continue
+            benchmark = re.sub(r"\{(\w+),[^{}]*\}", r"{\1}", str(rule.benchmark))  # the constraints aside
+            assert str(rule.params.usage) == str(sidecar(benchmark)), rule.name
+            assert rule.shellcmd.startswith(f"{ENV_VAR}={{params.usage:q}} logged "), rule.name
+            checked += 1
+    assert checked >= 6  # widen, two training stages, three evaluation shapes

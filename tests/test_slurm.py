@@ -79,11 +79,13 @@ def test_evaluate_jobs_are_separate_slurm_jobs(cluster_run):
 
 
 def test_cluster_jobs_start_cold_in_their_allocation(cluster_run):
-    """No warm server with an executor: every job ran its own process inside its Slurm job."""
-    from workflow_scripts.job_usage import usage_from_log
+    """No warm server with an executor: every job ran its own process inside its Slurm job (no job's
+    client wrote a forked child's usage sidecar beside its benchmark)."""
+    from workflow_scripts.job_usage import usage_beside
 
-    logs = list((cluster_run / "results/demo/logs").rglob("*.log"))
-    assert logs and not [log for log in logs if usage_from_log(log)]
+    benchmarks = list((cluster_run / "results/demo/benchmarks").rglob("*.tsv"))
+    assert benchmarks and not [bench for bench in benchmarks if usage_beside(bench)]
+    assert not list((cluster_run / "results/demo/benchmarks").rglob("*.usage.json"))
 
 
 def test_second_run_submits_nothing(cluster_run):

@@ -19,7 +19,8 @@ from conftest import REPO, copy_repo
 
 from workflow_scripts import warm
 from workflow_scripts.cli import to_argv
-from workflow_scripts.job_usage import log_beside
+from workflow_scripts.job_usage import ENV_VAR as USAGE_ENV
+from workflow_scripts.job_usage import read_usage, sidecar, write_usage
 from workflow_scripts.stages import STAGES
 
 
@@ -32,12 +33,14 @@ def server(tmp_path_factory):
 
 
 def stage(
-    *argv: str, cold: bool = False, env: dict | None = None, cwd: Path = REPO, **popen
+    *argv: str, cold: bool = False, env: dict | None = None, cwd: Path = REPO, usage: Path | None = None, **popen
 ) -> subprocess.CompletedProcess:
-    """``python -m workflow_scripts ARGV`` as a rule runs it, warm unless ``cold``."""
+    """``python -m workflow_scripts ARGV`` as a rule runs it, warm unless ``cold``; ``usage``: its sidecar."""
     env = dict(os.environ if env is None else env)
     if cold:
         env.pop(warm.ENV_VAR, None)
+    if usage is not None:
+        env[USAGE_ENV] = str(usage)
     return subprocess.run([sys.executable, "-m", "workflow_scripts", *argv], cwd=cwd, env=env,
                           capture_output=True, text=True, **popen)  # fmt: skip
 
@@ -51,13 +54,23 @@ def warm_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("warm: ")]
 
 
+def forked(usage: Path) -> dict:
+    """The sidecar the job's client wrote: proof that a child forked from the server ran it."""
+    record = read_usage(usage)
+    assert record is not None, "the job was not forked (no usage sidecar)"
+    return record
+
+
 def test_a_forked_job_writes_the_bytes_a_cold_one_does(server, manifests, tmp_path):
-    cold = stage(*widen_argv(manifests, tmp_path / "cold"), cold=True)
-    forked = stage(*widen_argv(manifests, tmp_path / "warm"))
-    assert cold.returncode == forked.returncode == 0, forked.stderr
-    assert not warm_lines(cold.stderr)
-    [line] = warm_lines(forked.stderr)
-    assert line.startswith("warm: child ") and " exit 0, peak RSS " in line  # the kernel's count, in the log
+    stale = tmp_path / "cold.usage.json"
+    write_usage(stale, child=1, status=0, maxrss_kb=1024, cpu_s=1.0)  # an earlier, forked run of the cold job
+    cold = stage(*widen_argv(manifests, tmp_path / "cold"), cold=True, usage=stale)
+    forked_job = stage(*widen_argv(manifests, tmp_path / "warm"), usage=tmp_path / "warm.usage.json")
+    assert cold.returncode == forked_job.returncode == 0, forked_job.stderr
+    assert not stale.exists()  # a cold job leaves no sidecar, not even an earlier one
+    assert not warm_lines(cold.stderr) and not warm_lines(forked_job.stderr)  # nothing of warm start in the log
+    record = forked(tmp_path / "warm.usage.json")  # the kernel's count, in the sidecar
+    assert record["status"] == 0 and record["max_rss"] > 50 and record["cpu_time"] > 0 and record["child"] > 0
     for name in ("model/model.safetensors", "model/2_Dense/model.safetensors", "verify.json"):
         if (tmp_path / "cold" / name).exists():
             assert (tmp_path / "warm" / name).read_bytes() == (tmp_path / "cold" / name).read_bytes(), name
@@ -68,9 +81,8 @@ def test_a_forked_job_writes_the_bytes_a_cold_one_does(server, manifests, tmp_pa
 def test_the_child_takes_the_jobs_umask(server, manifests, tmp_path):
     """Outputs get the permissions the job's umask gives, not the server's (tests/test_atomic_outputs.py)."""
     argv = widen_argv(manifests, tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "workflow_scripts", *argv], cwd=REPO, capture_output=True, text=True,
-                          preexec_fn=lambda: os.umask(0o077))  # fmt: skip
-    assert proc.returncode == 0 and warm_lines(proc.stderr)[0].startswith("warm: child "), proc.stderr
+    proc = stage(*argv, usage=tmp_path / "usage.json", preexec_fn=lambda: os.umask(0o077))
+    assert proc.returncode == 0 and forked(tmp_path / "usage.json"), proc.stderr
     assert (tmp_path / "verify.json").stat().st_mode & 0o077 == 0
     assert all(p.stat().st_mode & 0o077 == 0 for p in (tmp_path / "model").rglob("*"))
 
@@ -78,11 +90,12 @@ def test_the_child_takes_the_jobs_umask(server, manifests, tmp_path):
 def test_a_failing_job_fails_the_same_way(server, tmp_path):
     argv = ["model", "widen", *to_argv({"source": str(tmp_path / "missing.json"), "out_dir": str(tmp_path / "m"),
                                         "verify_path": str(tmp_path / "v.json"), "to": 128})]  # fmt: skip
-    cold, forked = stage(*argv, cold=True), stage(*argv)
-    assert cold.returncode == forked.returncode == 2
+    cold, forked_job = stage(*argv, cold=True), stage(*argv, usage=tmp_path / "usage.json")
+    assert cold.returncode == forked_job.returncode == 2
+    assert forked(tmp_path / "usage.json")["status"] == 2
     error = [line for line in cold.stderr.splitlines() if line.startswith("error: ")]
-    assert error and error == [line for line in forked.stderr.splitlines() if line.startswith("error: ")]
-    assert warm_lines(forked.stderr)[-1].startswith("warm: child ") and " exit 2," in forked.stderr
+    assert error and error == [line for line in forked_job.stderr.splitlines() if line.startswith("error: ")]
+    assert forked_job.stderr.splitlines()[-1] == error[-1]  # the log's last line is the job's own error
     usage = stage("nosuchstage")
     assert usage.returncode == 2 and "usage: python -m workflow_scripts" in usage.stderr
 
@@ -99,19 +112,21 @@ def test_an_import_time_variable_that_differs_starts_cold(server, manifests, tmp
 def test_per_job_thread_counts_are_applied_not_refused(server, manifests, tmp_path):
     """Snakemake sets OMP_NUM_THREADS & co. to each job's `threads`: the child sizes its pools."""
     proc = stage(
-        *widen_argv(manifests, tmp_path), env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+        *widen_argv(manifests, tmp_path),
+        env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
+        usage=tmp_path / "usage.json",
     )
     assert proc.returncode == 0, proc.stderr
-    assert warm_lines(proc.stderr)[0].startswith("warm: child ")
+    assert forked(tmp_path / "usage.json")["status"] == 0 and not warm_lines(proc.stderr)
 
 
 def test_stages_that_measure_their_own_memory_start_cold(server, demo_assets, tmp_path):
     argv = ["data", "fetch", *to_argv({"name": "bright", "repo": "org/bright", "revision": "a" * 40,
                                        "repo_type": "dataset", "local": str(demo_assets / "BRIGHT"),
                                        "cache_dir": str(tmp_path / "hub"), "manifest": str(tmp_path / "m.json")})]  # fmt: skip
-    proc = stage(*argv)
+    proc = stage(*argv, usage=tmp_path / "usage.json")
     assert proc.returncode == 0, proc.stderr
-    assert "data" not in warm.FORKED_STAGES and not warm_lines(proc.stderr)
+    assert "data" not in warm.FORKED_STAGES and not warm_lines(proc.stderr) and not read_usage(tmp_path / "usage.json")
 
 
 def start_server(checkout: Path, address: Path, env: dict) -> subprocess.Popen:
@@ -137,9 +152,10 @@ def test_the_child_runs_the_project_code_on_disk_now(tmp_path):
     try:
         module = copy / "workflow_scripts" / "summarize.py"
         module.write_text(module.read_text() + "\nprint('edited after the server started')\n")
-        proc = stage("summarize", "--help", cwd=copy, env={**env, warm.ENV_VAR: str(tmp_path / "s.sock")})
+        proc = stage("summarize", "--help", cwd=copy, env={**env, warm.ENV_VAR: str(tmp_path / "s.sock")},
+                     usage=tmp_path / "usage.json")  # fmt: skip
         assert "edited after the server started" in proc.stdout
-        assert warm_lines(proc.stderr)[0].startswith("warm: child ") and proc.returncode == 0, proc.stderr
+        assert forked(tmp_path / "usage.json")["status"] == 0 and proc.returncode == 0, proc.stderr
         other = stage(
             "summarize", "--help", env={**env, "PYTHONPATH": str(REPO), warm.ENV_VAR: str(tmp_path / "s.sock")}
         )
@@ -274,21 +290,27 @@ def test_the_server_ends_with_the_run_that_started_it(tmp_path):
     assert not alive and not os.path.exists(address)
 
 
-def test_the_cost_page_takes_a_forked_jobs_memory_from_its_log(tmp_path):
-    from workflow_scripts.report import cost_html
-
+def test_the_cost_page_takes_a_forked_jobs_memory_from_its_sidecar_never_its_log(tmp_path):
     bench = tmp_path / "results/x/benchmarks/evaluate/base/pony.tsv"
     bench.parent.mkdir(parents=True)
     bench.write_text("s\th:m:s\tmax_rss\tmax_vms\n1.50\t0:00:01\t21.3\t30\n")
-    log = log_beside(bench)
+    log = tmp_path / "results/x/logs/evaluate/base/pony.log"
     log.parent.mkdir(parents=True)
-    log.write_text("working\nwarm: child 77 exit 0, peak RSS 655.4 MB, CPU 1.20 s\n")
-    cost_html(benchmarks=[str(bench)], out=tmp_path / "cost.html", train_gpus=8, evaluate_gpus=1)
+    log.write_text("working\nwarm: child 77 exit 0, peak RSS 999.9 MB, CPU 1.20 s\n")  # the old log line: ignored
+    cost = ["report", "cost", *to_argv({"benchmarks": [str(bench)], "out": str(tmp_path / "cost.html"),
+                                        "train_gpus": 8, "evaluate_gpus": 1})]  # fmt: skip
+    assert stage(*cost, cold=True).returncode == 0
+    assert "<td>21.3</td>" in (tmp_path / "cost.html").read_text()  # a cold job: Snakemake's measurement stands
+    write_usage(sidecar(bench), child=77, status=0, maxrss_kb=655.4 * 1024, cpu_s=1.2)
+    assert stage(*cost, cold=True).returncode == 0
     page = (tmp_path / "cost.html").read_text()
-    assert "655.4 (warm)" in page and "21.3" not in page
-    log.write_text("working\n")  # a cold job: Snakemake's own measurement stands
-    cost_html(benchmarks=[str(bench)], out=tmp_path / "cost.html", train_gpus=8, evaluate_gpus=1)
-    assert "<td>21.3</td>" in (tmp_path / "cost.html").read_text()
+    assert "655.4 (warm)" in page and "21.3" not in page and "999.9" not in page
+    sidecar(bench).write_text("warm: child 77 exit 0, peak RSS 655.4 MB")  # not a usage record: one line, naming it
+    broken = stage(*cost, cold=True)
+    assert broken.returncode == 2 and broken.stderr.strip().splitlines() == [
+        f"error: {sidecar(bench)}: not a job usage record (a JSON object with child, status, max_rss, cpu_time); "
+        "delete it and rerun the job"
+    ], broken.stderr
 
 
 def test_a_job_the_kernel_kills_ends_killed_not_with_a_traceback(server, tmp_path):
@@ -307,5 +329,49 @@ def test_one_vanished_client_does_not_end_the_others_jobs(server, manifests, tmp
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as rogue:
         rogue.connect(address)
         rogue.sendall(b"\x00\x00\x00\x00\x00\x00\x00\x05{not")
-    proc = stage(*widen_argv(manifests, tmp_path))
-    assert proc.returncode == 0 and warm_lines(proc.stderr)[0].startswith("warm: child "), proc.stderr
+    proc = stage(*widen_argv(manifests, tmp_path), usage=tmp_path / "usage.json")
+    assert proc.returncode == 0 and forked(tmp_path / "usage.json"), proc.stderr
+
+
+# A server whose process started an OpenMP pool before serving (torch's parallel_for): as if an import did.
+POOLED_SERVER = """
+import sys, torch
+torch.set_num_threads(2)
+(torch.ones(2000, 2000) * 2).sum()  # a parallel region: libgomp's workers now live
+from workflow_scripts import warm
+warm.serve(address=sys.argv[1], parent=int(sys.argv[2]))
+"""
+
+
+def test_a_live_openmp_pool_in_the_server_starts_jobs_cold(manifests, tmp_path):
+    """A fork copies no native pool's workers: with an OpenMP pool live in the server, the job starts cold,
+    the reason in its log, and its output is right. The usual server (no pool started) forks: the other tests."""
+    address = tmp_path / "s.sock"
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    server = subprocess.Popen([sys.executable, "-c", POOLED_SERVER, str(address), str(os.getpid())], cwd=REPO, env=env,
+                              stderr=open(tmp_path / "s.log", "w"))  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while "warm: preloaded" not in (tmp_path / "s.log").read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc = stage(*widen_argv(manifests, tmp_path), env={**env, warm.ENV_VAR: str(address)},
+                     usage=tmp_path / "usage.json")  # fmt: skip
+        assert proc.returncode == 0 and (tmp_path / "verify.json").exists(), proc.stderr
+        assert read_usage(tmp_path / "usage.json") is None  # not forked
+        [line] = warm_lines(proc.stderr)
+        assert "native threads are live" in line and "openmp" in line and line.endswith("; starting cold"), line
+        assert not proc.stderr.strip().splitlines()[-1].startswith("warm: ")
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def test_no_stage_imports_warm_start():
+    """Warm start is an opt-in tool of the entry point: importing every stage loads none of it."""
+    from workflow_scripts import __main__ as entry
+
+    assert entry.WARM_ENV == warm.ENV_VAR
+    stages = "; ".join(f"import workflow_scripts.{name}" for name in STAGES)
+    check = f"import sys; {stages}; print([m for m in sys.modules if m.startswith('workflow_scripts.warm')])"
+    proc = subprocess.run([sys.executable, "-c", check], cwd=REPO, capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]", proc.stdout

@@ -10,6 +10,7 @@ import pytest
 import yaml
 from conftest import REPO, job_counts, snakemake
 
+from workflow_scripts.job_usage import read_usage
 from workflow_scripts.protocols import MTEB_V1_1_TASKS
 
 SPLITS = ["biology", "earth_science", "economics", "psychology", "robotics", "stackoverflow",
@@ -163,16 +164,21 @@ def test_demo_outputs_are_real(demo_run):
 
 @pytest.mark.e2e
 def test_local_jobs_are_forked_warm_and_the_server_is_gone(demo_run):
-    """config warm_start (default true): every forked stage's job ran in a child of the one
-    warm server, the stages that measure memory started cold, and nothing outlived the run."""
-    from workflow_scripts.job_usage import usage_from_log
+    """config warm_start (on in the demo): every forked stage's job ran in a child of the one warm
+    server (its client wrote the child's usage sidecar beside the benchmark, nothing in the log), the
+    stages that measure memory started cold, and nothing outlived the run."""
+    from workflow_scripts.job_usage import usage_beside
     from workflow_scripts.warm import FORKED_STAGES
 
-    logs = demo_run / "results/demo/logs"
-    evaluate = list((logs / "evaluate").rglob("*.log"))
-    assert evaluate and all(usage_from_log(log) for log in evaluate)
-    assert all(usage_from_log(log) for log in (logs / "train").glob("*.log"))
-    assert "data" not in FORKED_STAGES and not any(usage_from_log(log) for log in (logs / "build_shards").glob("*.log"))
+    bench = demo_run / "results/demo/benchmarks"
+    evaluate = list((bench / "evaluate").rglob("*.tsv"))
+    assert evaluate and all(usage_beside(path)["status"] == 0 for path in evaluate)
+    assert all(usage_beside(path) for path in (bench / "train").glob("*.tsv"))
+    assert "data" not in FORKED_STAGES and not any(
+        usage_beside(path) for path in (bench / "build_shards").glob("*.tsv")
+    )
+    logs = list((demo_run / "results/demo/logs").rglob("*.log"))
+    assert logs and not [log for log in logs if "warm: " in log.read_text()]  # the figures are in no log
     assert "(warm)" in (demo_run / "results/demo/report/cost.html").read_text()
     assert "warm: preloaded" in (demo_run / ".snakemake/warm.log").read_text()
     assert not [p for p in psutil.process_iter(["cmdline", "cwd"])
@@ -244,8 +250,8 @@ def test_a_failed_job_shows_its_own_error_line(tmp_path):
 
 
 def test_a_failed_forked_job_shows_its_own_error_line(tmp_path):
-    """Warm start adds a last `warm: child ...` line to the log; the terminal still gets the
-    stage's own error line (a widen of a checkpoint whose modules.json is not JSON)."""
+    """A forked job's log ends with the stage's own error line (its usage goes to a sidecar), and the
+    terminal gets that line (a widen of a checkpoint whose modules.json is not JSON)."""
     broken = tmp_path / "broken-model"
     broken.mkdir()
     (broken / "modules.json").write_text("{not json")
@@ -254,9 +260,12 @@ def test_a_failed_forked_job_shows_its_own_error_line(tmp_path):
                      str(tmp_path / "broken.yaml"), cwd=tmp_path, check=False)  # fmt: skip
     assert proc.returncode != 0
     log = tmp_path / "results/demo/logs/widen/widened.log"
-    assert log.read_text().splitlines()[-1].startswith("warm: child ")  # it was forked
-    [line] = [line for line in proc.stderr.splitlines() if line.endswith("  [log: results/demo/logs/widen/widened.log]")]
+    assert read_usage(tmp_path / "results/demo/benchmarks/widen/widened.usage.json")["status"] != 0  # it was forked
+    [line] = [
+        line for line in proc.stderr.splitlines() if line.endswith("  [log: results/demo/logs/widen/widened.log]")
+    ]
     assert line.startswith("error: ") and "modules.json" in line, proc.stderr[-3000:]
+    assert line == f"{log.read_text().splitlines()[-1]}  [log: results/demo/logs/widen/widened.log]"
 
 
 @pytest.mark.parametrize(

@@ -1,25 +1,49 @@
-"""A forked job's own resource use: the line its client ends the log with, and reading it back.
+"""A forked job's own resource use: the JSON sidecar its warm-start client writes, and reading it back.
 
 Snakemake's ``benchmark:`` samples a warm-started job's client, not the child forked to run
-it (:mod:`workflow_scripts.warm`), so the client writes the child's figures as the kernel
-counted them; the cost page (:mod:`workflow_scripts.report`) reads them from there. Both ends
-of that line are here, in a module the report imports: an edit to either reruns the cost page.
+it (:mod:`workflow_scripts.warm`), so the client writes the child's figures, as the kernel
+counted them, to a small JSON file beside the job's benchmark file (:func:`sidecar`); the cost
+page (:mod:`workflow_scripts.report`) reads them from there, never from a log. A rule names the
+file for its job through :data:`ENV_VAR` (``rules/common.smk``: ``usage_of``); a job started
+cold writes none. Both ends are here, in a module the report imports: an edit to either reruns
+the cost page. Standard library only (the job's entry point imports it before any stage).
 """
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
-__all__ = ["log_beside", "usage_beside", "usage_from_log", "usage_line"]
+__all__ = ["ENV_VAR", "UsageError", "read_usage", "sidecar", "usage_beside", "write_usage"]
 
-PREFIX = "warm: child "
+# The sidecar a job's client writes, if its job is forked; unset (a cluster job, a test): none.
+ENV_VAR = "REASON_COLBERT_USAGE"
+KEYS = ("child", "status", "max_rss", "cpu_time")
 
 
-def usage_line(*, child: int, status: int, maxrss_kb: float, cpu_s: float) -> str:
-    """The log line of a forked job's exit status, peak RSS (MB) and CPU seconds.
+class UsageError(ValueError):
+    """A sidecar that is not one :func:`write_usage` wrote: its one-line message names the file."""
+
+
+def sidecar(benchmark: str | Path) -> Path:
+    """The usage sidecar of the job whose Snakemake ``benchmark:`` file is ``benchmark``.
+
+    Examples
+    --------
+    >>> str(sidecar("results/demo/benchmarks/evaluate/base/pony.tsv"))
+    'results/demo/benchmarks/evaluate/base/pony.usage.json'
+    """
+    return Path(benchmark).with_suffix(".usage.json")
+
+
+def write_usage(path: str | Path, *, child: int, status: int, maxrss_kb: float, cpu_s: float) -> None:
+    """Write a forked job's exit status, peak RSS (MB) and CPU seconds to ``path``, atomically.
 
     Parameters
     ----------
+    path
+        The sidecar (:func:`sidecar` of the job's benchmark file).
     child
         The forked child's process id.
     status
@@ -31,52 +55,54 @@ def usage_line(*, child: int, status: int, maxrss_kb: float, cpu_s: float) -> st
 
     Examples
     --------
-    >>> usage_line(child=12, status=0, maxrss_kb=627200, cpu_s=1.25)
-    'warm: child 12 exit 0, peak RSS 612.5 MB, CPU 1.25 s'
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "job.usage.json"
+    >>> write_usage(path, child=12, status=0, maxrss_kb=627200, cpu_s=1.25)
+    >>> read_usage(path)
+    {'child': 12, 'status': 0, 'max_rss': 612.5, 'cpu_time': 1.25}
     """
-    return f"{PREFIX}{child} exit {status}, peak RSS {maxrss_kb / 1024:.1f} MB, CPU {cpu_s:.2f} s"
+    path = Path(path)
+    record = {"child": child, "status": status, "max_rss": round(maxrss_kb / 1024, 1), "cpu_time": round(cpu_s, 2)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(json.dumps(record) + "\n")
+    os.replace(partial, path)
 
 
-def usage_beside(benchmark: str | Path) -> dict[str, float] | None:
-    """:func:`usage_from_log` of the job whose Snakemake ``benchmark:`` file is ``benchmark``.
+def read_usage(path: str | Path) -> dict[str, float] | None:
+    """The record :func:`write_usage` wrote to ``path``; None if there is none (the job started cold).
 
-    A rule's log and benchmark share their path below the run (tests/test_rules.py checks it):
-    ``results/<run>/benchmarks/<job>.tsv`` and ``results/<run>/logs/<job>.log``.
-
-    Examples
-    --------
-    >>> str(log_beside("results/demo/benchmarks/evaluate/base/pony.tsv"))
-    'results/demo/logs/evaluate/base/pony.log'
-    """
-    return usage_from_log(log_beside(benchmark))
-
-
-def log_beside(benchmark: str | Path) -> Path:
-    """The log of the job whose ``benchmark:`` file is ``benchmark`` (see :func:`usage_beside`)."""
-    run, _, job = str(benchmark).rpartition("/benchmarks/")
-    return Path(f"{run}/logs/{job}").with_suffix(".log")
-
-
-def usage_from_log(path: str | Path) -> dict[str, float] | None:
-    """Peak RSS (MB) and CPU seconds of a warm-started job, from its log's last :func:`usage_line`.
+    Raises :class:`UsageError`, naming the file, if it is not such a record.
 
     Examples
     --------
     >>> import tempfile
-    >>> log = Path(tempfile.mkdtemp()) / "job.log"
-    >>> _ = log.write_text("work\\nwarm: child 12 exit 0, peak RSS 612.5 MB, CPU 1.25 s\\n")
-    >>> usage_from_log(log)
-    {'max_rss': 612.5, 'cpu_time': 1.25}
-    >>> usage_from_log(log.with_name("missing.log")) is None
+    >>> path = Path(tempfile.mkdtemp()) / "job.usage.json"
+    >>> read_usage(path) is None
     True
+    >>> _ = path.write_text("warm: child 12 exit 0")
+    >>> try:
+    ...     read_usage(path)
+    ... except UsageError as err:
+    ...     print(str(err).replace(str(path), "PATH"))
+    PATH: not a job usage record (a JSON object with child, status, max_rss, cpu_time); delete it and rerun the job
     """
     try:
-        lines = Path(path).read_text(errors="replace").splitlines()
-    except OSError:
+        text = Path(path).read_text()
+    except FileNotFoundError:
         return None
-    for line in reversed(lines):
-        if line.startswith(PREFIX) and ", peak RSS " in line:
-            rss = float(line.split(", peak RSS ")[1].split(" MB")[0])
-            cpu = float(line.split(", CPU ")[1].split(" s")[0])
-            return {"max_rss": rss, "cpu_time": cpu}
-    return None
+    try:
+        record = json.loads(text)
+        if not isinstance(record, dict) or sorted(record) != sorted(KEYS):
+            raise ValueError
+        if not all(isinstance(record[k], int | float) and not isinstance(record[k], bool) for k in KEYS):
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"{path}: not a job usage record (a JSON object with {', '.join(KEYS)}); "
+                         "delete it and rerun the job") from None  # fmt: skip
+    return record
+
+
+def usage_beside(benchmark: str | Path) -> dict[str, float] | None:
+    """:func:`read_usage` of the sidecar of the job whose ``benchmark:`` file is ``benchmark``."""
+    return read_usage(sidecar(benchmark))

@@ -19,7 +19,7 @@ from typing import Any
 
 from .cli import run_commands
 from .common import UserError, atomic_file, read_json
-from .job_usage import usage_beside
+from .job_usage import UsageError, usage_beside
 
 __all__ = [
     "cost_html",
@@ -413,8 +413,11 @@ def cost_html(*, benchmarks: list[str], out: str | Path, train_gpus: int, evalua
         seconds = float(record["s"])
         gpu_hours = gpus.get(job.split("/")[0], 0) * seconds / 3600
         total += gpu_hours
-        # A warm-started job's benchmark sampled the client; its log holds the child's own peak.
-        warm = usage_beside(path)
+        # A warm-started job's benchmark sampled the client; its sidecar holds the child's own peak.
+        try:
+            warm = usage_beside(path)
+        except UsageError as err:
+            raise UserError(str(err)) from None
         rss = f"{warm['max_rss']:.1f} (warm)" if warm else record.get("max_rss", "NA")
         rows += (f"<tr><td>{html.escape(job)}</td><td>{seconds:.1f}</td><td>{rss}</td>"
                  f"<td>{gpu_hours:.3f}</td></tr>")  # fmt: skip

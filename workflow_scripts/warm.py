@@ -1,5 +1,9 @@
 """Warm start: the heavy imports paid once per workflow run on a machine, not once per job.
 
+An opt-in local tool (config ``warm_start``: off in ``config.yaml``, on in the demo): no stage
+imports this module; the entry point (:mod:`workflow_scripts.__main__`) imports it only when a
+run started a server (:data:`ENV_VAR` set), and the code fingerprints leave it out.
+
 A stage job spends most of its time importing (torch, transformers, sentence-transformers,
 PyLate: ~5-7 s on 2 CPU cores) and well under a second working on a demo-sized split. For a
 local run, the Snakefile's ``onstart`` starts one *fork server* (a zygote, as Android starts
@@ -21,10 +25,14 @@ value of a variable that the preloaded libraries read at import time (``HF_HUB_O
 are applied in the child instead. Inside a Slurm job the server of the submitting host is
 never used: the work must run in the allocation Snakemake asked for.
 
+A fork copies only the calling thread. The server starts no thread of its own, and it forks
+only while no native pool that is not fork-aware (OpenMP, MKL) has live threads
+(:func:`_native_pool_hazard`, asked before every fork); otherwise the job starts cold.
+
 What does differ: Snakemake's ``benchmark:`` samples the job's process tree, which holds the
-client, not the forked child. So the client ends the log with the child's own figures, as
-the kernel counted them (``wait4``): ``warm: child <pid> exit 0, peak RSS <MB> MB, CPU <s> s``,
-and the cost page takes memory from that line (:mod:`workflow_scripts.job_usage`). That peak is not a cold
+client, not the forked child. So the client writes the child's own figures, as the kernel
+counted them (``wait4``), to the JSON sidecar its rule names (:mod:`workflow_scripts.job_usage`;
+nothing in the log), and the cost page takes memory from there. That peak is not a cold
 job's: the child's RSS counts the server's pages it touches, not those it only shares (measured:
 an evaluate job 455 MB forked vs 540-553 MB cold; a report page ~400 MB forked vs 21-50 MB
 cold). So the stages whose memory feeds the preflight forecast (``data``, ``preflight``,
@@ -53,7 +61,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .job_usage import usage_line
+from .job_usage import ENV_VAR as USAGE_ENV
+from .job_usage import write_usage
 
 __all__ = [
     "ENV_VAR",
@@ -231,10 +240,11 @@ def delegate(argv: list[str]) -> int | None:
         _signal_group(child, signal.SIGKILL)
         print(f"warm: the server went away while child {child} ran", file=sys.stderr)
         return 1
-    print(
-        usage_line(child=child, status=result["status"], maxrss_kb=result["maxrss_kb"], cpu_s=result["cpu_s"]),
-        file=sys.stderr,
-    )
+    # The child's figures go to a file, not the log: the log's last line stays the job's own.
+    if os.environ.get(USAGE_ENV):
+        with contextlib.suppress(OSError):  # the job's outcome is the child's, whatever happens here
+            write_usage(os.environ[USAGE_ENV], child=child, status=result["status"], maxrss_kb=result["maxrss_kb"],
+                        cpu_s=result["cpu_s"])  # fmt: skip
     if result["signal"]:  # end as the child did (the shell reports 128 + N)
         _end_by(result["signal"])
     return int(result["status"])
@@ -341,12 +351,54 @@ def _fork_hazard() -> str | None:
     if threading.active_count() > 1:
         names = ", ".join(t.name for t in threading.enumerate() if t is not threading.main_thread())
         return f"Python threads run after the imports ({names}): a fork would copy their locks"
+    if pools := _native_pool_hazard():
+        return pools
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():
         return "CUDA was initialised by the imports"
     if torch is not None and torch.backends.cuda.is_built() and _probe(lambda: torch.cuda._is_in_bad_fork()):
         return "a forked child could not use CUDA (the imports queried the CUDA runtime)"
     return None
+
+
+# Threads that name themselves and survive a fork by design (jemalloc, pyarrow's allocator, takes
+# its locks around a fork); any other thread must be an OpenBLAS worker (see _native_pool_hazard).
+FORK_AWARE_THREADS = ("jemalloc_bg_thd",)
+
+
+def _native_pool_hazard() -> str | None:
+    """Why a native thread pool makes a fork unsafe now: live threads no fork-aware pool accounts for.
+
+    The workers of an OpenMP (libgomp, libiomp) or MKL pool, once a parallel region started them,
+    are not copied by a fork while the child's runtime believes they exist: its first parallel
+    region can hang. The imports start none. OpenBLAS starts ``num_threads - 1`` workers when it
+    loads and stops them around a fork itself (``pthread_atfork``); jemalloc's background thread
+    names itself. Every other thread of this process (``/proc/self/task``, the main one aside)
+    is counted against the OpenBLAS workers that threadpoolctl reports; more means a live pool.
+    """
+    try:
+        tasks = [t for t in os.listdir("/proc/self/task") if int(t) != os.getpid()]
+    except OSError:  # not Linux: nothing to count, and nothing this check could vouch for
+        return "the process's threads cannot be listed (no /proc/self/task)"
+    threads = 0
+    for tid in tasks:
+        with contextlib.suppress(OSError):  # a thread that just ended
+            if Path(f"/proc/self/task/{tid}/comm").read_text().strip() not in FORK_AWARE_THREADS:
+                threads += 1
+    if not threads:
+        return None
+    from threadpoolctl import threadpool_info
+
+    pools = threadpool_info()
+    openblas = sum(max(int(p.get("num_threads") or 1) - 1, 0) for p in pools if p.get("internal_api") == "openblas")
+    if threads <= openblas:
+        return None
+    others = sorted({f"{p.get('internal_api')} ({Path(p.get('filepath', '?')).name})" for p in pools
+                     if p.get("internal_api") != "openblas"})  # fmt: skip
+    return (
+        f"{threads - openblas} native threads are live beyond OpenBLAS's {openblas} fork-aware workers (a started "
+        f"OpenMP/MKL pool: {', '.join(others) or 'unknown'}): a forked child could hang in its first parallel region"
+    )
 
 
 def _probe(question) -> bool:
@@ -388,7 +440,12 @@ def _start_child(
     try:
         if request is None or len(fds) != 3:
             return None
-        refusal = unsafe or _not_forked(request.get("argv")) or _difference(request["where"], where)
+        refusal = (
+            unsafe
+            or _not_forked(request.get("argv"))
+            or _difference(request["where"], where)
+            or _native_pool_hazard()  # again now: a pool started since the imports would hang the child
+        )
         if refusal:
             _send(connection, {"refused": refusal})
             return None
