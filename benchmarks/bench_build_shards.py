@@ -37,9 +37,14 @@ def make_input(root: Path, rows: int, seed: int = 0) -> None:
     for start in range(0, rows, batch):
         n = min(batch, rows - start)
         text = lambda k: " ".join(rng.choices(words, k=k))  # noqa: E731
-        data = [{"query": ["Given a post, retrieve relevant passages", text(20)],
-                 "pos": [["", text(60)] for _ in range(2)], "neg": [["", text(60)] for _ in range(4)]}
-                for _ in range(n)]  # fmt: skip
+        data = [
+            {
+                "query": ["Given a post, retrieve relevant passages", text(20)],
+                "pos": [["", text(60)] for _ in range(2)],
+                "neg": [["", text(60)] for _ in range(4)],
+            }
+            for _ in range(n)
+        ]
         writer.write_table(pa.Table.from_pylist(data, schema=REASONIR_SCHEMA))
     writer.close()
 
@@ -50,14 +55,31 @@ def child(root: str, out: str) -> None:
     from workflow_scripts.sources.hub import fetch_source
 
     manifest = Path(out) / "reasonir.json"
-    fetch_source(name="reasonir", repo="o/r", revision="a" * 40, repo_type="dataset", local=root,
-                 cache_dir=out, manifest=manifest)  # fmt: skip
+    fetch_source(
+        name="reasonir",
+        repo="o/r",
+        revision="a" * 40,
+        repo_type="dataset",
+        local=root,
+        cache_dir=out,
+        manifest=manifest,
+    )
     start = time.perf_counter()
-    stats = build_shards(stage="stage1", stage_sources=[{"source": "reasonir", "config": "vl"}],
-                         manifests={"reasonir": str(manifest)}, out_dir=Path(out) / "shards",
-                         stats_path=Path(out) / "stats.json", splits=["biology"], positives_per_query=2,
-                         negatives_per_query=4, min_text_chars=10, max_unresolved_rate=0.05,
-                         rows_per_shard=100_000, shuffle_buckets=64, seed=42)  # fmt: skip
+    stats = build_shards(
+        stage="stage1",
+        stage_sources=[{"source": "reasonir", "config": "vl"}],
+        manifests={"reasonir": str(manifest)},
+        out_dir=Path(out) / "shards",
+        stats_path=Path(out) / "stats.json",
+        splits=["biology"],
+        positives_per_query=2,
+        negatives_per_query=4,
+        min_text_chars=10,
+        max_unresolved_rate=0.05,
+        rows_per_shard=100_000,
+        shuffle_buckets=64,
+        seed=42,
+    )
     seconds = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"triples": stats["rows"], "seconds": seconds, "peak_rss_mb": peak_mb}))
@@ -77,12 +99,15 @@ def main() -> None:
             root, out = Path(tmp) / f"in{factor}", Path(tmp) / f"out{factor}"
             make_input(root, args.rows * factor)
             out.mkdir()
-            proc = subprocess.run([sys.executable, __file__, "--child", str(root), str(out)],
-                                  capture_output=True, text=True, check=True)  # fmt: skip
+            proc = subprocess.run(
+                [sys.executable, __file__, "--child", str(root), str(out)], capture_output=True, text=True, check=True
+            )
             results[factor] = json.loads(proc.stdout.strip().splitlines()[-1])
             r = results[factor]
-            print(f"{factor:>3}x: {r['triples']:>9,} triples  {r['triples'] / r['seconds']:>9,.0f} triples/s  "
-                  f"peak RSS {r['peak_rss_mb']:,.0f} MB")  # fmt: skip
+            print(
+                f"{factor:>3}x: {r['triples']:>9,} triples  {r['triples'] / r['seconds']:>9,.0f} triples/s  "
+                f"peak RSS {r['peak_rss_mb']:,.0f} MB"
+            )
     one, ten = results[1], results[10]
     print(
         f"10x/1x: input x{ten['triples'] / one['triples']:.1f}, throughput x"

@@ -119,8 +119,13 @@ def maxsim_cpu_top(q: list[torch.Tensor], docs: list[torch.Tensor], k: int = 10)
 
     arrays = [d.numpy() for d in docs]  # zero-copy views of the same vectors
     t0 = time.perf_counter()
-    scores = [sum(maxsim_cpu.maxsim_scores_variable(x[i : i + MAXSIM_CPU_QUERY].numpy(), arrays)
-                  for i in range(0, len(x), MAXSIM_CPU_QUERY)) for x in q]  # fmt: skip
+    scores = [
+        sum(
+            maxsim_cpu.maxsim_scores_variable(x[i : i + MAXSIM_CPU_QUERY].numpy(), arrays)
+            for i in range(0, len(x), MAXSIM_CPU_QUERY)
+        )
+        for x in q
+    ]
     seconds = time.perf_counter() - t0
     return [torch.from_numpy(s).topk(k).indices.tolist() for s in scores], seconds
 
@@ -189,8 +194,12 @@ def demo_agreement(queries_per_split: int = 30, documents_per_split: int = 200) 
     runs: dict[str, dict] = {"float32": {}, "bfloat16": {}}
     qrels, tops = {}, {"float32": [], "bfloat16": []}
     with tempfile.TemporaryDirectory() as tmp, stdout_to_stderr():
-        root = make_assets(Path(tmp) / "demo", queries_per_split=queries_per_split,
-                           documents_per_split=documents_per_split, train_rows=12)  # fmt: skip
+        root = make_assets(
+            Path(tmp) / "demo",
+            queries_per_split=queries_per_split,
+            documents_per_split=documents_per_split,
+            train_rows=12,
+        )
         model = load_colbert(root / "base-model", query_length=32, document_length=64)
         for split in SPLITS:
             examples = load_bright_examples(root / "BRIGHT", split)
@@ -206,26 +215,36 @@ def demo_agreement(queries_per_split: int = 30, documents_per_split: int = 200) 
             qrels.update({f"{split}/{e['id']}": {g: 1 for g in gold_ids(e)} for e in examples})
     ndcg = {dtype: score_run(qrels, run)["mean"]["ndcg_at_10"] for dtype, run in runs.items()}
     same = sum(x == y for x, y in zip(tops["float32"], tops["bfloat16"])) / len(tops["float32"])
-    return {"queries": len(qrels), "overlap": overlap(tops["float32"], tops["bfloat16"]), "same_lists": same,
-            "ndcg_fp32": ndcg["float32"], "ndcg_bf16": ndcg["bfloat16"]}  # fmt: skip
+    return {
+        "queries": len(qrels),
+        "overlap": overlap(tops["float32"], tops["bfloat16"]),
+        "same_lists": same,
+        "ndcg_fp32": ndcg["float32"],
+        "ndcg_bf16": ndcg["bfloat16"],
+    }
 
 
 def compare(title: str, q: list[torch.Tensor], args: argparse.Namespace, docs: int, peak: float) -> dict[str, float]:
     """One query shape: ours (fp32, bf16), the pre-#15 scorer, rank.rerank and maxsim-cpu."""
     q_tok = [len(x) for x in q]
-    print(f"{title}: {docs:,} docs x ~{args.mean_len} tokens, {len(q)} queries x {min(q_tok)}..{max(q_tok)} "
-          f"tokens (mean {sum(q_tok) / len(q):.0f}), dim {DIM}")  # fmt: skip
+    print(
+        f"{title}: {docs:,} docs x ~{args.mean_len} tokens, {len(q)} queries x {min(q_tok)}..{max(q_tok)} "
+        f"tokens (mean {sum(q_tok) / len(q):.0f}), dim {DIM}"
+    )
     # best of REPEATS for every scorer but rank.rerank (minutes, and far behind): the machine's
     # speed drifts by 10-20% over minutes, and the best run is the least disturbed one
     top, ours_s, flops = best_of(lambda: ours(q, docs, args.chunk, args.mean_len), seconds=1)
-    before, before_s, _ = best_of(lambda: ours(q, docs, args.chunk, args.mean_len, scorer=previous_maxsim_scores),
-                                  seconds=1)  # fmt: skip
+    before, before_s, _ = best_of(
+        lambda: ours(q, docs, args.chunk, args.mean_len, scorer=previous_maxsim_scores), seconds=1
+    )
     mine = top.index[:, :10].tolist()
     gflops = flops / ours_s / 1e9
     # the machine's speed drifts: measure the peak again next to our run, keep the highest seen
     peak = max(peak, gemm_peak())
-    print(f"  ours fp32        {ours_s:8.2f} s  {gflops:6.1f} GFLOP/s = {gflops / peak:.0%} of fp32 GEMM peak "
-          f"({peak:.1f} GFLOP/s, the best measured in this run so far)")  # fmt: skip
+    print(
+        f"  ours fp32        {ours_s:8.2f} s  {gflops:6.1f} GFLOP/s = {gflops / peak:.0%} of fp32 GEMM peak "
+        f"({peak:.1f} GFLOP/s, the best measured in this run so far)"
+    )
     print(
         f"  before (pre-#15) {before_s:8.2f} s  ours x{before_s / ours_s:.2f} faster  "
         f"({flops / before_s / 1e9 / peak:.0%} of peak)  same top-10: {same(top, before.index[:, :10].tolist())}"
@@ -243,8 +262,10 @@ def compare(title: str, q: list[torch.Tensor], args: argparse.Namespace, docs: i
         print("  maxsim-cpu       not installed (pip install -r benchmarks/requirements.txt)")
     if bf16_native("cpu"):
         half, half_s, _ = best_of(lambda: ours(q, docs, args.chunk, args.mean_len, dtype="bfloat16"), seconds=1)
-        print(f"  ours bf16        {half_s:8.2f} s  x{ours_s / half_s:.2f} vs fp32  "
-              f"top-10 overlap with fp32 {overlap(mine, half.index[:, :10]):.1%}")  # fmt: skip
+        print(
+            f"  ours bf16        {half_s:8.2f} s  x{ours_s / half_s:.2f} vs fp32  "
+            f"top-10 overlap with fp32 {overlap(mine, half.index[:, :10]):.1%}"
+        )
     else:
         print("  ours bf16        skipped: no native bf16 GEMM on this CPU (it would fall back to fp32)")
     return {"ours": ours_s, "before": before_s, "rerank": rerank_s, "maxsim_cpu": mx_s, "peak": peak}
@@ -299,20 +320,36 @@ def main() -> None:
         return
     peak = gemm_peak()
     amx = "AMX" if torch.cpu._is_amx_tile_supported() else "AVX512-BF16" if bf16_native("cpu") else "none"
-    print(f"machine: {torch.get_num_threads()} threads, fp32 GEMM peak {peak:.1f} GFLOP/s (best 4096^3 matmul), "
-          f"native bf16: {amx}")  # fmt: skip
+    print(
+        f"machine: {torch.get_num_threads()} threads, fp32 GEMM peak {peak:.1f} GFLOP/s (best 4096^3 matmul), "
+        f"native bf16: {amx}"
+    )
     peak = compare("benchmark shape", queries(args.queries), args, args.docs, peak)["peak"]
     compare("real query shape", queries(args.queries, LONG_QUERIES), args, args.long_docs, peak)
     if bf16_native("cpu"):
         agree = demo_agreement()
-        print(f"bf16 vs fp32 on demo-like data ({agree['queries']} queries, 12 splits, demo model): top-10 overlap "
-              f"{agree['overlap']:.1%}, identical top-10 lists {agree['same_lists']:.1%}, nDCG@10 fp32 "
-              f"{agree['ndcg_fp32']:.4f} bf16 {agree['ndcg_bf16']:.4f} (diff {agree['ndcg_bf16'] - agree['ndcg_fp32']:+.4f})")  # fmt: skip
+        print(
+            f"bf16 vs fp32 on demo-like data ({agree['queries']} queries, 12 splits, demo model): top-10 overlap "
+            f"{agree['overlap']:.1%}, identical top-10 lists {agree['same_lists']:.1%}, nDCG@10 fp32 "
+            f"{agree['ndcg_fp32']:.4f} bf16 {agree['ndcg_bf16']:.4f} (diff {agree['ndcg_bf16'] - agree['ndcg_fp32']:+.4f})"
+        )
     if not args.skip_rss:
         rss = {}
         for factor in (1, 4):
-            proc = subprocess.run([sys.executable, __file__, "--child", str(args.docs * factor), str(args.chunk),
-                                   str(args.mean_len), str(args.queries)], capture_output=True, text=True, check=True)  # fmt: skip
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    str(args.docs * factor),
+                    str(args.chunk),
+                    str(args.mean_len),
+                    str(args.queries),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             rss[factor] = json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_mb"]
         print(f"peak RSS of our scorer: 1x {rss[1]:,.0f} MB, 4x {rss[4]:,.0f} MB (ratio x{rss[4] / rss[1]:.2f})")
     print(f"encoding (demo model, CPU, 300-token cap): {encode_rate():.0f} documents/s")

@@ -60,9 +60,9 @@ def stage2_rows(work: Path, config: dict[str, Any]) -> tuple[list[dict[str, str]
     """The stage-2 triples the shard builder makes from the rehearsal's data; the base model folder."""
     import pyarrow.parquet as pq
 
+    from workflow_scripts.rehearsal import make_assets
     from workflow_scripts.shards.build import build_shards
     from workflow_scripts.sources.hub import fetch_source
-    from workflow_scripts.rehearsal import make_assets
 
     sizes = {k: v for k, v in config["rehearsal"].items() if k != "assets_dir"}
     assets = make_assets(out=work / "assets", **sizes)

@@ -33,15 +33,22 @@ from workflow_scripts.cli import to_argv  # noqa: E402
 
 def assets(root: Path) -> dict[str, str]:
     """Demo assets and their manifests (the rules' ``demo_assets`` and ``download``)."""
-    from workflow_scripts.sources.hub import fetch_source
     from workflow_scripts.demo import make_assets
+    from workflow_scripts.sources.hub import fetch_source
 
     made = make_assets(root / "demo")
     manifests = {}
     for name, sub, kind in [("bright", "BRIGHT", "dataset"), ("base_model", "base-model", "model")]:
         manifests[name] = str(root / f"{name}.manifest.json")
-        fetch_source(name=name, repo=f"org/{name}", revision="a" * 40, repo_type=kind, local=str(made / sub),
-                     cache_dir=root / "hub", manifest=manifests[name])  # fmt: skip
+        fetch_source(
+            name=name,
+            repo=f"org/{name}",
+            revision="a" * 40,
+            repo_type=kind,
+            local=str(made / sub),
+            cache_dir=root / "hub",
+            manifest=manifests[name],
+        )
     manifests["model"] = str(made / "base-model")
     return manifests
 
@@ -53,27 +60,54 @@ def commands(inputs: dict[str, str], out: Path) -> dict[str, list[str]]:
     split = "biology"
     protocols = [p.for_job([split]) for p in resolve(dict.fromkeys(PRESETS)).values() if p.covers(split)]
     pairs = job_pairs([p["name"] for p in protocols], [split])
-    evaluate = {"model_path": inputs["model"], "model_name": "base", "bright_manifest": inputs["bright"],
-                "splits": [split], "protocols": protocols, "out_json": [str(out / f"{p}.json") for p, _ in pairs],
-                "run_file": [str(out / f"{p}.run.trec") for p, _ in pairs], "query_length": 32,
-                "document_length": 64, "overrides": {}, "top_k": 100, "chunk_size": 25, "encode_batch_size": 32}  # fmt: skip
-    widen = {"source": inputs["base_model"], "out_dir": str(out / "widened"), "verify_path": str(out / "verify.json"),
-             "to": 128, "seed": 0}  # fmt: skip
-    return {"evaluate job (biology, every protocol)": ["evaluate", "job", *to_argv(evaluate)],
-            "model widen": ["model", "widen", *to_argv(widen)]}  # fmt: skip
+    evaluate = {
+        "model_path": inputs["model"],
+        "model_name": "base",
+        "bright_manifest": inputs["bright"],
+        "splits": [split],
+        "protocols": protocols,
+        "out_json": [str(out / f"{p}.json") for p, _ in pairs],
+        "run_file": [str(out / f"{p}.run.trec") for p, _ in pairs],
+        "query_length": 32,
+        "document_length": 64,
+        "overrides": {},
+        "top_k": 100,
+        "chunk_size": 25,
+        "encode_batch_size": 32,
+    }
+    widen = {
+        "source": inputs["base_model"],
+        "out_dir": str(out / "widened"),
+        "verify_path": str(out / "verify.json"),
+        "to": 128,
+        "seed": 0,
+    }
+    return {
+        "evaluate job (biology, every protocol)": ["evaluate", "job", *to_argv(evaluate)],
+        "model widen": ["model", "widen", *to_argv(widen)],
+    }
 
 
 def timed(argv: list[str], *, env: dict[str, str]) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "workflow_scripts", *argv], cwd=REPO, env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "workflow_scripts", *argv],
+        cwd=REPO,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - start
 
 
 def outputs(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` but the timing-bearing result JSONs, by relative path."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and not (p.suffix == ".json" and p.name != "verify.json")}  # fmt: skip
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not (p.suffix == ".json" and p.name != "verify.json")
+    }
 
 
 def main() -> None:

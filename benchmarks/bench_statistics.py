@@ -26,9 +26,20 @@ from workflow_scripts.protocols import resolve  # noqa: E402
 from workflow_scripts.summarize import add_statistics, build_tables  # noqa: E402
 
 # BRIGHT's test queries per split (the BRIGHT paper's table; the issue quotes pony 112, biology 103)
-QUERIES = {"biology": 103, "earth_science": 116, "economics": 103, "psychology": 101, "robotics": 101,
-           "stackoverflow": 117, "sustainable_living": 108, "leetcode": 142, "pony": 112, "aops": 111,
-           "theoremqa_questions": 194, "theoremqa_theorems": 76}  # fmt: skip
+QUERIES = {
+    "biology": 103,
+    "earth_science": 116,
+    "economics": 103,
+    "psychology": 101,
+    "robotics": 101,
+    "stackoverflow": 117,
+    "sustainable_living": 108,
+    "leetcode": 142,
+    "pony": 112,
+    "aops": 111,
+    "theoremqa_questions": 194,
+    "theoremqa_theorems": 76,
+}
 MODELS = ["widened", "stage1", "stage2", "base"]
 PAIRS = [["widened", "base"], ["stage1", "widened"], ["stage2", "stage1"]]
 
@@ -41,8 +52,10 @@ def results(protocols: list[dict], rng: np.random.Generator) -> dict:
             for s in p["splits"]:
                 scores = rng.beta(0.4, 1.2, size=QUERIES[s]) * (rng.random(QUERIES[s]) < 0.6)
                 task, eval_split, subset = p["mteb"][s]
-                found[(p["name"], m, s)] = {"per_query": {f"q{i}": float(v) for i, v in enumerate(scores)},
-                                            "scores": {eval_split: [{"ndcg_at_10": float(scores.mean())}]}}  # fmt: skip
+                found[(p["name"], m, s)] = {
+                    "per_query": {f"q{i}": float(v) for i, v in enumerate(scores)},
+                    "scores": {eval_split: [{"ndcg_at_10": float(scores.mean())}]},
+                }
     return found
 
 
@@ -60,16 +73,26 @@ def main() -> None:
         statistics = {"confidence": 0.95, "resamples": resamples, "alpha": 0.05, "seed": 0}
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
-            add_statistics(tables=tables, found=found, statistics=statistics, pairs=PAIRS, seed_groups=[],
-                           per_query_path=f"{tmp}/q.parquet")  # fmt: skip
+            add_statistics(
+                tables=tables,
+                found=found,
+                statistics=statistics,
+                pairs=PAIRS,
+                seed_groups=[],
+                per_query_path=f"{tmp}/q.parquet",
+            )
             timed[resamples] = time.perf_counter() - start
     intervals = sum(len(t["intervals"]) * (len(t["splits"]) + 1) for t in tables)
     tests = sum(len(t["tests"]) for t in tables)
-    print(f"{len(protocols)} protocols x {len(MODELS)} models, {sum(QUERIES.values())} queries per model and "
-          f"protocol: {intervals} intervals and {tests} paired tests")  # fmt: skip
+    print(
+        f"{len(protocols)} protocols x {len(MODELS)} models, {sum(QUERIES.values())} queries per model and "
+        f"protocol: {intervals} intervals and {tests} paired tests"
+    )
     low, high = timed
-    print(f"{low} resamples: {timed[low]:.1f} s; {high} resamples: {timed[high]:.1f} s "
-          f"(x{timed[high] / timed[low]:.1f} for x{high // low} resamples; {1000 * timed[high] / (intervals + tests):.0f} ms per cell)")  # fmt: skip
+    print(
+        f"{low} resamples: {timed[low]:.1f} s; {high} resamples: {timed[high]:.1f} s "
+        f"(x{timed[high] / timed[low]:.1f} for x{high // low} resamples; {1000 * timed[high] / (intervals + tests):.0f} ms per cell)"
+    )
 
 
 if __name__ == "__main__":

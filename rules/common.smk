@@ -10,7 +10,6 @@ from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from snakemake.utils import validate
 
-
 # One line naming the bad key first (jsonschema's full report is pages long), then Snakemake's
 # own validation with the same schema.
 sys.path.insert(0, workflow.basedir)
@@ -48,8 +47,8 @@ envvars:
 # `logged LOG CMD...` runs a stage with its output in LOG; when it fails, the log's last line (the stage's own
 # one-line error: nothing writes after it) is printed where the user looks, not only in LOG.
 shell.prefix(
-    "set -euo pipefail; logged() {{ log=$1; shift; \"$@\" > \"$log\" 2>&1"
-    " || {{ s=$?; echo \"$(tail -n 1 \"$log\")  [log: $log]\" >&2; return $s; }}; }}; "
+    'set -euo pipefail; logged() {{ log=$1; shift; "$@" > "$log" 2>&1'
+    ' || {{ s=$?; echo "$(tail -n 1 "$log")  [log: $log]" >&2; return $s; }}; }}; '
 )
 
 
@@ -63,6 +62,7 @@ def usage_of(benchmark):
     benchmark, by the one function that names it (job_usage.sidecar); no log is read for a figure.
     """
     return str(sidecar(benchmark))
+
 
 RUN = f"results/{config['run_name']}"
 LOGS = f"{RUN}/logs"
@@ -96,8 +96,9 @@ if problems := overlay_problems([os.path.join(workflow.basedir, "config.yaml"), 
 # The protocols scored (protocols.py), and the evaluation rules that cover every (split, protocol):
 # a split's documents are encoded once per model, aops and theoremqa_questions' one corpus too.
 PROTOCOLS = resolve_protocols(config["evaluate"]["protocols"])
-_DOCUMENT_LENGTHS = {s: {**config["evaluate"], **config["evaluate"]["overrides"].get(s, {})}["document_length"]
-                     for s in SPLITS}  # fmt: skip
+_DOCUMENT_LENGTHS = {
+    s: {**config["evaluate"], **config["evaluate"]["overrides"].get(s, {})}["document_length"] for s in SPLITS
+}
 EVAL_RULES = {r.name: r for r in evaluation_rules(PROTOCOLS, SPLITS, _DOCUMENT_LENGTHS)}
 
 
@@ -294,8 +295,15 @@ def get_eval_flags(wildcards):
     shared = EVAL_RULES.get("evaluate_shared_corpus")
     splits = [wildcards.split] if "split" in wildcards.keys() else list(shared.splits)
     protocols = [p.for_job(splits) for p in PROTOCOLS.values() if all(p.covers(s) for s in splits)]
-    settings = {k: e[k] for k in ("query_length", "document_length", "top_k", "chunk_size", "encode_batch_size", "dtype", "score_dtype")}
-    settings |= {"splits": splits, "protocols": protocols, "overrides": {s: e["overrides"][s] for s in splits if s in e["overrides"]}}
+    settings = {
+        k: e[k]
+        for k in ("query_length", "document_length", "top_k", "chunk_size", "encode_batch_size", "dtype", "score_dtype")
+    }
+    settings |= {
+        "splits": splits,
+        "protocols": protocols,
+        "overrides": {s: e["overrides"][s] for s in splits if s in e["overrides"]},
+    }
     return as_flags(settings | {"trust_remote_code": config["trust_remote_code"]})
 
 
@@ -306,14 +314,24 @@ def get_protocol_summaries():
 
 def get_eval_results():
     """Every per-split result the summary reads: each protocol x model x split it covers."""
-    return [EVAL.format(protocol=p.name, model=m, split=s) for p in PROTOCOLS.values() for m in get_eval_models()
-            for s in SPLITS if p.covers(s)]  # fmt: skip
+    return [
+        EVAL.format(protocol=p.name, model=m, split=s)
+        for p in PROTOCOLS.values()
+        for m in get_eval_models()
+        for s in SPLITS
+        if p.covers(s)
+    ]
 
 
 def get_eval_runs():
     """The TREC run beside each result of get_eval_results, in the same order (the summary re-scores it)."""
-    return [RUN_FILE.format(protocol=p.name, model=m, split=s) for p in PROTOCOLS.values() for m in get_eval_models()
-            for s in SPLITS if p.covers(s)]  # fmt: skip
+    return [
+        RUN_FILE.format(protocol=p.name, model=m, split=s)
+        for p in PROTOCOLS.values()
+        for m in get_eval_models()
+        for s in SPLITS
+        if p.covers(s)
+    ]
 
 
 def get_mteb_outputs():
@@ -325,14 +343,24 @@ def get_mteb_outputs():
 def get_summary_flags(wildcards):
     e = config["evaluate"]
     settings = {k: e[k] for k in ("query_length", "document_length", "overrides")}
-    settings |= {"bright_revision": config["sources"]["bright"]["revision"],
-                 "base_model_revision": config["sources"]["base_model"]["revision"]}  # fmt: skip
+    settings |= {
+        "bright_revision": config["sources"]["bright"]["revision"],
+        "base_model_revision": config["sources"]["base_model"]["revision"],
+    }
     # statistics, pairs and seed groups (lineage.py) change the summary and report, nothing upstream;
     # an empty list is left out (it would be a flag without words): the summary reads it as none
     stats = {k: v for k, v in config["statistics"].items() if k != "pairs"}
     lists = {"pairs": [list(p) for p in LINEAGE.pairs()], "seed_groups": LINEAGE.seed_groups()}
-    return as_flags({"models": get_eval_models(), "splits": SPLITS, "protocols": get_protocol_summaries(),
-                     "settings": settings, "statistics": stats} | {k: v for k, v in lists.items() if v})  # fmt: skip
+    return as_flags(
+        {
+            "models": get_eval_models(),
+            "splits": SPLITS,
+            "protocols": get_protocol_summaries(),
+            "settings": settings,
+            "statistics": stats,
+        }
+        | {k: v for k, v in lists.items() if v}
+    )
 
 
 # ---------------------------------------------------------------- report
@@ -384,8 +412,15 @@ def stop_warm_server():
 
 
 def get_report_targets():
-    names = ["summary.html", "bright_ndcg10.png", "training_curves.png", "data_stats.png", "data_tables.html",
-             "provenance.html", "cost.html"]  # fmt: skip
+    names = [
+        "summary.html",
+        "bright_ndcg10.png",
+        "training_curves.png",
+        "data_stats.png",
+        "data_tables.html",
+        "provenance.html",
+        "cost.html",
+    ]
     names += ["paired_tests.html"] + [f"intervals/{p}.png" for p in PROTOCOLS]  # a figure per protocol
     return [f"{RUN}/report/{n}" for n in names] + ([f"{RUN}/report/widen.html"] if get_made("widened") else [])
 
@@ -426,7 +461,9 @@ def get_preflight_eval_flags(wildcards):
     e, p = config["evaluate"], config["preflight"]
     settings = {k: e[k] for k in ("query_length", "document_length", "overrides", "encode_batch_size", "dtype")}
     settings |= {k: p[k] for k in ("documents_per_split", "queries_per_split", "length_sample")}
-    return as_flags(settings | {"splits": SPLITS, "seed": config["seed"], "trust_remote_code": config["trust_remote_code"]})
+    return as_flags(
+        settings | {"splits": SPLITS, "seed": config["seed"], "trust_remote_code": config["trust_remote_code"]}
+    )
 
 
 def get_preflight_widen(wildcards):
@@ -439,8 +476,17 @@ def get_preflight_forecast_flags(wildcards):
     t, p, shape = config["train"], config["preflight"], get_preflight_shape()
     return as_flags(
         shape
-        | {k: t[k] for k in ("gradient_accumulation_steps", "mini_batch_size", "epochs", "bf16", "maxsim_backend",
-                             "score_mini_batch_size")}  # fmt: skip
+        | {
+            k: t[k]
+            for k in (
+                "gradient_accumulation_steps",
+                "mini_batch_size",
+                "epochs",
+                "bf16",
+                "maxsim_backend",
+                "score_mini_batch_size",
+            )
+        }
         | {k: p[k] for k in ("device_memory_gib", "gpu_hours_budget", "assumed_mfu")}
         | {"evaluated_models": len(get_eval_models()), "shuffle_buckets": config["data"]["shuffle_buckets"]}
     )

@@ -14,13 +14,13 @@ if "demo" in config:
     rule demo_assets:
         output:
             directory(config["demo"]["assets_dir"]),
+        log:
+            "resources/logs/demo_assets.log",
+        conda:
+            "../envs/data.yaml"
         params:
             settings=get_generator_flags("demo"),
             code=get_code("demo"),
-        conda:
-            "../envs/data.yaml"
-        log:
-            "resources/logs/demo_assets.log",
         shell:
             "logged {log:q} python -m workflow_scripts demo make --out-dir {output:q} {params.settings}"
 
@@ -33,13 +33,13 @@ if "rehearsal" in config:
     rule rehearsal_assets:
         output:
             directory(config["rehearsal"]["assets_dir"]),
+        log:
+            "resources/logs/rehearsal_assets.log",
+        conda:
+            "../envs/data.yaml"
         params:
             settings=get_generator_flags("rehearsal"),
             code=get_code("rehearsal"),
-        conda:
-            "../envs/data.yaml"
-        log:
-            "resources/logs/rehearsal_assets.log",
         shell:
             "logged {log:q} python -m workflow_scripts rehearsal make --out {output:q} {params.settings}"
 
@@ -49,15 +49,15 @@ rule download:
         get_download_input,
     output:
         manifest=MANIFEST,
-    params:
-        settings=get_source_flags,
-        code=get_code("sources.hub"),  # the module `data fetch` runs: shard code is not a download's
-    conda:
-        "../envs/data.yaml"
     log:
         "resources/logs/download/{source}.log",
     benchmark:
         "resources/benchmarks/download/{source}.tsv"
+    conda:
+        "../envs/data.yaml"
+    params:
+        settings=get_source_flags,
+        code=get_code("sources.hub"),  # the module `data fetch` runs: shard code is not a download's
     shell:
         "logged {log:q} python -m workflow_scripts data fetch --name {wildcards.source} --cache-dir resources/hub"
         " --manifest {output.manifest:q} {params.settings}"
@@ -75,18 +75,18 @@ rule build_shards:
             category="2. Data",
             labels={"stage": "{stage}", "what": "statistics (JSON)"},
         ),
-    params:
-        settings=get_shard_flags,
-        code=get_code("shards.build"),  # the module `data build-shards` runs
-    resources:
-        **get_partition("cpu"),
-    threads: 2
-    conda:
-        "../envs/data.yaml"
     log:
         f"{LOGS}/build_shards/{{stage}}.log",
     benchmark:
         f"{BENCH}/build_shards/{{stage}}.tsv"
+    conda:
+        "../envs/data.yaml"
+    threads: 2
+    resources:
+        **get_partition("cpu"),
+    params:
+        settings=get_shard_flags,
+        code=get_code("shards.build"),  # the module `data build-shards` runs
     shell:
         "logged {log:q} python -m workflow_scripts data build-shards --stage {wildcards.stage} --manifests {input.manifests:q}"
         " --tokenizer-manifest {input.tokenizer:q} --out-dir {output.shards:q} --stats-path {output.stats:q}"

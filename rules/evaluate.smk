@@ -28,20 +28,20 @@ for _evaluation in EVAL_RULES.values():
         output:
             json=get_eval_outputs(_evaluation.name, "json"),
             run=get_eval_outputs(_evaluation.name, "run"),
-        wildcard_constraints:
-            split=get_eval_splits(_evaluation.name),
-        params:
-            settings=get_eval_flags,
-            code=get_code("evaluate"),
-            usage=usage_of(get_eval_log(_evaluation.name, BENCH, "tsv")),
-        resources:
-            **get_partition("gpu"),
-        conda:
-            "../envs/evaluate.yaml"
         log:
             get_eval_log(_evaluation.name, LOGS, "log"),
         benchmark:
             get_eval_log(_evaluation.name, BENCH, "tsv")
+        wildcard_constraints:
+            split=get_eval_splits(_evaluation.name),
+        conda:
+            "../envs/evaluate.yaml"
+        resources:
+            **get_partition("gpu"),
+        params:
+            settings=get_eval_flags,
+            code=get_code("evaluate"),
+            usage=usage_of(get_eval_log(_evaluation.name, BENCH, "tsv")),
         shell:
             EVALUATE
 
@@ -59,13 +59,13 @@ rule summarize:
         intervals=f"{RUN}/intervals.csv",
         tests=f"{RUN}/paired_tests.csv",
         mteb=get_mteb_outputs(),
+    log:
+        f"{LOGS}/summarize.log",
+    conda:
+        "../envs/evaluate.yaml"
     params:
         settings=get_summary_flags,
         code=get_code("summarize"),
-    conda:
-        "../envs/evaluate.yaml"
-    log:
-        f"{LOGS}/summarize.log",
     shell:
         "logged {log:q} python -m workflow_scripts summarize table --results {input.results:q}"
         " --run-files {input.runs:q} --bright-manifest {input.bright:q} --csv-path {output.csv:q} --md-path {output.md:q}"

@@ -13,20 +13,20 @@ rule widen:
             category="3. Model",
             labels={"model": "{mid}", "figure": "widening verification (JSON)"},
         ),
-    wildcard_constraints:
-        mid=MADE_ID.format(kind="widened"),
-    params:
-        settings=get_widen_flags,
-        code=get_code("model"),
-        usage=usage_of(f"{BENCH}/widen/{{mid}}.tsv"),
-    resources:
-        **get_partition("cpu"),
-    conda:
-        "../envs/model.yaml"
     log:
         f"{LOGS}/widen/{{mid}}.log",
     benchmark:
         f"{BENCH}/widen/{{mid}}.tsv"
+    wildcard_constraints:
+        mid=MADE_ID.format(kind="widened"),
+    conda:
+        "../envs/model.yaml"
+    resources:
+        **get_partition("cpu"),
+    params:
+        settings=get_widen_flags,
+        code=get_code("model"),
+        usage=usage_of(f"{BENCH}/widen/{{mid}}.tsv"),
     shell:
         "REASON_COLBERT_USAGE={params.usage:q} logged {log:q} python -m workflow_scripts model widen"
         " --source {input.source:q} --out-dir {output.model:q}"

@@ -17,18 +17,18 @@ rule preflight_train:
         shards=SHARDS,
     output:
         json=f"{PREFLIGHT}/train_{{stage}}.json",
-    params:
-        settings=get_preflight_train_flags,
-        code=get_code("preflight", "launch.sh"),
-    threads: 2
-    resources:
-        **get_train_resources(),
-    conda:
-        "../envs/train.yaml"
     log:
         f"{LOGS}/preflight/train_{{stage}}.log",
     benchmark:
         f"{BENCH}/preflight/train_{{stage}}.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: 2
+    resources:
+        **get_train_resources(),
+    params:
+        settings=get_preflight_train_flags,
+        code=get_code("preflight", "launch.sh"),
     shell:
         'logged {log:q} bash "$REASON_COLBERT_REPO/workflow_scripts/launch.sh" python -m workflow_scripts preflight train'
         " --stage {wildcards.stage} --init-model {input.init:q} --shards {input.shards:q} --out-json {output.json:q}"
@@ -41,18 +41,18 @@ rule preflight_evaluate:
         bright=BRIGHT,
     output:
         json=f"{PREFLIGHT}/evaluate.json",
-    params:
-        settings=get_preflight_eval_flags,
-        code=get_code("preflight"),
-    threads: 2
-    resources:
-        **get_partition("gpu"),
-    conda:
-        "../envs/evaluate.yaml"
     log:
         f"{LOGS}/preflight/evaluate.log",
     benchmark:
         f"{BENCH}/preflight/evaluate.tsv"
+    conda:
+        "../envs/evaluate.yaml"
+    threads: 2
+    resources:
+        **get_partition("gpu"),
+    params:
+        settings=get_preflight_eval_flags,
+        code=get_code("preflight"),
     shell:
         "logged {log:q} python -m workflow_scripts preflight evaluate --model-path {input.model:q}"
         " --bright-manifest {input.bright:q} --out-json {output.json:q} --threads {threads} {params.settings}"
@@ -74,13 +74,13 @@ rule preflight_forecast:
             category="6. Cost forecast",
             labels={"figure": "cost forecast"},
         ),
+    log:
+        f"{LOGS}/preflight/forecast.log",
+    conda:
+        "../envs/report.yaml"
     params:
         settings=get_preflight_forecast_flags,
         code=get_code("preflight"),
-    conda:
-        "../envs/report.yaml"
-    log:
-        f"{LOGS}/preflight/forecast.log",
     shell:
         "logged {log:q} python -m workflow_scripts preflight forecast --train {input.train:q} --evaluate {input.evaluate:q}"
         " --shard-stats {input.stats:q} --shard-benchmarks {input.benchmarks:q} --widen {input.widen:q}"

@@ -17,22 +17,22 @@ rule train_stage1:
             labels={"model": "{mid}", "figure": "per-step metrics (JSONL)"},
         ),
         meta=f"{RUN}/train/{{mid}}.meta.json",
+    log:
+        f"{LOGS}/train/{{mid}}.log",
+    benchmark:
+        f"{BENCH}/train/{{mid}}.tsv"
     wildcard_constraints:
         mid=MADE_ID.format(kind="stage1"),
+    conda:
+        "../envs/train.yaml"
+    resources:
+        **get_train_resources(),
     params:
         settings=get_train_flags,
         # checkpoints outlive a failed job (Snakemake deletes its outputs): resume from them
         checkpoints=f"{RUN}/checkpoints/{{mid}}",
         code=get_code("train", "launch.sh"),
         usage=usage_of(f"{BENCH}/train/{{mid}}.tsv"),
-    resources:
-        **get_train_resources(),
-    conda:
-        "../envs/train.yaml"
-    log:
-        f"{LOGS}/train/{{mid}}.log",
-    benchmark:
-        f"{BENCH}/train/{{mid}}.tsv"
     shell:
         'REASON_COLBERT_USAGE={params.usage:q} logged {log:q} bash "$REASON_COLBERT_REPO/workflow_scripts/launch.sh"'
         " python -m workflow_scripts train fit"

@@ -23,8 +23,18 @@ os.environ["PYTHONPATH"] = str(REPO) + os.pathsep + os.environ.get("PYTHONPATH",
 def snakemake(*args: str, cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the real snakemake CLI in ``cwd`` (its own Snakefile if it is a repo copy; no profiles)."""
     snakefile = cwd / "Snakefile" if (cwd / "Snakefile").exists() else REPO / "Snakefile"
-    cmd = [os.path.join(VENV_BIN, "snakemake"), "-s", str(snakefile), "--directory", str(cwd),
-           "--profile", "none", "--workflow-profile", "none", *args]  # fmt: skip
+    cmd = [
+        os.path.join(VENV_BIN, "snakemake"),
+        "-s",
+        str(snakefile),
+        "--directory",
+        str(cwd),
+        "--profile",
+        "none",
+        "--workflow-profile",
+        "none",
+        *args,
+    ]
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
@@ -49,8 +59,9 @@ def demo_assets(tmp_path_factory) -> Path:
     """Small demo assets (the real generator, fewer rows), shared by the unit tests."""
     from workflow_scripts.demo import make_assets
 
-    return make_assets(tmp_path_factory.mktemp("assets") / "demo", queries_per_split=6,
-                       documents_per_split=24, train_rows=96)  # fmt: skip
+    return make_assets(
+        tmp_path_factory.mktemp("assets") / "demo", queries_per_split=6, documents_per_split=24, train_rows=96
+    )
 
 
 @pytest.fixture(scope="session")
@@ -69,19 +80,35 @@ def manifests(demo_assets, tmp_path) -> dict[str, str]:
     from workflow_scripts.sources.hub import fetch_source
 
     out = {}
-    for name, sub, kind in [("reasonir", "reasonir-data", "dataset"), ("bge_reasoner", "bge-reasoner-data", "dataset"),
-                            ("bright", "BRIGHT", "dataset"), ("base_model", "base-model", "model")]:  # fmt: skip
+    for name, sub, kind in [
+        ("reasonir", "reasonir-data", "dataset"),
+        ("bge_reasoner", "bge-reasoner-data", "dataset"),
+        ("bright", "BRIGHT", "dataset"),
+        ("base_model", "base-model", "model"),
+    ]:
         path = tmp_path / f"{name}.manifest.json"
-        fetch_source(name=name, repo=f"org/{name}", revision="a" * 40, repo_type=kind,
-                     local=str(demo_assets / sub), cache_dir=tmp_path / "hub", manifest=path)  # fmt: skip
+        fetch_source(
+            name=name,
+            repo=f"org/{name}",
+            revision="a" * 40,
+            repo_type=kind,
+            local=str(demo_assets / sub),
+            cache_dir=tmp_path / "hub",
+            manifest=path,
+        )
         out[name] = str(path)
     return out
 
 
 def copy_repo(dst: Path) -> Path:
     """The repository's tracked (and unignored) files, copied to ``dst``."""
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     for name in files:
         if (REPO / name).is_file():
             (dst / name).parent.mkdir(parents=True, exist_ok=True)

@@ -102,9 +102,16 @@ def test_missing_tokenizer_is_named(ckpt):
 
 @pytest.mark.parametrize(
     "name, text",
-    [("config.json", None), ("config.json", '{"model_type": '), ("modules.json", None), ("modules.json", "[{"),
-     ("modules.json", '{"type": "x"}'), ("2_Dense/config.json", None), ("3_Dense/model.safetensors", None)],
-)  # fmt: skip
+    [
+        ("config.json", None),
+        ("config.json", '{"model_type": '),
+        ("modules.json", None),
+        ("modules.json", "[{"),
+        ("modules.json", '{"type": "x"}'),
+        ("2_Dense/config.json", None),
+        ("3_Dense/model.safetensors", None),
+    ],
+)
 def test_missing_or_malformed_file_is_named(ckpt, name, text):
     if text is None:
         (ckpt / name).unlink()
@@ -123,12 +130,14 @@ def cli_error(main, capsys) -> str:
 
 @pytest.mark.parametrize(
     "failure",
-    [OSError(errno.ENOSPC, "No space left on device"),  # write()/close(): no file name
-     RuntimeError("basic_ios::clear: iostream error"),  # torch.save, a small tensor
-     RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"),  # a larger one
-     SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")],  # model.save
+    [
+        OSError(errno.ENOSPC, "No space left on device"),  # write()/close(): no file name
+        RuntimeError("basic_ios::clear: iostream error"),  # torch.save, a small tensor
+        RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"),  # a larger one
+        SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"),
+    ],  # model.save
     ids=["oserror", "torch-basic_ios", "torch-pos", "safetensors"],
-)  # fmt: skip
+)
 def test_a_failed_write_names_the_output(tmp_path, capsys, failure):
     def main(argv):
         with atomic_dir(tmp_path / "model"):

@@ -147,9 +147,10 @@ def test_batch_arithmetic(shape, ok):
         # train_stage refuses the same shape, hours later on the cluster
         with pytest.raises(UserError):
             trainer.per_device_batch_size(
-                shape["global_batch_size"], shape["nodes"] * shape["gpus_per_node"],
+                shape["global_batch_size"],
+                shape["nodes"] * shape["gpus_per_node"],
                 shape["gradient_accumulation_steps"],
-            )  # fmt: skip
+            )
 
 
 def test_mini_batch_larger_than_the_per_device_batch_is_legal(config):
@@ -174,8 +175,9 @@ def test_an_experiment_cannot_change_the_cluster_shape(config):
     ]
 
 
-@pytest.mark.parametrize("cap, logging, ok", [(None, 5, True), (10, 5, True), (5, 5, True), (0, 1, False),
-                                               (-1, 1, False), (3, 5, False)])  # fmt: skip
+@pytest.mark.parametrize(
+    "cap, logging, ok", [(None, 5, True), (10, 5, True), (5, 5, True), (0, 1, False), (-1, 1, False), (3, 5, False)]
+)
 def test_step_cap(cap, logging, ok):
     problems = step_problems({"max_steps": cap, "logging_steps": logging})
     assert (problems == []) is ok
@@ -336,22 +338,41 @@ STAGES |= {
 _TRAIN_KEYS = [k for k in trainer.TRAIN_KEYS if k not in ("learning_rate", "seed")]  # the section's shared keys
 for _reader, _pairs in {
     "preflight_train": [(f"train/{k}", k) for k in _TRAIN_KEYS]
-    + [("train/stage1/learning_rate", "learning_rate"), ("train/stage2/learning_rate", "learning_rate"),
-       ("seed", "seed"), ("trust_remote_code", "trust_remote_code"), ("train/nodes", "forecast_nodes"),
-       ("train/gpus_per_node", "forecast_gpus_per_node"), ("preflight/forecast/nodes", "forecast_nodes"),
-       ("preflight/forecast/gpus_per_node", "forecast_gpus_per_node"),
-       ("preflight/forecast/global_batch_size", "forecast_global_batch_size")]
+    + [
+        ("train/stage1/learning_rate", "learning_rate"),
+        ("train/stage2/learning_rate", "learning_rate"),
+        ("seed", "seed"),
+        ("trust_remote_code", "trust_remote_code"),
+        ("train/nodes", "forecast_nodes"),
+        ("train/gpus_per_node", "forecast_gpus_per_node"),
+        ("preflight/forecast/nodes", "forecast_nodes"),
+        ("preflight/forecast/gpus_per_node", "forecast_gpus_per_node"),
+        ("preflight/forecast/global_batch_size", "forecast_global_batch_size"),
+    ]
     + [(f"preflight/{k}", k) for k in ("train_steps", "per_device_batch_size", "false_negative_batches")],
-    "preflight_evaluate": [(f"evaluate/{k}", k) for k in ("query_length", "document_length", "encode_batch_size", "dtype")]
+    "preflight_evaluate": [
+        (f"evaluate/{k}", k) for k in ("query_length", "document_length", "encode_batch_size", "dtype")
+    ]
     + [(f"preflight/{k}", k) for k in ("documents_per_split", "queries_per_split", "length_sample")]
     + [("seed", "seed"), ("trust_remote_code", "trust_remote_code")],
-    "preflight_forecast": [(f"train/{k}", k) for k in ("nodes", "gpus_per_node", "global_batch_size",
-                                                      "gradient_accumulation_steps", "mini_batch_size", "epochs", "bf16",
-                                                      "maxsim_backend", "score_mini_batch_size")]
+    "preflight_forecast": [
+        (f"train/{k}", k)
+        for k in (
+            "nodes",
+            "gpus_per_node",
+            "global_batch_size",
+            "gradient_accumulation_steps",
+            "mini_batch_size",
+            "epochs",
+            "bf16",
+            "maxsim_backend",
+            "score_mini_batch_size",
+        )
+    ]
     + [(f"preflight/forecast/{k}", k) for k in ("nodes", "gpus_per_node", "global_batch_size")]
     + [(f"preflight/{k}", k) for k in ("device_memory_gib", "gpu_hours_budget", "assumed_mfu")]
     + [("data/shuffle_buckets", "shuffle_buckets")],
-}.items():  # fmt: skip
+}.items():
     for _path, _name in _pairs:
         READERS.setdefault(_path, []).append(f"{_reader}:{_name}")
 # Stage parameters that do not come from the config (paths, wildcards, constants).
@@ -367,7 +388,7 @@ NOT_FROM_CONFIG = {
         "overrides",
         "out_json",
         "run_file",
-    },  # fmt: skip
+    },
     "data": {
         "stage",
         "stage_sources",
@@ -377,7 +398,7 @@ NOT_FROM_CONFIG = {
         "splits",
         "tokenizer_manifest",
         "threads",
-    },  # fmt: skip
+    },
     "widen": {"source", "out_dir", "verify_path"},
     "demo": {"out_dir", "seed"},
     "rehearsal": {"out", "seed"},
@@ -390,7 +411,7 @@ NOT_FROM_CONFIG = {
         "overrides",
         "query_template",
         "threads",
-    },  # fmt: skip
+    },
     "preflight_forecast": {
         "train",
         "evaluate",
@@ -401,11 +422,17 @@ NOT_FROM_CONFIG = {
         "out_html",
         "widen",
         "evaluated_models",
-    },  # fmt: skip
+    },
 }
 NULL_MEANS_NO_JOB = {"widen/to"}  # null: the DAG makes no widen job, so widen() never sees it
-ANNOTATION_TYPES = {int: {"integer"}, float: {"number", "integer"}, bool: {"boolean"}, str: {"string"},
-                    Path: {"string"}, type(None): {"null"}}  # fmt: skip
+ANNOTATION_TYPES = {
+    int: {"integer"},
+    float: {"number", "integer"},
+    bool: {"boolean"},
+    str: {"string"},
+    Path: {"string"},
+    type(None): {"null"},
+}
 
 
 def stage_parameter(reader: str) -> tuple[Callable[..., Any], str] | None:
@@ -433,8 +460,11 @@ def full_config() -> dict[str, Any]:
     config["evaluate"]["overrides"]["pony"]["document_length"] = 512
     config["train"]["max_steps"] = 100
     config["train"]["score_mini_batch_size"] = 8
-    config["preflight"] |= {"per_device_batch_size": 4, "queries_per_split": 8,
-                            "forecast": {"nodes": 2, "gpus_per_node": 4, "global_batch_size": 2048}}  # fmt: skip
+    config["preflight"] |= {
+        "per_device_batch_size": 4,
+        "queries_per_split": 8,
+        "forecast": {"nodes": 2, "gpus_per_node": 4, "global_batch_size": 2048},
+    }
     for entry in config["data"]["stages"]["stage1"] + config["data"]["stages"]["stage2"]:
         entry |= {"positives_per_query": 1, "negatives_per_query": 2}
     return config
@@ -454,8 +484,15 @@ def set_at(config: dict[str, Any], path: str, value: Any) -> None:
 
 
 def test_the_walk_finds_the_integer_leaves():
-    assert {"seed", "train/global_batch_size", "evaluate/top_k", "widen/to", "train/max_steps",
-            "evaluate/overrides/*/query_length", "data/stages/stage2/0/negatives_per_query"} <= set(INTEGER_LEAVES)  # fmt: skip
+    assert {
+        "seed",
+        "train/global_batch_size",
+        "evaluate/top_k",
+        "widen/to",
+        "train/max_steps",
+        "evaluate/overrides/*/query_length",
+        "data/stages/stage2/0/negatives_per_query",
+    } <= set(INTEGER_LEAVES)
     assert "train/epochs" not in INTEGER_LEAVES  # number: a float is fine there
     full = full_config()
     assert config_problem(full, SCHEMA_PATH) is None and semantic_problems(full) == []
@@ -488,8 +525,11 @@ def test_every_stage_parameter_from_the_config_is_typed_by_the_schema(stage):
     """Each config-fed parameter has a schema leaf whose types the annotation converts."""
     function = STAGES[stage]
     leaves = dict(schema_leaves())
-    fed = {name: [p for p, readers in READERS.items() if f"{stage}:{name}" in readers]
-           for name in inspect.signature(function).parameters if name not in NOT_FROM_CONFIG[stage]}  # fmt: skip
+    fed = {
+        name: [p for p, readers in READERS.items() if f"{stage}:{name}" in readers]
+        for name in inspect.signature(function).parameters
+        if name not in NOT_FROM_CONFIG[stage]
+    }
     for name, paths in fed.items():
         assert paths, f"{stage}:{name} takes a config value that no schema leaf constrains"
         for path in paths:
@@ -504,9 +544,11 @@ def _parse(function: Callable[..., Any], settings: dict[str, Any]) -> dict[str, 
     """``settings`` through the stage's command line (to_argv, then its typed parser)."""
     import argparse
 
-    required = {n: "[]" if annotation_types(function, n) == {"array/object"} else "x"
-                for n, p in inspect.signature(function).parameters.items()
-                if p.default is inspect.Parameter.empty and n not in settings}  # fmt: skip
+    required = {
+        n: "[]" if annotation_types(function, n) == {"array/object"} else "x"
+        for n, p in inspect.signature(function).parameters.items()
+        if p.default is inspect.Parameter.empty and n not in settings
+    }
     parser = parser_for(function, argparse.ArgumentParser(exit_on_error=False))
     parsed = vars(parser.parse_args(to_argv(settings | required)))
     return {k: parsed[k] for k in settings}
@@ -547,8 +589,11 @@ def test_the_training_settings_record_is_the_schemas_train_section():
     expected = (set(section) - {"nodes", "gpus_per_node", "stage1", "stage2"}) | stage_keys | {"seed"}
     assert set(trainer.TRAIN_KEYS) == expected
     config = full_config()
-    settings = trainer.TrainSettings(**{k: config["train"][k] for k in _TRAIN_KEYS},
-                                     learning_rate=config["train"]["stage1"]["learning_rate"], seed=config["seed"])  # fmt: skip
+    settings = trainer.TrainSettings(
+        **{k: config["train"][k] for k in _TRAIN_KEYS},
+        learning_rate=config["train"]["stage1"]["learning_rate"],
+        seed=config["seed"],
+    )
     for stage in ("train", "preflight_train"):  # both commands take the whole record
         assert set(trainer.TRAIN_KEYS) <= set(inspect.signature(STAGES[stage]).parameters)
     assert trainer.TrainSettings(**_parse(train.fit, settings.as_dict())) == settings

@@ -25,10 +25,23 @@ STAGES = {
 
 
 def shards(manifests, out, stage="stage2", **overrides):
-    kwargs = dict(stage=stage, stage_sources=STAGES[stage], manifests=list(manifests.values()), out_dir=out / "shards",
-                  stats_path=out / "stats.json", splits=SPLITS, positives_per_query=2, negatives_per_query=4,
-                  min_text_chars=10, max_unresolved_rate=0.1, rows_per_shard=100, shuffle_buckets=3, seed=42,
-                  bge_subdir="bge-reasoner-data-0904", tokenizer_manifest=manifests["base_model"])  # fmt: skip
+    kwargs = dict(
+        stage=stage,
+        stage_sources=STAGES[stage],
+        manifests=list(manifests.values()),
+        out_dir=out / "shards",
+        stats_path=out / "stats.json",
+        splits=SPLITS,
+        positives_per_query=2,
+        negatives_per_query=4,
+        min_text_chars=10,
+        max_unresolved_rate=0.1,
+        rows_per_shard=100,
+        shuffle_buckets=3,
+        seed=42,
+        bge_subdir="bge-reasoner-data-0904",
+        tokenizer_manifest=manifests["base_model"],
+    )
     kwargs.update(overrides)
     return build_shards(**kwargs)
 
@@ -86,16 +99,30 @@ def _mirror(manifests, name, tmp_path):
     shutil.copytree(src, dst)
     manifests = dict(manifests)
     manifests[name] = str(tmp_path / f"{name}.m.json")
-    fetch_source(name=name, repo="o/r", revision="b" * 40, repo_type="dataset", local=str(dst),
-                 cache_dir=tmp_path, manifest=manifests[name])  # fmt: skip
+    fetch_source(
+        name=name,
+        repo="o/r",
+        revision="b" * 40,
+        repo_type="dataset",
+        local=str(dst),
+        cache_dir=tmp_path,
+        manifest=manifests[name],
+    )
     return dst, manifests
 
 
 def _pin(manifests, name):
     """Rewrite a copied mirror's manifest after a test damaged it on purpose (readers check it)."""
     data = json.load(open(manifests[name]))
-    fetch_source(name=name, repo=data["repo"], revision=data["revision"], repo_type=data["repo_type"],
-                 local=data["path"], cache_dir=Path(manifests[name]).parent, manifest=manifests[name])  # fmt: skip
+    fetch_source(
+        name=name,
+        repo=data["repo"],
+        revision=data["revision"],
+        repo_type=data["repo_type"],
+        local=data["path"],
+        cache_dir=Path(manifests[name]).parent,
+        manifest=manifests[name],
+    )
 
 
 def test_truncated_jsonl_line_is_named(manifests, tmp_path):
@@ -137,21 +164,50 @@ def test_parquet_missing_column_is_named(manifests, tmp_path):
 
 def test_revision_must_be_a_sha_or_a_ref_name(tmp_path):
     with pytest.raises(UserError, match="neither a 40-hex commit sha nor a branch or tag name"):
-        fetch_source(name="bright", repo="xlangai/BRIGHT", revision="-main", repo_type="dataset",
-                     local=None, cache_dir=tmp_path, manifest=tmp_path / "m.json")  # fmt: skip
+        fetch_source(
+            name="bright",
+            repo="xlangai/BRIGHT",
+            revision="-main",
+            repo_type="dataset",
+            local=None,
+            cache_dir=tmp_path,
+            manifest=tmp_path / "m.json",
+        )
     # a branch name is resolved on the hub first (tests/test_preflight.py); offline that is one line
     with pytest.raises(UserError, match="sources.bright.revision 'main' is not pinned and cannot be resolved"):
-        fetch_source(name="bright", repo="xlangai/BRIGHT", revision="main", repo_type="dataset",
-                     local=None, cache_dir=tmp_path, manifest=tmp_path / "m.json")  # fmt: skip
+        fetch_source(
+            name="bright",
+            repo="xlangai/BRIGHT",
+            revision="main",
+            repo_type="dataset",
+            local=None,
+            cache_dir=tmp_path,
+            manifest=tmp_path / "m.json",
+        )
 
 
 def test_offline_without_mirror_names_the_local_key(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "workflow_scripts.data", "fetch", *to_argv(
-            {"name": "bright", "repo": "xlangai/BRIGHT", "revision": "a75a0eb483f6a5233a6efc2d63d71540a4443dfb",
-             "repo_type": "dataset", "local": None, "cache_dir": str(tmp_path), "manifest": str(tmp_path / "m.json")})],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "workflow_scripts.data",
+            "fetch",
+            *to_argv(
+                {
+                    "name": "bright",
+                    "repo": "xlangai/BRIGHT",
+                    "revision": "a75a0eb483f6a5233a6efc2d63d71540a4443dfb",
+                    "repo_type": "dataset",
+                    "local": None,
+                    "cache_dir": str(tmp_path),
+                    "manifest": str(tmp_path / "m.json"),
+                }
+            ),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "sources.bright.local" in lines[0], proc.stderr
@@ -160,8 +216,15 @@ def test_offline_without_mirror_names_the_local_key(tmp_path):
 
 def test_missing_local_mirror_is_one_line(tmp_path):
     with pytest.raises(UserError, match="sources.bright.local: directory /nope does not exist"):
-        fetch_source(name="bright", repo="xlangai/BRIGHT", revision="a" * 40, repo_type="dataset",
-                     local="/nope", cache_dir=tmp_path, manifest=tmp_path / "m.json")  # fmt: skip
+        fetch_source(
+            name="bright",
+            repo="xlangai/BRIGHT",
+            revision="a" * 40,
+            repo_type="dataset",
+            local="/nope",
+            cache_dir=tmp_path,
+            manifest=tmp_path / "m.json",
+        )
 
 
 def test_contamination_audit_finds_and_drops_test_queries(manifests, tmp_path):
@@ -194,8 +257,9 @@ def test_unwritable_output_is_one_line(manifests, tmp_path):
         "cache_dir": str(tmp_path),
         "manifest": "/proc/no-such-dir/bright.manifest.json",
     }  # read-only even for root
-    proc = subprocess.run([sys.executable, "-m", "workflow_scripts.data", "fetch", *to_argv(args)],
-                          capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "workflow_scripts.data", "fetch", *to_argv(args)], capture_output=True, text=True
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: /proc/no-such-dir"), proc.stderr

@@ -19,10 +19,22 @@ TEMPLATE = "Given a {domain} post, retrieve relevant passages that help answer t
 
 
 def run_split(demo_assets, manifests, tmp_path, split="biology", **overrides):
-    kwargs = dict(model_path=str(demo_assets / "base-model"), model_name="base", bright_manifest=manifests["bright"],
-                  split=split, out_json=str(tmp_path / "r.json"), run_file=str(tmp_path / "r.trec"),
-                  query_template=TEMPLATE, domain="Biology", query_length=32, document_length=48, exclude_ids=True,
-                  top_k=1000, chunk_size=7, encode_batch_size=8)  # fmt: skip
+    kwargs = dict(
+        model_path=str(demo_assets / "base-model"),
+        model_name="base",
+        bright_manifest=manifests["bright"],
+        split=split,
+        out_json=str(tmp_path / "r.json"),
+        run_file=str(tmp_path / "r.trec"),
+        query_template=TEMPLATE,
+        domain="Biology",
+        query_length=32,
+        document_length=48,
+        exclude_ids=True,
+        top_k=1000,
+        chunk_size=7,
+        encode_batch_size=8,
+    )
     kwargs.update(overrides)
     return evaluate_split(**kwargs)
 
@@ -60,8 +72,14 @@ def test_excluded_ids_never_ranked(demo_assets, manifests, tmp_path):
     for qid, docs in run.items():
         assert not excluded[qid] & set(docs)
     assert result["protocol"]["excluded_ids_removed"] is True
-    kept = run_split(demo_assets, manifests, tmp_path / "k", exclude_ids=False, out_json=str(tmp_path / "k.json"),
-                     run_file=str(tmp_path / "k.trec"))  # fmt: skip
+    kept = run_split(
+        demo_assets,
+        manifests,
+        tmp_path / "k",
+        exclude_ids=False,
+        out_json=str(tmp_path / "k.json"),
+        run_file=str(tmp_path / "k.trec"),
+    )
     assert any(excluded[q] & set(d) for q, d in read_run(tmp_path / "k.trec").items())
     assert kept["protocol"]["excluded_ids_removed"] is False
 
@@ -103,10 +121,17 @@ def test_bf16_scoring_is_recorded_and_close_to_float32(demo_assets, manifests, t
     """evaluate.score_dtype: float32 by default (exact); bfloat16 records itself and stays close."""
     from workflow_scripts.maxsim import bf16_native
 
-    exact = run_split(demo_assets, manifests, tmp_path / "f", out_json=str(tmp_path / "f.json"),
-                      run_file=str(tmp_path / "f.trec"))  # fmt: skip
-    half = run_split(demo_assets, manifests, tmp_path / "h", out_json=str(tmp_path / "h.json"),
-                     run_file=str(tmp_path / "h.trec"), score_dtype="bfloat16")  # fmt: skip
+    exact = run_split(
+        demo_assets, manifests, tmp_path / "f", out_json=str(tmp_path / "f.json"), run_file=str(tmp_path / "f.trec")
+    )
+    half = run_split(
+        demo_assets,
+        manifests,
+        tmp_path / "h",
+        out_json=str(tmp_path / "h.json"),
+        run_file=str(tmp_path / "h.trec"),
+        score_dtype="bfloat16",
+    )
     assert exact["protocol"]["score_dtype"] == "float32"
     assert json.loads((tmp_path / "h.json").read_text())["protocol"]["score_dtype"] == (
         "bfloat16" if bf16_native("cpu") else "float32"  # the dtype used: float32 where bf16 is not native
@@ -156,8 +181,21 @@ def test_score_run_cli_breaks_ties_like_trec_eval(tmp_path):
     # equal scores: trec_eval ranks the higher document id first, so "b" is at rank 1
     (tmp_path / "qrels").write_text("q1 0 a 1\n")
     (tmp_path / "run").write_text("q1 Q0 a 1 1.0 t\nq1 Q0 b 2 1.0 t\n")
-    out = subprocess.run([sys.executable, "-m", "workflow_scripts.evaluate", "score-run", "--qrels",
-                          str(tmp_path / "qrels"), "--run", str(tmp_path / "run")], capture_output=True, text=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "workflow_scripts.evaluate",
+            "score-run",
+            "--qrels",
+            str(tmp_path / "qrels"),
+            "--run",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     res = json.loads(out.stdout)
     assert res["per_query"]["q1"]["ndcg_at_10"] == pytest.approx(1 / math.log2(3))
     assert res["mean"]["mrr_at_10"] == 0.5
@@ -186,10 +224,21 @@ def run_job(demo_assets, bright_manifest, out, splits, names, **overrides):
 
     protocols = [p.for_job(splits) for p in resolve(dict.fromkeys(names)).values() if all(map(p.covers, splits))]
     pairs = job_pairs([p["name"] for p in protocols], splits)
-    kwargs = dict(model_path=str(demo_assets / "base-model"), model_name="base", bright_manifest=bright_manifest,
-                  splits=splits, protocols=protocols, out_json=[str(out / p / f"{s}.json") for p, s in pairs],
-                  run_file=[str(out / p / f"{s}.run.trec") for p, s in pairs], query_length=32, document_length=48,
-                  overrides={}, top_k=100, chunk_size=7, encode_batch_size=8)  # fmt: skip
+    kwargs = dict(
+        model_path=str(demo_assets / "base-model"),
+        model_name="base",
+        bright_manifest=bright_manifest,
+        splits=splits,
+        protocols=protocols,
+        out_json=[str(out / p / f"{s}.json") for p, s in pairs],
+        run_file=[str(out / p / f"{s}.run.trec") for p, s in pairs],
+        query_length=32,
+        document_length=48,
+        overrides={},
+        top_k=100,
+        chunk_size=7,
+        encode_batch_size=8,
+    )
     return pairs, evaluate_job(**(kwargs | overrides))
 
 
@@ -209,13 +258,15 @@ def counted(monkeypatch):
     return seen
 
 
-def test_a_corpus_is_encoded_once_for_every_protocol_and_both_splits_that_share_it(demo_assets, manifests, tmp_path,
-                                                                                     counted):  # fmt: skip
+def test_a_corpus_is_encoded_once_for_every_protocol_and_both_splits_that_share_it(
+    demo_assets, manifests, tmp_path, counted
+):
     root = demo_assets / "BRIGHT"
     texts = [c for _, c in load_bright_documents(root, "aops")]
     assert texts == [c for _, c in load_bright_documents(root, "theoremqa_questions")]  # one corpus, as in BRIGHT
-    pairs, results = run_job(demo_assets, manifests["bright"], tmp_path, ["aops", "theoremqa_questions"],
-                             DOCUMENT_PRESETS)  # fmt: skip
+    pairs, results = run_job(
+        demo_assets, manifests["bright"], tmp_path, ["aops", "theoremqa_questions"], DOCUMENT_PRESETS
+    )
     assert len(results) == len(pairs) == 10
     documents = [t for is_query, t in counted if not is_query]
     assert sorted(documents) == sorted(texts)  # every document once, for 5 protocols x 2 splits
@@ -279,8 +330,15 @@ def test_splits_whose_corpora_differ_are_encoded_apart(demo_assets, tmp_path, co
     table = pq.read_table(path)
     pq.write_table(table.slice(0, table.num_rows - 1), path)  # one document fewer
     manifest = tmp_path / "bright.json"
-    fetch_source(name="bright", repo="o/r", revision="c" * 40, repo_type="dataset", local=str(root),
-                 cache_dir=tmp_path, manifest=manifest)  # fmt: skip
+    fetch_source(
+        name="bright",
+        repo="o/r",
+        revision="c" * 40,
+        repo_type="dataset",
+        local=str(root),
+        cache_dir=tmp_path,
+        manifest=manifest,
+    )
     with caplog.at_level(logging.WARNING, logger="workflow_scripts.evaluate"):
         _, results = run_job(demo_assets, str(manifest), tmp_path / "out", ["aops", "theoremqa_questions"], ["card"])
     assert len([t for q, t in counted if not q]) == 2 * table.num_rows - 1
@@ -292,5 +350,12 @@ def test_output_lists_must_match_the_protocols_and_splits(demo_assets, manifests
     from workflow_scripts.common import UserError
 
     with pytest.raises(UserError, match=r"4 \(protocol, split\) results to write, but 1 --out-json and 1 --run-file"):
-        run_job(demo_assets, manifests["bright"], tmp_path, ["aops", "theoremqa_questions"], ["card", "bright"],
-                out_json=[str(tmp_path / "a.json")], run_file=[str(tmp_path / "a.trec")])  # fmt: skip
+        run_job(
+            demo_assets,
+            manifests["bright"],
+            tmp_path,
+            ["aops", "theoremqa_questions"],
+            ["card", "bright"],
+            out_json=[str(tmp_path / "a.json")],
+            run_file=[str(tmp_path / "a.trec")],
+        )

@@ -11,8 +11,8 @@ import torch
 
 from workflow_scripts.common import UserError
 from workflow_scripts.gradcache import TrimmedCachedContrastive, trimmed_token_counts
-from workflow_scripts.padding_guard import guard_padding, unguard_padding
 from workflow_scripts.model import load_colbert
+from workflow_scripts.padding_guard import guard_padding, unguard_padding
 from workflow_scripts.rehearsal import build_tokenizer, make_lexicon, single_token_units, write_base_model
 
 QUERY_LENGTH, DOCUMENT_LENGTH = 32, 160  # a document padded from 5 to 160 tokens ends > 64 tokens from a real one

@@ -29,34 +29,69 @@ def mirror(demo_assets: Path, sub: str, dst: Path, name: str) -> tuple[Path, str
     root = dst / sub
     shutil.copytree(demo_assets / sub, root)
     manifest = dst / f"{name}.manifest.json"
-    fetch_source(name=name, repo="o/r", revision="c" * 40, repo_type="dataset", local=str(root),
-                 cache_dir=dst / "hub", manifest=manifest)  # fmt: skip
+    fetch_source(
+        name=name,
+        repo="o/r",
+        revision="c" * 40,
+        repo_type="dataset",
+        local=str(root),
+        cache_dir=dst / "hub",
+        manifest=manifest,
+    )
     return root, str(manifest)
 
 
 def stage2(manifest: str, out: Path) -> dict:
     return build_shards(
-        stage="stage2", stage_sources=[{"source": "bge_reasoner", "config": None}], manifests=[manifest],
-        out_dir=out / "shards", stats_path=out / "stats.json", splits=SPLITS, positives_per_query=2,
-        negatives_per_query=4, min_text_chars=10, max_unresolved_rate=0.1, rows_per_shard=100, shuffle_buckets=2,
-        seed=1, bge_subdir="bge-reasoner-data-0904",
-    )  # fmt: skip
+        stage="stage2",
+        stage_sources=[{"source": "bge_reasoner", "config": None}],
+        manifests=[manifest],
+        out_dir=out / "shards",
+        stats_path=out / "stats.json",
+        splits=SPLITS,
+        positives_per_query=2,
+        negatives_per_query=4,
+        min_text_chars=10,
+        max_unresolved_rate=0.1,
+        rows_per_shard=100,
+        shuffle_buckets=2,
+        seed=1,
+        bge_subdir="bge-reasoner-data-0904",
+    )
 
 
 def evaluate(demo_assets: Path, bright_manifest: str, out: Path, split: str = "biology") -> dict:
     return evaluate_split(
-        model_path=str(demo_assets / "base-model"), model_name="base", bright_manifest=bright_manifest, split=split,
-        out_json=str(out / "r.json"), run_file=str(out / "r.trec"), query_template=TEMPLATE, domain="Biology",
-        query_length=32, document_length=48, exclude_ids=True, top_k=100, chunk_size=16, encode_batch_size=8,
-    )  # fmt: skip
+        model_path=str(demo_assets / "base-model"),
+        model_name="base",
+        bright_manifest=bright_manifest,
+        split=split,
+        out_json=str(out / "r.json"),
+        run_file=str(out / "r.trec"),
+        query_template=TEMPLATE,
+        domain="Biology",
+        query_length=32,
+        document_length=48,
+        exclude_ids=True,
+        top_k=100,
+        chunk_size=16,
+        encode_batch_size=8,
+    )
 
 
 # --------------------------------------------------------------------------- manifests pin the data
 def test_manifest_keeps_a_relative_local_path_and_records_mtimes(demo_assets, tmp_path, monkeypatch):
     shutil.copytree(demo_assets / "BRIGHT", tmp_path / "mirrors/BRIGHT")
     monkeypatch.chdir(tmp_path)
-    data = fetch_source(name="bright", repo="o/r", revision="c" * 40, repo_type="dataset", local="mirrors/BRIGHT",
-                        cache_dir="resources/hub", manifest="m.json")  # fmt: skip
+    data = fetch_source(
+        name="bright",
+        repo="o/r",
+        revision="c" * 40,
+        repo_type="dataset",
+        local="mirrors/BRIGHT",
+        cache_dir="resources/hub",
+        manifest="m.json",
+    )
     assert data["path"] == "mirrors/BRIGHT" == json.loads(Path("m.json").read_text())["path"]
     for entry in data["files"]:
         assert entry["mtime_ns"] == (tmp_path / "mirrors/BRIGHT" / entry["path"]).stat().st_mtime_ns
@@ -72,8 +107,15 @@ def test_a_hub_download_into_a_relative_cache_stays_relative(demo_assets, tmp_pa
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(hub, "_snapshot", snapshot)
-    written = fetch_source(name="bright", repo="o/r", revision="c" * 40, repo_type="dataset", local=None,
-                           cache_dir="resources/hub", manifest="resources/sources/bright.manifest.json")  # fmt: skip
+    written = fetch_source(
+        name="bright",
+        repo="o/r",
+        revision="c" * 40,
+        repo_type="dataset",
+        local=None,
+        cache_dir="resources/hub",
+        manifest="resources/sources/bright.manifest.json",
+    )
     assert written["path"] == "resources/hub/bright" and written["mode"] == "hub"
     assert source_root("resources/sources/bright.manifest.json") == Path("resources/hub/bright")
 
@@ -82,8 +124,15 @@ def test_a_moved_checkout_reads_its_own_copy(demo_assets, tmp_path, monkeypatch)
     old, new = tmp_path / "old", tmp_path / "new"
     shutil.copytree(demo_assets / "bge-reasoner-data", old / "resources/mirror")
     monkeypatch.chdir(old)
-    fetch_source(name="bge_reasoner", repo="o/r", revision="c" * 40, repo_type="dataset", local="resources/mirror",
-                 cache_dir="resources/hub", manifest="resources/sources/bge.json")  # fmt: skip
+    fetch_source(
+        name="bge_reasoner",
+        repo="o/r",
+        revision="c" * 40,
+        repo_type="dataset",
+        local="resources/mirror",
+        cache_dir="resources/hub",
+        manifest="resources/sources/bge.json",
+    )
     shutil.copytree(old, new, copy_function=shutil.copy)  # new mtimes, same bytes
     shutil.rmtree(old)
     monkeypatch.chdir(new)
@@ -180,7 +229,7 @@ def _other_corpus(rows):
         "query-not-a-string",
         "duplicate-document-id",
         "gold-ids-of-another-corpus",
-    ],  # fmt: skip
+    ],
 )
 def test_a_mirror_breaking_brights_invariants_is_refused(demo_assets, tmp_path, config, edit, message):
     root = tmp_path / "BRIGHT"
@@ -188,8 +237,15 @@ def test_a_mirror_breaking_brights_invariants_is_refused(demo_assets, tmp_path, 
     path = root / f"{config}/biology-00000-of-00001.parquet"
     rewrite(path, EXAMPLES_SCHEMA if config == "examples" else DOCUMENTS_SCHEMA, edit)
     manifest = tmp_path / "bright.json"
-    fetch_source(name="bright", repo="o/r", revision="c" * 40, repo_type="dataset", local=str(root),
-                 cache_dir=tmp_path, manifest=manifest)  # fmt: skip
+    fetch_source(
+        name="bright",
+        repo="o/r",
+        revision="c" * 40,
+        repo_type="dataset",
+        local=str(root),
+        cache_dir=tmp_path,
+        manifest=manifest,
+    )
     with pytest.raises(UserError, match=message) as err:
         evaluate(demo_assets, str(manifest), tmp_path / "out")
     assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)
@@ -213,8 +269,15 @@ def test_legal_but_odd_bright_rows_are_counted_in_the_result(demo_assets, tmp_pa
     rewrite(root / "examples/biology-00000-of-00001.parquet", EXAMPLES_SCHEMA, odd_examples)
     rewrite(root / "documents/biology-00000-of-00001.parquet", DOCUMENTS_SCHEMA, odd_documents)
     manifest = tmp_path / "bright.json"
-    fetch_source(name="bright", repo="o/r", revision="c" * 40, repo_type="dataset", local=str(root),
-                 cache_dir=tmp_path, manifest=manifest)  # fmt: skip
+    fetch_source(
+        name="bright",
+        repo="o/r",
+        revision="c" * 40,
+        repo_type="dataset",
+        local=str(root),
+        cache_dir=tmp_path,
+        manifest=manifest,
+    )
     result = evaluate(demo_assets, str(manifest), tmp_path)
     checks = json.loads((tmp_path / "r.json").read_text())["data_checks"]
     assert checks == result["data_checks"]
@@ -254,7 +317,7 @@ def test_the_demo_split_is_clean(demo_assets, manifests, tmp_path):
         "repeated-run-line",
         "repeated-qrels-line",
         "undecodable",
-    ],  # fmt: skip
+    ],
 )
 def test_malformed_trec_files_are_refused(tmp_path, kind, text, message):
     path = tmp_path / kind
@@ -267,8 +330,20 @@ def test_malformed_trec_files_are_refused(tmp_path, kind, text, message):
 def test_score_run_cli_refuses_undecodable_bytes_in_one_line(tmp_path):
     (tmp_path / "qrels").write_text("q1 0 a 1\n")
     (tmp_path / "run").write_bytes(b"q1 Q0 a 1 1.0 t\nq1 Q0 \xc3( 2 0.5 t\n")
-    proc = subprocess.run([sys.executable, "-m", "workflow_scripts.evaluate", "score-run", "--qrels",
-                           str(tmp_path / "qrels"), "--run", str(tmp_path / "run")], capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "workflow_scripts.evaluate",
+            "score-run",
+            "--qrels",
+            str(tmp_path / "qrels"),
+            "--run",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'run'}:2: not valid UTF-8"]
 
@@ -297,8 +372,15 @@ def test_undecodable_jsonl_line_is_one_line(demo_assets, tmp_path):
     lines = path.read_bytes().splitlines(keepends=True)
     path.write_bytes(lines[0] + b'{"prompt": "p\xe9", "query": "q", "pos": [], "neg": []}\n' + b"".join(lines[1:]))
     manifest = tmp_path / "bge.json"
-    fetch_source(name="bge_reasoner", repo="o/r", revision="c" * 40, repo_type="dataset", local=str(root),
-                 cache_dir=tmp_path, manifest=manifest)  # fmt: skip
+    fetch_source(
+        name="bge_reasoner",
+        repo="o/r",
+        revision="c" * 40,
+        repo_type="dataset",
+        local=str(root),
+        cache_dir=tmp_path,
+        manifest=manifest,
+    )
     with pytest.raises(UserError, match=r"pony.jsonl:2: not valid UTF-8$"):
         stage2(str(manifest), tmp_path / "out")
 
@@ -308,8 +390,15 @@ def test_non_string_jsonl_texts_are_named(demo_assets, tmp_path):
     shutil.copytree(demo_assets / "bge-reasoner-data", root)
     (root / "bge-reasoner-data-0904/pony.jsonl").write_text('{"prompt": "p", "query": "q", "pos": [3], "neg": []}\n')
     manifest = tmp_path / "bge.json"
-    fetch_source(name="bge_reasoner", repo="o/r", revision="c" * 40, repo_type="dataset", local=str(root),
-                 cache_dir=tmp_path, manifest=manifest)  # fmt: skip
+    fetch_source(
+        name="bge_reasoner",
+        repo="o/r",
+        revision="c" * 40,
+        repo_type="dataset",
+        local=str(root),
+        cache_dir=tmp_path,
+        manifest=manifest,
+    )
     with pytest.raises(UserError, match=r"pony.jsonl:1: column pos must be list of strings"):
         stage2(str(manifest), tmp_path / "out")
 

@@ -42,8 +42,9 @@ def test_an_upstream_change_renames_everything_downstream(config):
 
 
 def test_widen_after_and_to_order_the_curriculum(config):
-    lineage = Lineage(with_experiments(config, {"main": {}, "late": {"widen": {"after": "stage1"}},
-                                                "dim64": {"widen": {"to": None}}}))  # fmt: skip
+    lineage = Lineage(
+        with_experiments(config, {"main": {}, "late": {"widen": {"after": "stage1"}}, "dim64": {"widen": {"to": None}}})
+    )
     assert lineage.kinds("main") == ["widened", "stage1", "stage2"]
     assert lineage.kinds("late") == ["stage1", "widened", "stage2"]
     assert lineage.kinds("dim64") == ["stage1", "stage2"]
@@ -80,8 +81,10 @@ def test_seeds_share_everything_the_training_seed_does_not_touch(config):
     new = [m for m in lineage.models if m not in Lineage(config).models]
     assert new == [f"s.seed{n}-{k}" for n in seeds[1:] for k in ("stage1", "stage2")]
     groups = lineage.seed_groups()
-    assert [(g["kind"], g["models"]) for g in groups] == [("stage1", ["stage1", "s.seed1-stage1", "s.seed2-stage1"]),
-                                                           ("stage2", stage2)]  # fmt: skip
+    assert [(g["kind"], g["models"]) for g in groups] == [
+        ("stage1", ["stage1", "s.seed1-stage1", "s.seed2-stage1"]),
+        ("stage2", stage2),
+    ]
 
 
 def test_adding_a_seed_adds_only_that_seeds_models(config):
@@ -92,8 +95,11 @@ def test_adding_a_seed_adds_only_that_seeds_models(config):
 
 
 def test_seeds_compose_with_other_overrides(config):
-    lineage = Lineage(with_experiments(config, {"main": {}, "lr": {"train": {"stage2": {"learning_rate": 1e-5}},
-                                                                   "seeds": [config["seed"], 7]}}))  # fmt: skip
+    lineage = Lineage(
+        with_experiments(
+            config, {"main": {}, "lr": {"train": {"stage2": {"learning_rate": 1e-5}}, "seeds": [config["seed"], 7]}}
+        )
+    )
     # the top-level seed shares main's stage 1 (same lr there) but not its stage 2 (another lr)
     assert lineage.model_id(f"lr.seed{config['seed']}", "stage1") == "stage1"
     assert lineage.model_id(f"lr.seed{config['seed']}", "stage2") == f"lr.seed{config['seed']}-stage2"
@@ -102,16 +108,22 @@ def test_seeds_compose_with_other_overrides(config):
 
 def test_default_pairs_and_their_problems(config):
     lineage = Lineage(with_experiments(config, {"main": {}, "s": {"seeds": [1]}}))
-    assert lineage.default_pairs() == [("widened", "base"), ("stage1", "widened"), ("stage2", "stage1"),
-                                       ("s.seed1-stage1", "widened"), ("s.seed1-stage2", "s.seed1-stage1"),
-                                       ("s.seed1-stage2", "stage2")]  # fmt: skip
+    assert lineage.default_pairs() == [
+        ("widened", "base"),
+        ("stage1", "widened"),
+        ("stage2", "stage1"),
+        ("s.seed1-stage1", "widened"),
+        ("s.seed1-stage2", "s.seed1-stage1"),
+        ("s.seed1-stage2", "stage2"),
+    ]
     assert lineage.problems() == []
     bad = copy.deepcopy(config) | {
         "statistics": config["statistics"] | {"pairs": [["stage2", "stage2"], ["x", "base"]]}
     }
-    assert Lineage(bad).problems() == ["config: statistics/pairs/0: a model against itself ('stage2')",
-                                       "config: statistics/pairs/1: 'x' is not an evaluated model "
-                                       "(evaluated: widened, stage1, stage2, base)"]  # fmt: skip
+    assert Lineage(bad).problems() == [
+        "config: statistics/pairs/0: a model against itself ('stage2')",
+        "config: statistics/pairs/1: 'x' is not an evaluated model (evaluated: widened, stage1, stage2, base)",
+    ]
     assert Lineage(bad).pairs() == [("stage2", "stage2"), ("x", "base")]  # as given (refused at parse time)
 
 

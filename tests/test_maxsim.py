@@ -53,8 +53,9 @@ def test_tiny_tiles_are_exact_too(budget):
     g = torch.Generator().manual_seed(4)
     queries = [unit(g, n, dim=8) for n in (1, 9, 3)]
     documents = [unit(g, n, dim=8) for n in (1, 70, 2, 13, 1, 5)]
-    torch.testing.assert_close(maxsim_scores(queries, documents, budget=budget).double(), naive(queries, documents),
-                               rtol=0, atol=1e-5)  # fmt: skip
+    torch.testing.assert_close(
+        maxsim_scores(queries, documents, budget=budget).double(), naive(queries, documents), rtol=0, atol=1e-5
+    )
 
 
 def test_any_number_of_workers_gives_the_same_scores_and_restores_torch_threads(ragged):
@@ -88,8 +89,9 @@ def test_documents_in_any_order_and_layout():
     views = [torch.cat([d, d], dim=1)[:, :128] for d in base]  # strided views
     torch.testing.assert_close(maxsim_scores(queries, views), maxsim_scores(queries, base), rtol=0, atol=0)
     halves = [d.bfloat16() for d in base]
-    torch.testing.assert_close(maxsim_scores(queries, halves).double(),
-                               naive(queries, [d.float() for d in halves]), rtol=0, atol=1e-5)  # fmt: skip
+    torch.testing.assert_close(
+        maxsim_scores(queries, halves).double(), naive(queries, [d.float() for d in halves]), rtol=0, atol=1e-5
+    )
 
 
 def test_blocks_cover_every_nonempty_document_once_within_the_budget():
@@ -108,8 +110,9 @@ def test_bf16_is_close_and_keeps_the_planted_best_document():
     g = torch.Generator().manual_seed(3)
     queries = [unit(g, n) for n in (32, 256, 100, 8)]
     noise = [unit(g, int(n)) for n in torch.randint(1, 500, (60,), generator=g)]
-    planted = [torch.nn.functional.normalize(torch.cat([q + 0.3 * unit(g, len(q)), unit(g, 40)]), dim=-1)
-               for q in queries]  # fmt: skip
+    planted = [
+        torch.nn.functional.normalize(torch.cat([q + 0.3 * unit(g, len(q)), unit(g, 40)]), dim=-1) for q in queries
+    ]
     documents = noise + planted
     fp32 = maxsim_scores(queries, documents)
     bf16 = maxsim_scores(queries, documents, dtype="bfloat16")

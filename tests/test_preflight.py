@@ -22,6 +22,7 @@ from workflow_scripts import data, preflight
 from workflow_scripts.cli import to_argv
 from workflow_scripts.common import UserError, config_problem
 from workflow_scripts.config_checks import semantic_problems
+from workflow_scripts.negatives import false_negatives
 from workflow_scripts.preflight import (
     padded_tokens,
     project_split,
@@ -29,7 +30,6 @@ from workflow_scripts.preflight import (
     rate_times_count,
     train_step_flops,
 )
-from workflow_scripts.negatives import false_negatives
 from workflow_scripts.shards.build import build_shards
 from workflow_scripts.sources.hub import fetch_source
 from workflow_scripts.trainer import TrainSettings
@@ -43,8 +43,14 @@ SHA = "1234567890abcdef1234567890abcdef12345678"
 def measured(per_device: int, step_seconds: float, candidates: int | None = None) -> dict:
     candidates = candidates or 2 * per_device
     flops = train_step_flops(per_device=per_device, candidates=candidates, arch=ARCH, **REAL)
-    return {"step_seconds": step_seconds, "per_device_batch_size": per_device, "candidates": candidates,
-            "arch": ARCH, "flops": flops, **REAL}  # fmt: skip
+    return {
+        "step_seconds": step_seconds,
+        "per_device_batch_size": per_device,
+        "candidates": candidates,
+        "arch": ARCH,
+        "flops": flops,
+        **REAL,
+    }
 
 
 def test_rate_times_count_and_nothing_measured():
@@ -77,8 +83,13 @@ def test_training_at_another_shape_scales_by_flops_and_the_score_term_grows_with
 
 
 def test_evaluation_projection_and_padding():
-    m = {"document_tokens_per_s": 2000.0, "mean_document_tokens": 300.0, "query_seconds": 0.1,
-         "mean_query_tokens": 120.0, "score_pairs_per_s": 1e9}  # fmt: skip
+    m = {
+        "document_tokens_per_s": 2000.0,
+        "mean_document_tokens": 300.0,
+        "query_seconds": 0.1,
+        "mean_query_tokens": 120.0,
+        "score_pairs_per_s": 1e9,
+    }
     p = project_split(measured=m, documents=57_359, queries=103)
     assert p["encode_seconds"] == pytest.approx(57_359 * 300 / 2000)
     assert p["score_seconds"] == pytest.approx(103 * 120 * 57_359 * 300 / 1e9)
@@ -109,48 +120,111 @@ def test_preflight_on_tiny_sizes(demo_assets, manifests, tmp_path):
     from workflow_scripts.model import widen
 
     stats, benches = [], []
-    stages = {"stage1": [{"source": "reasonir", "config": "vl"}],
-              "stage2": [{"source": "bge_reasoner", "config": None}, {"source": "reasonir", "config": "hq"}]}  # fmt: skip
+    stages = {
+        "stage1": [{"source": "reasonir", "config": "vl"}],
+        "stage2": [{"source": "bge_reasoner", "config": None}, {"source": "reasonir", "config": "hq"}],
+    }
     for stage, sources in stages.items():
         started = time.perf_counter()
-        build_shards(stage=stage, stage_sources=sources, manifests=list(manifests.values()),
-                          out_dir=tmp_path / "shards" / stage, stats_path=tmp_path / f"{stage}.stats.json",
-                          positives_per_query=2, negatives_per_query=4, min_text_chars=10, max_unresolved_rate=0.1,
-                          rows_per_shard=100, shuffle_buckets=2, seed=0, bge_subdir="bge-reasoner-data-0904",
-                          tokenizer_manifest=manifests["base_model"])  # fmt: skip
+        build_shards(
+            stage=stage,
+            stage_sources=sources,
+            manifests=list(manifests.values()),
+            out_dir=tmp_path / "shards" / stage,
+            stats_path=tmp_path / f"{stage}.stats.json",
+            positives_per_query=2,
+            negatives_per_query=4,
+            min_text_chars=10,
+            max_unresolved_rate=0.1,
+            rows_per_shard=100,
+            shuffle_buckets=2,
+            seed=0,
+            bge_subdir="bge-reasoner-data-0904",
+            tokenizer_manifest=manifests["base_model"],
+        )
         stats.append(str(tmp_path / f"{stage}.stats.json"))
         benches.append(benchmark_file(tmp_path / f"{stage}.tsv", time.perf_counter() - started))
-    widen(source=manifests["base_model"], out_dir=tmp_path / "widened", verify_path=tmp_path / "widened.verify.json",
-          to=96)  # fmt: skip
+    widen(
+        source=manifests["base_model"],
+        out_dir=tmp_path / "widened",
+        verify_path=tmp_path / "widened.verify.json",
+        to=96,
+    )
     train = []
     for stage in stages:
         out = tmp_path / "preflight" / f"train_{stage}.json"
         out.parent.mkdir(exist_ok=True)
         settings = TrainSettings(
-            global_batch_size=32, gradient_accumulation_steps=1, mini_batch_size=4, query_length=32, document_length=64,
-            temperature=1.0, gather_across_devices=True, max_grad_norm=100.0, bf16="auto", batch_sampler="no_duplicates",
-            learning_rate=1e-3, dataloader_num_workers=0, seed=0, warmup_ratio=0.0, epochs=1.0, save_steps=100,
-            save_total_limit=1, logging_steps=1,
-        )  # fmt: skip
+            global_batch_size=32,
+            gradient_accumulation_steps=1,
+            mini_batch_size=4,
+            query_length=32,
+            document_length=64,
+            temperature=1.0,
+            gather_across_devices=True,
+            max_grad_norm=100.0,
+            bf16="auto",
+            batch_sampler="no_duplicates",
+            learning_rate=1e-3,
+            dataloader_num_workers=0,
+            seed=0,
+            warmup_ratio=0.0,
+            epochs=1.0,
+            save_steps=100,
+            save_total_limit=1,
+            logging_steps=1,
+        )
         preflight.measure_training(
-            stage=stage, init_model=str(tmp_path / "widened"), shards=str(tmp_path / "shards" / stage), out_json=str(out),
-            settings=settings, train_steps=2, false_negative_batches=2, forecast_nodes=2, forecast_gpus_per_node=4,
-            forecast_global_batch_size=64, per_device_batch_size=8,
-        )  # fmt: skip
+            stage=stage,
+            init_model=str(tmp_path / "widened"),
+            shards=str(tmp_path / "shards" / stage),
+            out_json=str(out),
+            settings=settings,
+            train_steps=2,
+            false_negative_batches=2,
+            forecast_nodes=2,
+            forecast_gpus_per_node=4,
+            forecast_global_batch_size=64,
+            per_device_batch_size=8,
+        )
         train.append(str(out))
     splits = ["biology", "pony", "leetcode"]
     preflight.measure_evaluation(
-        model_path=str(tmp_path / "widened"), bright_manifest=manifests["bright"], out_json=str(tmp_path / "evaluate.json"),
-        splits=splits, query_length=32, document_length=64, overrides={"pony": {"query_length": 24}},
-        encode_batch_size=8, documents_per_split=8, length_sample=100, seed=0, queries_per_split=3,
-    )  # fmt: skip
+        model_path=str(tmp_path / "widened"),
+        bright_manifest=manifests["bright"],
+        out_json=str(tmp_path / "evaluate.json"),
+        splits=splits,
+        query_length=32,
+        document_length=64,
+        overrides={"pony": {"query_length": 24}},
+        encode_batch_size=8,
+        documents_per_split=8,
+        length_sample=100,
+        seed=0,
+        queries_per_split=3,
+    )
     out = {k: str(tmp_path / f"preflight.{k}") for k in ("json", "md", "html")}
     result = preflight.forecast(
-        train=train, evaluate=str(tmp_path / "evaluate.json"), shard_stats=stats, shard_benchmarks=benches,
-        widen=[str(tmp_path / "widened.verify.json")], out_json=out["json"], out_md=out["md"], out_html=out["html"],
-        nodes=2, gpus_per_node=4, global_batch_size=64, gradient_accumulation_steps=1, mini_batch_size=4, epochs=1.0,
-        bf16="auto", evaluated_models=4, shuffle_buckets=2, device_memory_gib=80.0, gpu_hours_budget=64.0,
-    )  # fmt: skip
+        train=train,
+        evaluate=str(tmp_path / "evaluate.json"),
+        shard_stats=stats,
+        shard_benchmarks=benches,
+        widen=[str(tmp_path / "widened.verify.json")],
+        out_json=out["json"],
+        out_md=out["md"],
+        out_html=out["html"],
+        nodes=2,
+        gpus_per_node=4,
+        global_batch_size=64,
+        gradient_accumulation_steps=1,
+        mini_batch_size=4,
+        epochs=1.0,
+        bf16="auto",
+        evaluated_models=4,
+        shuffle_buckets=2,
+        device_memory_gib=80.0,
+        gpu_hours_budget=64.0,
+    )
     written = json.loads(Path(out["json"]).read_text())
     assert written["verdict"] == result["verdict"]
     stages_out = written["stages"]
@@ -190,9 +264,14 @@ def test_preflight_on_tiny_sizes(demo_assets, manifests, tmp_path):
         published = e["projected"]["published"]
         assert published["how"].startswith("FLOPs / (H100 peak x ASSUMED MFU 0.3)")
         evaluation = json.loads((tmp_path / "evaluate.json").read_text())
-        expected = preflight.project_split_from_flops(measured=evaluation["splits"][split], arch=evaluation["arch"],
-                                                      documents=published["documents"], queries=published["queries"],
-                                                      gpu="H100", mfu=0.3)  # fmt: skip
+        expected = preflight.project_split_from_flops(
+            measured=evaluation["splits"][split],
+            arch=evaluation["arch"],
+            documents=published["documents"],
+            queries=published["queries"],
+            gpu="H100",
+            mfu=0.3,
+        )
         assert published["seconds"] == expected["seconds"] > 0
         assert e["at_cpu_rates"]["published"]["seconds"] > published["seconds"]  # 2 CPU cores vs an H100
     assert all(check["passed"] for check in written["checks"].values()), written["checks"]
@@ -212,18 +291,49 @@ def test_training_meta_reports_in_batch_false_negatives(demo_assets, manifests, 
     NO_DUPLICATES (no text twice in a batch, any column) keeps them apart."""
     from workflow_scripts.train import fit
 
-    build_shards(stage="stage2", stage_sources=[{"source": "bge_reasoner", "config": None}],
-                      manifests=list(manifests.values()), out_dir=tmp_path / "shards", stats_path=tmp_path / "s.json",
-                      positives_per_query=2, negatives_per_query=4, min_text_chars=10, max_unresolved_rate=0.1,
-                      rows_per_shard=1000, shuffle_buckets=2, seed=0, bge_subdir="bge-reasoner-data-0904")  # fmt: skip
+    build_shards(
+        stage="stage2",
+        stage_sources=[{"source": "bge_reasoner", "config": None}],
+        manifests=list(manifests.values()),
+        out_dir=tmp_path / "shards",
+        stats_path=tmp_path / "s.json",
+        positives_per_query=2,
+        negatives_per_query=4,
+        min_text_chars=10,
+        max_unresolved_rate=0.1,
+        rows_per_shard=1000,
+        shuffle_buckets=2,
+        seed=0,
+        bge_subdir="bge-reasoner-data-0904",
+    )
     meta = fit(
-        stage="stage2", init_model=manifests["base_model"], shards=str(tmp_path / "shards"),
-        out_dir=str(tmp_path / "model"), checkpoint_dir=str(tmp_path / "ckpt"), metrics_path=str(tmp_path / "m.jsonl"),
-        meta_path=str(tmp_path / "meta.json"), learning_rate=1e-4, global_batch_size=32, gradient_accumulation_steps=1,
-        mini_batch_size=16, query_length=32, document_length=48, temperature=1.0, gather_across_devices=True,
-        max_grad_norm=100.0, warmup_ratio=0.0, epochs=1, bf16="auto", save_steps=100, save_total_limit=1,
-        logging_steps=1, dataloader_num_workers=0, seed=0, max_steps=3, batch_sampler=sampler,
-    )  # fmt: skip
+        stage="stage2",
+        init_model=manifests["base_model"],
+        shards=str(tmp_path / "shards"),
+        out_dir=str(tmp_path / "model"),
+        checkpoint_dir=str(tmp_path / "ckpt"),
+        metrics_path=str(tmp_path / "m.jsonl"),
+        meta_path=str(tmp_path / "meta.json"),
+        learning_rate=1e-4,
+        global_batch_size=32,
+        gradient_accumulation_steps=1,
+        mini_batch_size=16,
+        query_length=32,
+        document_length=48,
+        temperature=1.0,
+        gather_across_devices=True,
+        max_grad_norm=100.0,
+        warmup_ratio=0.0,
+        epochs=1,
+        bf16="auto",
+        save_steps=100,
+        save_total_limit=1,
+        logging_steps=1,
+        dataloader_num_workers=0,
+        seed=0,
+        max_steps=3,
+        batch_sampler=sampler,
+    )
     found = meta["in_batch_false_negatives"]
     assert found["batch_sampler"] == sampler and found["batches"] == 3 and found["rows_per_batch"] == 32
     if sampler == "batch_sampler":  # 2 x 4 copies of each query among 32 random rows of a small stage
@@ -304,8 +414,16 @@ def fetch_from_config(name: str, tmp_path: Path) -> dict:
     """The download rule's command line (its --flags from the config), run in this process."""
     src = shipped_config()["sources"][name]
     args = {k: src[k] for k in ("repo", "repo_type", "revision", "local")}
-    argv = ["fetch", "--name", name, "--cache-dir", str(tmp_path / "hub"), "--manifest",
-            str(tmp_path / "sources" / f"{name}.manifest.json"), *to_argv(args)]  # fmt: skip
+    argv = [
+        "fetch",
+        "--name",
+        name,
+        "--cache-dir",
+        str(tmp_path / "hub"),
+        "--manifest",
+        str(tmp_path / "sources" / f"{name}.manifest.json"),
+        *to_argv(args),
+    ]
     with pytest.raises(SystemExit) as done:
         data.main(argv)
     assert done.value.code == 0
@@ -321,16 +439,25 @@ def test_the_configs_branch_name_revision_resolves_through_the_replaced_client(h
     assert hub["snapshot"] == [("reasonir/reasonir-data", SHA)]  # the commit is downloaded, not the moving branch
     assert manifest["revision"] == SHA and manifest["configured_revision"] == "main" and manifest["mode"] == "hub"
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warnings == [f"sources.reasonir.revision 'main' is not pinned: resolved to {SHA} on the hub; pin it with "
-                        "`python -m workflow_scripts.data lock --config config.yaml`"]  # fmt: skip
+    assert warnings == [
+        f"sources.reasonir.revision 'main' is not pinned: resolved to {SHA} on the hub; pin it with "
+        "`python -m workflow_scripts.data lock --config config.yaml`"
+    ]
 
 
 def test_a_pinned_sha_stays_and_zeros_mean_the_default_branch(hub, tmp_path):
     manifest = fetch_from_config("bright", tmp_path)
     pinned = shipped_config()["sources"]["bright"]["revision"]
     assert hub["repo_info"] == [] and hub["snapshot"] == [("xlangai/BRIGHT", pinned)] and manifest["revision"] == pinned
-    fetch_source(name="x", repo="o/x", revision="0" * 40, repo_type="dataset", local=None,
-                      cache_dir=tmp_path / "hub", manifest=tmp_path / "x.json")  # fmt: skip
+    fetch_source(
+        name="x",
+        repo="o/x",
+        revision="0" * 40,
+        repo_type="dataset",
+        local=None,
+        cache_dir=tmp_path / "hub",
+        manifest=tmp_path / "x.json",
+    )
     assert hub["repo_info"][-1] == ("o/x", "dataset", None)
 
 
@@ -340,8 +467,15 @@ def test_an_unresolvable_branch_is_one_line_naming_the_keys(monkeypatch, tmp_pat
 
     monkeypatch.setattr(huggingface_hub.HfApi, "repo_info", offline)
     with pytest.raises(UserError) as err:
-        fetch_source(name="bge_reasoner", repo="hanhainebula/bge-reasoner-data", revision="main",
-                          repo_type="dataset", local=None, cache_dir=tmp_path, manifest=tmp_path / "m.json")  # fmt: skip
+        fetch_source(
+            name="bge_reasoner",
+            repo="hanhainebula/bge-reasoner-data",
+            revision="main",
+            repo_type="dataset",
+            local=None,
+            cache_dir=tmp_path,
+            manifest=tmp_path / "m.json",
+        )
     assert str(err.value) == (
         "sources.bge_reasoner.revision 'main' is not pinned and cannot be resolved on the hub (OfflineModeIsEnabled); "
         "set sources.bge_reasoner.revision to a commit sha, or sources.bge_reasoner.local to a mirror"
@@ -354,8 +488,15 @@ def test_a_cli_mirror_records_its_commit(tmp_path):
     (mirror / "vl").mkdir()
     (mirror / "vl/train.parquet").write_bytes(b"PAR1")
     (mirror / ".cache/huggingface/download/vl/train.parquet.metadata").write_text(f"{SHA}\netag\n1.0\n")
-    manifest = fetch_source(name="reasonir", repo="o/r", revision="main", repo_type="dataset", local=str(mirror),
-                                 cache_dir=tmp_path, manifest=tmp_path / "m.json")  # fmt: skip
+    manifest = fetch_source(
+        name="reasonir",
+        repo="o/r",
+        revision="main",
+        repo_type="dataset",
+        local=str(mirror),
+        cache_dir=tmp_path,
+        manifest=tmp_path / "m.json",
+    )
     assert manifest["revision"] == SHA and manifest["mode"] == "local"
 
 
@@ -373,8 +514,16 @@ def test_lock_writes_the_resolved_commits_into_the_config_in_place(hub, tmp_path
     config = tmp_path / "config.yaml"
     original = (REPO / "config.yaml").read_text()
     config.write_text(original)
-    lock = [sys.executable, "-m", "workflow_scripts.data", "lock", "--config", str(config),
-            "--manifest-dir", str(tmp_path / "sources")]  # fmt: skip
+    lock = [
+        sys.executable,
+        "-m",
+        "workflow_scripts.data",
+        "lock",
+        "--config",
+        str(config),
+        "--manifest-dir",
+        str(tmp_path / "sources"),
+    ]
     proc = subprocess.run(lock, capture_output=True, text=True, check=True)
     assert proc.stdout.splitlines() == [
         f"sources.reasonir.revision: 'main' -> {SHA}",

@@ -18,11 +18,21 @@ SAMPLES_LINE = re.compile(
 
 
 def shards(manifests, tmp_path):
-    return build_shards(stage="stage1", stage_sources=[{"source": "reasonir", "config": "vl"}],
-                        manifests=list(manifests.values()), out_dir=tmp_path / "shards",
-                        stats_path=tmp_path / "stats.json", splits=SPLITS, positives_per_query=1,
-                        negatives_per_query=2, min_text_chars=10, max_unresolved_rate=0.1, rows_per_shard=64,
-                        shuffle_buckets=2, seed=0)  # fmt: skip
+    return build_shards(
+        stage="stage1",
+        stage_sources=[{"source": "reasonir", "config": "vl"}],
+        manifests=list(manifests.values()),
+        out_dir=tmp_path / "shards",
+        stats_path=tmp_path / "stats.json",
+        splits=SPLITS,
+        positives_per_query=1,
+        negatives_per_query=2,
+        min_text_chars=10,
+        max_unresolved_rate=0.1,
+        rows_per_shard=64,
+        shuffle_buckets=2,
+        seed=0,
+    )
 
 
 def messages(caplog, logger: str) -> list[str]:
@@ -84,13 +94,33 @@ def test_resumed_training_counts_from_its_checkpoint_and_other_ranks_stay_quiet(
 def test_a_real_training_run_logs_progress_lines(demo_assets, manifests, tmp_path, caplog):
     shards(manifests, tmp_path)
     with caplog.at_level(logging.INFO, logger="workflow_scripts.train"):
-        fit(stage="stage1", init_model=str(demo_assets / "base-model"), shards=str(tmp_path / "shards"),
-                    out_dir=str(tmp_path / "model"), checkpoint_dir=str(tmp_path / "ckpt"),
-                    metrics_path=str(tmp_path / "m.jsonl"), meta_path=str(tmp_path / "meta.json"),
-                    learning_rate=1e-4, global_batch_size=8, gradient_accumulation_steps=1, mini_batch_size=8,
-                    query_length=16, document_length=24, temperature=1.0, gather_across_devices=True,
-                    max_grad_norm=100.0, warmup_ratio=0.0, epochs=1, bf16=False, save_steps=100,
-                    save_total_limit=1, logging_steps=1, dataloader_num_workers=0, seed=0, max_steps=2)  # fmt: skip
+        fit(
+            stage="stage1",
+            init_model=str(demo_assets / "base-model"),
+            shards=str(tmp_path / "shards"),
+            out_dir=str(tmp_path / "model"),
+            checkpoint_dir=str(tmp_path / "ckpt"),
+            metrics_path=str(tmp_path / "m.jsonl"),
+            meta_path=str(tmp_path / "meta.json"),
+            learning_rate=1e-4,
+            global_batch_size=8,
+            gradient_accumulation_steps=1,
+            mini_batch_size=8,
+            query_length=16,
+            document_length=24,
+            temperature=1.0,
+            gather_across_devices=True,
+            max_grad_norm=100.0,
+            warmup_ratio=0.0,
+            epochs=1,
+            bf16=False,
+            save_steps=100,
+            save_total_limit=1,
+            logging_steps=1,
+            dataloader_num_workers=0,
+            seed=0,
+            max_steps=2,
+        )
     lines = [m for m in messages(caplog, "workflow_scripts.train") if SAMPLES_LINE.match(m)]
     assert lines and lines[-1].startswith("train stage1: 16/16 samples (100.0%)")
     # a real run's loss counts its tokens, so each line ends with the step's document tokens
@@ -115,16 +145,33 @@ def test_an_evaluate_log_of_a_multi_chunk_split_has_progress_lines(demo_assets, 
 
     chunk_size = 7
     card = resolve({"card": None})["card"].for_job(["biology"])
-    argv = to_argv({"model_path": str(demo_assets / "base-model"), "model_name": "base",
-                    "bright_manifest": manifests["bright"], "splits": ["biology"], "protocols": [card],
-                    "out_json": [str(tmp_path / "biology.json")], "run_file": [str(tmp_path / "biology.run.trec")],
-                    "query_length": 32, "document_length": 48, "overrides": {}, "top_k": 100,
-                    "chunk_size": chunk_size, "encode_batch_size": 8})  # fmt: skip
+    argv = to_argv(
+        {
+            "model_path": str(demo_assets / "base-model"),
+            "model_name": "base",
+            "bright_manifest": manifests["bright"],
+            "splits": ["biology"],
+            "protocols": [card],
+            "out_json": [str(tmp_path / "biology.json")],
+            "run_file": [str(tmp_path / "biology.run.trec")],
+            "query_length": 32,
+            "document_length": 48,
+            "overrides": {},
+            "top_k": 100,
+            "chunk_size": chunk_size,
+            "encode_batch_size": 8,
+        }
+    )
     log = tmp_path / "biology.log"
     env = {k: v for k, v in os.environ.items() if k != "REASON_COLBERT_WARM"} | {"PROGRESS_INTERVAL_S": "0"}
     with open(log, "w") as out:
-        subprocess.run([sys.executable, "-m", "workflow_scripts", "evaluate", "job", *argv], stdout=out,
-                       stderr=subprocess.STDOUT, env=env, check=True)  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-m", "workflow_scripts", "evaluate", "job", *argv],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            check=True,
+        )
     text = log.read_text()
     done = [
         tuple(int(n.replace(",", "")) for n in m.groups()) for m in map(DOCUMENTS_LINE.search, text.splitlines()) if m

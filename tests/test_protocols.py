@@ -70,8 +70,13 @@ def test_reasoning_reads_a_reasoning_set_otherwise_bright():
 
 
 def test_overrides_and_what_compares_like_with_like():
-    found = resolve({"card": {}, "nodrop": {"preset": "bright", "exclude_ids": False},
-                     "v11": {"preset": "mteb-v1.1-prompt", "instructions": {"pony": "Pony: {query}"}}})  # fmt: skip
+    found = resolve(
+        {
+            "card": {},
+            "nodrop": {"preset": "bright", "exclude_ids": False},
+            "v11": {"preset": "mteb-v1.1-prompt", "instructions": {"pony": "Pony: {query}"}},
+        }
+    )
     assert found["nodrop"].preset == "card"  # the same definition as the card's: its published rows apply
     assert found["v11"].preset is None and found["v11"].template("pony") == "Pony: {query}"
     assert found["v11"].template("biology") == PRESETS["mteb-v1.1-prompt"].template("biology")  # merged per split
@@ -82,8 +87,11 @@ def test_overrides_and_what_compares_like_with_like():
 def test_the_order_never_follows_the_config():
     names = ["mteb-v1.1", "gpt4_reason", "long", "bright", "card"]
     entries = {n: ({"preset": "reasoning"} if n == "gpt4_reason" else {}) for n in names}
-    assert list(resolve(entries)) == list(resolve(dict(reversed(entries.items())))) == [
-        "card", "bright", "gpt4_reason", "long", "mteb-v1.1"]  # fmt: skip
+    assert (
+        list(resolve(entries))
+        == list(resolve(dict(reversed(entries.items()))))
+        == ["card", "bright", "gpt4_reason", "long", "mteb-v1.1"]
+    )
 
 
 def test_rules_cover_every_split_and_protocol_once():

@@ -31,9 +31,14 @@ from workflow_scripts.rehearsal import (
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = {
-    "queries_per_split": 6, "documents_per_split": 40, "train_rows": 48, "long_documents_per_split": 2,
-    "max_document_tokens": 4096, "max_train_query_tokens": 320, "max_train_document_tokens": 2560,
-}  # fmt: skip
+    "queries_per_split": 6,
+    "documents_per_split": 40,
+    "train_rows": 48,
+    "long_documents_per_split": 2,
+    "max_document_tokens": 4096,
+    "max_train_query_tokens": 320,
+    "max_train_document_tokens": 2560,
+}
 # mxbai-edge-colbert-v0-32m: ModernBERT (V=50370, h=384, i=576, 10 layers) + Dense 384->768->768->64.
 # - embeddings 50370*384 = 19,342,080 (mteb's n_embedding_parameters for the real model);
 # - bias-free LayerNorms: after the embeddings, before attention (not in layer 0) and the MLP of
@@ -63,8 +68,15 @@ def test_layout_is_the_demos(assets):
     assert sorted(p.name for p in assets.iterdir()) == ["BRIGHT", "base-model", "bge-reasoner-data", "reasonir-data"]
     assert len(list((assets / "bge-reasoner-data/bge-reasoner-data-0904").glob("*.jsonl"))) == 12
     base = assets / "base-model"
-    for name in ("modules.json", "config.json", "config_sentence_transformers.json", "sentence_bert_config.json",
-                 "tokenizer.json", "tokenizer_config.json", "model.safetensors"):  # fmt: skip
+    for name in (
+        "modules.json",
+        "config.json",
+        "config_sentence_transformers.json",
+        "sentence_bert_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "model.safetensors",
+    ):
         assert (base / name).is_file(), name
     for i in (1, 2, 3):
         assert (base / f"{i}_Dense/model.safetensors").is_file() and (base / f"{i}_Dense/config.json").is_file()
@@ -75,10 +87,17 @@ def test_base_model_has_the_exact_architecture(assets):
     model = load_colbert(assets / "base-model")
     backbone = model[0].auto_model
     config = backbone.config
-    assert (config.model_type, config.hidden_size, config.intermediate_size, config.num_hidden_layers,
-            config.num_attention_heads, config.max_position_embeddings, config.local_attention,
-            config.global_attn_every_n_layers, config.vocab_size) == (
-        "modernbert", 384, 576, 10, 6, 7999, 128, 3, 50370)  # fmt: skip
+    assert (
+        config.model_type,
+        config.hidden_size,
+        config.intermediate_size,
+        config.num_hidden_layers,
+        config.num_attention_heads,
+        config.max_position_embeddings,
+        config.local_attention,
+        config.global_attn_every_n_layers,
+        config.vocab_size,
+    ) == ("modernbert", 384, 576, 10, 6, 7999, 128, 3, 50370)
     assert config.layer_types == ["full_attention" if i % 3 == 0 else "sliding_attention" for i in range(10)]
     embeddings = backbone.get_input_embeddings().weight
     assert tuple(embeddings.shape) == (50370, 384) and embeddings.numel() == 19_342_080
@@ -88,9 +107,16 @@ def test_base_model_has_the_exact_architecture(assets):
     assert heads == [(384, 768, None, False), (768, 768, None, False), (768, 64, None, False)]
     assert all(isinstance(m.activation_function, torch.nn.Identity) for m in list(model)[1:])
     # PyLate's config of the base (pylate-notes.md) and ModernBERT's special-token ids
-    assert (model.query_length, model.document_length, model.do_query_expansion, model.attend_to_expansion_tokens,
-            model.query_prefix, model.document_prefix, model.query_prefix_id, model.document_prefix_id) == (
-        48, 512, False, False, "[Q] ", "[D] ", 50368, 50369)  # fmt: skip
+    assert (
+        model.query_length,
+        model.document_length,
+        model.do_query_expansion,
+        model.attend_to_expansion_tokens,
+        model.query_prefix,
+        model.document_prefix,
+        model.query_prefix_id,
+        model.document_prefix_id,
+    ) == (48, 512, False, False, "[Q] ", "[D] ", 50368, 50369)
     tok = model.tokenizer
     assert len(tok) == 50370 and tok.mask_token_id == tok.pad_token_id == 50284
     assert (tok.unk_token_id, tok.cls_token_id, tok.sep_token_id) == (50280, 50281, 50282)
@@ -201,22 +227,35 @@ def test_config_overlay_matches_the_generator(tmp_path):
     overlay = yaml.safe_load((REPO / "rehearsal/config.yaml").read_text())
     settings = {k for k in overlay["rehearsal"] if k != "assets_dir"}
     assert settings <= set(inspect.signature(make_assets).parameters)  # the rule passes them as flags
-    assert (overlay["train"]["query_length"], overlay["train"]["document_length"], overlay["train"]["mini_batch_size"],
-            overlay["evaluate"]["query_length"], overlay["evaluate"]["document_length"],
-            overlay["evaluate"]["overrides"]["pony"]["query_length"]) == (256, 2048, 32, 256, 2048, 32)  # fmt: skip
+    assert (
+        overlay["train"]["query_length"],
+        overlay["train"]["document_length"],
+        overlay["train"]["mini_batch_size"],
+        overlay["evaluate"]["query_length"],
+        overlay["evaluate"]["document_length"],
+        overlay["evaluate"]["overrides"]["pony"]["query_length"],
+    ) == (256, 2048, 32, 256, 2048, 32)
     assets = overlay["rehearsal"]["assets_dir"]
     assert {s["local"] for s in overlay["sources"].values()} == {
         f"{assets}/{d}" for d in ("reasonir-data", "bge-reasoner-data", "BRIGHT", "base-model")
     }
 
     def merge(base: dict, over: dict) -> dict:
-        return {**base, **{k: merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-                           for k, v in over.items()}}  # fmt: skip
+        return {
+            **base,
+            **{
+                k: merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+                for k, v in over.items()
+            },
+        }
 
     config = merge(yaml.safe_load((REPO / "config.yaml").read_text()), overlay)
     schema = yaml.safe_load((REPO / "workflow_scripts/config.schema.yaml").read_text())
     if "rehearsal" not in schema["properties"]:  # until the schema declares it: like `demo`, wider
-        schema["properties"]["rehearsal"] = {"type": "object", "required": ["assets_dir"],
-                                             "properties": {"assets_dir": {"type": "string"}}}  # fmt: skip
+        schema["properties"]["rehearsal"] = {
+            "type": "object",
+            "required": ["assets_dir"],
+            "properties": {"assets_dir": {"type": "string"}},
+        }
     (tmp_path / "schema.yaml").write_text(yaml.safe_dump(schema))
     assert config_problem(config, tmp_path / "schema.yaml") is None

@@ -90,8 +90,10 @@ def test_stage2_learning_rate_reruns_stage2_and_downstream_only(demo_run):
 
 
 def test_stage2_negatives_rebuild_stage2_shards_only(demo_run):
-    overlay = ("data:\n  stages:\n    stage2:\n      - {source: bge_reasoner, config: null, negatives_per_query: 2}\n"
-               "      - {source: reasonir, config: hq}\n")  # fmt: skip
+    overlay = (
+        "data:\n  stages:\n    stage2:\n      - {source: bge_reasoner, config: null, negatives_per_query: 2}\n"
+        "      - {source: reasonir, config: hq}\n"
+    )
     jobs = planned(demo_run, overlay)
     stage2 = lineage_of(demo_run).made("stage2")  # every seed's stage 2 reads these shards
     assert jobs.pop("build_shards") == 1 and jobs.pop("train_stage2") == len(stage2) > 1
@@ -104,8 +106,10 @@ def test_extra_model_adds_only_its_evaluations(demo_run):
     copy = demo_run / "resources/demo/base-model-copy"
     if not copy.exists():
         shutil.copytree(demo_run / "resources/demo/base-model", copy)
-    overlay = ("evaluate_models:\n  base_copy:\n    repo: someone/else\n    repo_type: model\n"
-               "    revision: " + "b" * 40 + "\n    local: resources/demo/base-model-copy\n")  # fmt: skip
+    overlay = (
+        "evaluate_models:\n  base_copy:\n    repo: someone/else\n    repo_type: model\n"
+        "    revision: " + "b" * 40 + "\n    local: resources/demo/base-model-copy\n"
+    )
     jobs = planned(demo_run, overlay)
     assert evaluations(jobs) == JOBS_PER_MODEL and jobs.pop("download") == 1
     assert set(jobs) <= {"summarize", "report_provenance"} | REPORT
@@ -185,8 +189,11 @@ def test_comment_and_docstring_edits_rerun_nothing(demo_run):
 @pytest.mark.parametrize(
     ("module", "old", "new"),
     [
-        ("progress", '    return float(os.environ.get(INTERVAL_ENV, "30"))\n',
-         '    return float(os.environ.get(INTERVAL_ENV, "60"))\n'),  # a real change: lines half as often
+        (
+            "progress",
+            '    return float(os.environ.get(INTERVAL_ENV, "30"))\n',
+            '    return float(os.environ.get(INTERVAL_ENV, "60"))\n',
+        ),  # a real change: lines half as often
         ("warm", "MIN_FORKED_JOBS = ", "MIN_FORKED_JOBS = 1 + "),
     ],
     ids=["progress", "warm"],
@@ -235,8 +242,17 @@ def test_the_finished_run_moved_elsewhere_plans_nothing(demo_run, tmp_path):
 
 
 def test_build_shards_gets_its_threads(demo_run):
-    out = snakemake("-n", "-p", "--forcerun", "build_shards", "--cores", "2", "--configfile",
-                    str(demo_run / "demo/config.yaml"), cwd=demo_run).stdout  # fmt: skip
+    out = snakemake(
+        "-n",
+        "-p",
+        "--forcerun",
+        "build_shards",
+        "--cores",
+        "2",
+        "--configfile",
+        str(demo_run / "demo/config.yaml"),
+        cwd=demo_run,
+    ).stdout
     commands = [line for line in out.splitlines() if "workflow_scripts data build-shards" in line]
     assert len(commands) == 2 and all("--threads 2 " in c for c in commands)
 
@@ -249,8 +265,9 @@ def test_cost_page_follows_the_cluster_shape(demo_run):
 
 def test_commands_are_readable(demo_run):
     """`-n -p` prints named flags, no JSON blob of paths and settings."""
-    out = snakemake("-n", "-p", "--forcerun", *EVALUATE, "--configfile", str(demo_run / "demo/config.yaml"),
-                    cwd=demo_run).stdout  # fmt: skip
+    out = snakemake(
+        "-n", "-p", "--forcerun", *EVALUATE, "--configfile", str(demo_run / "demo/config.yaml"), cwd=demo_run
+    ).stdout
     commands = [line for line in out.splitlines() if "python -m workflow_scripts " in line]
     assert len(commands) >= 4 * JOBS_PER_MODEL + 1  # the evaluations, the summary and the report pages after it
     command = next(line for line in commands if "workflow_scripts evaluate job" in line)
@@ -268,12 +285,22 @@ def test_killed_runs_finish_with_an_identical_summary(demo_run, tmp_path):
     from conftest import VENV_BIN, copy_repo
 
     work = copy_repo(tmp_path / "repo")
-    cmd = [os.path.join(VENV_BIN, "snakemake"), "--profile", "none", "--workflow-profile", "none",
-           "--configfile", "demo/config.yaml", "--cores", "2"]  # fmt: skip
+    cmd = [
+        os.path.join(VENV_BIN, "snakemake"),
+        "--profile",
+        "none",
+        "--workflow-profile",
+        "none",
+        "--configfile",
+        "demo/config.yaml",
+        "--cores",
+        "2",
+    ]
 
     def run_until(pattern: str) -> None:
-        proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         deadline = time.time() + 600
         while time.time() < deadline and not list(work.glob(pattern)) and proc.poll() is None:
             time.sleep(0.05)
@@ -293,16 +320,18 @@ def test_killed_runs_finish_with_an_identical_summary(demo_run, tmp_path):
 
 
 def test_variants_reuse_shared_upstream_outputs(demo_run):
-    overlay = ("experiments:\n  main: {}\n  lr2: {train: {stage2: {learning_rate: 2.5e-4}}}\n"
-               "  dim64: {widen: {to: null}}\n")  # fmt: skip
+    overlay = (
+        "experiments:\n  main: {}\n  lr2: {train: {stage2: {learning_rate: 2.5e-4}}}\n  dim64: {widen: {to: null}}\n"
+    )
     jobs = planned(demo_run, overlay)
     # lr2 shares widened + stage1 with main; dim64 (no widening) retrains both stages
     assert jobs.pop("train_stage2") == 2 and jobs.pop("train_stage1") == 1
     assert evaluations(jobs) == JOBS_PER_MODEL * 3  # lr2-stage2, dim64-stage1, dim64-stage2
     assert not {"download", "build_shards", "widen"} & set(jobs)
     assert set(jobs) <= {"summarize", "report_training", "report_provenance"} | REPORT
-    out = snakemake("-n", "--configfile", str(demo_run / "demo/config.yaml"), str(demo_run / "overlay.yaml"),
-                    cwd=demo_run).stdout  # fmt: skip
+    out = snakemake(
+        "-n", "--configfile", str(demo_run / "demo/config.yaml"), str(demo_run / "overlay.yaml"), cwd=demo_run
+    ).stdout
     assert "results/demo/models/lr2-stage2" in out and "results/demo/models/dim64-stage1" in out
     assert "results/demo/models/lr2-stage1" not in out  # shared, not recomputed
 
@@ -355,8 +384,16 @@ def test_the_demo_seeds_share_every_upstream_job(demo_run):
     stage1 = [json.loads((run / f"train/{Path(m['init_model']).name}.meta.json").read_text()) for m in metas]
     assert len({Path(m["init_model"]).name for m in stage1}) == 1  # one widened model for both seeds
     assert metas[0]["mean_loss"] != metas[1]["mean_loss"]  # the seeds trained differently
-    out = snakemake("-n", "-p", "--forcerun", "train_stage1", "train_stage2", "--configfile",
-                    str(demo_run / "demo/config.yaml"), cwd=demo_run).stdout  # fmt: skip
+    out = snakemake(
+        "-n",
+        "-p",
+        "--forcerun",
+        "train_stage1",
+        "train_stage2",
+        "--configfile",
+        str(demo_run / "demo/config.yaml"),
+        cwd=demo_run,
+    ).stdout
     commands = [line for line in out.splitlines() if "workflow_scripts train " in line]
     for model, seed in zip(group["models"], group["seeds"]):  # one set of shards, each model its own seed
         (command,) = [c for c in commands if f"--out-dir results/demo/models/{model} " in c]

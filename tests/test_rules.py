@@ -17,10 +17,12 @@ def test_captions_name_only_their_rules_wildcards(tmp_path):
     checked = 0
     with SnakemakeApi(s.OutputSettings()) as api:
         workflow = api.workflow(
-            resource_settings=s.ResourceSettings(cores=1), storage_settings=s.StorageSettings(),
+            resource_settings=s.ResourceSettings(cores=1),
+            storage_settings=s.StorageSettings(),
             config_settings=s.ConfigSettings(configfiles=[REPO / "demo/config.yaml"]),
-            snakefile=REPO / "Snakefile", workdir=tmp_path,
-        )._workflow  # fmt: skip
+            snakefile=REPO / "Snakefile",
+            workdir=tmp_path,
+        )._workflow
         for rule in workflow.rules:
             for output in rule.output:
                 report = getattr(output, "flags", {}).get("report")
@@ -33,9 +35,20 @@ def test_captions_name_only_their_rules_wildcards(tmp_path):
 
 
 def test_lint_is_clean(tmp_path):
-    proc = subprocess.run([f"{VENV_BIN}/snakemake", "-s", str(REPO / "Snakefile"), "--lint", "--configfile",
-                           str(REPO / "demo/config.yaml"), "--directory", str(tmp_path)],
-                          capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [
+            f"{VENV_BIN}/snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--lint",
+            "--configfile",
+            str(REPO / "demo/config.yaml"),
+            "--directory",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr, proc.stdout
 
 
@@ -65,8 +78,12 @@ def test_bright_facts_agree_with_mteb():
     assert metadata.main_score == "ndcg_at_10"
     assert set(bright_meta.DOMAINS) == set(bright_meta.SPLITS)
     config = yaml.safe_load((REPO / "config.yaml").read_text())
-    assert config["sources"]["bright"] == {"repo": bright_meta.REPO, "repo_type": "dataset",
-                                           "revision": bright_meta.REVISION, "local": None}  # fmt: skip
+    assert config["sources"]["bright"] == {
+        "repo": bright_meta.REPO,
+        "repo_type": "dataset",
+        "revision": bright_meta.REVISION,
+        "local": None,
+    }
     assert config["evaluate"]["splits"] == bright_meta.SPLITS  # the card evaluates all 12
 
 
@@ -86,10 +103,12 @@ def test_every_forked_rule_names_its_usage_sidecar_beside_its_benchmark(tmp_path
     checked = 0
     with SnakemakeApi(s.OutputSettings()) as api:
         workflow = api.workflow(
-            resource_settings=s.ResourceSettings(cores=1), storage_settings=s.StorageSettings(),
+            resource_settings=s.ResourceSettings(cores=1),
+            storage_settings=s.StorageSettings(),
             config_settings=s.ConfigSettings(configfiles=[REPO / "demo/config.yaml"]),
-            snakefile=REPO / "Snakefile", workdir=tmp_path,
-        )._workflow  # fmt: skip
+            snakefile=REPO / "Snakefile",
+            workdir=tmp_path,
+        )._workflow
         for rule in workflow.rules:
             stage = re.search(r"python -m workflow_scripts (\w+)", rule.shellcmd or "")
             if not stage or stage.group(1) not in FORKED_STAGES or rule.benchmark is None:

@@ -38,10 +38,22 @@ def poke(file, change):
 
 
 def split_run(demo_assets, manifests, tmp_path, model, split="biology", **overrides):
-    kwargs = dict(model_path=str(model), model_name="m", bright_manifest=manifests["bright"], split=split,
-                  out_json=str(tmp_path / "r.json"), run_file=str(tmp_path / "r.trec"), query_template=TEMPLATE,
-                  domain=split.title(), query_length=32, document_length=48, exclude_ids=True, top_k=100,
-                  chunk_size=7, encode_batch_size=8)  # fmt: skip
+    kwargs = dict(
+        model_path=str(model),
+        model_name="m",
+        bright_manifest=manifests["bright"],
+        split=split,
+        out_json=str(tmp_path / "r.json"),
+        run_file=str(tmp_path / "r.trec"),
+        query_template=TEMPLATE,
+        domain=split.title(),
+        query_length=32,
+        document_length=48,
+        exclude_ids=True,
+        top_k=100,
+        chunk_size=7,
+        encode_batch_size=8,
+    )
     return evaluate_split(**(kwargs | overrides))
 
 
@@ -72,8 +84,9 @@ def test_silent_wrong_scores_non_finite_weights_are_refused_when_a_checkpoint_lo
 
 # --------------------------------------------------------------------------- non-finite scores
 @pytest.mark.parametrize(("modules", "factor"), [(["1_Dense", "2_Dense"], 1e30), (["2_Dense", "3_Dense"], -1e25)])
-def test_silent_wrong_scores_non_finite_scores_are_refused_before_ranking(demo_assets, manifests, checkpoint,
-                                                                          tmp_path, modules, factor):  # fmt: skip
+def test_silent_wrong_scores_non_finite_scores_are_refused_before_ranking(
+    demo_assets, manifests, checkpoint, tmp_path, modules, factor
+):
     """Finite weights whose activations overflow to inf: NaN vectors, NaN scores. Refused naming the
     split, nothing written."""
     for module in modules:
@@ -107,8 +120,14 @@ def test_silent_wrong_scores_a_degenerate_result_is_flagged(demo_assets, manifes
     assert checks["queries_all_scores_equal"] == checks["queries_ranked"] == result["protocol"]["queries"]
     assert any(f.startswith("degenerate:") for f in result["flags"])
     assert json.loads((tmp_path / "r.json").read_text())["flags"] == result["flags"]
-    healthy = split_run(demo_assets, manifests, tmp_path / "ok", demo_assets / "base-model",
-                        out_json=str(tmp_path / "ok.json"), run_file=str(tmp_path / "ok.trec"))  # fmt: skip
+    healthy = split_run(
+        demo_assets,
+        manifests,
+        tmp_path / "ok",
+        demo_assets / "base-model",
+        out_json=str(tmp_path / "ok.json"),
+        run_file=str(tmp_path / "ok.trec"),
+    )
     assert healthy["flags"] == [] and healthy["score_checks"]["queries_all_scores_equal"] == 0
 
 
@@ -154,8 +173,9 @@ def test_silent_wrong_scores_a_tokenizer_without_its_prefix_tokens_is_refused(ch
 @pytest.mark.parametrize(
     "asked", [{"query_length": 100_000}, {"document_length": 9_999}, {"query_length": 600, "document_length": 513}]
 )
-def test_silent_wrong_scores_lengths_past_the_model_are_recorded_as_applied(demo_assets, manifests, tmp_path,
-                                                                            caplog, asked):  # fmt: skip
+def test_silent_wrong_scores_lengths_past_the_model_are_recorded_as_applied(
+    demo_assets, manifests, tmp_path, caplog, asked
+):
     limit = json.loads((demo_assets / "base-model/config.json").read_text())["max_position_embeddings"]
     with caplog.at_level(logging.WARNING):
         result = split_run(demo_assets, manifests, tmp_path, demo_assets / "base-model", **asked)
@@ -171,14 +191,15 @@ def test_silent_wrong_scores_lengths_past_the_model_are_recorded_as_applied(demo
 
 # --------------------------------------------------------------------------- partial query sets
 @pytest.mark.parametrize(("split", "keep"), [("biology", 0.5), ("pony", 0.4)])
-def test_silent_wrong_scores_a_partial_reasoning_set_is_counted_warned_and_marked(demo_assets, tmp_path, caplog, split,
-                                                                                   keep):  # fmt: skip
+def test_silent_wrong_scores_a_partial_reasoning_set_is_counted_warned_and_marked(
+    demo_assets, tmp_path, caplog, split, keep
+):
     from test_evaluate import run_job
     from test_summarize import statistics_args
 
-    from workflow_scripts.sources.hub import fetch_source
     from workflow_scripts.protocols import resolve
     from workflow_scripts.report import summary_html
+    from workflow_scripts.sources.hub import fetch_source
     from workflow_scripts.summarize import summarize
 
     mirror = shutil.copytree(demo_assets / "BRIGHT", tmp_path / "BRIGHT")
@@ -190,8 +211,15 @@ def test_silent_wrong_scores_a_partial_reasoning_set_is_counted_warned_and_marke
     for extra in files[1:]:
         extra.unlink()
     manifest = tmp_path / "bright.manifest.json"
-    fetch_source(name="bright", repo="org/bright", revision="a" * 40, repo_type="dataset", local=str(mirror),
-                 cache_dir=tmp_path / "hub", manifest=manifest)  # fmt: skip
+    fetch_source(
+        name="bright",
+        repo="org/bright",
+        revision="a" * 40,
+        repo_type="dataset",
+        local=str(mirror),
+        cache_dir=tmp_path / "hub",
+        manifest=manifest,
+    )
     out = tmp_path / "eval"
     with caplog.at_level(logging.WARNING):
         pairs, results = run_job(demo_assets, str(manifest), out, [split], ["card", "reasoning"])
@@ -203,13 +231,26 @@ def test_silent_wrong_scores_a_partial_reasoning_set_is_counted_warned_and_marke
     assert any(line in r.getMessage() for r in caplog.records)
     assert any(line in f for f in by_name["reasoning"]["flags"])
     protocols = [p.summary([split]) for p in resolve({"card": {}, "reasoning": {}}).values()]
-    summarize(results=[str(out / p / f"{s}.json") for p, s in pairs], models=["base"], splits=[split],
-              protocols=protocols, settings={"query_length": 32, "document_length": 48, "overrides": {},
-                                             "bright_revision": "a" * 40, "base_model_revision": "b" * 40},
-              csv_path=str(tmp_path / "s.csv"), md_path=str(tmp_path / "s.md"), json_path=str(tmp_path / "s.json"),
-              mteb_paths=[str(tmp_path / f"m{i}.json") for i in range(2)],
-              run_files=[str(out / p / f"{s}.run.trec") for p, s in pairs], bright_manifest=str(manifest),
-              **statistics_args(tmp_path) | {"pairs": []})  # fmt: skip
+    summarize(
+        results=[str(out / p / f"{s}.json") for p, s in pairs],
+        models=["base"],
+        splits=[split],
+        protocols=protocols,
+        settings={
+            "query_length": 32,
+            "document_length": 48,
+            "overrides": {},
+            "bright_revision": "a" * 40,
+            "base_model_revision": "b" * 40,
+        },
+        csv_path=str(tmp_path / "s.csv"),
+        md_path=str(tmp_path / "s.md"),
+        json_path=str(tmp_path / "s.json"),
+        mteb_paths=[str(tmp_path / f"m{i}.json") for i in range(2)],
+        run_files=[str(out / p / f"{s}.run.trec") for p, s in pairs],
+        bright_manifest=str(manifest),
+        **statistics_args(tmp_path) | {"pairs": []},
+    )
     md = (tmp_path / "s.md").read_text()
     assert f"- base / {split}: partial: the query set {line}" in md
     summary_html(summary_json=tmp_path / "s.json", out=tmp_path / "s.html")
@@ -239,9 +280,16 @@ def same_local(config, tmp_path, spelling):
 
 @pytest.mark.parametrize(
     "case",
-    ["instruction-of-an-unevaluated-split", "same-hub-model-twice", "local-plain", "local-slash", "local-dot",
-     "local-symlink", "every-protocol-removed"],
-)  # fmt: skip
+    [
+        "instruction-of-an-unevaluated-split",
+        "same-hub-model-twice",
+        "local-plain",
+        "local-slash",
+        "local-dot",
+        "local-symlink",
+        "every-protocol-removed",
+    ],
+)
 def test_silent_wrong_scores_a_config_that_would_score_something_else_is_refused_at_parse_time(tmp_path, case):
     from workflow_scripts.config_checks import semantic_problems
 
@@ -305,11 +353,18 @@ def test_silent_wrong_scores_the_mteb_presets_say_mteb_searches_plaid_and_we_sco
     note = PRESETS[preset].notes()[0]
     assert all(word in note for word in ("PLAID", "FastPlaid", "22.74", "exact", "rerank"))
     protocols = [p.summary(SPLITS) for p in resolve({"card": {}, preset: {}}).values()]
-    summarize(results=fake_results(tmp_path, protocols), models=MODELS, splits=SPLITS,
-              protocols=protocols, settings=SETTINGS, csv_path=str(tmp_path / "s.csv"), md_path=str(tmp_path / "s.md"),
-              json_path=str(tmp_path / "s.json"),
-              mteb_paths=[str(tmp_path / f"m{i}.json") for i, _ in enumerate(mteb_files(protocols, MODELS))],
-              **statistics_args(tmp_path))  # fmt: skip
+    summarize(
+        results=fake_results(tmp_path, protocols),
+        models=MODELS,
+        splits=SPLITS,
+        protocols=protocols,
+        settings=SETTINGS,
+        csv_path=str(tmp_path / "s.csv"),
+        md_path=str(tmp_path / "s.md"),
+        json_path=str(tmp_path / "s.json"),
+        mteb_paths=[str(tmp_path / f"m{i}.json") for i, _ in enumerate(mteb_files(protocols, MODELS))],
+        **statistics_args(tmp_path),
+    )
     md = (tmp_path / "s.md").read_text()
     assert md.count(f"Note: {note}.") == 1 and md.index(f"## {preset}") < md.index("Note: ")
     summary_html(summary_json=tmp_path / "s.json", out=tmp_path / "s.html")

@@ -18,8 +18,15 @@ from conftest import VENV_BIN, copy_repo, job_counts
 
 pytestmark = pytest.mark.slurm
 
-PROFILE_ARGS = ["--profile", "slurm", "--profile", "tests/slurm/profile",
-                "--configfile", "demo/config.yaml", "tests/slurm/cluster.yaml"]  # fmt: skip
+PROFILE_ARGS = [
+    "--profile",
+    "slurm",
+    "--profile",
+    "tests/slurm/profile",
+    "--configfile",
+    "demo/config.yaml",
+    "tests/slurm/cluster.yaml",
+]
 
 
 def sh(*cmd: str, cwd: Path | None = None) -> str:
@@ -27,8 +34,9 @@ def sh(*cmd: str, cwd: Path | None = None) -> str:
 
 
 def run_profile(workdir: Path, *extra: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([os.path.join(VENV_BIN, "snakemake"), *PROFILE_ARGS, *extra], cwd=workdir,
-                          capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [os.path.join(VENV_BIN, "snakemake"), *PROFILE_ARGS, *extra], cwd=workdir, capture_output=True, text=True
+    )
     if proc.returncode != 0:
         raise AssertionError(f"snakemake --profile slurm failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-8000:]}")
     return proc
@@ -47,8 +55,13 @@ def cluster_run(tmp_path_factory) -> Path:
     except (OSError, subprocess.CalledProcessError) as err:
         pytest.fail(f"no Slurm cluster: run `bash tests/slurm/start-local-slurm.sh` first ({err})")
     workdir = copy_repo(tmp_path_factory.mktemp("slurm") / "repo")
-    planned = subprocess.run([os.path.join(VENV_BIN, "snakemake"), *PROFILE_ARGS, "-n", "--quiet", "rules"],
-                             cwd=workdir, capture_output=True, text=True, check=True).stdout  # fmt: skip
+    planned = subprocess.run(
+        [os.path.join(VENV_BIN, "snakemake"), *PROFILE_ARGS, "-n", "--quiet", "rules"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     (workdir / "planned.json").write_text(json.dumps(job_counts(planned)))
     run_profile(workdir)
     return workdir
@@ -104,8 +117,13 @@ def test_second_run_submits_nothing(cluster_run):
 
 def test_scancel_of_training_resumes_from_a_checkpoint(cluster_run):
     """Cancel stage-2 training mid-way: Snakemake's retry resumes it from its checkpoint."""
-    proc = subprocess.Popen([os.path.join(VENV_BIN, "snakemake"), *PROFILE_ARGS, "--forcerun", "train_stage2"],
-                            cwd=cluster_run, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [os.path.join(VENV_BIN, "snakemake"), *PROFILE_ARGS, "--forcerun", "train_stage2"],
+        cwd=cluster_run,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.time() + 600
     ckpts = cluster_run / "results/demo/checkpoints/stage2"
     while time.time() < deadline and not list(ckpts.glob("*/checkpoint-*/trainer_state.json")):

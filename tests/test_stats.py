@@ -19,8 +19,9 @@ def test_the_interval_of_a_constant_is_that_constant():
         (0.3, 0.3)
     )
     # several splits, each constant: the equally weighted mean of their means, whatever their sizes
-    low, high = bootstrap_interval(samples=[np.full(5, 0.2), np.full(50, 0.6), np.zeros(9)], resamples=500,
-                                   confidence=0.95, seed=1)  # fmt: skip
+    low, high = bootstrap_interval(
+        samples=[np.full(5, 0.2), np.full(50, 0.6), np.zeros(9)], resamples=500, confidence=0.95, seed=1
+    )
     assert low == pytest.approx((0.2 + 0.6 + 0.0) / 3) and high == pytest.approx(low)
 
 

@@ -15,8 +15,13 @@ MODELS = ["stage2", "base"]
 STATISTICS = {"confidence": 0.95, "resamples": 500, "alpha": 0.05, "seed": 0}
 PAIRS = [["stage2", "base"]]
 OFFSETS = [-0.02, -0.01, 0.0, 0.01, 0.02]  # per-query scores around the split's nDCG@10, same mean
-SETTINGS = {"query_length": 256, "document_length": 2048, "overrides": {"pony": {"query_length": 32}},
-            "bright_revision": "a" * 40, "base_model_revision": "b" * 40}  # fmt: skip
+SETTINGS = {
+    "query_length": 256,
+    "document_length": 2048,
+    "overrides": {"pony": {"query_length": 32}},
+    "bright_revision": "a" * 40,
+    "base_model_revision": "b" * 40,
+}
 
 
 def fake_results(tmp_path, protocols):
@@ -27,11 +32,16 @@ def fake_results(tmp_path, protocols):
             for k, split in enumerate(p["splits"]):
                 task, eval_split, subset = p["mteb"][split]
                 ndcg = (10 * i + 5 * j + k) / 1000 + 0.1
-                result = {"dataset_revision": "a" * 40, "task_name": task, "mteb_version": None,
-                          "kg_co2_emissions": None, "evaluation_time": 1.0,
-                          "scores": {eval_split: [{"hf_subset": subset, "main_score": ndcg, "ndcg_at_10": ndcg}]},
-                          "per_query": {f"q{n}": ndcg + o for n, o in enumerate(OFFSETS)},
-                          "protocol": {"name": p["name"], "model": model, "split": split}}  # fmt: skip
+                result = {
+                    "dataset_revision": "a" * 40,
+                    "task_name": task,
+                    "mteb_version": None,
+                    "kg_co2_emissions": None,
+                    "evaluation_time": 1.0,
+                    "scores": {eval_split: [{"hf_subset": subset, "main_score": ndcg, "ndcg_at_10": ndcg}]},
+                    "per_query": {f"q{n}": ndcg + o for n, o in enumerate(OFFSETS)},
+                    "protocol": {"name": p["name"], "model": model, "split": split},
+                }
                 path = tmp_path / f"{p['name']}-{model}-{split}.json"
                 path.write_text(json.dumps(result))
                 paths.append(str(path))
@@ -43,9 +53,18 @@ def summary(tmp_path):
     protocols = [p.summary(SPLITS) for p in resolve({"card": {}, "bright": {}, "long": {}}).values()]
     results = fake_results(tmp_path, protocols)
     mteb = [str(tmp_path / f"mteb-{p}-{m}-{t}.json") for p, m, t, _ in mteb_files(protocols, MODELS)]
-    out = summarize(results=results, models=MODELS, splits=SPLITS, protocols=protocols, settings=SETTINGS,
-                    csv_path=str(tmp_path / "s.csv"), md_path=str(tmp_path / "s.md"), json_path=str(tmp_path / "s.json"),
-                    mteb_paths=mteb, **statistics_args(tmp_path))  # fmt: skip
+    out = summarize(
+        results=results,
+        models=MODELS,
+        splits=SPLITS,
+        protocols=protocols,
+        settings=SETTINGS,
+        csv_path=str(tmp_path / "s.csv"),
+        md_path=str(tmp_path / "s.md"),
+        json_path=str(tmp_path / "s.json"),
+        mteb_paths=mteb,
+        **statistics_args(tmp_path),
+    )
     return out, tmp_path
 
 
@@ -75,8 +94,10 @@ def test_a_table_per_protocol_and_the_card_delta_only_in_the_card_table(summary)
     assert tables["long"]["splits"] == [s for s in SPLITS if s in tables["long"]["protocol"]["splits"]]
     assert len(tables["long"]["splits"]) == 8
     elsewhere = {r["model"]: r["protocol"] for r in out["published_elsewhere"]}
-    assert elsewhere == {"published: Reason-ModernColBERT (150M)": "not stated",
-                         "mteb: Reason-ModernColBERT (150M)": "mteb-v1.1"}  # fmt: skip
+    assert elsewhere == {
+        "published: Reason-ModernColBERT (150M)": "not stated",
+        "mteb: Reason-ModernColBERT (150M)": "mteb-v1.1",
+    }
 
 
 def test_protocol_effects_are_against_the_card_protocol(summary):
@@ -106,9 +127,18 @@ def test_a_missing_result_is_named(tmp_path):
 
     protocols = [p.summary(["pony"]) for p in resolve({"card": {}}).values()]
     with pytest.raises(UserError, match=r"no evaluation result for card/stage2/pony, card/base/pony"):
-        summarize(results=[], models=MODELS, splits=["pony"], protocols=protocols, settings=SETTINGS,
-                  csv_path=str(tmp_path / "s.csv"), md_path=str(tmp_path / "s.md"), json_path=str(tmp_path / "s.json"),
-                  mteb_paths=[], **statistics_args(tmp_path))  # fmt: skip
+        summarize(
+            results=[],
+            models=MODELS,
+            splits=["pony"],
+            protocols=protocols,
+            settings=SETTINGS,
+            csv_path=str(tmp_path / "s.csv"),
+            md_path=str(tmp_path / "s.md"),
+            json_path=str(tmp_path / "s.json"),
+            mteb_paths=[],
+            **statistics_args(tmp_path),
+        )
 
 
 def test_the_report_shows_every_table_and_the_protocol_effects(summary):
@@ -136,8 +166,14 @@ def with_statistics(tmp_path):
     tables = build_tables(found, protocols, MODELS)
     groups = [{"experiment": "seeds", "kind": "stage2", "seeds": [1, 2], "models": MODELS}]
     args = statistics_args(tmp_path)
-    add_statistics(tables=tables, found=found, statistics=STATISTICS, pairs=PAIRS, seed_groups=groups,
-                   per_query_path=args["per_query_path"])  # fmt: skip
+    add_statistics(
+        tables=tables,
+        found=found,
+        statistics=STATISTICS,
+        pairs=PAIRS,
+        seed_groups=groups,
+        per_query_path=args["per_query_path"],
+    )
     _write_statistics_csv(args["intervals_path"], args["tests_path"], tables)
     return {t["protocol"]["name"]: t for t in tables}, protocols, tmp_path
 
@@ -305,9 +341,19 @@ def test_the_command_line_takes_no_seed_groups_and_no_pairs(tmp_path):
     results = fake_results(tmp_path, protocols)
     mteb = [str(tmp_path / f"mteb-{p}-{m}-{t}.json") for p, m, t, _ in mteb_files(protocols, MODELS)]
     paths = {k: v for k, v in statistics_args(tmp_path).items() if k.endswith("_path")}
-    flags = {"models": MODELS, "splits": SPLITS, "protocols": protocols, "settings": SETTINGS,
-             "statistics": STATISTICS, "results": results, "mteb_paths": mteb, "csv_path": str(tmp_path / "s.csv"),
-             "md_path": str(tmp_path / "s.md"), "json_path": str(tmp_path / "s.json"), **paths}  # fmt: skip
+    flags = {
+        "models": MODELS,
+        "splits": SPLITS,
+        "protocols": protocols,
+        "settings": SETTINGS,
+        "statistics": STATISTICS,
+        "results": results,
+        "mteb_paths": mteb,
+        "csv_path": str(tmp_path / "s.csv"),
+        "md_path": str(tmp_path / "s.md"),
+        "json_path": str(tmp_path / "s.json"),
+        **paths,
+    }
     with pytest.raises(SystemExit) as done:
         main(["table", *to_argv(flags)])
     assert done.value.code == 0

@@ -19,22 +19,52 @@ from workflow_scripts.trainer import per_device_batch_size
 
 @pytest.fixture()
 def stage1_shards(manifests, tmp_path):
-    build_shards(stage="stage1", stage_sources=[{"source": "reasonir", "config": "vl"}], manifests=list(manifests.values()),
-                 out_dir=tmp_path / "shards", stats_path=tmp_path / "stats.json", splits=SPLITS,
-                 positives_per_query=1, negatives_per_query=2, min_text_chars=10, max_unresolved_rate=0.1,
-                 rows_per_shard=64, shuffle_buckets=2, seed=0)  # fmt: skip
+    build_shards(
+        stage="stage1",
+        stage_sources=[{"source": "reasonir", "config": "vl"}],
+        manifests=list(manifests.values()),
+        out_dir=tmp_path / "shards",
+        stats_path=tmp_path / "stats.json",
+        splits=SPLITS,
+        positives_per_query=1,
+        negatives_per_query=2,
+        min_text_chars=10,
+        max_unresolved_rate=0.1,
+        rows_per_shard=64,
+        shuffle_buckets=2,
+        seed=0,
+    )
     return tmp_path / "shards"
 
 
 def train_kwargs(tmp_path, init, shards, **overrides):
     tmp_path.mkdir(parents=True, exist_ok=True)
-    kwargs = dict(stage="stage1", init_model=str(init), shards=str(shards), out_dir=str(tmp_path / "model"),
-                  checkpoint_dir=str(tmp_path / "ckpt"), metrics_path=str(tmp_path / "m.jsonl"),
-                  meta_path=str(tmp_path / "meta.json"), learning_rate=2e-3, global_batch_size=16,
-                  gradient_accumulation_steps=1, mini_batch_size=8, query_length=32, document_length=48,
-                  temperature=1.0, gather_across_devices=True, max_grad_norm=100.0, warmup_ratio=0.0,
-                  epochs=2, bf16="auto", save_steps=4, save_total_limit=2, logging_steps=1,
-                  dataloader_num_workers=0, seed=0)  # fmt: skip
+    kwargs = dict(
+        stage="stage1",
+        init_model=str(init),
+        shards=str(shards),
+        out_dir=str(tmp_path / "model"),
+        checkpoint_dir=str(tmp_path / "ckpt"),
+        metrics_path=str(tmp_path / "m.jsonl"),
+        meta_path=str(tmp_path / "meta.json"),
+        learning_rate=2e-3,
+        global_batch_size=16,
+        gradient_accumulation_steps=1,
+        mini_batch_size=8,
+        query_length=32,
+        document_length=48,
+        temperature=1.0,
+        gather_across_devices=True,
+        max_grad_norm=100.0,
+        warmup_ratio=0.0,
+        epochs=2,
+        bf16="auto",
+        save_steps=4,
+        save_total_limit=2,
+        logging_steps=1,
+        dataloader_num_workers=0,
+        seed=0,
+    )
     kwargs.update(overrides)
     return kwargs
 
@@ -54,10 +84,12 @@ def test_a_few_steps_lower_the_loss(demo_assets, stage1_shards, tmp_path):
 def test_batch_arithmetic_is_refused_with_one_line(demo_assets, stage1_shards, tmp_path):
     with pytest.raises(UserError, match="not divisible"):
         per_device_batch_size(2048, 3, 1)
-    args = train_kwargs(tmp_path, demo_assets / "base-model", stage1_shards, global_batch_size=10,
-                        gradient_accumulation_steps=4)  # fmt: skip
-    proc = subprocess.run([sys.executable, "-m", "workflow_scripts.train", "fit", *to_argv(args)],
-                          capture_output=True, text=True)  # fmt: skip
+    args = train_kwargs(
+        tmp_path, demo_assets / "base-model", stage1_shards, global_batch_size=10, gradient_accumulation_steps=4
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "workflow_scripts.train", "fit", *to_argv(args)], capture_output=True, text=True
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: train.global_batch_size=10 is not divisible by world size 1 x gradient_accumulation_steps 4"
@@ -119,8 +151,9 @@ def test_a_rank_without_its_devices_refuses_to_train(demo_assets, stage1_shards,
     loading anything, instead of training on CPU with gloo for days."""
     args = train_kwargs(tmp_path, demo_assets / "base-model", stage1_shards)
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="0,1,2,3")
-    proc = subprocess.run([sys.executable, "-m", "workflow_scripts.train", "fit", *to_argv(args)],
-                          capture_output=True, text=True, env=env)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "workflow_scripts.train", "fit", *to_argv(args)], capture_output=True, text=True, env=env
+    )
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith("error: train: this job was given 4 GPU(s) (CUDA_VISIBLE_DEVICES=0,1,2,3)")
@@ -164,8 +197,9 @@ def test_torch_and_chunked_maxsim_train_the_same_model(demo_assets, stage1_shard
 
     weights, metas = {}, {}
     for backend in ("torch", "chunked"):
-        kwargs = train_kwargs(tmp_path / backend, demo_assets / "base-model", stage1_shards, maxsim_backend=backend,
-                              epochs=1)  # fmt: skip
+        kwargs = train_kwargs(
+            tmp_path / backend, demo_assets / "base-model", stage1_shards, maxsim_backend=backend, epochs=1
+        )
         metas[backend] = fit(**kwargs)
         weights[backend] = {
             name: tensor
@@ -182,8 +216,11 @@ def test_torch_and_chunked_maxsim_train_the_same_model(demo_assets, stage1_shard
     # average, so a 1e-7 gradient difference on a near-zero gradient is not bounded by a fixed
     # atol; the difference between the two runs is measured against how far training moved the
     # weights (a different batch order or lr moves it by ~1, float noise by < 1e-3).
-    base = {name: t for path in sorted((demo_assets / "base-model").rglob("model.safetensors"))
-            for name, t in load_file(path).items()}  # fmt: skip
+    base = {
+        name: t
+        for path in sorted((demo_assets / "base-model").rglob("model.safetensors"))
+        for name, t in load_file(path).items()
+    }
     for name, tensor in weights["torch"].items():
         same_shape = name in base and base[name].shape == tensor.shape
         moved = (tensor.float() - base[name].float()).norm() if same_shape else None
@@ -212,18 +249,38 @@ def test_the_preflight_measures_the_trainer_the_stage_trains_with(demo_assets, s
     from workflow_scripts.train import shard_files, stage_training, world_info
     from workflow_scripts.trainer import CandidateCounter, TrainSettings
 
-    kwargs = train_kwargs(tmp_path, demo_assets / "base-model", stage1_shards, batch_sampler="no_duplicates",
-                          maxsim_backend="chunked", score_mini_batch_size=4, max_grad_norm=2.0, warmup_ratio=0.1,
-                          logging_steps=2)  # fmt: skip
+    kwargs = train_kwargs(
+        tmp_path,
+        demo_assets / "base-model",
+        stage1_shards,
+        batch_sampler="no_duplicates",
+        maxsim_backend="chunked",
+        score_mini_batch_size=4,
+        max_grad_norm=2.0,
+        warmup_ratio=0.1,
+        logging_steps=2,
+    )
     settings = TrainSettings(**{k: v for k, v in kwargs.items() if k in TrainSettings.__dataclass_fields__})
-    trained, _ = stage_training(stage="stage1", init_model=kwargs["init_model"], files=shard_files(stage1_shards),
-                                run_dir=tmp_path / "run", settings=settings, trust_remote_code=False, device="cpu",
-                                world_size=world_info()["world_size"])  # fmt: skip
+    trained, _ = stage_training(
+        stage="stage1",
+        init_model=kwargs["init_model"],
+        files=shard_files(stage1_shards),
+        run_dir=tmp_path / "run",
+        settings=settings,
+        trust_remote_code=False,
+        device="cpu",
+        world_size=world_info()["world_size"],
+    )
     dataset = trained.trainer.train_dataset
     measured, _ = preflight._measured_training(
-        model=trained.trainer.model, dataset=dataset, scratch=tmp_path / "scratch", stage="stage1", world_size=1,
-        settings=preflight.measured_settings(settings, steps=2, device="cpu"), per_device=trained.per_device_batch_size,
-    )  # fmt: skip
+        model=trained.trainer.model,
+        dataset=dataset,
+        scratch=tmp_path / "scratch",
+        stage="stage1",
+        world_size=1,
+        settings=preflight.measured_settings(settings, steps=2, device="cpu"),
+        per_device=trained.per_device_batch_size,
+    )
     assert type(measured.trainer) is type(trained.trainer)
     assert type(measured.trainer.data_collator) is type(trained.trainer.data_collator)
     for built in (trained, measured):

@@ -30,8 +30,15 @@ def evaluated_once(demo_assets, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("trusted")
     manifest = root / "bright.manifest.json"
-    fetch_source(name="bright", repo="org/bright", revision="a" * 40, repo_type="dataset",
-                 local=str(demo_assets / "BRIGHT"), cache_dir=root / "hub", manifest=manifest)  # fmt: skip
+    fetch_source(
+        name="bright",
+        repo="org/bright",
+        revision="a" * 40,
+        repo_type="dataset",
+        local=str(demo_assets / "BRIGHT"),
+        cache_dir=root / "hub",
+        manifest=manifest,
+    )
     pairs = []
     for split in SPLITS:
         pairs += run_job(demo_assets, str(manifest), root / "eval", [split], NAMES)[0]
@@ -44,12 +51,20 @@ def evaluated(evaluated_once, tmp_path):
     root, manifest, pairs = evaluated_once
     shutil.copytree(root / "eval", tmp_path / "eval")
     protocols = [p.summary(SPLITS) for p in resolve(dict.fromkeys(NAMES)).values()]
-    return dict(results=[str(tmp_path / "eval" / p / f"{s}.json") for p, s in pairs], models=["base"],
-                splits=SPLITS, protocols=protocols, settings=SETTINGS, csv_path=str(tmp_path / "s.csv"),
-                md_path=str(tmp_path / "s.md"), json_path=str(tmp_path / "s.json"),
-                mteb_paths=[str(tmp_path / f"m{i}.json") for i, _ in enumerate(mteb_files(protocols, ["base"]))],
-                run_files=[str(tmp_path / "eval" / p / f"{s}.run.trec") for p, s in pairs],
-                bright_manifest=str(manifest), **statistics_args(tmp_path) | {"pairs": []})  # fmt: skip
+    return dict(
+        results=[str(tmp_path / "eval" / p / f"{s}.json") for p, s in pairs],
+        models=["base"],
+        splits=SPLITS,
+        protocols=protocols,
+        settings=SETTINGS,
+        csv_path=str(tmp_path / "s.csv"),
+        md_path=str(tmp_path / "s.md"),
+        json_path=str(tmp_path / "s.json"),
+        mteb_paths=[str(tmp_path / f"m{i}.json") for i, _ in enumerate(mteb_files(protocols, ["base"]))],
+        run_files=[str(tmp_path / "eval" / p / f"{s}.run.trec") for p, s in pairs],
+        bright_manifest=str(manifest),
+        **statistics_args(tmp_path) | {"pairs": []},
+    )
 
 
 def edit_json(path, change):
@@ -65,14 +80,16 @@ def reverse_run(path):
 
 
 EDITS = {
-    "ndcg-raised": lambda res, run: edit_json(res, lambda e: e.update(ndcg_at_10=e["ndcg_at_10"] + 0.05,
-                                                                      main_score=e["main_score"] + 0.05)),
-    "ndcg-lowered-a-little": lambda res, run: edit_json(res, lambda e: e.update(ndcg_at_10=e["ndcg_at_10"] - 1e-4,
-                                                                                main_score=e["main_score"] - 1e-4)),
+    "ndcg-raised": lambda res, run: edit_json(
+        res, lambda e: e.update(ndcg_at_10=e["ndcg_at_10"] + 0.05, main_score=e["main_score"] + 0.05)
+    ),
+    "ndcg-lowered-a-little": lambda res, run: edit_json(
+        res, lambda e: e.update(ndcg_at_10=e["ndcg_at_10"] - 1e-4, main_score=e["main_score"] - 1e-4)
+    ),
     "main-score-only": lambda res, run: edit_json(res, lambda e: e.update(main_score=e["main_score"] + 0.01)),
     "run-reversed": lambda res, run: reverse_run(run),
     "run-of-another-split": lambda res, run: shutil.copy(run.replace("pony", "biology"), run),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("protocol", NAMES)
@@ -106,8 +123,11 @@ def test_trusted_outputs_the_workflow_passes_every_run_file_to_the_summary(tmp_p
 def test_trusted_outputs_a_result_deleted_by_hand_is_rebuilt_by_a_plain_rerun(demo_run, tmp_path, kind):
     """Every result a user reads is a target of `rule all`: a deleted one is scheduled again."""
     run = demo_run / "results/demo"
-    pattern = {"result": "eval/bright/*/pony.json", "run file": "eval/card/*/biology.run.trec",
-               "mteb file": "mteb/card/*/BrightRetrieval.json"}[kind]  # fmt: skip
+    pattern = {
+        "result": "eval/bright/*/pony.json",
+        "run file": "eval/card/*/biology.run.trec",
+        "mteb file": "mteb/card/*/BrightRetrieval.json",
+    }[kind]
     victim = sorted(run.glob(pattern))[0]
     keep = shutil.copy2(victim, tmp_path / victim.name)
     victim.unlink()

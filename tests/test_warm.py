@@ -41,13 +41,25 @@ def stage(
         env.pop(warm.ENV_VAR, None)
     if usage is not None:
         env[USAGE_ENV] = str(usage)
-    return subprocess.run([sys.executable, "-m", "workflow_scripts", *argv], cwd=cwd, env=env,
-                          capture_output=True, text=True, **popen)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "workflow_scripts", *argv], cwd=cwd, env=env, capture_output=True, text=True, **popen
+    )
 
 
 def widen_argv(manifests, out: Path) -> list[str]:
-    return ["model", "widen", *to_argv({"source": manifests["base_model"], "out_dir": str(out / "model"),
-                                        "verify_path": str(out / "verify.json"), "to": 128, "seed": 3})]  # fmt: skip
+    return [
+        "model",
+        "widen",
+        *to_argv(
+            {
+                "source": manifests["base_model"],
+                "out_dir": str(out / "model"),
+                "verify_path": str(out / "verify.json"),
+                "to": 128,
+                "seed": 3,
+            }
+        ),
+    ]
 
 
 def warm_lines(text: str) -> list[str]:
@@ -88,8 +100,18 @@ def test_the_child_takes_the_jobs_umask(server, manifests, tmp_path):
 
 
 def test_a_failing_job_fails_the_same_way(server, tmp_path):
-    argv = ["model", "widen", *to_argv({"source": str(tmp_path / "missing.json"), "out_dir": str(tmp_path / "m"),
-                                        "verify_path": str(tmp_path / "v.json"), "to": 128})]  # fmt: skip
+    argv = [
+        "model",
+        "widen",
+        *to_argv(
+            {
+                "source": str(tmp_path / "missing.json"),
+                "out_dir": str(tmp_path / "m"),
+                "verify_path": str(tmp_path / "v.json"),
+                "to": 128,
+            }
+        ),
+    ]
     cold, forked_job = stage(*argv, cold=True), stage(*argv, usage=tmp_path / "usage.json")
     assert cold.returncode == forked_job.returncode == 2
     assert forked(tmp_path / "usage.json")["status"] == 2
@@ -121,9 +143,21 @@ def test_per_job_thread_counts_are_applied_not_refused(server, manifests, tmp_pa
 
 
 def test_stages_that_measure_their_own_memory_start_cold(server, demo_assets, tmp_path):
-    argv = ["data", "fetch", *to_argv({"name": "bright", "repo": "org/bright", "revision": "a" * 40,
-                                       "repo_type": "dataset", "local": str(demo_assets / "BRIGHT"),
-                                       "cache_dir": str(tmp_path / "hub"), "manifest": str(tmp_path / "m.json")})]  # fmt: skip
+    argv = [
+        "data",
+        "fetch",
+        *to_argv(
+            {
+                "name": "bright",
+                "repo": "org/bright",
+                "revision": "a" * 40,
+                "repo_type": "dataset",
+                "local": str(demo_assets / "BRIGHT"),
+                "cache_dir": str(tmp_path / "hub"),
+                "manifest": str(tmp_path / "m.json"),
+            }
+        ),
+    ]
     proc = stage(*argv, usage=tmp_path / "usage.json")
     assert proc.returncode == 0, proc.stderr
     assert "data" not in warm.FORKED_STAGES and not warm_lines(proc.stderr) and not read_usage(tmp_path / "usage.json")
@@ -152,8 +186,13 @@ def test_the_child_runs_the_project_code_on_disk_now(tmp_path):
     try:
         module = copy / "workflow_scripts" / "summarize.py"
         module.write_text(module.read_text() + "\nprint('edited after the server started')\n")
-        proc = stage("summarize", "--help", cwd=copy, env={**env, warm.ENV_VAR: str(tmp_path / "s.sock")},
-                     usage=tmp_path / "usage.json")  # fmt: skip
+        proc = stage(
+            "summarize",
+            "--help",
+            cwd=copy,
+            env={**env, warm.ENV_VAR: str(tmp_path / "s.sock")},
+            usage=tmp_path / "usage.json",
+        )
         assert "edited after the server started" in proc.stdout
         assert forked(tmp_path / "usage.json")["status"] == 0 and proc.returncode == 0, proc.stderr
         other = stage(
@@ -253,8 +292,12 @@ def long_forked_job(server, out: Path) -> tuple[subprocess.Popen, psutil.Process
     pid, _ = server
     before = {p.pid for p in children_of(pid)}
     big = ["--queries-per-split", "500", "--documents-per-split", "20000", "--train-rows", "50000"]
-    client = subprocess.Popen([sys.executable, "-m", "workflow_scripts", "demo", "make", "--out-dir", str(out), *big],
-                              cwd=REPO, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    client = subprocess.Popen(
+        [sys.executable, "-m", "workflow_scripts", "demo", "make", "--out-dir", str(out), *big],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while not (new := [p for p in children_of(pid) if p.pid not in before]) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -278,8 +321,12 @@ def test_a_stopped_job_leaves_no_child_running(server, tmp_path, how):
 def test_the_server_ends_with_the_run_that_started_it(tmp_path):
     """Snakemake killed without its onsuccess/onerror hooks (SIGKILL): the server notices."""
     address = str(tmp_path / "server.sock")
-    parent = subprocess.Popen(["bash", "-c", f'"{sys.executable}" -m workflow_scripts.warm "{address}" $$ & wait'],
-                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    parent = subprocess.Popen(
+        ["bash", "-c", f'"{sys.executable}" -m workflow_scripts.warm "{address}" $$ & wait'],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 30
     while not os.path.exists(address) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -297,8 +344,11 @@ def test_the_cost_page_takes_a_forked_jobs_memory_from_its_sidecar_never_its_log
     log = tmp_path / "results/x/logs/evaluate/base/pony.log"
     log.parent.mkdir(parents=True)
     log.write_text("working\nwarm: child 77 exit 0, peak RSS 999.9 MB, CPU 1.20 s\n")  # the old log line: ignored
-    cost = ["report", "cost", *to_argv({"benchmarks": [str(bench)], "out": str(tmp_path / "cost.html"),
-                                        "train_gpus": 8, "evaluate_gpus": 1})]  # fmt: skip
+    cost = [
+        "report",
+        "cost",
+        *to_argv({"benchmarks": [str(bench)], "out": str(tmp_path / "cost.html"), "train_gpus": 8, "evaluate_gpus": 1}),
+    ]
     assert stage(*cost, cold=True).returncode == 0
     assert "<td>21.3</td>" in (tmp_path / "cost.html").read_text()  # a cold job: Snakemake's measurement stands
     write_usage(sidecar(bench), child=77, status=0, maxrss_kb=655.4 * 1024, cpu_s=1.2)
@@ -348,14 +398,19 @@ def test_a_live_openmp_pool_in_the_server_starts_jobs_cold(manifests, tmp_path):
     the reason in its log, and its output is right. The usual server (no pool started) forks: the other tests."""
     address = tmp_path / "s.sock"
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    server = subprocess.Popen([sys.executable, "-c", POOLED_SERVER, str(address), str(os.getpid())], cwd=REPO, env=env,
-                              stderr=open(tmp_path / "s.log", "w"))  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, "-c", POOLED_SERVER, str(address), str(os.getpid())],
+        cwd=REPO,
+        env=env,
+        stderr=open(tmp_path / "s.log", "w"),
+    )
     try:
         deadline = time.monotonic() + 60
         while "warm: preloaded" not in (tmp_path / "s.log").read_text() and time.monotonic() < deadline:
             time.sleep(0.1)
-        proc = stage(*widen_argv(manifests, tmp_path), env={**env, warm.ENV_VAR: str(address)},
-                     usage=tmp_path / "usage.json")  # fmt: skip
+        proc = stage(
+            *widen_argv(manifests, tmp_path), env={**env, warm.ENV_VAR: str(address)}, usage=tmp_path / "usage.json"
+        )
         assert proc.returncode == 0 and (tmp_path / "verify.json").exists(), proc.stderr
         assert read_usage(tmp_path / "usage.json") is None  # not forked
         [line] = warm_lines(proc.stderr)

@@ -13,8 +13,20 @@ from conftest import REPO, job_counts, snakemake
 from workflow_scripts.job_usage import read_usage
 from workflow_scripts.protocols import MTEB_V1_1_TASKS
 
-SPLITS = ["biology", "earth_science", "economics", "psychology", "robotics", "stackoverflow",
-          "sustainable_living", "leetcode", "pony", "aops", "theoremqa_questions", "theoremqa_theorems"]  # fmt: skip
+SPLITS = [
+    "biology",
+    "earth_science",
+    "economics",
+    "psychology",
+    "robotics",
+    "stackoverflow",
+    "sustainable_living",
+    "leetcode",
+    "pony",
+    "aops",
+    "theoremqa_questions",
+    "theoremqa_theorems",
+]
 STAGES = ["download", "build_shards", "widen", "train_stage1", "train_stage2", "evaluate", "summarize"]
 EVALUATE = ("evaluate", "evaluate_documents_only", "evaluate_shared_corpus")
 LONG_SPLITS = SPLITS[:7] + ["pony"]
@@ -136,8 +148,9 @@ def test_the_card_table_compares_like_with_like(demo_run):
     assert tables["card"]["protocol"]["preset"] == "card" and not tables["card"]["protocol"]["exclude_ids"]
     delta = card["delta: stage2 - card: Reason-mxbai-colbert-v0-32m"]
     for split in SPLITS:  # our model under the card's protocol, minus the card
-        assert delta[split] == pytest.approx(card["stage2"][split] - card["card: Reason-mxbai-colbert-v0-32m"][split],
-                                             abs=0.011)  # fmt: skip
+        assert delta[split] == pytest.approx(
+            card["stage2"][split] - card["card: Reason-mxbai-colbert-v0-32m"][split], abs=0.011
+        )
     for name, table in tables.items():
         if name != "card":
             assert not [r for r in table["rows"] if r["kind"] == "delta"], name
@@ -181,8 +194,11 @@ def test_local_jobs_are_forked_warm_and_the_server_is_gone(demo_run):
     assert logs and not [log for log in logs if "warm: " in log.read_text()]  # the figures are in no log
     assert "(warm)" in (demo_run / "results/demo/report/cost.html").read_text()
     assert "warm: preloaded" in (demo_run / ".snakemake/warm.log").read_text()
-    assert not [p for p in psutil.process_iter(["cmdline", "cwd"])
-                if "workflow_scripts.warm" in (p.info["cmdline"] or []) and p.info["cwd"] == str(demo_run)]  # fmt: skip
+    assert not [
+        p
+        for p in psutil.process_iter(["cmdline", "cwd"])
+        if "workflow_scripts.warm" in (p.info["cmdline"] or []) and p.info["cwd"] == str(demo_run)
+    ]
 
 
 @pytest.mark.e2e
@@ -212,8 +228,12 @@ def test_hub_token_never_reaches_logs_or_report(demo_run):
     from conftest import FAKE_TOKEN
 
     scanned = 0
-    for path in [demo_run / "report.html", *demo_run.glob("results/**/*"), *demo_run.glob("resources/logs/**/*"),
-                 *demo_run.glob(".snakemake/log/*")]:  # fmt: skip
+    for path in [
+        demo_run / "report.html",
+        *demo_run.glob("results/**/*"),
+        *demo_run.glob("resources/logs/**/*"),
+        *demo_run.glob(".snakemake/log/*"),
+    ]:
         if path.is_file() and path.stat().st_size < 50_000_000:
             assert FAKE_TOKEN.encode() not in path.read_bytes(), path
             scanned += 1
@@ -226,8 +246,11 @@ def test_mteb_reads_our_results(demo_run):
 
     mteb = demo_run / "results/demo/mteb"
     summary = {(r["protocol"], r["model"]): r for r in csv.DictReader(open(demo_run / "results/demo/summary.csv"))}
-    for protocol, task, splits in [("card", "BrightRetrieval", SPLITS), ("bright", "BrightRetrieval", SPLITS),
-                                   ("long", "BrightLongRetrieval", LONG_SPLITS)]:  # fmt: skip
+    for protocol, task, splits in [
+        ("card", "BrightRetrieval", SPLITS),
+        ("bright", "BrightRetrieval", SPLITS),
+        ("long", "BrightLongRetrieval", LONG_SPLITS),
+    ]:
         result = TaskResult.from_disk(mteb / protocol / "stage2" / f"{task}.json")
         assert result.task_name == task and sorted(result.hf_subsets) == sorted(splits)
         assert abs(100 * result.get_score() - float(summary[(protocol, "stage2")]["mean"])) < 0.01
@@ -241,11 +264,20 @@ def test_a_failed_job_shows_its_own_error_line(tmp_path):
     """The stage's one-line error reaches the terminal, not only the job log."""
     overlay = tmp_path / "missing.yaml"
     overlay.write_text("sources:\n  bright: {local: /nonexistent/BRIGHT}\n")
-    proc = snakemake("resources/sources/bright.manifest.json", "--cores", "1", "--configfile", str(overlay),
-                     cwd=tmp_path, check=False)  # fmt: skip
+    proc = snakemake(
+        "resources/sources/bright.manifest.json",
+        "--cores",
+        "1",
+        "--configfile",
+        str(overlay),
+        cwd=tmp_path,
+        check=False,
+    )
     assert proc.returncode != 0
-    expected = ("error: sources.bright.local: directory /nonexistent/BRIGHT does not exist"
-                "  [log: resources/logs/download/bright.log]")  # fmt: skip
+    expected = (
+        "error: sources.bright.local: directory /nonexistent/BRIGHT does not exist"
+        "  [log: resources/logs/download/bright.log]"
+    )
     assert expected in proc.stderr.splitlines(), proc.stderr[-3000:]
 
 
@@ -256,8 +288,16 @@ def test_a_failed_forked_job_shows_its_own_error_line(tmp_path):
     broken.mkdir()
     (broken / "modules.json").write_text("{not json")
     (tmp_path / "broken.yaml").write_text(f"sources:\n  base_model: {{local: {broken}}}\n")
-    proc = snakemake("results/demo/models/widened", "--cores", "1", "--configfile", str(REPO / "demo/config.yaml"),
-                     str(tmp_path / "broken.yaml"), cwd=tmp_path, check=False)  # fmt: skip
+    proc = snakemake(
+        "results/demo/models/widened",
+        "--cores",
+        "1",
+        "--configfile",
+        str(REPO / "demo/config.yaml"),
+        str(tmp_path / "broken.yaml"),
+        cwd=tmp_path,
+        check=False,
+    )
     assert proc.returncode != 0
     log = tmp_path / "results/demo/logs/widen/widened.log"
     assert read_usage(tmp_path / "results/demo/benchmarks/widen/widened.usage.json")["status"] != 0  # it was forked
@@ -293,8 +333,15 @@ def test_config_text_never_reaches_a_shell_unquoted(tmp_path, payload):
     overlay = tmp_path / "evil.yaml"
     local = "/nonexistent/" + payload.format(marker=marker)
     overlay.write_text(yaml.safe_dump({"sources": {"bright": {"local": local}}}))
-    proc = snakemake("resources/sources/bright.manifest.json", "--cores", "1", "--configfile", str(overlay),
-                     cwd=tmp_path, check=False)  # fmt: skip
+    proc = snakemake(
+        "resources/sources/bright.manifest.json",
+        "--cores",
+        "1",
+        "--configfile",
+        str(overlay),
+        cwd=tmp_path,
+        check=False,
+    )
     assert proc.returncode != 0 and f"sources.bright.local: directory {local} does not exist" in proc.stderr
     assert not marker.exists()
 
@@ -304,7 +351,10 @@ def test_an_output_path_from_config_is_one_shell_word(tmp_path):
     marker = tmp_path / "pwned"
     assets = f"resources/demo$(touch {marker})"
     overlay = tmp_path / "evil.yaml"
-    overlay.write_text(yaml.safe_dump({"demo": {"assets_dir": assets, "queries_per_split": 2,
-                                                "documents_per_split": 6, "train_rows": 8}}))  # fmt: skip
+    overlay.write_text(
+        yaml.safe_dump(
+            {"demo": {"assets_dir": assets, "queries_per_split": 2, "documents_per_split": 6, "train_rows": 8}}
+        )
+    )
     snakemake(assets, "--cores", "1", "--configfile", str(REPO / "demo/config.yaml"), str(overlay), cwd=tmp_path)
     assert (tmp_path / assets / "BRIGHT").is_dir() and not marker.exists()

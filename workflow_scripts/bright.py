@@ -184,9 +184,13 @@ def _require_strings(path: Path, name: str, column: pa.Array, first_row: int) ->
 
 
 def check_split(
-    *, examples: list[dict[str, Any]], doc_ids: set[str], empty_documents: int, where: str,
+    *,
+    examples: list[dict[str, Any]],
+    doc_ids: set[str],
+    empty_documents: int,
+    where: str,
     gold_field: str = "gold_ids",
-) -> dict[str, int]:  # fmt: skip
+) -> dict[str, int]:
     """Refuse examples that share no gold id with the documents; count what is legal but odd.
 
     Parameters
@@ -241,14 +245,20 @@ def check_split(
 
 
 def validate_split(
-    root: str | Path, split: str, examples: list[dict[str, Any]], *, scan: CorpusScan | None = None,
-    gold_field: str = "gold_ids", label: str = "",
-) -> dict[str, int]:  # fmt: skip
+    root: str | Path,
+    split: str,
+    examples: list[dict[str, Any]],
+    *,
+    scan: CorpusScan | None = None,
+    gold_field: str = "gold_ids",
+    label: str = "",
+) -> dict[str, int]:
     """:func:`check_split` over a corpus of ``split`` (``scan``, default: its ``documents``);
     logs one warning line when something is odd (``label`` names the query set in it)."""
     scan = scan or scan_corpus(root, split)
-    counts = check_split(examples=examples, doc_ids=scan.ids, empty_documents=scan.empty, where=scan.where,
-                         gold_field=gold_field)  # fmt: skip
+    counts = check_split(
+        examples=examples, doc_ids=scan.ids, empty_documents=scan.empty, where=scan.where, gold_field=gold_field
+    )
     odd = {k: v for k, v in counts.items() if v and k not in ("queries", "documents", "excluded_ids")}
     if odd:
         logger.warning("BRIGHT %s%s: legal but odd (counted in the result's data_checks): %s", split, label, odd)

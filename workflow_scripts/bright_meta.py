@@ -19,22 +19,46 @@ REPO = "xlangai/BRIGHT"
 REVISION = "a75a0eb483f6a5233a6efc2d63d71540a4443dfb"
 # The 12 domains (BRIGHT's ``examples``/``documents`` splits), in the BRIGHT paper's order.
 SPLITS = [
-    "biology", "earth_science", "economics", "psychology", "robotics", "stackoverflow",
-    "sustainable_living", "leetcode", "pony", "aops", "theoremqa_questions", "theoremqa_theorems",
-]  # fmt: skip
+    "biology",
+    "earth_science",
+    "economics",
+    "psychology",
+    "robotics",
+    "stackoverflow",
+    "sustainable_living",
+    "leetcode",
+    "pony",
+    "aops",
+    "theoremqa_questions",
+    "theoremqa_theorems",
+]
 # ``{domain}`` of the card's query template ("Given a {domain} post, ..."), per split.
 DOMAINS = {
-    "biology": "Biology", "earth_science": "Earth Science", "economics": "Economics",
-    "psychology": "Psychology", "robotics": "Robotics", "stackoverflow": "Stackoverflow",
-    "sustainable_living": "Sustainable Living", "leetcode": "Leetcode", "pony": "Pony", "aops": "AoPS",
-    "theoremqa_questions": "TheoremQA", "theoremqa_theorems": "TheoremQA",
-}  # fmt: skip
+    "biology": "Biology",
+    "earth_science": "Earth Science",
+    "economics": "Economics",
+    "psychology": "Psychology",
+    "robotics": "Robotics",
+    "stackoverflow": "Stackoverflow",
+    "sustainable_living": "Sustainable Living",
+    "leetcode": "Leetcode",
+    "pony": "Pony",
+    "aops": "AoPS",
+    "theoremqa_questions": "TheoremQA",
+    "theoremqa_theorems": "TheoremQA",
+}
 # The splits that have a ``long_documents`` corpus (and ``gold_ids_long``): the StackExchange
 # seven and pony, as mteb's ``DOMAINS_LONG`` lists them.
 LONG_SPLITS = [
-    "biology", "earth_science", "economics", "psychology", "robotics", "stackoverflow",
-    "sustainable_living", "pony",
-]  # fmt: skip
+    "biology",
+    "earth_science",
+    "economics",
+    "psychology",
+    "robotics",
+    "stackoverflow",
+    "sustainable_living",
+    "pony",
+]
 # BRIGHT's LLM-reasoning query sets: configs with the ``examples`` schema whose ``query`` is a
 # model's reasoning about the question (``run.py --reasoning X`` reads ``X_reason``).
 REASONING_CONFIGS = ["Gemini-1.0_reason", "claude-3-opus_reason", "gpt4_reason", "grit_reason", "llama3-70b_reason"]

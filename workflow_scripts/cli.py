@@ -119,9 +119,13 @@ def parser_for(function: Callable[..., Any], parser: argparse.ArgumentParser) ->
         convert, several = _convert(hints.get(name, str))
         required = param.default is inspect.Parameter.empty
         parser.add_argument(
-            f"--{name.replace('_', '-')}", dest=name, type=convert, nargs="*" if several else None,
-            required=required, default=None if required else param.default,
-        )  # fmt: skip
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            type=convert,
+            nargs="*" if several else None,
+            required=required,
+            default=None if required else param.default,
+        )
     return parser
 
 
@@ -158,8 +162,11 @@ def spread_records(function: Callable[..., Any]) -> Callable[..., Any]:
         field_hints = typing.get_type_hints(records[name])
         for field in dataclasses.fields(records[name]):
             default = inspect.Parameter.empty if field.default is dataclasses.MISSING else field.default
-            parameters.append(inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=default,
-                                                annotation=field_hints[field.name]))  # fmt: skip
+            parameters.append(
+                inspect.Parameter(
+                    field.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=field_hints[field.name]
+                )
+            )
 
     @functools.wraps(function)
     def flat(**kwargs: Any) -> Any:

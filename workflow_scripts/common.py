@@ -426,9 +426,11 @@ def quiet_library_progress_bars() -> None:
     if sys.stderr.isatty():
         return
     os.environ.update(PROGRESS_BAR_SWITCHES)
-    for module, switch in (("huggingface_hub.utils", "disable_progress_bars"),
-                           ("transformers.utils.logging", "disable_progress_bar"),
-                           ("datasets.utils.tqdm", "disable_progress_bars")):  # fmt: skip
+    for module, switch in (
+        ("huggingface_hub.utils", "disable_progress_bars"),
+        ("transformers.utils.logging", "disable_progress_bar"),
+        ("datasets.utils.tqdm", "disable_progress_bars"),
+    ):
         if module in sys.modules:
             getattr(sys.modules[module], switch)()
 

@@ -131,8 +131,10 @@ def _duplicate_protocols(entries: dict[str, Any]) -> list[str]:
         return []  # a semantic problem, reported there
     return [
         f"config: evaluate/protocols/{b.name}: scores exactly what {a.name} does (same definition)"
-        for i, a in enumerate(protocols) for b in protocols[i + 1 :] if a.definition() == b.definition()
-    ]  # fmt: skip
+        for i, a in enumerate(protocols)
+        for b in protocols[i + 1 :]
+        if a.definition() == b.definition()
+    ]
 
 
 def float_integer_problems(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
@@ -229,8 +231,10 @@ def protocol_problems(evaluate: dict[str, Any]) -> list[str]:
         out.append("config: evaluate/protocols: every protocol is removed (false); keep at least one")
     for name, protocol in protocols.items():
         if not any(protocol.covers(s) for s in evaluate["splits"]):
-            out.append(f"config: evaluate/protocols/{name}: its corpus {protocol.corpus} exists for none of "
-                       f"evaluate/splits (only {', '.join(LONG_SPLITS)} have it)")  # fmt: skip
+            out.append(
+                f"config: evaluate/protocols/{name}: its corpus {protocol.corpus} exists for none of "
+                f"evaluate/splits (only {', '.join(LONG_SPLITS)} have it)"
+            )
     return out
 
 
@@ -445,8 +449,10 @@ def same_model_problems(config: dict[str, Any]) -> list[str]:
         key = _model_identity(source)
         if key in seen:
             what = f"local {source['local']}" if key[0] == "local" else f"{source['repo']} @ {source['revision'][:12]}"
-            out.append(f"config: evaluate_models/{name}: the same model as evaluate_models/{seen[key]} ({what}); "
-                       "evaluate it under one name")  # fmt: skip
+            out.append(
+                f"config: evaluate_models/{name}: the same model as evaluate_models/{seen[key]} ({what}); "
+                "evaluate it under one name"
+            )
         else:
             seen[key] = name
     return out
@@ -495,8 +501,11 @@ def overlay_problems(paths: list[str | Path]) -> list[str]:
                 value = value.get(key) if isinstance(value, dict) else None
             if isinstance(value, dict) and value:
                 where, kept = "/".join(keys), ", ".join(map(str, value))
-                how = f"remove a protocol with `{next(iter(value))}: false`" if keys[-1] == "protocols" else (
-                    "edit config.yaml, or give each key its own value")  # fmt: skip
+                how = (
+                    f"remove a protocol with `{next(iter(value))}: false`"
+                    if keys[-1] == "protocols"
+                    else ("edit config.yaml, or give each key its own value")
+                )
                 out.append(f"{path}: {where}: {{}} removes nothing (config files merge key by key: {kept} stay); {how}")
         update_config(before, overlay)
     return out

@@ -32,8 +32,15 @@ def main(argv: list[str] | None = None) -> None:
     argv
         The command and its ``--flag value`` words (None: ``sys.argv[1:]``).
     """
-    run_commands({"fetch": fetch_source, "build-shards": build_shards, "resolve-revision": print_revision,
-                  "lock": lock_revisions}, argv)  # fmt: skip
+    run_commands(
+        {
+            "fetch": fetch_source,
+            "build-shards": build_shards,
+            "resolve-revision": print_revision,
+            "lock": lock_revisions,
+        },
+        argv,
+    )
 
 
 if __name__ == "__main__":

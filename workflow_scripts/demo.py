@@ -198,8 +198,9 @@ def write_bright(root: Path, splits: dict[str, dict]) -> None:
     (the splits that have them, built from the chunks' pages) and the reasoning query sets."""
     configs: dict[str, dict[str, str]] = {}
     for split, data in splits.items():
-        corpora = {"documents": data["docs"]} | ({"long_documents": long_documents(data["docs"])}
-                                                 if split in LONG_SPLITS else {})  # fmt: skip
+        corpora = {"documents": data["docs"]} | (
+            {"long_documents": long_documents(data["docs"])} if split in LONG_SPLITS else {}
+        )
         for config, docs in corpora.items():
             table = pa.table({"id": list(docs), "content": list(docs.values())}, schema=DOCUMENTS_SCHEMA)
             _write_config(root, configs, config, split, table)
@@ -288,9 +289,14 @@ def write_base_model(root: Path, texts: list[str], seed: int) -> None:
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
     )
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-        sep_token="[SEP]", mask_token="[MASK]", model_max_length=512,
-    )  # fmt: skip
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=512,
+    )
     ids = {"pad_token_id": fast.pad_token_id, "cls_token_id": cls, "sep_token_id": sep}
     backbone = DEMO_BACKBONE | ids | {"vocab_size": len(fast), "bos_token_id": cls, "eos_token_id": sep}
     colbert = {"query_prefix": "[Q] ", "document_prefix": "[D] ", "query_length": 32, "document_length": 128}

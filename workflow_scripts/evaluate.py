@@ -123,8 +123,10 @@ def check_finite_scores(scores: torch.Tensor, documents: list[torch.Tensor], ids
     bad = torch.isnan(scores) | torch.isposinf(scores) | (torch.isneginf(scores) & ~empty)
     if bool(bad.any()):
         first = ids[int(bad.any(dim=0).nonzero()[0])]
-        raise UserError(f"{where}: {int(bad.sum())} MaxSim scores are NaN or infinite (first document {first!r}): "
-                        "the model's vectors are not finite; nothing was ranked")  # fmt: skip
+        raise UserError(
+            f"{where}: {int(bad.sum())} MaxSim scores are NaN or infinite (first document {first!r}): "
+            "the model's vectors are not finite; nothing was ranked"
+        )
 
 
 class ScoreSpread:
@@ -173,8 +175,9 @@ class ScoreSpread:
         }
 
 
-def result_flags(*, coverage: dict[str, int], score_checks: dict[str, Any], requested: dict[str, int],
-                 applied: dict[str, int]) -> list[str]:  # fmt: skip
+def result_flags(
+    *, coverage: dict[str, int], score_checks: dict[str, Any], requested: dict[str, int], applied: dict[str, int]
+) -> list[str]:
     """What a reader of one result must know before trusting or comparing it, one line each.
 
     Examples
@@ -190,14 +193,18 @@ def result_flags(*, coverage: dict[str, int], score_checks: dict[str, Any], requ
     out = []
     tied, ranked = score_checks["queries_all_scores_equal"], score_checks["queries_ranked"]
     if score_checks["split_all_scores_equal"]:
-        out.append("degenerate: every document of the split has the same score (ranking is tie order; "
-                   "the nDCG measures nothing)")  # fmt: skip
+        out.append(
+            "degenerate: every document of the split has the same score (ranking is tie order; "
+            "the nDCG measures nothing)"
+        )
     elif tied:
         out.append(f"degenerate: {tied} of {ranked} queries give every document the same score (ranked in tie order)")
     if coverage.get("missing"):
         covered = coverage["queries"] - coverage["extra"]
-        out.append(f"partial: the query set covers {covered} of the split's {coverage['split_queries']} queries; "
-                   "scored on those only (not comparable with a full split)")  # fmt: skip
+        out.append(
+            f"partial: the query set covers {covered} of the split's {coverage['split_queries']} queries; "
+            "scored on those only (not comparable with a full split)"
+        )
     for key, value in requested.items():
         if applied[key] != value:
             out.append(f"capped: {key} {value} requested, {applied[key]} applied (the model's limit)")
@@ -244,8 +251,12 @@ def _warn_unranked(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, fl
     missing = [q for q in judged if q not in run]
     if missing:
         shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
-        logger.warning("%d of %d qrels queries have no line in the run and are not scored (as trec_eval "
-                       "without -c): %s", len(missing), len(judged), shown)  # fmt: skip
+        logger.warning(
+            "%d of %d qrels queries have no line in the run and are not scored (as trec_eval without -c): %s",
+            len(missing),
+            len(judged),
+            shown,
+        )
 
 
 def _pytrec_measures(names: set[str]) -> set[str]:
@@ -377,8 +388,14 @@ def encode(
 ) -> list[torch.Tensor]:
     """Normalised token vectors, one (tokens, dim) tensor per text (padding/skiplist removed)."""
     with torch.inference_mode():
-        vecs = model.encode(texts, is_query=is_query, batch_size=batch_size, convert_to_numpy=False,
-                            convert_to_tensor=False, show_progress_bar=False)  # fmt: skip
+        vecs = model.encode(
+            texts,
+            is_query=is_query,
+            batch_size=batch_size,
+            convert_to_numpy=False,
+            convert_to_tensor=False,
+            show_progress_bar=False,
+        )
     return [v.to(device=device, dtype=dtype) for v in vecs]
 
 
@@ -408,16 +425,33 @@ def evaluate_split(
     the workflow runs is :func:`evaluate_job` with the configured protocols.
     """
     protocol = {
-        "name": "custom", "queries": "examples", "exclude_ids": exclude_ids, "corpus": "documents",
-        "qrels": "gold_ids", "templates": {split: query_template}, "domains": {split: domain},
+        "name": "custom",
+        "queries": "examples",
+        "exclude_ids": exclude_ids,
+        "corpus": "documents",
+        "qrels": "gold_ids",
+        "templates": {split: query_template},
+        "domains": {split: domain},
         "mteb": {split: [TASK_NAME, "standard", split]},
-    }  # fmt: skip
+    }
     return evaluate_job(
-        model_path=model_path, model_name=model_name, bright_manifest=bright_manifest, splits=[split],
-        protocols=[protocol], out_json=[str(out_json)], run_file=[str(run_file)], query_length=query_length,
-        document_length=document_length, overrides={}, top_k=top_k, chunk_size=chunk_size,
-        encode_batch_size=encode_batch_size, dtype=dtype, score_dtype=score_dtype, trust_remote_code=trust_remote_code,
-    )[0]  # fmt: skip
+        model_path=model_path,
+        model_name=model_name,
+        bright_manifest=bright_manifest,
+        splits=[split],
+        protocols=[protocol],
+        out_json=[str(out_json)],
+        run_file=[str(run_file)],
+        query_length=query_length,
+        document_length=document_length,
+        overrides={},
+        top_k=top_k,
+        chunk_size=chunk_size,
+        encode_batch_size=encode_batch_size,
+        dtype=dtype,
+        score_dtype=score_dtype,
+        trust_remote_code=trust_remote_code,
+    )[0]
 
 
 def evaluate_job(
@@ -480,15 +514,21 @@ def evaluate_job(
     started = time.time()
     root = source_root(bright_manifest)  # the data the manifest pinned, or one line
     revision = read_json(bright_manifest)["revision"]
-    lengths = {s: {"query_length": query_length, "document_length": document_length} | overrides.get(s, {})
-               for s in splits}  # fmt: skip
+    lengths = {
+        s: {"query_length": query_length, "document_length": document_length} | overrides.get(s, {}) for s in splits
+    }
     tasks = _plan(root, splits, protocols, out_json, run_file)
     corpora = _corpora(root, tasks, splits)  # every check before any model is loaded
     device, torch_dtype = _device_dtype(dtype)
     score_dtype = _score_dtype(score_dtype, device)
     first = lengths[splits[0]]
-    model = load_colbert(model_path, query_length=first["query_length"], document_length=first["document_length"],
-                         trust_remote_code=trust_remote_code, device=device)  # fmt: skip
+    model = load_colbert(
+        model_path,
+        query_length=first["query_length"],
+        document_length=first["document_length"],
+        trust_remote_code=trust_remote_code,
+        device=device,
+    )
     if device == "cuda":
         model.to(torch_dtype)
     requested, lengths = lengths, _applied_lengths(model, lengths)
@@ -496,14 +536,32 @@ def evaluate_job(
     _encode_queries(model, tasks, lengths, settings)
     for corpus in corpora:
         model.document_length = lengths[corpus.split]["document_length"]  # equal for splits sharing a corpus
-        _score_corpus(model, root, corpus, top_k=top_k, chunk_size=chunk_size, what=f"evaluate {model_name}",
-                      settings=settings, score_dtype=score_dtype)  # fmt: skip
-    run_info = {"model": model_name, "model_path": str(model_path), "top_k": top_k, "device": device,
-                "dtype": str(torch_dtype).removeprefix("torch."), "score_dtype": score_dtype, "job": job_name(splits),
-                "revision": revision, "started": started}  # fmt: skip
+        _score_corpus(
+            model,
+            root,
+            corpus,
+            top_k=top_k,
+            chunk_size=chunk_size,
+            what=f"evaluate {model_name}",
+            settings=settings,
+            score_dtype=score_dtype,
+        )
+    run_info = {
+        "model": model_name,
+        "model_path": str(model_path),
+        "top_k": top_k,
+        "device": device,
+        "dtype": str(torch_dtype).removeprefix("torch."),
+        "score_dtype": score_dtype,
+        "job": job_name(splits),
+        "revision": revision,
+        "started": started,
+    }
     owner = {id(task): corpus for corpus in corpora for task in corpus.tasks}
-    return [_finish(task, owner[id(task)], lengths[task.split] | {"requested_lengths": requested[task.split]},
-                    run_info) for task in tasks]  # fmt: skip
+    return [
+        _finish(task, owner[id(task)], lengths[task.split] | {"requested_lengths": requested[task.split]}, run_info)
+        for task in tasks
+    ]
 
 
 def _applied_lengths(model, lengths: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
@@ -573,13 +631,16 @@ class _Corpus:
     encoded: int = 0  # documents passed to the encoder: the corpus size, once
 
 
-def _plan(root: Path, splits: list[str], protocols: list[dict[str, Any]], out_json: list[str],
-          run_file: list[str]) -> list[_Task]:  # fmt: skip
+def _plan(
+    root: Path, splits: list[str], protocols: list[dict[str, Any]], out_json: list[str], run_file: list[str]
+) -> list[_Task]:
     """The job's tasks with their query sets loaded and checked row by row (each set read once)."""
     pairs = job_pairs([p["name"] for p in protocols], splits)
     if not (len(pairs) == len(out_json) == len(run_file)):
-        raise UserError(f"{len(pairs)} (protocol, split) results to write, but {len(out_json)} --out-json and "
-                        f"{len(run_file)} --run-file paths")  # fmt: skip
+        raise UserError(
+            f"{len(pairs)} (protocol, split) results to write, but {len(out_json)} --out-json and "
+            f"{len(run_file)} --run-file paths"
+        )
     by_name = {p["name"]: p for p in protocols}
     query_sets: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     tasks = []
@@ -594,11 +655,25 @@ def _plan(root: Path, splits: list[str], protocols: list[dict[str, Any]], out_js
             query_sets[split, "examples", "gold_ids"] = load_bright_examples(root, split)
         coverage = query_coverage(query_sets[key], query_sets[split, "examples", "gold_ids"])
         if coverage["missing"]:
-            logger.warning("BRIGHT %s: the %s query set covers %d of the split's %d queries: protocol %s is scored "
-                           "on those only (flagged in its result and the summary)", split, protocol["queries"],
-                           coverage["queries"] - coverage["extra"], coverage["split_queries"], name)  # fmt: skip
-        tasks.append(_Task(protocol=protocol, split=split, examples=query_sets[key], out_json=json_path,
-                           run_file=run_path, coverage=coverage))  # fmt: skip
+            logger.warning(
+                "BRIGHT %s: the %s query set covers %d of the split's %d queries: protocol %s is scored "
+                "on those only (flagged in its result and the summary)",
+                split,
+                protocol["queries"],
+                coverage["queries"] - coverage["extra"],
+                coverage["split_queries"],
+                name,
+            )
+        tasks.append(
+            _Task(
+                protocol=protocol,
+                split=split,
+                examples=query_sets[key],
+                out_json=json_path,
+                run_file=run_path,
+                coverage=coverage,
+            )
+        )
     return tasks
 
 
@@ -611,8 +686,12 @@ def query_coverage(queries: list[dict[str, Any]], split_queries: list[dict[str, 
     {'queries': 1, 'split_queries': 2, 'missing': 1, 'extra': 0}
     """
     ours, split = {q["id"] for q in queries}, {q["id"] for q in split_queries}
-    return {"queries": len(queries), "split_queries": len(split_queries), "missing": len(split - ours),
-            "extra": len(ours - split)}  # fmt: skip
+    return {
+        "queries": len(queries),
+        "split_queries": len(split_queries),
+        "missing": len(split - ours),
+        "extra": len(ours - split),
+    }
 
 
 def _corpora(root: Path, tasks: list[_Task], splits: list[str]) -> list[_Corpus]:
@@ -631,15 +710,25 @@ def _corpora(root: Path, tasks: list[_Task], splits: list[str]) -> list[_Corpus]
         scan = scans[corpus, split]
         key = (split, task.protocol["queries"], task.protocol["qrels"], corpus)
         if key not in checks:
-            checks[key] = validate_split(root, split, task.examples, scan=scan, gold_field=task.protocol["qrels"],
-                                         label=f" ({task.protocol['queries']} on {corpus})")  # fmt: skip
+            checks[key] = validate_split(
+                root,
+                split,
+                task.examples,
+                scan=scan,
+                gold_field=task.protocol["qrels"],
+                label=f" ({task.protocol['queries']} on {corpus})",
+            )
         task.checks = checks[key]
         groups.setdefault((corpus, scan.sha256), _Corpus(corpus=corpus, split=split, scan=scan)).tasks.append(task)
     for corpus in {c for c, _ in scans}:
         apart = [s for s in splits if (corpus, s) in scans]
         if len({scans[corpus, s].sha256 for s in apart}) > 1 and len(apart) > 1:
-            logger.warning("%s: the %s of %s differ (ids or texts): each is encoded, not one for all",
-                           root, corpus, " and ".join(apart))  # fmt: skip
+            logger.warning(
+                "%s: the %s of %s differ (ids or texts): each is encoded, not one for all",
+                root,
+                corpus,
+                " and ".join(apart),
+            )
     return list(groups.values())
 
 
@@ -659,8 +748,17 @@ def _encode_queries(model, tasks: list[_Task], lengths: dict[str, dict[str, int]
         done[key] = task
 
 
-def _score_corpus(model, root: Path, corpus: _Corpus, *, top_k: int, chunk_size: int, what: str,
-                  settings: dict[str, Any], score_dtype: str = "float32") -> None:  # fmt: skip
+def _score_corpus(
+    model,
+    root: Path,
+    corpus: _Corpus,
+    *,
+    top_k: int,
+    chunk_size: int,
+    what: str,
+    settings: dict[str, Any],
+    score_dtype: str = "float32",
+) -> None:
     """Stream one corpus: encode each chunk once, score it for every task, merge each task's top-k."""
     for task in corpus.tasks:
         task.topk = TopK(len(task.examples), top_k)
@@ -696,30 +794,59 @@ def _finish(task: _Task, corpus: _Corpus, lengths: dict[str, int], info: dict[st
     run = _ranked(task.topk, task.qids, corpus.doc_ids)
     metrics = score_run(task.qrels, {q: dict(docs) for q, docs in run.items()})
     write_run(task.run_file, run, tag=f"{info['model']}.{protocol['name']}")
-    timing = {"document_encode_seconds": corpus.encode_seconds, "query_encode_seconds": task.query_seconds,
-              "score_seconds": task.score_seconds, "job_seconds": time.time() - info["started"]}  # fmt: skip
+    timing = {
+        "document_encode_seconds": corpus.encode_seconds,
+        "query_encode_seconds": task.query_seconds,
+        "score_seconds": task.score_seconds,
+        "job_seconds": time.time() - info["started"],
+    }
     task_name, eval_split, subset = protocol["mteb"][split]
-    result = _mteb_result(task=task_name, eval_split=eval_split, subset=subset, metrics=metrics["mean"],
-                          revision=info["revision"], seconds=sum(v for k, v in timing.items() if k != "job_seconds"))  # fmt: skip
+    result = _mteb_result(
+        task=task_name,
+        eval_split=eval_split,
+        subset=subset,
+        metrics=metrics["mean"],
+        revision=info["revision"],
+        seconds=sum(v for k, v in timing.items() if k != "job_seconds"),
+    )
     result["protocol"] = {
-        "name": protocol["name"], "query_source": protocol["queries"],
-        "query_template": protocol["templates"][split], "domain": protocol["domains"][split],
-        "excluded_ids_removed": protocol["exclude_ids"], "corpus": protocol["corpus"], "qrels": protocol["qrels"],
-        "model": info["model"], "model_path": info["model_path"], "split": split, "exact_maxsim": True,
-        **lengths, "documents": len(corpus.doc_ids), "queries": len(task.examples), "top_k": info["top_k"],
-        "device": info["device"], "dtype": info["dtype"], "score_dtype": info["score_dtype"],
-    }  # fmt: skip
+        "name": protocol["name"],
+        "query_source": protocol["queries"],
+        "query_template": protocol["templates"][split],
+        "domain": protocol["domains"][split],
+        "excluded_ids_removed": protocol["exclude_ids"],
+        "corpus": protocol["corpus"],
+        "qrels": protocol["qrels"],
+        "model": info["model"],
+        "model_path": info["model_path"],
+        "split": split,
+        "exact_maxsim": True,
+        **lengths,
+        "documents": len(corpus.doc_ids),
+        "queries": len(task.examples),
+        "top_k": info["top_k"],
+        "device": info["device"],
+        "dtype": info["dtype"],
+        "score_dtype": info["score_dtype"],
+    }
     result["timing"] = timing
     result["encoding"] = {
-        "job": info["job"], "corpus_split": corpus.split, "corpus_sha256": corpus.scan.sha256,
-        "documents_encoded": corpus.encoded, "scored_on_this_encoding": [t.label for t in corpus.tasks],
+        "job": info["job"],
+        "corpus_split": corpus.split,
+        "corpus_sha256": corpus.scan.sha256,
+        "documents_encoded": corpus.encoded,
+        "scored_on_this_encoding": [t.label for t in corpus.tasks],
         "query_vectors_shared_with": task.shares_queries_with,
-    }  # fmt: skip
+    }
     result["data_checks"] = task.checks  # what BRIGHT allows but is odd (bright.check_split)
     result["coverage"] = task.coverage
     result["score_checks"] = task.spread.summary(task.qids)
-    result["flags"] = result_flags(coverage=task.coverage, score_checks=result["score_checks"],
-                                   requested=lengths["requested_lengths"], applied=lengths)  # fmt: skip
+    result["flags"] = result_flags(
+        coverage=task.coverage,
+        score_checks=result["score_checks"],
+        requested=lengths["requested_lengths"],
+        applied=lengths,
+    )
     for flag in (f for f in result["flags"] if f.startswith("degenerate")):  # the others were said when found
         logger.warning("%s %s: %s", info["model"], task.label, flag)
     result["per_query"] = {q: v["ndcg_at_10"] for q, v in metrics["per_query"].items()}

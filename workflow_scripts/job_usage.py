@@ -98,8 +98,9 @@ def read_usage(path: str | Path) -> dict[str, float] | None:
         if not all(isinstance(record[k], int | float) and not isinstance(record[k], bool) for k in KEYS):
             raise ValueError
     except ValueError:
-        raise UsageError(f"{path}: not a job usage record (a JSON object with {', '.join(KEYS)}); "
-                         "delete it and rerun the job") from None  # fmt: skip
+        raise UsageError(
+            f"{path}: not a job usage record (a JSON object with {', '.join(KEYS)}); delete it and rerun the job"
+        ) from None
     return record
 
 

@@ -33,8 +33,14 @@ SEED_NAME = "{experiment}.seed{seed}"  # one experiment per seed of an experimen
 WIDEN_KEYS = ("to", "seed", "std_fraction", "min_std", "use_residual_2_dense")
 # train settings that do not change what is learned: the cluster shape (the global batch
 # fixes the optimisation; world size only splits it) and bookkeeping
-TRAIN_NON_RECIPE = ("nodes", "gpus_per_node", "save_steps", "save_total_limit", "logging_steps",
-                    "dataloader_num_workers")  # fmt: skip
+TRAIN_NON_RECIPE = (
+    "nodes",
+    "gpus_per_node",
+    "save_steps",
+    "save_total_limit",
+    "logging_steps",
+    "dataloader_num_workers",
+)
 STAGES = ("stage1", "stage2")
 
 
@@ -214,8 +220,11 @@ class Lineage:
         pairs = [(m, a) for m in evaluated if m in self.models and (a := self.evaluated_ancestor(m)) is not None]
         final = {e: self.model_id(e, self.kinds(e)[-1]) for e in self.experiments}
         if MAIN in final:
-            pairs += [(final[e], final[MAIN]) for e in self.experiments[1:]
-                      if final[e] != final[MAIN] and {final[e], final[MAIN]} <= set(evaluated)]  # fmt: skip
+            pairs += [
+                (final[e], final[MAIN])
+                for e in self.experiments[1:]
+                if final[e] != final[MAIN] and {final[e], final[MAIN]} <= set(evaluated)
+            ]
         return list(dict.fromkeys(pairs))
 
     def seed_groups(self) -> list[dict[str, Any]]:
@@ -257,11 +266,16 @@ class Lineage:
         given = self.config.get("experiments") or {}
         out = []
         if (given.get(MAIN) or {}).get("seeds") is not None:
-            out.append("config: experiments/main/seeds: main is the recipe's one run (the top-level seed); "
-                       "give seeds to another experiment, e.g. seeds: {seeds: [0, 1]}")  # fmt: skip
+            out.append(
+                "config: experiments/main/seeds: main is the recipe's one run (the top-level seed); "
+                "give seeds to another experiment, e.g. seeds: {seeds: [0, 1]}"
+            )
         for name, by_seed in self.seeded.items():
-            out += [f"config: experiments/{name}/seeds: seed {seed} would be experiment {e!r}, which is also declared"
-                    for seed, e in by_seed.items() if e in given]  # fmt: skip
+            out += [
+                f"config: experiments/{name}/seeds: seed {seed} would be experiment {e!r}, which is also declared"
+                for seed, e in by_seed.items()
+                if e in given
+            ]
         return out + self.pair_problems()
 
     def pair_problems(self) -> list[str]:
@@ -272,8 +286,10 @@ class Lineage:
         for i, pair in enumerate(pairs):
             unknown = [m for m in pair if m not in evaluated]
             if unknown:
-                out.append(f"config: statistics/pairs/{i}: {unknown[0]!r} is not an evaluated model "
-                           f"(evaluated: {', '.join(evaluated)})")  # fmt: skip
+                out.append(
+                    f"config: statistics/pairs/{i}: {unknown[0]!r} is not an evaluated model "
+                    f"(evaluated: {', '.join(evaluated)})"
+                )
             elif pair[0] == pair[1]:
                 out.append(f"config: statistics/pairs/{i}: a model against itself ({pair[0]!r})")
         return out

@@ -137,9 +137,15 @@ def maxsim_scores(
 
 
 def _score_blocks(
-    documents: list[torch.Tensor], q_all: torch.Tensor, summer: torch.Tensor, out: torch.Tensor,
-    blocks: list[tuple[list[int], int]], *, q_block: int, rows: int,
-) -> None:  # fmt: skip
+    documents: list[torch.Tensor],
+    q_all: torch.Tensor,
+    summer: torch.Tensor,
+    out: torch.Tensor,
+    blocks: list[tuple[list[int], int]],
+    *,
+    q_block: int,
+    rows: int,
+) -> None:
     """Score ``blocks`` into their columns of ``out`` (one worker's share), with its own buffers.
 
     The buffers are made once and reused by every block: fresh large allocations would cost
@@ -259,9 +265,15 @@ def _pack(documents: list[torch.Tensor], idx: list[int], longest: int, *, out: t
 
 
 def _block_max(
-    packed: torch.Tensor, longest: int, q_all: torch.Tensor, *, q_block: int, rows: int, tile: torch.Tensor,
+    packed: torch.Tensor,
+    longest: int,
+    q_all: torch.Tensor,
+    *,
+    q_block: int,
+    rows: int,
+    tile: torch.Tensor,
     out: torch.Tensor,
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """Max over each document's tokens of its similarities to every query token, into ``out``.
 
     ``packed`` is (docs x longest, dim), ``out`` (docs, Q tokens). Tiles of at most ``rows``

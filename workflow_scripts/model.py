@@ -121,9 +121,14 @@ def widen(
         _write_dense_config(tmp / dense[-1]["path"], out_features=to)
         _set_residual(tmp, use_residual_2_dense)
         report = verify_widening(
-            old_path=src, new_path=tmp, old_rows=old.shape[0], seed=seed,
-            std_fraction=std_fraction, min_std=min_std, use_residual_2_dense=use_residual_2_dense,
-        )  # fmt: skip
+            old_path=src,
+            new_path=tmp,
+            old_rows=old.shape[0],
+            seed=seed,
+            std_fraction=std_fraction,
+            min_std=min_std,
+            use_residual_2_dense=use_residual_2_dense,
+        )
         report.update({"source": str(src), "dense_layer": dense[-1]["path"], "in_features": config["in_features"]})
     write_json(verify_path, report)
     return report
@@ -164,9 +169,12 @@ def load_colbert(path: str | Path, *, trust_remote_code: bool = False, **kwargs:
     check_finite_weights(path)
     check_prefix_tokens(path)
     model = models.ColBERT(
-        str(path), device=kwargs.pop("device", "cpu"), trust_remote_code=trust_remote_code,
-        model_kwargs={"use_safetensors": True}, **kwargs,
-    )  # fmt: skip
+        str(path),
+        device=kwargs.pop("device", "cpu"),
+        trust_remote_code=trust_remote_code,
+        model_kwargs={"use_safetensors": True},
+        **kwargs,
+    )
     guard_padding(model)  # no fully masked attention row: no NaN from padding on CUDA
     return model
 
@@ -205,8 +213,10 @@ def check_finite_weights(checkpoint: str | Path) -> None:
                 if tensor.is_floating_point() or tensor.is_complex():
                     bad = int((~torch.isfinite(tensor)).sum())
                     if bad:
-                        raise UserError(f"{file}: tensor {name!r} has {bad} non-finite values (NaN or inf) of "
-                                        f"{tensor.numel()}; refusing to load these weights")  # fmt: skip
+                        raise UserError(
+                            f"{file}: tensor {name!r} has {bad} non-finite values (NaN or inf) of "
+                            f"{tensor.numel()}; refusing to load these weights"
+                        )
 
 
 def _prefixes(checkpoint: Path) -> dict[str, str]:
@@ -250,11 +260,15 @@ def check_prefix_tokens(checkpoint: str | Path) -> None:
     for key, prefix in prefixes.items():
         token_id = tokenizer.token_to_id(prefix)
         if token_id is None:
-            raise UserError(f"{file}: has no token {prefix!r}, the {key} its config_sentence_transformers.json names "
-                            "(PyLate would add it with a random embedding: scores would not be reproducible)")  # fmt: skip
+            raise UserError(
+                f"{file}: has no token {prefix!r}, the {key} its config_sentence_transformers.json names "
+                "(PyLate would add it with a random embedding: scores would not be reproducible)"
+            )
         if rows is not None and token_id >= rows:
-            raise UserError(f"{file}: token {prefix!r} ({key}) has id {token_id}, past the {rows} rows of the "
-                            "embedding matrix (PyLate would resize it with random rows)")  # fmt: skip
+            raise UserError(
+                f"{file}: token {prefix!r} ({key}) has id {token_id}, past the {rows} rows of the "
+                "embedding matrix (PyLate would resize it with random rows)"
+            )
 
 
 def _transformer_path(checkpoint: Path) -> str:
@@ -290,15 +304,26 @@ def effective_length(model, requested: int, *, what: str) -> int:
     limit = max_tokens(model)
     if limit is None or requested <= limit:
         return requested
-    logger.warning("%s: %d requested, %d applied (the model takes at most %d tokens: max_position_embeddings)",
-                   what, requested, limit, limit)  # fmt: skip
+    logger.warning(
+        "%s: %d requested, %d applied (the model takes at most %d tokens: max_position_embeddings)",
+        what,
+        requested,
+        limit,
+        limit,
+    )
     return limit
 
 
 def verify_widening(
-    *, old_path: Path, new_path: Path, old_rows: int, seed: int, std_fraction: float, min_std: float,
+    *,
+    old_path: Path,
+    new_path: Path,
+    old_rows: int,
+    seed: int,
+    std_fraction: float,
+    min_std: float,
     use_residual_2_dense: bool | None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Check the widened checkpoint; raise on failure, return the figures for the report."""
     old_model = load_colbert(old_path)
     new_model = load_colbert(new_path)

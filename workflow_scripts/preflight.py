@@ -147,12 +147,24 @@ def train_step_flops(
     shape = {k: arch[k] for k in ("matmul_parameters", "layers", "hidden")}
     encoder = per_device * (encoder_flops(query_length, **shape) + 2 * encoder_flops(document_length, **shape))
     score = 2.0 * per_device * candidates * query_length * document_length * arch["dim"]
-    return {"encoder_forward": encoder, "score_forward": score, "executed": 4 * encoder + 3 * score,
-            "model": 3 * encoder + 3 * score}  # fmt: skip
+    return {
+        "encoder_forward": encoder,
+        "score_forward": score,
+        "executed": 4 * encoder + 3 * score,
+        "model": 3 * encoder + 3 * score,
+    }
 
 
-def project_training(*, measured: dict[str, Any], rows: int, devices: int, per_device: int, global_batch: int,
-                     epochs: float = 1.0, accumulation: int = 1) -> dict[str, Any]:  # fmt: skip
+def project_training(
+    *,
+    measured: dict[str, Any],
+    rows: int,
+    devices: int,
+    per_device: int,
+    global_batch: int,
+    epochs: float = 1.0,
+    accumulation: int = 1,
+) -> dict[str, Any]:
     """One stage's wall time and GPU-hours for ``rows`` triples on ``devices`` at the forecast's batch.
 
     ``measured`` is a ``train`` measurement (its ``step_seconds``, ``per_device_batch_size``,
@@ -171,18 +183,31 @@ def project_training(*, measured: dict[str, Any], rows: int, devices: int, per_d
     (100, 0.8333333333333334, 6.666666666666667, 'measured step time x 100 steps')
     """
     steps = int(rows * epochs) // global_batch  # the trainer drops the last partial batch
-    micro = train_step_flops(per_device=per_device, candidates=2 * global_batch // accumulation if devices > 1
-                             else 2 * per_device, query_length=measured["query_length"],
-                             document_length=measured["document_length"], arch=measured["arch"])  # fmt: skip
+    micro = train_step_flops(
+        per_device=per_device,
+        candidates=2 * global_batch // accumulation if devices > 1 else 2 * per_device,
+        query_length=measured["query_length"],
+        document_length=measured["document_length"],
+        arch=measured["arch"],
+    )
     target = {k: accumulation * v for k, v in micro.items()}  # each micro-batch is its own contrastive batch
     same = per_device == measured["per_device_batch_size"] and target["executed"] == measured["flops"]["executed"]
     step = measured["step_seconds"] * target["executed"] / measured["flops"]["executed"]
-    how = (f"measured step time x {steps} steps" if same else
-           f"measured FLOP rate ({measured['flops']['executed'] / measured['step_seconds'] / 1e12:.3g} TFLOP/s) "
-           f"x FLOPs of {steps} steps at per-device {per_device}, global {global_batch}")  # fmt: skip
+    how = (
+        f"measured step time x {steps} steps"
+        if same
+        else f"measured FLOP rate ({measured['flops']['executed'] / measured['step_seconds'] / 1e12:.3g} TFLOP/s) "
+        f"x FLOPs of {steps} steps at per-device {per_device}, global {global_batch}"
+    )
     wall = steps * step
-    return {"rows": rows, "steps": steps, "step_seconds": step, "wall_hours": wall / 3600,
-            "gpu_hours": wall * devices / 3600, "how": how}  # fmt: skip
+    return {
+        "rows": rows,
+        "steps": steps,
+        "step_seconds": step,
+        "wall_hours": wall / 3600,
+        "gpu_hours": wall * devices / 3600,
+        "how": how,
+    }
 
 
 def project_split(*, measured: dict[str, Any], documents: int, queries: int) -> dict[str, Any]:
@@ -205,9 +230,15 @@ def project_split(*, measured: dict[str, Any], documents: int, queries: int) -> 
     encode = doc_tokens / measured["document_tokens_per_s"]
     query = queries * measured["query_seconds"]
     score = queries * measured["mean_query_tokens"] * doc_tokens / measured["score_pairs_per_s"]
-    return {"documents": documents, "queries": queries, "encode_seconds": encode, "query_seconds": query,
-            "score_seconds": score, "seconds": encode + query + score,
-            "how": "measured tokens/s x document tokens + s/query x queries + pairs/s x query-document token pairs"}  # fmt: skip
+    return {
+        "documents": documents,
+        "queries": queries,
+        "encode_seconds": encode,
+        "query_seconds": query,
+        "score_seconds": score,
+        "seconds": encode + query + score,
+        "how": "measured tokens/s x document tokens + s/query x queries + pairs/s x query-document token pairs",
+    }
 
 
 # Dense fp32 peak (no tensor cores): the exact scorer's GEMMs run in float32 by default
@@ -215,8 +246,9 @@ def project_split(*, measured: dict[str, Any], documents: int, queries: int) -> 
 PEAK_FP32_TFLOPS = {"H100 PCIe": 51.0, "H100": 67.0, "H200": 67.0, "A100": 19.5, "L40S": 91.6, "L4": 30.3}
 
 
-def project_split_from_flops(*, measured: dict[str, Any], arch: dict[str, int], documents: int, queries: int,
-                             gpu: str, mfu: float) -> dict[str, Any]:  # fmt: skip
+def project_split_from_flops(
+    *, measured: dict[str, Any], arch: dict[str, int], documents: int, queries: int, gpu: str, mfu: float
+) -> dict[str, Any]:
     """One split's evaluation time (one model) on one ``gpu`` from FLOPs, for a measurement made on a CPU.
 
     Encoding every document and query once (:func:`encoder_flops` at the measured mean token
@@ -234,15 +266,27 @@ def project_split_from_flops(*, measured: dict[str, Any], arch: dict[str, int], 
     """
     shape = {k: arch[k] for k in ("matmul_parameters", "layers", "hidden")}
     doc_tokens, query_tokens = measured["mean_document_tokens"], measured["mean_query_tokens"]
-    encode = documents * encoder_flops(round(doc_tokens), **shape) + queries * encoder_flops(round(query_tokens), **shape)
+    encode = documents * encoder_flops(round(doc_tokens), **shape) + queries * encoder_flops(
+        round(query_tokens), **shape
+    )
     score = 2.0 * queries * query_tokens * documents * doc_tokens * arch["dim"]
     encode_s = encode / (PEAK_TFLOPS[gpu] * 1e12 * mfu)
     score_s = score / (PEAK_FP32_TFLOPS[gpu] * 1e12 * mfu)
-    how = (f"FLOPs / ({gpu} peak x ASSUMED MFU {mfu:g}): encoding at {PEAK_TFLOPS[gpu]:g} TFLOP/s bf16, "
-           f"exact MaxSim at {PEAK_FP32_TFLOPS[gpu]:g} TFLOP/s fp32")  # fmt: skip
-    return {"documents": documents, "queries": queries, "encode_flops": encode, "score_flops": score,
-            "encode_seconds": encode_s, "query_seconds": 0.0, "score_seconds": score_s,
-            "seconds": encode_s + score_s, "how": how}  # fmt: skip
+    how = (
+        f"FLOPs / ({gpu} peak x ASSUMED MFU {mfu:g}): encoding at {PEAK_TFLOPS[gpu]:g} TFLOP/s bf16, "
+        f"exact MaxSim at {PEAK_FP32_TFLOPS[gpu]:g} TFLOP/s fp32"
+    )
+    return {
+        "documents": documents,
+        "queries": queries,
+        "encode_flops": encode,
+        "score_flops": score,
+        "encode_seconds": encode_s,
+        "query_seconds": 0.0,
+        "score_seconds": score_s,
+        "seconds": encode_s + score_s,
+        "how": how,
+    }
 
 
 def peak_tflops(device_name: str) -> float | None:
@@ -712,8 +756,13 @@ def device_memory() -> dict[str, Any]:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kilobytes
         capacity = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         kind, name = "process peak RSS", f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
-    return {"device": name, "kind": kind, "peak_bytes": peak, "capacity_bytes": capacity,
-            "headroom_bytes": capacity - peak}  # fmt: skip
+    return {
+        "device": name,
+        "kind": kind,
+        "peak_bytes": peak,
+        "capacity_bytes": capacity,
+        "headroom_bytes": capacity - peak,
+    }
 
 
 def architecture(model: Any) -> dict[str, int]:
@@ -722,9 +771,14 @@ def architecture(model: Any) -> dict[str, int]:
     embeddings = backbone.get_input_embeddings().weight.numel()
     total = sum(p.numel() for p in model.parameters())
     config = backbone.config
-    return {"parameters": total, "matmul_parameters": total - embeddings, "layers": config.num_hidden_layers,
-            "hidden": config.hidden_size, "dim": int(model[-1].out_features),
-            "largest_parameter": max(p.numel() for p in model.parameters())}  # fmt: skip
+    return {
+        "parameters": total,
+        "matmul_parameters": total - embeddings,
+        "layers": config.num_hidden_layers,
+        "hidden": config.hidden_size,
+        "dim": int(model[-1].out_features),
+        "largest_parameter": max(p.numel() for p in model.parameters()),
+    }
 
 
 def _shards_for(files: list[str], rows: int) -> list[str]:
@@ -748,7 +802,9 @@ def _stage_rows(files: list[str]) -> int:
 
 
 # --------------------------------------------------------------------------- train
-def replay_false_negatives(trainer: Any, dataset: Any, *, per_device: int, world: int, batches: int, seed: int) -> dict[str, Any]:  # fmt: skip
+def replay_false_negatives(
+    trainer: Any, dataset: Any, *, per_device: int, world: int, batches: int, seed: int
+) -> dict[str, Any]:
     """In-batch false negatives of the first ``batches`` contrastive batches the trainer's sampler would draw.
 
     The batch sampler is the trainer's own (``train.batch_sampler``) at ``per_device``;
@@ -762,9 +818,13 @@ def replay_false_negatives(trainer: Any, dataset: Any, *, per_device: int, world
 
     generator = torch.Generator()
     generator.manual_seed(seed)
-    sampler = trainer.get_batch_sampler(dataset, batch_size=per_device, drop_last=True,
-                                        valid_label_columns=trainer.data_collator.valid_label_columns,
-                                        generator=generator)  # fmt: skip
+    sampler = trainer.get_batch_sampler(
+        dataset,
+        batch_size=per_device,
+        drop_last=True,
+        valid_label_columns=trainer.data_collator.valid_label_columns,
+        generator=generator,
+    )
     found, group = [], []
     for indices in sampler:
         group.extend(indices)
@@ -781,9 +841,13 @@ def replay_false_negatives(trainer: Any, dataset: Any, *, per_device: int, world
         "rows_per_batch": per_device * world,
         "rows_with_false_negative_rate_mean": statistics.fmean(rates) if rates else None,
         "rows_with_false_negative_rate_max": max(rates, default=None),
-        "false_negative_pairs_per_batch_mean": statistics.fmean(f["false_negative_pairs"] for f in found) if found else None,
-        "duplicate_query_rows_per_batch_mean": statistics.fmean(f["duplicate_query_rows"] for f in found) if found else None,
-    }  # fmt: skip
+        "false_negative_pairs_per_batch_mean": statistics.fmean(f["false_negative_pairs"] for f in found)
+        if found
+        else None,
+        "duplicate_query_rows_per_batch_mean": statistics.fmean(f["duplicate_query_rows"] for f in found)
+        if found
+        else None,
+    }
 
 
 def _step_timer():
@@ -817,9 +881,17 @@ def _measured_training(
     """
     from .trainer import make_trainer
 
-    training = make_trainer(model=model, dataset=dataset, settings=settings, output_dir=scratch / "trainer",
-                            device=_device(), world_size=world_size, label=f"preflight {stage}", per_device=per_device,
-                            save_checkpoints=False)  # fmt: skip
+    training = make_trainer(
+        model=model,
+        dataset=dataset,
+        settings=settings,
+        output_dir=scratch / "trainer",
+        device=_device(),
+        world_size=world_size,
+        label=f"preflight {stage}",
+        per_device=per_device,
+        save_checkpoints=False,
+    )
     timer = _step_timer()
     training.trainer.add_callback(timer)
     return training, timer
@@ -885,23 +957,40 @@ def measure_training(
     per_device = per_device_batch_size or real_per_device(settings.global_batch_size, world["world_size"], accumulation)
     forecast_per_device = real_per_device(forecast_global_batch_size, forecast_devices, accumulation)
     files = shard_files(shards)
-    needed = max(per_device * world["world_size"] * accumulation * train_steps,
-                 forecast_global_batch_size * false_negative_batches)  # fmt: skip
-    model = load_colbert(init_model, query_length=settings.query_length, document_length=settings.document_length,
-                         trust_remote_code=trust_remote_code, device=_device())  # fmt: skip
+    needed = max(
+        per_device * world["world_size"] * accumulation * train_steps,
+        forecast_global_batch_size * false_negative_batches,
+    )
+    model = load_colbert(
+        init_model,
+        query_length=settings.query_length,
+        document_length=settings.document_length,
+        trust_remote_code=trust_remote_code,
+        device=_device(),
+    )
     settings = measured_settings(settings, steps=train_steps, device=_device())
     scratch = Path(tempfile.mkdtemp(dir=Path(out_json).parent, prefix=f".{Path(out_json).name}.tmp-"))
     try:
         dataset = load_triples(_shards_for(files, needed), scratch / "datasets-cache")
         training, timer = _measured_training(
-            model=model, dataset=dataset, scratch=scratch, settings=settings, stage=stage,
-            world_size=world["world_size"], per_device=per_device,
-        )  # fmt: skip
+            model=model,
+            dataset=dataset,
+            scratch=scratch,
+            settings=settings,
+            stage=stage,
+            world_size=world["world_size"],
+            per_device=per_device,
+        )
         replay = None
         if world["rank"] == 0:  # the sampler replay needs no model and no other rank
-            replay = replay_false_negatives(training.trainer, dataset, per_device=forecast_per_device,
-                                            world=forecast_devices, batches=false_negative_batches,
-                                            seed=settings.seed)  # fmt: skip
+            replay = replay_false_negatives(
+                training.trainer,
+                dataset,
+                per_device=forecast_per_device,
+                world=forecast_devices,
+                batches=false_negative_batches,
+                seed=settings.seed,
+            )
         wall = _timed_train(training=training, stage=stage, rank=world["rank"])
         memory = _max_over_ranks(device_memory())
         if world["rank"] == 0:
@@ -912,15 +1001,34 @@ def measure_training(
         shutil.rmtree(scratch, ignore_errors=True)
     if world["rank"] != 0:
         return {}
-    result = _training_result(model=model, trainer=training.trainer, seconds=timer.seconds,
-                              world_size=world["world_size"], per_device=per_device, settings=settings,
-                              memory=memory)  # fmt: skip
-    result |= {"stage": stage, "init_model": init_model, "real_per_device_batch_size": forecast_per_device,
-               "train_wall_s": wall, "rows_loaded": len(dataset), "stage_rows": _stage_rows(files),
-               **_loss_facts(training=training, settings=settings, replay=replay), **extra}  # fmt: skip
+    result = _training_result(
+        model=model,
+        trainer=training.trainer,
+        seconds=timer.seconds,
+        world_size=world["world_size"],
+        per_device=per_device,
+        settings=settings,
+        memory=memory,
+    )
+    result |= {
+        "stage": stage,
+        "init_model": init_model,
+        "real_per_device_batch_size": forecast_per_device,
+        "train_wall_s": wall,
+        "rows_loaded": len(dataset),
+        "stage_rows": _stage_rows(files),
+        **_loss_facts(training=training, settings=settings, replay=replay),
+        **extra,
+    }
     write_json(out_json, result)
-    logger.info("preflight %s: %.1f s/step at per-device %d, %.2f samples/s, peak %.2f GiB", stage,
-                result["step_seconds"], per_device, result["samples_per_s"], memory["peak_bytes"] / GIB)  # fmt: skip
+    logger.info(
+        "preflight %s: %.1f s/step at per-device %d, %.2f samples/s, peak %.2f GiB",
+        stage,
+        result["step_seconds"],
+        per_device,
+        result["samples_per_s"],
+        memory["peak_bytes"] / GIB,
+    )
     return result
 
 
@@ -967,8 +1075,16 @@ def _rank0_extras(*, model: Any, dataset: Any, settings: TrainSettings) -> dict[
     return {"token_lengths": lengths, "calibration": calibration}
 
 
-def _training_result(*, model: Any, trainer: Any, seconds: list[float], world_size: int, per_device: int,
-                     settings: TrainSettings, memory: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+def _training_result(
+    *,
+    model: Any,
+    trainer: Any,
+    seconds: list[float],
+    world_size: int,
+    per_device: int,
+    settings: TrainSettings,
+    memory: dict[str, Any],
+) -> dict[str, Any]:
     """Step time (the first step, with the warm-up, left out when there are more), rates, FLOPs, MFU."""
     arch = architecture(model)
     accumulation = settings.gradient_accumulation_steps
@@ -981,14 +1097,28 @@ def _training_result(*, model: Any, trainer: Any, seconds: list[float], world_si
     samples = per_device * accumulation / step  # one device's rows per second
     tflops = flops["model"] / step / 1e12
     peak = peak_tflops(memory["device"])
-    return {"world_size": world_size, "device": memory["device"], "per_device_batch_size": per_device,
-            "gradient_accumulation_steps": accumulation, "mini_batch_size": settings.mini_batch_size,
-            "gradcache_chunk": min(settings.mini_batch_size, per_device), "candidates": candidates,
-            "steps": len(seconds), "step_times_s": seconds, "step_seconds": step, "samples_per_s_per_device": samples,
-            "samples_per_s": samples * world_size,
-            "tokens_per_s": samples * world_size * (lengths["query_length"] + 2 * lengths["document_length"]),
-            "arch": arch, "flops": flops, "tflops_per_s_per_device": tflops, "mfu": tflops / peak if peak else None,
-            "memory": memory, "batch_sampler": settings.batch_sampler, "bf16": bool(trainer.args.bf16)}  # fmt: skip
+    return {
+        "world_size": world_size,
+        "device": memory["device"],
+        "per_device_batch_size": per_device,
+        "gradient_accumulation_steps": accumulation,
+        "mini_batch_size": settings.mini_batch_size,
+        "gradcache_chunk": min(settings.mini_batch_size, per_device),
+        "candidates": candidates,
+        "steps": len(seconds),
+        "step_times_s": seconds,
+        "step_seconds": step,
+        "samples_per_s_per_device": samples,
+        "samples_per_s": samples * world_size,
+        "tokens_per_s": samples * world_size * (lengths["query_length"] + 2 * lengths["document_length"]),
+        "arch": arch,
+        "flops": flops,
+        "tflops_per_s_per_device": tflops,
+        "mfu": tflops / peak if peak else None,
+        "memory": memory,
+        "batch_sampler": settings.batch_sampler,
+        "bf16": bool(trainer.args.bf16),
+    }
 
 
 def _max_over_ranks(memory: dict[str, Any]) -> dict[str, Any]:
@@ -1161,7 +1291,9 @@ def _token_counts(model: Any, texts: list[str], *, is_query: bool) -> list[int]:
     return counts
 
 
-def _measure_split(model: Any, *, root: Path, split: str, settings: dict[str, Any], device: str, dtype: Any) -> dict[str, Any]:  # fmt: skip
+def _measure_split(
+    model: Any, *, root: Path, split: str, settings: dict[str, Any], device: str, dtype: Any
+) -> dict[str, Any]:
     from .bright import load_bright_examples
     from .bright_meta import DOMAINS
     from .evaluate import encode
@@ -1173,9 +1305,12 @@ def _measure_split(model: Any, *, root: Path, split: str, settings: dict[str, An
     examples = load_bright_examples(root, split)
     queries = [settings["query_template"].format(domain=DOMAINS[split], query=e["query"]) for e in examples]
     if settings["queries_per_split"]:
-        queries = random.Random(f"{settings['seed']}-{split}-q").sample(queries, min(len(queries), settings["queries_per_split"]))  # fmt: skip
-    docs = _sample_split(root, split, documents=settings["documents_per_split"], lengths=settings["length_sample"],
-                         seed=settings["seed"])  # fmt: skip
+        queries = random.Random(f"{settings['seed']}-{split}-q").sample(
+            queries, min(len(queries), settings["queries_per_split"])
+        )
+    docs = _sample_split(
+        root, split, documents=settings["documents_per_split"], lengths=settings["length_sample"], seed=settings["seed"]
+    )
     batch = settings["encode_batch_size"]
     _reset_peak()
     q_vecs, q_s = _timed(encode, model, queries, is_query=True, batch_size=batch, device=device, dtype=dtype)
@@ -1189,16 +1324,27 @@ def _measure_split(model: Any, *, root: Path, split: str, settings: dict[str, An
     lengths = _token_counts(model, docs["lengths"], is_query=False)
     padded = padded_tokens([len(t) for t in docs["encode"]], d_tokens, batch_size=batch)
     return {
-        "documents": docs["count"], "queries": len(examples), "sampled_documents": len(docs["encode"]),
-        "sampled_queries": len(queries), "query_length": model.query_length, "document_length": model.document_length,
-        "query_seconds": q_s / max(len(queries), 1), "document_encode_seconds": d_s,
-        "document_tokens_per_s": padded / max(d_s, 1e-9), "documents_per_s": len(d_vecs) / max(d_s, 1e-9),
-        "sample_tokens": sum(d_tokens), "sample_padded_tokens": padded,
-        "score_seconds": score_s, "score_pairs_per_s": pairs / max(score_s, 1e-9),
-        "mean_query_tokens": q_tokens / max(len(q_vecs), 1), "mean_document_tokens": statistics.fmean(lengths),
-        "length_sample": len(lengths), "max_vectors_in_sample": max((len(v) for v in d_vecs), default=0),
-        "memory": device_memory(), "longest_document": docs["longest"],
-    }  # fmt: skip
+        "documents": docs["count"],
+        "queries": len(examples),
+        "sampled_documents": len(docs["encode"]),
+        "sampled_queries": len(queries),
+        "query_length": model.query_length,
+        "document_length": model.document_length,
+        "query_seconds": q_s / max(len(queries), 1),
+        "document_encode_seconds": d_s,
+        "document_tokens_per_s": padded / max(d_s, 1e-9),
+        "documents_per_s": len(d_vecs) / max(d_s, 1e-9),
+        "sample_tokens": sum(d_tokens),
+        "sample_padded_tokens": padded,
+        "score_seconds": score_s,
+        "score_pairs_per_s": pairs / max(score_s, 1e-9),
+        "mean_query_tokens": q_tokens / max(len(q_vecs), 1),
+        "mean_document_tokens": statistics.fmean(lengths),
+        "length_sample": len(lengths),
+        "max_vectors_in_sample": max((len(v) for v in d_vecs), default=0),
+        "memory": device_memory(),
+        "longest_document": docs["longest"],
+    }
 
 
 def padded_tokens(chars: list[int], tokens: list[int], *, batch_size: int) -> int:
@@ -1233,8 +1379,14 @@ def check_long_document(model: Any, text: str, *, document_length: int) -> dict[
         vectors = len(model.encode([text], is_query=False, show_progress_bar=False)[0])
     expected = min(tokens + SPECIAL_TOKENS, document_length)
     ok = kept == expected and vectors <= document_length and (vectors > BASE_DOCUMENT_VECTORS + 1 or expected <= 600)
-    return {"document_tokens": tokens, "kept_tokens": kept, "vectors": vectors, "document_length": document_length,
-            "max_seq_length": model[0].max_seq_length, "passed": ok}  # fmt: skip
+    return {
+        "document_tokens": tokens,
+        "kept_tokens": kept,
+        "vectors": vectors,
+        "document_length": document_length,
+        "max_seq_length": model[0].max_seq_length,
+        "passed": ok,
+    }
 
 
 def measure_evaluation(
@@ -1271,14 +1423,26 @@ def measure_evaluation(
     root = source_root(bright_manifest)
     device = _device()
     torch_dtype = torch.float32 if device == "cpu" else (torch.bfloat16 if dtype == "auto" else getattr(torch, dtype))
-    model = load_colbert(model_path, query_length=query_length, document_length=document_length,
-                         trust_remote_code=trust_remote_code, device=device)  # fmt: skip
+    model = load_colbert(
+        model_path,
+        query_length=query_length,
+        document_length=document_length,
+        trust_remote_code=trust_remote_code,
+        device=device,
+    )
     if device == "cuda":
         model.to(torch_dtype)
-    settings = {"overrides": overrides, "query_length": query_length, "document_length": document_length,
-                "query_template": query_template or CARD_TEMPLATE, "queries_per_split": queries_per_split, "seed": seed,
-                "documents_per_split": documents_per_split, "length_sample": length_sample,
-                "encode_batch_size": encode_batch_size}  # fmt: skip
+    settings = {
+        "overrides": overrides,
+        "query_length": query_length,
+        "document_length": document_length,
+        "query_template": query_template or CARD_TEMPLATE,
+        "queries_per_split": queries_per_split,
+        "seed": seed,
+        "documents_per_split": documents_per_split,
+        "length_sample": length_sample,
+        "encode_batch_size": encode_batch_size,
+    }
     per_split = {}
     for split in splits:
         per_split[split] = _measure_split(
@@ -1290,9 +1454,14 @@ def measure_evaluation(
     check = check_long_document(model, per_split[longest_split]["longest_document"], document_length=length)
     for measured in per_split.values():
         measured["longest_document_chars"] = len(measured.pop("longest_document"))
-    result = {"model_path": model_path, "device": device, "dtype": str(torch_dtype).removeprefix("torch."),
-              "splits": per_split, "long_document_check": check | {"split": longest_split},
-              "arch": architecture(model)}  # fmt: skip
+    result = {
+        "model_path": model_path,
+        "device": device,
+        "dtype": str(torch_dtype).removeprefix("torch."),
+        "splits": per_split,
+        "long_document_check": check | {"split": longest_split},
+        "arch": architecture(model),
+    }
     write_json(out_json, result)
     return result
 
@@ -1324,8 +1493,10 @@ def _data_forecast(stats_files: list[str], benchmarks: list[str], shuffle_bucket
         tokens = sum(stats["token_lengths"].get(c, {}).get("mean", 0.0) for c in ("query", "positive", "negative"))
         # ASSUMED ~4 bytes per token of text, and ~1 KB of Python objects per row (a dict of 7 strings)
         mean_bytes = 4.0 * tokens + ROW_OVERHEAD_BYTES
-        bucket = {name: rows / shuffle_buckets * mean_bytes for name, rows in
-                  (("data_at_hand", stats["rows"]), ("published", PUBLISHED_TRIPLES[stage]))}  # fmt: skip
+        bucket = {
+            name: rows / shuffle_buckets * mean_bytes
+            for name, rows in (("data_at_hand", stats["rows"]), ("published", PUBLISHED_TRIPLES[stage]))
+        }
         projected = {}
         for name, rows in (("data_at_hand", stats["rows"]), ("published", PUBLISHED_TRIPLES[stage])):
             rss = (
@@ -1333,13 +1504,22 @@ def _data_forecast(stats_files: list[str], benchmarks: list[str], shuffle_bucket
                 if bench["peak_rss_mb"] is None
                 else bench["peak_rss_mb"] + (bucket[name] - bucket["data_at_hand"]) / 2**20
             )
-            projected[name] = {"rows": rows, "wall_hours": rate_times_count(seconds=bench["seconds"], done=stats["rows"],
-                                                                            count=rows) / 3600,
-                               "peak_rss_mb": rss, "bucket_mb": bucket[name] / 2**20,
-                               "how": "measured triples/s x triples (job wall time, fixed start-up included); peak RSS: "
-                               "measured + one shuffle bucket more (estimate: the sort holds one bucket)"}  # fmt: skip
-        out[stage] = {"rows": stats["rows"], "seconds": bench["seconds"], "triples_per_s": rate,
-                      "peak_rss_mb": bench["peak_rss_mb"], "mean_row_bytes": mean_bytes, "projected": projected}  # fmt: skip
+            projected[name] = {
+                "rows": rows,
+                "wall_hours": rate_times_count(seconds=bench["seconds"], done=stats["rows"], count=rows) / 3600,
+                "peak_rss_mb": rss,
+                "bucket_mb": bucket[name] / 2**20,
+                "how": "measured triples/s x triples (job wall time, fixed start-up included); peak RSS: "
+                "measured + one shuffle bucket more (estimate: the sort holds one bucket)",
+            }
+        out[stage] = {
+            "rows": stats["rows"],
+            "seconds": bench["seconds"],
+            "triples_per_s": rate,
+            "peak_rss_mb": bench["peak_rss_mb"],
+            "mean_row_bytes": mean_bytes,
+            "projected": projected,
+        }
     return out
 
 
@@ -1546,14 +1726,25 @@ def _evaluation_forecast(measured: dict[str, Any], evaluated_models: int, mfu: f
         counts = {"data_at_hand": (m["documents"], m["queries"]), "published": (published.documents, published.queries)}
         at_rates = {k: project_split(measured=m, documents=d, queries=q) for k, (d, q) in counts.items()}
         out[split] = {
-            "measured": {"throughput": m["document_tokens_per_s"], "unit": "document tokens/s",
-                         "documents_per_s": m["documents_per_s"], "mean_document_tokens": m["mean_document_tokens"],
-                         "score_pairs_per_s": m["score_pairs_per_s"], "query_seconds": m["query_seconds"],
-                         "sampled_documents": m["sampled_documents"], "peak_memory_gib": m["memory"]["peak_bytes"] / GIB},
-            "projected": at_rates if on_gpu else {
-                k: project_split_from_flops(measured=m, arch=measured["arch"], documents=d, queries=q, gpu=CARD["gpu"],
-                                            mfu=mfu) for k, (d, q) in counts.items()},
-        }  # fmt: skip
+            "measured": {
+                "throughput": m["document_tokens_per_s"],
+                "unit": "document tokens/s",
+                "documents_per_s": m["documents_per_s"],
+                "mean_document_tokens": m["mean_document_tokens"],
+                "score_pairs_per_s": m["score_pairs_per_s"],
+                "query_seconds": m["query_seconds"],
+                "sampled_documents": m["sampled_documents"],
+                "peak_memory_gib": m["memory"]["peak_bytes"] / GIB,
+            },
+            "projected": at_rates
+            if on_gpu
+            else {
+                k: project_split_from_flops(
+                    measured=m, arch=measured["arch"], documents=d, queries=q, gpu=CARD["gpu"], mfu=mfu
+                )
+                for k, (d, q) in counts.items()
+            },
+        }
         if not on_gpu:
             out[split]["at_cpu_rates"] = at_rates
         for projection in out[split]["projected"].values():
@@ -1567,28 +1758,40 @@ def _verdict(result: dict[str, Any], budget: float) -> dict[str, Any]:
     train = {s: result["stages"][s] for s in ("train_stage1", "train_stage2")}
     gpu_hours = {
         **{s: t["projected"]["published"]["gpu_hours"] for s, t in train.items()},
-        "evaluate": sum(e["projected"]["published"]["gpu_hours_all_models"] for e in result["stages"]["evaluate"].values()),
-    }  # fmt: skip
+        "evaluate": sum(
+            e["projected"]["published"]["gpu_hours_all_models"] for e in result["stages"]["evaluate"].values()
+        ),
+    }
     total = sum(gpu_hours.values())
     problems = []
     for stage, t in train.items():
         memory = t["memory_at_forecast"]
         if not memory["fits"]:
             kind = memory["how"].split(":")[0]  # "measured" or "estimate"
-            problems.append(f"{stage}: memory {memory['peak_gib']:.1f} GiB > {memory['capacity_gib']:.0f} GiB per GPU "
-                            f"(over by {memory['peak_gib'] - memory['capacity_gib']:.1f} GiB, {kind}; largest term "
-                            f"{memory['largest_term']}: change {memory['change']})")  # fmt: skip
+            problems.append(
+                f"{stage}: memory {memory['peak_gib']:.1f} GiB > {memory['capacity_gib']:.0f} GiB per GPU "
+                f"(over by {memory['peak_gib'] - memory['capacity_gib']:.1f} GiB, {kind}; largest term "
+                f"{memory['largest_term']}: change {memory['change']})"
+            )
     if total > budget:
         worst = max(gpu_hours, key=gpu_hours.get)
-        problems.append(f"time: {total:,.1f} GPU-hours > budget {budget:g} (x{total / budget:,.1f}; most in {worst}: "
-                        f"{gpu_hours[worst]:,.1f})")  # fmt: skip
+        problems.append(
+            f"time: {total:,.1f} GPU-hours > budget {budget:g} (x{total / budget:,.1f}; most in {worst}: "
+            f"{gpu_hours[worst]:,.1f})"
+        )
     failed = [name for name, check in result["checks"].items() if not check["passed"]]
     problems += [f"check failed: {name}" for name in failed]
     low, high = CARD["hours"]
     gpus = CARD["nodes"] * CARD["gpus_per_node"]
     card = f"{low:g}-{high:g} h on {CARD['nodes']} x {CARD['gpus_per_node']} {CARD['gpu']} = {low * gpus:g}-{high * gpus:g} GPU-hours"
-    return {"fits": not problems, "problems": problems, "gpu_hours": gpu_hours, "total_gpu_hours": total,
-            "budget_gpu_hours": budget, "card": card}  # fmt: skip
+    return {
+        "fits": not problems,
+        "problems": problems,
+        "gpu_hours": gpu_hours,
+        "total_gpu_hours": total,
+        "budget_gpu_hours": budget,
+        "card": card,
+    }
 
 
 def _checks(train: dict[str, Any], evaluation: dict[str, Any], widen: list[str]) -> dict[str, Any]:
@@ -1601,21 +1804,21 @@ def _checks(train: dict[str, Any], evaluation: dict[str, Any], widen: list[str])
             f"and gave {long['vectors']} vectors (document_length {long['document_length']}; max_seq_length "
             f"{long['max_seq_length']}; the base model's own config would give {BASE_DOCUMENT_VECTORS})",
         },
-    }  # fmt: skip
+    }
     for path in widen:
         report = read_json(path)
         checks["widen on the real head"] = {
             "passed": all(report["checks"].values()),
             "evidence": f"last Dense {report['in_features']} -> {report['old_dim']} widened to {report['new_dim']}: "
             + ", ".join(report["checks"]),
-        }  # fmt: skip
+        }
     for stage, m in train.items():
         checks[f"{stage}: training steps at q{m['query_length']}/d{m['document_length']}"] = {
             "passed": m["steps"] >= 1,
             "evidence": f"{m['steps']} step(s), mini_batch_size {m['mini_batch_size']} (GradCache chunk "
             f"{m['gradcache_chunk']} at per-device batch {m['per_device_batch_size']}), peak "
             f"{m['memory']['peak_bytes'] / GIB:.2f} GiB ({m['memory']['kind']}) of {m['memory']['capacity_bytes'] / GIB:.0f}",
-        }  # fmt: skip
+        }
     return checks
 
 
@@ -1654,12 +1857,21 @@ def forecast(
     from .trainer import per_device_batch_size
 
     devices = nodes * gpus_per_node
-    shape = {"devices": devices, "nodes": nodes, "gpus_per_node": gpus_per_node, "global_batch": global_batch_size,
-             "per_device": per_device_batch_size(global_batch_size, devices, gradient_accumulation_steps),
-             "mini_batch_size": mini_batch_size, "epochs": epochs, "bf16": bf16 in (True, "auto"),
-             "accumulation": gradient_accumulation_steps, "maxsim_backend": maxsim_backend,
-             "score_chunk": score_mini_batch_size or mini_batch_size, "assumed_mfu": assumed_mfu,
-             "device_memory_bytes": device_memory_gib * GIB}  # fmt: skip
+    shape = {
+        "devices": devices,
+        "nodes": nodes,
+        "gpus_per_node": gpus_per_node,
+        "global_batch": global_batch_size,
+        "per_device": per_device_batch_size(global_batch_size, devices, gradient_accumulation_steps),
+        "mini_batch_size": mini_batch_size,
+        "epochs": epochs,
+        "bf16": bf16 in (True, "auto"),
+        "accumulation": gradient_accumulation_steps,
+        "maxsim_backend": maxsim_backend,
+        "score_chunk": score_mini_batch_size or mini_batch_size,
+        "assumed_mfu": assumed_mfu,
+        "device_memory_bytes": device_memory_gib * GIB,
+    }
     measured_train = {read_json(p)["stage"]: read_json(p) for p in train}
     stage_rows = {read_json(p)["stage"]: read_json(p)["rows"] for p in shard_stats}
     evaluation = read_json(evaluate)
@@ -1667,11 +1879,16 @@ def forecast(
     for stage, m in sorted(measured_train.items()):
         stages[f"train_{stage}"] = _train_forecast(m, stage_rows[stage], shape)
     stages["evaluate"] = _evaluation_forecast(evaluation, evaluated_models, assumed_mfu)
-    result = {"forecast_for": {k: v for k, v in shape.items() if k != "device_memory_bytes"}
-              | {"gpu_memory_gib": device_memory_gib, "evaluated_models": evaluated_models},
-              "measured_on": {"train": sorted({m["device"] for m in measured_train.values()}),
-                              "evaluate": evaluation["device"]},
-              "stages": stages, "checks": _checks(measured_train, evaluation, widen)}  # fmt: skip
+    result = {
+        "forecast_for": {k: v for k, v in shape.items() if k != "device_memory_bytes"}
+        | {"gpu_memory_gib": device_memory_gib, "evaluated_models": evaluated_models},
+        "measured_on": {
+            "train": sorted({m["device"] for m in measured_train.values()}),
+            "evaluate": evaluation["device"],
+        },
+        "stages": stages,
+        "checks": _checks(measured_train, evaluation, widen),
+    }
     result["verdict"] = _verdict(result, gpu_hours_budget)
     write_json(out_json, result)
     text = render_markdown(result)
@@ -1710,27 +1927,52 @@ def forecast_rows(result: dict[str, Any]) -> list[list[str]]:
     for stage, d in stages["build_shards"].items():
         p = d["projected"]
         rss = f"{d['peak_rss_mb'] or 0:,.0f} MB RSS; est. {p['published']['peak_rss_mb'] or 0:,.0f} MB at published"
-        rows.append([f"build_shards {stage}", f"{d['triples_per_s']:,.0f} triples/s", rss,
-                     f"{p['data_at_hand']['rows']:,} / {p['published']['rows']:,} triples",
-                     f"{_h(p['data_at_hand']['wall_hours'])} / {_h(p['published']['wall_hours'])}", "CPU"])  # fmt: skip
+        rows.append(
+            [
+                f"build_shards {stage}",
+                f"{d['triples_per_s']:,.0f} triples/s",
+                rss,
+                f"{p['data_at_hand']['rows']:,} / {p['published']['rows']:,} triples",
+                f"{_h(p['data_at_hand']['wall_hours'])} / {_h(p['published']['wall_hours'])}",
+                "CPU",
+            ]
+        )
     for name in ("train_stage1", "train_stage2"):
         t = stages[name]
         m, p, mem = t["measured"], t["projected"], t["memory_at_forecast"]
-        rows.append([name, f"{m['samples_per_s']:.3g} samples/s ({m['tokens_per_s']:,.0f} tokens/s)",
-                     f"{m['peak_memory_gib']:.2f} GiB measured; {mem['peak_gib']:.1f} of {mem['capacity_gib']:.0f} GiB at forecast",
-                     f"{p['data_at_hand']['rows']:,} / {p['published']['rows']:,} triples",
-                     f"{_wall(p['data_at_hand'])} / {_wall(p['published'])}", f"{p['published']['gpu_hours']:,.1f}"])  # fmt: skip
+        rows.append(
+            [
+                name,
+                f"{m['samples_per_s']:.3g} samples/s ({m['tokens_per_s']:,.0f} tokens/s)",
+                f"{m['peak_memory_gib']:.2f} GiB measured; {mem['peak_gib']:.1f} of {mem['capacity_gib']:.0f} GiB at forecast",
+                f"{p['data_at_hand']['rows']:,} / {p['published']['rows']:,} triples",
+                f"{_wall(p['data_at_hand'])} / {_wall(p['published'])}",
+                f"{p['published']['gpu_hours']:,.1f}",
+            ]
+        )
     for split, e in stages["evaluate"].items():
         m, p = e["measured"], e["projected"]
-        rows.append([f"evaluate {split}", f"{m['throughput']:,.0f} doc tokens/s", f"{m['peak_memory_gib']:.2f} GiB",
-                     f"{p['data_at_hand']['documents']:,} / {p['published']['documents']:,} docs",
-                     f"{_h(p['data_at_hand']['wall_hours'])} / {_h(p['published']['wall_hours'])}",
-                     f"{p['published']['gpu_hours_all_models']:,.2f}"])  # fmt: skip
+        rows.append(
+            [
+                f"evaluate {split}",
+                f"{m['throughput']:,.0f} doc tokens/s",
+                f"{m['peak_memory_gib']:.2f} GiB",
+                f"{p['data_at_hand']['documents']:,} / {p['published']['documents']:,} docs",
+                f"{_h(p['data_at_hand']['wall_hours'])} / {_h(p['published']['wall_hours'])}",
+                f"{p['published']['gpu_hours_all_models']:,.2f}",
+            ]
+        )
     return rows
 
 
-HEADER = ["stage", "measured throughput", "peak memory", "count (at hand / published)",
-          "projected wall (at hand / published; evaluation: one model)", "GPU-hours (published; evaluation: all models)"]  # fmt: skip
+HEADER = [
+    "stage",
+    "measured throughput",
+    "peak memory",
+    "count (at hand / published)",
+    "projected wall (at hand / published; evaluation: one model)",
+    "GPU-hours (published; evaluation: all models)",
+]
 
 
 TRAIN_STAGES = ("train_stage1", "train_stage2")
@@ -1841,29 +2083,38 @@ def verdict_lines(result: dict[str, Any]) -> list[str]:
     """The one-screen verdict."""
     v, f = result["verdict"], result["forecast_for"]
     head = "FITS" if v["fits"] else "DOES NOT FIT"
-    lines = [f"**Preflight: {head}** the budget of {v['budget_gpu_hours']:g} GPU-hours on {f['nodes']} x "
-             f"{f['gpus_per_node']} GPUs ({f['gpu_memory_gib']:g} GiB each), global batch {f['global_batch']} "
-             f"(per device {f['per_device']})."]  # fmt: skip
+    lines = [
+        f"**Preflight: {head}** the budget of {v['budget_gpu_hours']:g} GPU-hours on {f['nodes']} x "
+        f"{f['gpus_per_node']} GPUs ({f['gpu_memory_gib']:g} GiB each), global batch {f['global_batch']} "
+        f"(per device {f['per_device']})."
+    ]
     lines += [f"- {p}" for p in v["problems"]]
     parts = ", ".join(f"{k} {h:,.1f}" for k, h in v["gpu_hours"].items())
-    lines.append(f"- projected GPU-hours at the published sizes: {v['total_gpu_hours']:,.1f} ({parts}); "
-                 f"the card: {v['card']}.")  # fmt: skip
+    lines.append(
+        f"- projected GPU-hours at the published sizes: {v['total_gpu_hours']:,.1f} ({parts}); the card: {v['card']}."
+    )
     on = result["measured_on"]
-    lines.append(f"- measured on: training {', '.join(on['train'])}; evaluation {on['evaluate']}. A projection is a "
-                 "measured rate x a count on a GPU; from a CPU, FLOPs / (the GPU's peak x the ASSUMED MFU "
-                 f"{f['assumed_mfu']:g}), the CPU's own rates beside it (see the table).")  # fmt: skip
+    lines.append(
+        f"- measured on: training {', '.join(on['train'])}; evaluation {on['evaluate']}. A projection is a "
+        "measured rate x a count on a GPU; from a CPU, FLOPs / (the GPU's peak x the ASSUMED MFU "
+        f"{f['assumed_mfu']:g}), the CPU's own rates beside it (see the table)."
+    )
     lines += training_lines(result)
     for name, check in result["checks"].items():
         lines.append(f"- {'ok' if check['passed'] else 'FAILED'}: {name}: {check['evidence']}")
     for name in ("train_stage1", "train_stage2"):
         fn = result["stages"][name]["in_batch_false_negatives"]["sampler_replay_at_real_batch"] or {}
         if fn and not fn["batches"]:
-            lines.append(f"- {name}: in-batch false negatives not counted: the data at hand holds less than one "
-                         f"batch of {fn['rows_per_batch']} rows")  # fmt: skip
+            lines.append(
+                f"- {name}: in-batch false negatives not counted: the data at hand holds less than one "
+                f"batch of {fn['rows_per_batch']} rows"
+            )
         elif fn:
-            lines.append(f"- {name}: in-batch false negatives at {fn['rows_per_batch']} rows: "
-                         f"{fn['rows_with_false_negative_rate_mean']:.2%} of rows per batch (max "
-                         f"{fn['rows_with_false_negative_rate_max']:.2%}, {fn['batches']} batches replayed)")  # fmt: skip
+            lines.append(
+                f"- {name}: in-batch false negatives at {fn['rows_per_batch']} rows: "
+                f"{fn['rows_with_false_negative_rate_mean']:.2%} of rows per batch (max "
+                f"{fn['rows_with_false_negative_rate_max']:.2%}, {fn['batches']} batches replayed)"
+            )
     return lines
 
 
@@ -1872,9 +2123,11 @@ def render_markdown(result: dict[str, Any]) -> str:
     table = [f"| {' | '.join(HEADER)} |", f"|{'---|' * len(HEADER)}"]
     table += [f"| {' | '.join(row)} |" for row in forecast_rows(result)]
     how = [f"{s}: {result['stages'][s]['projected']['published']['how']}" for s in ("train_stage1", "train_stage2")]
-    notes = ["Projections: measured rate x count. Training (published sizes): " + "; ".join(how) + ". Evaluation: "
-             "tokens/s x document tokens + s/query x queries + pairs/s x token pairs (one model; GPU-hours for all "
-             "evaluated models). build_shards: triples/s of the whole job x triples (CPU, not GPU-hours)."]  # fmt: skip
+    notes = [
+        "Projections: measured rate x count. Training (published sizes): " + "; ".join(how) + ". Evaluation: "
+        "tokens/s x document tokens + s/query x queries + pairs/s x token pairs (one model; GPU-hours for all "
+        "evaluated models). build_shards: triples/s of the whole job x triples (CPU, not GPU-hours)."
+    ]
     sections = []
     for title, make in TABLES.values():
         sections += ["", f"## {title}", "", *_markdown_table(*make(result))]
@@ -1885,8 +2138,10 @@ def render_markdown(result: dict[str, Any]) -> str:
 
 def render_html(result: dict[str, Any]) -> str:
     """The report page: the same verdict and table as preflight.md."""
-    css = ("<style>table{border-collapse:collapse;font:13px sans-serif}td,th{padding:3px 8px;border-bottom:1px solid "
-           "#ddd;text-align:right}td:first-child,th:first-child{text-align:left}li{font:13px sans-serif}</style>")  # fmt: skip
+    css = (
+        "<style>table{border-collapse:collapse;font:13px sans-serif}td,th{padding:3px 8px;border-bottom:1px solid "
+        "#ddd;text-align:right}td:first-child,th:first-child{text-align:left}li{font:13px sans-serif}</style>"
+    )
     verdict = "".join(f"<li>{html.escape(line.removeprefix('- '))}</li>" for line in verdict_lines(result))
     head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADER)
     body = "".join(
@@ -1896,9 +2151,11 @@ def render_html(result: dict[str, Any]) -> str:
         f"<h3>{html.escape(title)}</h3>{_html_table(table_id, *make(result))}"
         for table_id, (title, make) in TABLES.items()
     )
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Cost forecast</title>{css}</head><body>"
-            f"<h3>Cost forecast</h3><ul id='verdict'>{verdict.replace('**', '')}</ul>"
-            f"<table id='forecast-table'><tr>{head}</tr>{body}</table>{tables}</body></html>\n")  # fmt: skip
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Cost forecast</title>{css}</head><body>"
+        f"<h3>Cost forecast</h3><ul id='verdict'>{verdict.replace('**', '')}</ul>"
+        f"<table id='forecast-table'><tr>{head}</tr>{body}</table>{tables}</body></html>\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

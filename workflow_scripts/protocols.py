@@ -70,14 +70,19 @@ QUERY_SETS = ["examples", *REASONING_CONFIGS]
 # mteb's BRIGHT(v1.1) per-domain tasks and the query prompt each declares (mteb 2.26.24,
 # mteb/tasks/retrieval/eng/bright_v1_1_retrieval.py; tests/test_protocols.py checks them).
 MTEB_V1_1_TASKS = {
-    "biology": "BrightBiologyRetrieval", "earth_science": "BrightEarthScienceRetrieval",
-    "economics": "BrightEconomicsRetrieval", "psychology": "BrightPsychologyRetrieval",
-    "robotics": "BrightRoboticsRetrieval", "stackoverflow": "BrightStackoverflowRetrieval",
-    "sustainable_living": "BrightSustainableLivingRetrieval", "leetcode": "BrightLeetcodeRetrieval",
-    "pony": "BrightPonyRetrieval", "aops": "BrightAopsRetrieval",
+    "biology": "BrightBiologyRetrieval",
+    "earth_science": "BrightEarthScienceRetrieval",
+    "economics": "BrightEconomicsRetrieval",
+    "psychology": "BrightPsychologyRetrieval",
+    "robotics": "BrightRoboticsRetrieval",
+    "stackoverflow": "BrightStackoverflowRetrieval",
+    "sustainable_living": "BrightSustainableLivingRetrieval",
+    "leetcode": "BrightLeetcodeRetrieval",
+    "pony": "BrightPonyRetrieval",
+    "aops": "BrightAopsRetrieval",
     "theoremqa_questions": "BrightTheoremQAQuestionsRetrieval",
     "theoremqa_theorems": "BrightTheoremQATheoremsRetrieval",
-}  # fmt: skip
+}
 MTEB_V1_1_PROMPTS = {
     **{s: f"Represent this {s} post for searching relevant passages: " for s in LONG_SPLITS if s != "pony"},
     "pony": "Represent this Pony question for searching relevant passages: ",
@@ -181,8 +186,12 @@ class Protocol:
 
     def definition(self) -> dict[str, Any]:
         """What decides a score: equal definitions compare like with like (names do not matter)."""
-        return {"queries": self.queries, "templates": {s: self.template(s) for s in SPLITS},
-                "exclude_ids": self.exclude_ids, "corpus": self.corpus}  # fmt: skip
+        return {
+            "queries": self.queries,
+            "templates": {s: self.template(s) for s in SPLITS},
+            "exclude_ids": self.exclude_ids,
+            "corpus": self.corpus,
+        }
 
     def for_job(self, splits: list[str]) -> dict[str, Any]:
         """Everything an evaluation job of ``splits`` needs, as JSON (a job's settings).
@@ -191,22 +200,32 @@ class Protocol:
         that split's jobs only (and not which preset it equals: the summary's business).
         """
         return {
-            "name": self.name, "queries": self.queries, "exclude_ids": self.exclude_ids, "corpus": self.corpus,
+            "name": self.name,
+            "queries": self.queries,
+            "exclude_ids": self.exclude_ids,
+            "corpus": self.corpus,
             "qrels": self.qrels,
-            "templates": {s: self.template(s) for s in splits}, "domains": {s: DOMAINS[s] for s in splits},
+            "templates": {s: self.template(s) for s in splits},
+            "domains": {s: DOMAINS[s] for s in splits},
             "mteb": {s: list(self.mteb_result(s)) for s in splits},
-        }  # fmt: skip
+        }
 
     def summary(self, splits: list[str]) -> dict[str, Any]:
         """What the summary and the report say about this protocol over the evaluated ``splits``."""
         templates = sorted({self.template(s) for s in splits if self.covers(s)})
         return {
-            "name": self.name, "preset": self.preset, "description": self.description, "queries": self.queries,
-            "templates": templates, "exclude_ids": self.exclude_ids, "corpus": self.corpus, "qrels": self.qrels,
+            "name": self.name,
+            "preset": self.preset,
+            "description": self.description,
+            "queries": self.queries,
+            "templates": templates,
+            "exclude_ids": self.exclude_ids,
+            "corpus": self.corpus,
+            "qrels": self.qrels,
             "splits": [s for s in splits if self.covers(s)],
             "mteb": {s: list(self.mteb_result(s)) for s in splits if self.covers(s)},
             "notes": self.notes(),
-        }  # fmt: skip
+        }
 
     def notes(self) -> list[str]:
         """What a reader must know to compare this protocol's rows with published ones.
@@ -239,7 +258,7 @@ PRESETS: dict[str, Protocol] = {
             corpus="long_documents",
             mteb_task="BrightLongRetrieval",
             mteb_split="long",
-        ),  # fmt: skip
+        ),
         Protocol(
             name="mteb-v1.1",
             description="mteb's per-domain BRIGHT(v1.1) tasks with the query a PyLate model gets (the bare "
@@ -248,7 +267,7 @@ PRESETS: dict[str, Protocol] = {
             "subset feature for the others)",
             query_template="{query}",
             mteb_tasks=MTEB_V1_1_TASKS,
-        ),  # fmt: skip
+        ),
         Protocol(
             name="mteb-v1.1-prompt",
             description="mteb's BRIGHT(v1.1) tasks with the prompt each declares (what an instruction model gets), "
@@ -256,7 +275,7 @@ PRESETS: dict[str, Protocol] = {
             query_template="{query}",
             instructions={s: p + "{query}" for s, p in MTEB_V1_1_PROMPTS.items()},
             mteb_tasks=MTEB_V1_1_TASKS,
-        ),  # fmt: skip
+        ),
     )
 }
 
@@ -295,8 +314,10 @@ def resolve(entries: Mapping[str, Mapping[str, Any] | None]) -> dict[str, Protoc
         entry = dict(entry or {})
         base = entry.pop("preset", name)
         if base not in PRESETS:
-            raise UserError(f"config: evaluate/protocols/{name}: not a preset name; say which preset it starts "
-                             f"from (preset: one of {', '.join(PRESETS)})")  # fmt: skip
+            raise UserError(
+                f"config: evaluate/protocols/{name}: not a preset name; say which preset it starts "
+                f"from (preset: one of {', '.join(PRESETS)})"
+            )
         fields = {k: v for k, v in entry.items() if k in SETTABLE}
         if "instructions" in fields:  # per split: `instructions: {pony: ...}` changes pony's only
             fields["instructions"] = {**PRESETS[base].instructions, **fields["instructions"]}
@@ -325,7 +346,9 @@ class EvalRule:
     shared: bool = False
 
 
-def evaluation_rules(protocols: Mapping[str, Protocol], splits: list[str], document_lengths: Mapping[str, int]) -> list[EvalRule]:  # fmt: skip
+def evaluation_rules(
+    protocols: Mapping[str, Protocol], splits: list[str], document_lengths: Mapping[str, int]
+) -> list[EvalRule]:
     """The evaluation rules a config needs: every (split, protocol) pair scored once.
 
     ``evaluate`` takes a split that every protocol covers; ``evaluate_documents_only`` a split

@@ -115,9 +115,15 @@ MODEL_MAX_LENGTH = 8192  # ASSUMED: ModernBERT's tokenizer_config value (Ettin r
 # tokens at 50254..50276, which here are ordinary BPE entries.
 HEAD_SPECIALS = ["|||IP_ADDRESS|||", "<|padding|>"]  # ids 0, 1
 TAIL_SPECIALS: list[tuple[str, bool]] = [  # (content, special) from id 50277 on
-    ("|||EMAIL_ADDRESS|||", False), ("|||PHONE_NUMBER|||", False), ("<|endoftext|>", True),
-    ("[UNK]", True), ("[CLS]", True), ("[SEP]", True), ("[PAD]", True), ("[MASK]", True),
-] + [(f"[unused{i}]", False) for i in range(83)]  # fmt: skip
+    ("|||EMAIL_ADDRESS|||", False),
+    ("|||PHONE_NUMBER|||", False),
+    ("<|endoftext|>", True),
+    ("[UNK]", True),
+    ("[CLS]", True),
+    ("[SEP]", True),
+    ("[PAD]", True),
+    ("[MASK]", True),
+] + [(f"[unused{i}]", False) for i in range(83)]
 BPE_SIZE = ETTIN_32M["vocab_size"] - len(TAIL_SPECIALS)  # 50277 entries in the BPE model itself
 
 
@@ -156,8 +162,14 @@ FILLER = (
 ).split()
 CODE_SYMBOLS = "( ) = : [ ] { } ; , . + - * / < > == != return def if else for in while self int str None True".split()
 MATH_SYMBOLS = "$ ( ) = + - ^ _ { } \\frac \\sqrt \\sum \\int x y z n k f 0 1 2 3 4 5 6 7 8 9 , .".split()
-STYLE = {"stackoverflow": "code", "leetcode": "code", "pony": "code", "aops": "math",
-         "theoremqa_questions": "math", "theoremqa_theorems": "math"}  # fmt: skip  # others: prose
+STYLE = {
+    "stackoverflow": "code",
+    "leetcode": "code",
+    "pony": "code",
+    "aops": "math",
+    "theoremqa_questions": "math",
+    "theoremqa_theorems": "math",
+}  # others: prose
 # ASSUMED characters per token of the real (ModernBERT) tokenizer, by kind of text.
 CHARS_PER_TOKEN = {"prose": 4.0, "code": 3.5, "math": 3.0}
 
@@ -205,9 +217,11 @@ def build_tokenizer(words: list[str]):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=BPE_SIZE, special_tokens=HEAD_SPECIALS, show_progress=False,
+        vocab_size=BPE_SIZE,
+        special_tokens=HEAD_SPECIALS,
+        show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )  # fmt: skip
+    )
     tok.train_from_iterator(_tokenizer_corpus(words), trainer)  # deterministic (BPE, not WordPiece)
     tok = _pad_bpe(tok, BPE_SIZE)
     for content, special in TAIL_SPECIALS:  # appended in order: ids 50277..50367
@@ -218,9 +232,14 @@ def build_tokenizer(words: list[str]):
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
     )
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
-        pad_token="[PAD]", mask_token="[MASK]", model_max_length=MODEL_MAX_LENGTH,
-    )  # fmt: skip
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        mask_token="[MASK]",
+        model_max_length=MODEL_MAX_LENGTH,
+    )
     expected = {"[UNK]": 50280, "[CLS]": 50281, "[SEP]": 50282, "[PAD]": 50283, "[MASK]": 50284, "[unused82]": 50367}
     assert {t: fast.convert_tokens_to_ids(t) for t in expected} == expected and len(fast) == 50368
     return fast
@@ -261,9 +280,11 @@ class Units:
 
     @cached_property
     def _pools(self) -> dict[str, tuple[list[str], list[float]]]:
-        mixes = {"prose": [(self.filler, 0.45), (self.words, 0.55)],
-                 "code": [(self.filler, 0.2), (self.code, 0.35), (self.words, 0.45)],
-                 "math": [(self.filler, 0.25), (self.math, 0.35), (self.words, 0.4)]}  # fmt: skip
+        mixes = {
+            "prose": [(self.filler, 0.45), (self.words, 0.55)],
+            "code": [(self.filler, 0.2), (self.code, 0.35), (self.words, 0.45)],
+            "math": [(self.filler, 0.25), (self.math, 0.35), (self.words, 0.4)],
+        }
         pools = {}
         for style, groups in mixes.items():
             units = [unit for group, _ in groups for unit in group]
@@ -433,9 +454,15 @@ def _make_split(rng: random.Random, split: str, units: Units, sizes: dict[str, i
     gold_counts = [min(budget, max(1, round(stats.gold_per_query * rng.uniform(0.5, 1.5)))) for _ in range(n_q)]
     d_min, d_mean, d_max = stats.tokens(stats.document_chars, style)
     lengths = sample_lengths(
-        n=n_docs, minimum=d_min, mean=d_mean, maximum=d_max, population=stats.documents,
-        long_count=sizes["long_documents_per_split"], cap=sizes["max_document_tokens"], rng=rng,
-    )  # fmt: skip
+        n=n_docs,
+        minimum=d_min,
+        mean=d_mean,
+        maximum=d_max,
+        population=stats.documents,
+        long_count=sizes["long_documents_per_split"],
+        cap=sizes["max_document_tokens"],
+        rng=rng,
+    )
     docs: dict[str, str] = {}
     gold: list[list[str]] = [[] for _ in range(n_q)]
     near: list[list[str]] = [[] for _ in range(n_q)]
@@ -460,14 +487,20 @@ def _owner(i: int, counts: list[int]) -> int:
 
 
 def _examples(
-    rng: random.Random, split: str, topics: list[list[str]], gold: list[list[str]], near: list[list[str]],
-    pool: tuple[list[str], list[float]], style: str,
-) -> list[dict[str, Any]]:  # fmt: skip
+    rng: random.Random,
+    split: str,
+    topics: list[list[str]],
+    gold: list[list[str]],
+    near: list[list[str]],
+    pool: tuple[list[str], list[float]],
+    style: str,
+) -> list[dict[str, Any]]:
     """BRIGHT ``examples`` rows; queries as long as the split's real ones."""
     stats = BRIGHT_STATS[split]
     q_min, q_mean, q_max = stats.tokens(stats.query_chars, style)
-    lengths = sample_lengths(n=len(topics), minimum=q_min, mean=q_mean, maximum=q_max,
-                             population=stats.queries, rng=rng)  # fmt: skip
+    lengths = sample_lengths(
+        n=len(topics), minimum=q_min, mean=q_mean, maximum=q_max, population=stats.queries, rng=rng
+    )
     rows = []
     for t, n_tokens in enumerate(lengths):
         excluded = [near[t][0]] if split in EXCLUDING_SPLITS and t % 4 == 0 and near[t] else ["N/A"]
@@ -692,11 +725,14 @@ def make_assets(
     runs it on small sizes); rule ``rehearsal_assets`` calls it with the config's sizes.
     """
     sizes = {
-        "queries_per_split": queries_per_split, "documents_per_split": documents_per_split,
-        "train_rows": train_rows, "long_documents_per_split": long_documents_per_split,
-        "max_document_tokens": max_document_tokens, "max_train_query_tokens": max_train_query_tokens,
+        "queries_per_split": queries_per_split,
+        "documents_per_split": documents_per_split,
+        "train_rows": train_rows,
+        "long_documents_per_split": long_documents_per_split,
+        "max_document_tokens": max_document_tokens,
+        "max_train_query_tokens": max_train_query_tokens,
         "max_train_document_tokens": max_train_document_tokens,
-    }  # fmt: skip
+    }
     words = make_lexicon(40000, seed)
     tokenizer = build_tokenizer(words)
     units = single_token_units(tokenizer, words)

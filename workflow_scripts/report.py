@@ -35,8 +35,14 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 OURS, PUBLISHED, DELTA = "#1f77b4", "#bbbbbb", "#2ca02c"
-STYLE = {"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
-         "axes.spines.right": False, "font.size": 9}  # fmt: skip
+STYLE = {
+    "figure.dpi": 110,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "font.size": 9,
+}
 CSS = (
     "<style>table.r{border-collapse:collapse;font:13px sans-serif}table.r td,table.r th{padding:3px 8px;"
     "border-bottom:1px solid #ddd;text-align:right}table.r td:first-child,table.r th:first-child{text-align:left}"
@@ -72,12 +78,15 @@ def summary_html(*, summary_json: str | Path, out: str | Path) -> None:
     body = ""
     for table in summary["tables"]:
         p = table["protocol"]
-        body += (f"<h4>{html.escape(p['name'])}</h4><p>{html.escape(p['description'])}. "
-                 f"{html.escape(_definition(p))}</p>")  # fmt: skip
+        body += (
+            f"<h4>{html.escape(p['name'])}</h4><p>{html.escape(p['description'])}. {html.escape(_definition(p))}</p>"
+        )
         body += _score_table(table["rows"], table["splits"], f"summary-table-{p['name']}", flags=table.get("flags"))
         body += _notes_html(p.get("notes") or [], table.get("flags") or {}, p["name"])
-        body += "".join(f"<p class='agreement' id='agreement-{html.escape(p['name'])}'>{html.escape(c['sentence'])}</p>"
-                        for c in table.get("card_checks", []))  # fmt: skip
+        body += "".join(
+            f"<p class='agreement' id='agreement-{html.escape(p['name'])}'>{html.escape(c['sentence'])}</p>"
+            for c in table.get("card_checks", [])
+        )
     if summary["published_elsewhere"]:
         body += "<h4>Published under protocols not run here</h4><p>For context only: no delta is taken.</p>"
         body += _score_table(summary["published_elsewhere"], summary["splits"], "summary-elsewhere", protocol=True)
@@ -96,23 +105,36 @@ def _definition(p: dict[str, Any]) -> str:
     formats = p["templates"]
     written = repr(formats[0]) if len(formats) == 1 else f"per-split instructions ({len(formats)} distinct)"
     same = f"= preset {p['preset']}" if p["preset"] else "custom (no published row compares)"
-    return (f"Queries {p['queries']} as {written}; excluded ids {'removed' if p['exclude_ids'] else 'scored'}; "
-            f"{p['corpus']} judged by {p['qrels']}; {same}.")  # fmt: skip
+    return (
+        f"Queries {p['queries']} as {written}; excluded ids {'removed' if p['exclude_ids'] else 'scored'}; "
+        f"{p['corpus']} judged by {p['qrels']}; {same}."
+    )
 
 
 def _notes_html(notes: list[str], flags: dict[str, dict[str, list[str]]], name: str) -> str:
     """A protocol's notes, and each flagged result of its table (model / split: what to know)."""
     out = "".join(f"<p class='note'><b>Note:</b> {html.escape(note)}.</p>" for note in notes)
-    items = "".join(f"<li>{html.escape(model)} / {html.escape(split)}: {html.escape(flag)}</li>"
-                    for model, cells in flags.items() for split, lines in cells.items() for flag in lines)  # fmt: skip
+    items = "".join(
+        f"<li>{html.escape(model)} / {html.escape(split)}: {html.escape(flag)}</li>"
+        for model, cells in flags.items()
+        for split, lines in cells.items()
+        for flag in lines
+    )
     if items:
-        out += (f"<p><b>Flagged results</b> (marked &#9888; above; read before comparing):</p>"
-                f"<ul class='flags' id='flags-{html.escape(name)}'>{items}</ul>")  # fmt: skip
+        out += (
+            f"<p><b>Flagged results</b> (marked &#9888; above; read before comparing):</p>"
+            f"<ul class='flags' id='flags-{html.escape(name)}'>{items}</ul>"
+        )
     return out
 
 
-def _score_table(rows: list[dict[str, Any]], splits: list[str], table_id: str, protocol: bool = False,
-                 flags: dict[str, dict[str, list[str]]] | None = None) -> str:  # fmt: skip
+def _score_table(
+    rows: list[dict[str, Any]],
+    splits: list[str],
+    table_id: str,
+    protocol: bool = False,
+    flags: dict[str, dict[str, list[str]]] | None = None,
+) -> str:
     columns = [*splits, "mean"]
     head = "<tr><th>model</th>" + ("<th>protocol</th>" if protocol else "")
     head += "".join(f"<th>{html.escape(c.replace('_', ' '))}</th>" for c in columns) + "</tr>"
@@ -183,11 +205,27 @@ def plot_intervals(*, summary_json: str | Path, protocol: str, out: str | Path):
         cells = table["intervals"][row["model"]]
         values = np.array([row[c] for c in columns])
         low, high = np.array([cells[c][0] for c in columns]), np.array([cells[c][1] for c in columns])
-        ax.errorbar(x + (i - len(ours) / 2 + 0.5) * width, values, yerr=[values - low, high - values], fmt="o",
-                    ms=3.5, capsize=2.5, lw=1, color=colors(i % colors.N), label=row["model"])  # fmt: skip
+        ax.errorbar(
+            x + (i - len(ours) / 2 + 0.5) * width,
+            values,
+            yerr=[values - low, high - values],
+            fmt="o",
+            ms=3.5,
+            capsize=2.5,
+            lw=1,
+            color=colors(i % colors.N),
+            label=row["model"],
+        )
     for j, row in enumerate(r for r in table["rows"] if r["kind"] == "published"):
-        ax.scatter(x, [row[c] for c in columns], marker="x" if j == 0 else "+", s=40, color="black" if j == 0 else "#e07020",
-                   zorder=3, label=row["model"])  # fmt: skip
+        ax.scatter(
+            x,
+            [row[c] for c in columns],
+            marker="x" if j == 0 else "+",
+            s=40,
+            color="black" if j == 0 else "#e07020",
+            zorder=3,
+            label=row["model"],
+        )
     level = f"{100 * table['statistics']['confidence']:g} %"
     ax.set_xticks(x, [c.replace("_", "\n") for c in columns], fontsize=8)
     ax.set_ylabel("nDCG@10 (x100)")
@@ -207,10 +245,12 @@ def paired_tests_html(*, summary_json: str | Path, out: str | Path) -> None:
         stats = table["statistics"]
         body += f"<h4>{html.escape(name)}</h4>"
         body += _tests_table(table["tests"], columns, f"tests-table-{name}") if table["tests"] else "<p>no pairs</p>"
-    body += (f"<p>Paired randomization test per split ({stats['resamples']} relabellings, exact where fewer exist) of "
-             f"model minus baseline, p-values Holm-adjusted across each protocol's splits; the mean's test (the "
-             f"splits weighted equally) is one test. <b>Bold, *</b>: significant at alpha {stats['alpha']}. Query "
-             "sampling only: not corpus, annotation or training-seed noise.</p>")  # fmt: skip
+    body += (
+        f"<p>Paired randomization test per split ({stats['resamples']} relabellings, exact where fewer exist) of "
+        f"model minus baseline, p-values Holm-adjusted across each protocol's splits; the mean's test (the "
+        f"splits weighted equally) is one test. <b>Bold, *</b>: significant at alpha {stats['alpha']}. Query "
+        "sampling only: not corpus, annotation or training-seed noise.</p>"
+    )
     with atomic_file(out) as handle:
         handle.write(_html_page("Paired tests between models (nDCG@10 points, p after Holm)", body))
 
@@ -272,8 +312,14 @@ def plot_training(*, labels: list[str], metrics: list[str], out: str | Path):
         steps = [r["step"] for r in rows]
         for ax, key in zip(axes, ("loss", "lr", "grad_norm")):
             ax.plot(steps, [r.get(key) for r in rows], color=colors(i % colors.N), label=label, lw=1.2)
-    for ax, (title, unit) in zip(axes, [("training loss", "CachedContrastive loss"), ("learning rate", "lr"),
-                                        ("gradient norm (before clipping)", "L2 norm")]):  # fmt: skip
+    for ax, (title, unit) in zip(
+        axes,
+        [
+            ("training loss", "CachedContrastive loss"),
+            ("learning rate", "lr"),
+            ("gradient norm (before clipping)", "L2 norm"),
+        ],
+    ):
         ax.set_title(title)
         ax.set_xlabel("optimizer step")
         ax.set_ylabel(unit)
@@ -312,8 +358,15 @@ def plot_data(*, stats: list[str], out: str | Path) -> None:
         for j, col in enumerate(("query", "positive", "negative")):
             pct = s["token_lengths"].get(col, {})
             if pct:
-                axes[1].errorbar(j + 0.2 * i, pct["p50"], yerr=[[pct["p50"] - pct["p5"]], [pct["p95"] - pct["p50"]]],
-                                 fmt="o", capsize=4, color=color, label=stage if j == 0 else None)  # fmt: skip
+                axes[1].errorbar(
+                    j + 0.2 * i,
+                    pct["p50"],
+                    yerr=[[pct["p50"] - pct["p5"]], [pct["p95"] - pct["p50"]]],
+                    fmt="o",
+                    capsize=4,
+                    color=color,
+                    label=stage if j == 0 else None,
+                )
     axes[1].set_xticks(range(3), ["query", "positive", "negative"])
     axes[1].set_ylabel("tokens (base tokenizer): median, 5-95 %")
     axes[1].set_title("text lengths")
@@ -344,8 +397,10 @@ def data_html(*, stats: list[str], out: str | Path) -> None:
         )
         audit = s.get("contamination")
         if audit:
-            body += (f"<h5>contamination audit vs BRIGHT test queries ({audit['ngram']}-gram, "
-                     f"{'overlapping triples dropped' if audit['drop'] else 'kept'})</h5>")  # fmt: skip
+            body += (
+                f"<h5>contamination audit vs BRIGHT test queries ({audit['ngram']}-gram, "
+                f"{'overlapping triples dropped' if audit['drop'] else 'kept'})</h5>"
+            )
             body += _table(audit["per_split"], f"contamination-{stage}")
     with atomic_file(out) as handle:
         handle.write(_html_page("Training data", body))
@@ -419,22 +474,34 @@ def cost_html(*, benchmarks: list[str], out: str | Path, train_gpus: int, evalua
         except UsageError as err:
             raise UserError(str(err)) from None
         rss = f"{warm['max_rss']:.1f} (warm)" if warm else record.get("max_rss", "NA")
-        rows += (f"<tr><td>{html.escape(job)}</td><td>{seconds:.1f}</td><td>{rss}</td>"
-                 f"<td>{gpu_hours:.3f}</td></tr>")  # fmt: skip
+        rows += f"<tr><td>{html.escape(job)}</td><td>{seconds:.1f}</td><td>{rss}</td><td>{gpu_hours:.3f}</td></tr>"
     table = f"<table class='r' id='cost-table'><tr><th>job</th><th>wall (s)</th><th>max RSS (MB)</th><th>GPU-hours</th></tr>{rows}</table>"
-    note = ("<p>(warm): the job was forked from the warm-start server (config <code>warm_start</code>); its peak RSS "
-            "is the forked child's, as the kernel counts it, which is not comparable with a cold start of the same "
-            "job (the child counts the preloaded libraries' pages it touches, not those it only shares): measure "
-            "memory with <code>warm_start: false</code> or on the cluster.</p>")  # fmt: skip
+    note = (
+        "<p>(warm): the job was forked from the warm-start server (config <code>warm_start</code>); its peak RSS "
+        "is the forked child's, as the kernel counts it, which is not comparable with a cold start of the same "
+        "job (the child counts the preloaded libraries' pages it touches, not those it only shares): measure "
+        "memory with <code>warm_start: false</code> or on the cluster.</p>"
+    )
     with atomic_file(out) as handle:
         handle.write(_html_page("Cost per job", f"{table}<p>total GPU-hours: {total:.3f}</p>{note}"))
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_commands({"summary": summary_html, "bright": plot_bright, "intervals": plot_intervals, "tests": paired_tests_html,
-                  "training": plot_training, "data": plot_data,
-                  "data_tables": data_html, "widen": widen_html, "provenance": provenance_html,
-                  "cost": cost_html}, argv)  # fmt: skip
+    run_commands(
+        {
+            "summary": summary_html,
+            "bright": plot_bright,
+            "intervals": plot_intervals,
+            "tests": paired_tests_html,
+            "training": plot_training,
+            "data": plot_data,
+            "data_tables": data_html,
+            "widen": widen_html,
+            "provenance": provenance_html,
+            "cost": cost_html,
+        },
+        argv,
+    )
 
 
 if __name__ == "__main__":

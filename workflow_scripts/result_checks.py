@@ -82,8 +82,9 @@ def check_results_against_runs(*, results: list[str], run_files: list[str], brig
             )
 
 
-def result_flags_by_cell(found: dict[tuple[str, str, str], dict[str, Any]], protocol: str, models: list[str],
-                         splits: list[str]) -> dict[str, dict[str, list[str]]]:  # fmt: skip
+def result_flags_by_cell(
+    found: dict[tuple[str, str, str], dict[str, Any]], protocol: str, models: list[str], splits: list[str]
+) -> dict[str, dict[str, list[str]]]:
     """``{model: {split: flags}}`` of one protocol's table, only the cells that have flags.
 
     Examples

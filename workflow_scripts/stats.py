@@ -190,8 +190,15 @@ def paired_test(
 
     if len(x) < 2:  # one query: its two relabellings are equally extreme, the exact p is 1 (scipy refuses n=1)
         return {"delta": float(statistic(x, y)), "p": 1.0}
-    result = stats.permutation_test((x, y), statistic, permutation_type="samples", vectorized=True,
-                                    n_resamples=resamples, alternative="two-sided", rng=np.random.default_rng(seed))  # fmt: skip
+    result = stats.permutation_test(
+        (x, y),
+        statistic,
+        permutation_type="samples",
+        vectorized=True,
+        n_resamples=resamples,
+        alternative="two-sided",
+        rng=np.random.default_rng(seed),
+    )
     return {"delta": float(statistic(x, y)), "p": float(min(1.0, result.pvalue))}
 
 
@@ -258,18 +265,29 @@ def _cells(frame: pd.DataFrame, protocol: str) -> dict[tuple[str, str], pd.Serie
     }
 
 
-def _paired(cells: dict[tuple[str, str], pd.Series], protocol: str, model: str, baseline: str,
-            split: str) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def _paired(
+    cells: dict[tuple[str, str], pd.Series], protocol: str, model: str, baseline: str, split: str
+) -> tuple[np.ndarray, np.ndarray]:
     """The two models' scores on one split, query by query; the same queries or a UserError."""
     a, b = cells[(model, split)], cells[(baseline, split)]
     if set(a.index) != set(b.index):
-        raise UserError(f"{protocol}/{split}: {model} and {baseline} were scored on different queries "
-                        f"({len(a)} vs {len(b)}, {len(set(a.index) ^ set(b.index))} differ): no paired test")  # fmt: skip
+        raise UserError(
+            f"{protocol}/{split}: {model} and {baseline} were scored on different queries "
+            f"({len(a)} vs {len(b)}, {len(set(a.index) ^ set(b.index))} differ): no paired test"
+        )
     return a.to_numpy(), b.reindex(a.index).to_numpy()
 
 
-def intervals(*, frame: pd.DataFrame, protocol: str, models: list[str], splits: list[str], resamples: int,
-              confidence: float, seed: int) -> dict[str, dict[str, list[float]]]:  # fmt: skip
+def intervals(
+    *,
+    frame: pd.DataFrame,
+    protocol: str,
+    models: list[str],
+    splits: list[str],
+    resamples: int,
+    confidence: float,
+    seed: int,
+) -> dict[str, dict[str, list[float]]]:
     """Bootstrap interval (x100, 2 decimals) per model and split of one protocol, and of the
     equally weighted mean of its splits (``mean``)."""
     cells = _cells(frame, protocol)
@@ -277,12 +295,24 @@ def intervals(*, frame: pd.DataFrame, protocol: str, models: list[str], splits: 
     for model in models:
         per_split = {s: cells[(model, s)].to_numpy() for s in splits}
         out[model] = {
-            s: _x100(bootstrap_interval(samples=[per_split[s]], resamples=resamples, confidence=confidence,
-                                        seed=seed_for(seed, protocol, model, s)))
+            s: _x100(
+                bootstrap_interval(
+                    samples=[per_split[s]],
+                    resamples=resamples,
+                    confidence=confidence,
+                    seed=seed_for(seed, protocol, model, s),
+                )
+            )
             for s in splits
-        }  # fmt: skip
-        out[model]["mean"] = _x100(bootstrap_interval(samples=list(per_split.values()), resamples=resamples,
-                                                      confidence=confidence, seed=seed_for(seed, protocol, model, "mean")))  # fmt: skip
+        }
+        out[model]["mean"] = _x100(
+            bootstrap_interval(
+                samples=list(per_split.values()),
+                resamples=resamples,
+                confidence=confidence,
+                seed=seed_for(seed, protocol, model, "mean"),
+            )
+        )
     return out
 
 
@@ -290,8 +320,16 @@ def _x100(interval: tuple[float, float]) -> list[float]:
     return [round(100 * interval[0], 2), round(100 * interval[1], 2)]
 
 
-def pair_tests(*, frame: pd.DataFrame, protocol: str, pairs: list[tuple[str, str]], splits: list[str],
-               resamples: int, alpha: float, seed: int) -> list[dict[str, Any]]:  # fmt: skip
+def pair_tests(
+    *,
+    frame: pd.DataFrame,
+    protocol: str,
+    pairs: list[tuple[str, str]],
+    splits: list[str],
+    resamples: int,
+    alpha: float,
+    seed: int,
+) -> list[dict[str, Any]]:
     """Paired randomization tests of each (model, baseline) pair on every split, Holm-adjusted
     across the splits, and on the equally weighted mean of the splits (one test: not adjusted).
 
@@ -302,19 +340,46 @@ def pair_tests(*, frame: pd.DataFrame, protocol: str, pairs: list[tuple[str, str
     rows = []
     for model, baseline in pairs:
         vectors = {s: _paired(cells, protocol, model, baseline, s) for s in splits}
-        tests = [paired_test(a=[vectors[s][0]], b=[vectors[s][1]], resamples=resamples,
-                             seed=seed_for(seed, protocol, model, baseline, s)) for s in splits]  # fmt: skip
+        tests = [
+            paired_test(
+                a=[vectors[s][0]],
+                b=[vectors[s][1]],
+                resamples=resamples,
+                seed=seed_for(seed, protocol, model, baseline, s),
+            )
+            for s in splits
+        ]
         adjusted = holm([t["p"] for t in tests])
-        mean = paired_test(a=[v[0] for v in vectors.values()], b=[v[1] for v in vectors.values()],
-                           resamples=resamples, seed=seed_for(seed, protocol, model, baseline, "mean"))  # fmt: skip
+        mean = paired_test(
+            a=[v[0] for v in vectors.values()],
+            b=[v[1] for v in vectors.values()],
+            resamples=resamples,
+            seed=seed_for(seed, protocol, model, baseline, "mean"),
+        )
         for split, test, p_holm in [*zip(splits, tests, adjusted), ("mean", mean, mean["p"])]:
-            rows.append({"model": model, "baseline": baseline, "split": split, "delta": round(100 * test["delta"], 2),
-                         "p": test["p"], "p_holm": p_holm, "significant": bool(p_holm <= alpha)})  # fmt: skip
+            rows.append(
+                {
+                    "model": model,
+                    "baseline": baseline,
+                    "split": split,
+                    "delta": round(100 * test["delta"], 2),
+                    "p": test["p"],
+                    "p_holm": p_holm,
+                    "significant": bool(p_holm <= alpha),
+                }
+            )
     return rows
 
 
-def card_check(*, published: dict[str, float], ours: dict[str, float], interval: dict[str, list[float]],
-               name: str, model: str, confidence: float) -> dict[str, Any]:  # fmt: skip
+def card_check(
+    *,
+    published: dict[str, float],
+    ours: dict[str, float],
+    interval: dict[str, list[float]],
+    name: str,
+    model: str,
+    confidence: float,
+) -> dict[str, Any]:
     """Does a published row of the model we retrain lie inside our intervals, and does the
     reproduction agree with it?
 
@@ -340,10 +405,23 @@ def card_check(*, published: dict[str, float], ours: dict[str, float], interval:
     inside = {s: bool(interval[s][0] <= published[s] <= interval[s][1]) for s in splits}
     allowed = int(stats.binom.ppf(0.95, len(splits), 1 - confidence))
     outside = sum(not v for v in inside.values())
-    mean = {"published": mean_published, "ours": mean_ours, "low": low, "high": high,
-            "inside": bool(low <= mean_published <= high)}  # fmt: skip
-    check = {"published_row": name, "model": model, "confidence": confidence, "inside": inside, "mean": mean,
-             "outside": outside, "allowed_outside": allowed, "agrees": mean["inside"] and outside <= allowed}  # fmt: skip
+    mean = {
+        "published": mean_published,
+        "ours": mean_ours,
+        "low": low,
+        "high": high,
+        "inside": bool(low <= mean_published <= high),
+    }
+    check = {
+        "published_row": name,
+        "model": model,
+        "confidence": confidence,
+        "inside": inside,
+        "mean": mean,
+        "outside": outside,
+        "allowed_outside": allowed,
+        "agrees": mean["inside"] and outside <= allowed,
+    }
     return check | {"sentence": agreement_sentence(check)}
 
 
@@ -353,14 +431,18 @@ def agreement_sentence(check: dict[str, Any]) -> str:
     n = len(check["inside"])
     verdict = "agrees with" if check["agrees"] else "does not agree with"
     where = "inside" if m["inside"] else "outside"
-    return (f"The reproduction ({check['model']}) {verdict} {check['published_row']}: its mean {m['published']:.2f} "
-            f"lies {where} our {level} interval [{m['low']:.2f}, {m['high']:.2f}] (ours {m['ours']:.2f}), and "
-            f"{check['outside']} of its {n} per-split numbers lie outside our per-split intervals "
-            f"(up to {check['allowed_outside']} would be chance). Query sampling only: corpus, annotation and "
-            "training-seed noise are not in these intervals.")  # fmt: skip
+    return (
+        f"The reproduction ({check['model']}) {verdict} {check['published_row']}: its mean {m['published']:.2f} "
+        f"lies {where} our {level} interval [{m['low']:.2f}, {m['high']:.2f}] (ours {m['ours']:.2f}), and "
+        f"{check['outside']} of its {n} per-split numbers lie outside our per-split intervals "
+        f"(up to {check['allowed_outside']} would be chance). Query sampling only: corpus, annotation and "
+        "training-seed noise are not in these intervals."
+    )
 
 
-def seed_rows(*, scores: dict[str, dict[str, float]], groups: list[dict[str, Any]], splits: list[str]) -> list[dict[str, Any]]:  # fmt: skip
+def seed_rows(
+    *, scores: dict[str, dict[str, float]], groups: list[dict[str, Any]], splits: list[str]
+) -> list[dict[str, Any]]:
     """Mean and sample standard deviation (ddof 1) across the seeds of each seed group, per split
     and of the mean column.
 
@@ -379,6 +461,7 @@ def seed_rows(*, scores: dict[str, dict[str, float]], groups: list[dict[str, Any
         spread = np.std(values, axis=0, ddof=1 if len(values) > 1 else 0)  # the sample std across seeds
         for kind, reduced in (("seed_mean", values.mean(axis=0)), ("seed_std", spread)):
             cells = [round(float(v), 2) for v in reduced]
-            rows.append({"model": label.format(kind.removeprefix("seed_")), "kind": kind,
-                         **dict(zip([*splits, "mean"], cells))})  # fmt: skip
+            rows.append(
+                {"model": label.format(kind.removeprefix("seed_")), "kind": kind, **dict(zip([*splits, "mean"], cells))}
+            )
     return rows

@@ -51,42 +51,83 @@ class Published:
 # BRIGHT nDCG@10 x 100 as published (see README "Published numbers").
 PUBLISHED = (
     Published(
-        model="card: Reason-mxbai-colbert-v0-32m", protocol="card", reproduced=True,
+        model="card: Reason-mxbai-colbert-v0-32m",
+        protocol="card",
+        reproduced=True,
         source="its model card: mteb BrightRetrieval via evaluation/evaluate_bright.py",
         scores={
-            "biology": 32.71, "earth_science": 43.88, "economics": 18.70, "psychology": 22.62,
-            "robotics": 18.43, "stackoverflow": 16.78, "sustainable_living": 20.77, "leetcode": 17.67,
-            "pony": 20.73, "aops": 5.05, "theoremqa_questions": 8.38, "theoremqa_theorems": 2.25,
+            "biology": 32.71,
+            "earth_science": 43.88,
+            "economics": 18.70,
+            "psychology": 22.62,
+            "robotics": 18.43,
+            "stackoverflow": 16.78,
+            "sustainable_living": 20.77,
+            "leetcode": 17.67,
+            "pony": 20.73,
+            "aops": 5.05,
+            "theoremqa_questions": 8.38,
+            "theoremqa_theorems": 2.25,
         },
     ),
     Published(
-        model="published: Reason-mxbai-colbert-v0.1-32m", protocol="card",
+        model="published: Reason-mxbai-colbert-v0.1-32m",
+        protocol="card",
         source="the authors' v0.1 card (mean 19.61), assumed measured as the v0 card",
         scores={
-            "biology": 33.16, "earth_science": 44.28, "economics": 20.25, "psychology": 24.91,
-            "robotics": 18.65, "stackoverflow": 16.66, "sustainable_living": 20.11, "leetcode": 17.40,
-            "pony": 22.77, "aops": 4.89, "theoremqa_questions": 9.04, "theoremqa_theorems": 3.19,
+            "biology": 33.16,
+            "earth_science": 44.28,
+            "economics": 20.25,
+            "psychology": 24.91,
+            "robotics": 18.65,
+            "stackoverflow": 16.66,
+            "sustainable_living": 20.11,
+            "leetcode": 17.40,
+            "pony": 22.77,
+            "aops": 4.89,
+            "theoremqa_questions": 9.04,
+            "theoremqa_theorems": 3.19,
         },
     ),
     Published(
-        model="published: Reason-ModernColBERT (150M)", protocol=None,
+        model="published: Reason-ModernColBERT (150M)",
+        protocol=None,
         source="its model card, as the card cites it (mean 22.62); protocol not stated",
         scores={
-            "biology": 33.25, "earth_science": 41.02, "economics": 24.93, "psychology": 30.73,
-            "robotics": 21.12, "stackoverflow": 20.62, "sustainable_living": 20.31, "leetcode": 31.07,
-            "pony": 8.51, "aops": 9.17, "theoremqa_questions": 19.51, "theoremqa_theorems": 11.24,
+            "biology": 33.25,
+            "earth_science": 41.02,
+            "economics": 24.93,
+            "psychology": 30.73,
+            "robotics": 21.12,
+            "stackoverflow": 20.62,
+            "sustainable_living": 20.31,
+            "leetcode": 31.07,
+            "pony": 8.51,
+            "aops": 9.17,
+            "theoremqa_questions": 19.51,
+            "theoremqa_theorems": 11.24,
         },
     ),
     Published(
-        model="mteb: Reason-ModernColBERT (150M)", protocol="mteb-v1.1",
+        model="mteb: Reason-ModernColBERT (150M)",
+        protocol="mteb-v1.1",
         source="the official MTEB run (embeddings-benchmark/results, mteb 2.10.3, Bright*Retrieval main_score; mean 22.74)",
         scores={
-            "biology": 33.87, "earth_science": 41.71, "economics": 24.55, "psychology": 31.04,
-            "robotics": 21.81, "stackoverflow": 24.26, "sustainable_living": 20.22, "leetcode": 30.86,
-            "pony": 8.74, "aops": 8.25, "theoremqa_questions": 18.33, "theoremqa_theorems": 9.29,
+            "biology": 33.87,
+            "earth_science": 41.71,
+            "economics": 24.55,
+            "psychology": 31.04,
+            "robotics": 21.81,
+            "stackoverflow": 24.26,
+            "sustainable_living": 20.22,
+            "leetcode": 30.86,
+            "pony": 8.74,
+            "aops": 8.25,
+            "theoremqa_questions": 18.33,
+            "theoremqa_theorems": 9.29,
         },
     ),
-)  # fmt: skip
+)
 REFERENCE_ORDER = ("stage2", "stage1", "widened")  # the model compared with the card: the last trained
 
 
@@ -145,8 +186,10 @@ def protocol_effects(tables: list[dict[str, Any]], reference: str) -> dict[str, 
     """
     base = next((t for t in tables if t["protocol"]["preset"] == "card"), tables[0])
     ref = base["scores"][reference]
-    delta = {t["protocol"]["name"]: {s: round(t["scores"][reference][s] - ref[s], 2) for s in t["splits"] if s in ref}
-             for t in tables}  # fmt: skip
+    delta = {
+        t["protocol"]["name"]: {s: round(t["scores"][reference][s] - ref[s], 2) for s in t["splits"] if s in ref}
+        for t in tables
+    }
     return {"baseline": base["protocol"]["name"], "model": reference, "delta": delta}
 
 
@@ -171,7 +214,9 @@ def read_results(results: list[str], protocols: list[dict[str, Any]], models: li
         if key in found:
             raise UserError(f"{path}: a second result for protocol {key[0]!r}, model {key[1]!r}, split {key[2]!r}")
         found[key] = result
-    missing = [f"{p['name']}/{m}/{s}" for p in protocols for m in models for s in p["splits"] if (p["name"], m, s) not in found]  # fmt: skip
+    missing = [
+        f"{p['name']}/{m}/{s}" for p in protocols for m in models for s in p["splits"] if (p["name"], m, s) not in found
+    ]
     if missing:
         raise UserError(f"no evaluation result for {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
     return found
@@ -182,8 +227,9 @@ def _entry(result: dict[str, Any]) -> dict[str, Any]:
     return next(iter(result["scores"].values()))[0]
 
 
-def write_mteb_results(results: dict[Key, dict[str, Any]], protocols: list[dict[str, Any]], models: list[str],
-                       paths: list[str]) -> None:  # fmt: skip
+def write_mteb_results(
+    results: dict[Key, dict[str, Any]], protocols: list[dict[str, Any]], models: list[str], paths: list[str]
+) -> None:
     """mteb-format result files, one per (protocol, model, task) of
     :func:`workflow_scripts.protocols.mteb_files` (``paths`` in that order): ``BrightRetrieval``
     with every split as a subset, or one file per per-domain task (mteb-v1.1); loadable by
@@ -200,7 +246,9 @@ def write_mteb_results(results: dict[Key, dict[str, Any]], protocols: list[dict[
         write_json(path, combined)
 
 
-def ndcg_table(results: dict[Key, dict[str, Any]], protocol: str, models: list[str], splits: list[str]) -> dict[str, dict[str, float]]:  # fmt: skip
+def ndcg_table(
+    results: dict[Key, dict[str, Any]], protocol: str, models: list[str], splits: list[str]
+) -> dict[str, dict[str, float]]:
     """nDCG@10 x 100 per model and split under one protocol."""
     return {m: {s: round(100 * _entry(results[(protocol, m, s)])["ndcg_at_10"], 2) for s in splits} for m in models}
 
@@ -224,12 +272,16 @@ def describe(protocol: dict[str, Any]) -> str:
     """
     formats = protocol["templates"]
     written = repr(formats[0]) if len(formats) == 1 else f"per-split instructions ({len(formats)} distinct)"
-    return (f"queries: {protocol['queries']} as {written}; excluded ids {'removed' if protocol['exclude_ids'] else 'scored (kept)'}; "
-            f"{protocol['corpus']} judged by {protocol['qrels']}; "
-            + (f"= preset {protocol['preset']}" if protocol["preset"] else "a custom protocol (no published row compares)"))  # fmt: skip
+    return (
+        f"queries: {protocol['queries']} as {written}; excluded ids {'removed' if protocol['exclude_ids'] else 'scored (kept)'}; "
+        f"{protocol['corpus']} judged by {protocol['qrels']}; "
+        + (f"= preset {protocol['preset']}" if protocol["preset"] else "a custom protocol (no published row compares)")
+    )
 
 
-def build_tables(found: dict[Key, dict[str, Any]], protocols: list[dict[str, Any]], models: list[str]) -> list[dict[str, Any]]:  # fmt: skip
+def build_tables(
+    found: dict[Key, dict[str, Any]], protocols: list[dict[str, Any]], models: list[str]
+) -> list[dict[str, Any]]:
     """One table per protocol: ours, the published rows measured under it, deltas."""
     reference = reference_model(models)
     tables = []
@@ -238,26 +290,55 @@ def build_tables(found: dict[Key, dict[str, Any]], protocols: list[dict[str, Any
         scores = ndcg_table(found, protocol["name"], models, splits)
         published = [p for p in PUBLISHED if p.protocol is not None and p.protocol == protocol["preset"]]
         rows = summary_rows(scores, splits, published, reference)
-        tables.append({"protocol": protocol, "splits": splits, "scores": scores, "rows": rows,
-                       "flags": result_flags_by_cell(found, protocol["name"], models, splits)})  # fmt: skip
+        tables.append(
+            {
+                "protocol": protocol,
+                "splits": splits,
+                "scores": scores,
+                "rows": rows,
+                "flags": result_flags_by_cell(found, protocol["name"], models, splits),
+            }
+        )
     return tables
 
 
 def published_elsewhere(protocols: list[dict[str, Any]], splits: list[str]) -> list[dict[str, Any]]:
     """Published rows under a protocol that no table here has (or none stated): shown, never compared."""
     here = {p["preset"] for p in protocols}
-    return [{"model": p.model, "kind": "published", "protocol": p.protocol or "not stated", "source": p.source,
-             **{s: p.scores[s] for s in splits}, "mean": _mean([p.scores[s] for s in splits])}
-            for p in PUBLISHED if p.protocol is None or p.protocol not in here]  # fmt: skip
+    return [
+        {
+            "model": p.model,
+            "kind": "published",
+            "protocol": p.protocol or "not stated",
+            "source": p.source,
+            **{s: p.scores[s] for s in splits},
+            "mean": _mean([p.scores[s] for s in splits]),
+        }
+        for p in PUBLISHED
+        if p.protocol is None or p.protocol not in here
+    ]
 
 
 def summarize(
-    *, results: list[str], models: list[str], splits: list[str], protocols: list[dict[str, Any]],
-    settings: dict[str, Any], csv_path: str, md_path: str, json_path: str, mteb_paths: list[str],
-    run_files: list[str] | None = None, bright_manifest: str | None = None, statistics: dict[str, Any] | None = None,
-    pairs: list[list[str]] | None = None, seed_groups: list[dict[str, Any]] | None = None,
-    per_query_path: str | None = None, intervals_path: str | None = None, tests_path: str | None = None,
-) -> dict[str, Any]:  # fmt: skip
+    *,
+    results: list[str],
+    models: list[str],
+    splits: list[str],
+    protocols: list[dict[str, Any]],
+    settings: dict[str, Any],
+    csv_path: str,
+    md_path: str,
+    json_path: str,
+    mteb_paths: list[str],
+    run_files: list[str] | None = None,
+    bright_manifest: str | None = None,
+    statistics: dict[str, Any] | None = None,
+    pairs: list[list[str]] | None = None,
+    seed_groups: list[dict[str, Any]] | None = None,
+    per_query_path: str | None = None,
+    intervals_path: str | None = None,
+    tests_path: str | None = None,
+) -> dict[str, Any]:
     """Write the summary (csv, md, json: a table per protocol) and the mteb-format result files.
 
     ``protocols`` are :meth:`workflow_scripts.protocols.Protocol.summary` dicts; ``settings``
@@ -279,25 +360,39 @@ def summarize(
     write_mteb_results(found, protocols, models, mteb_paths)
     tables = build_tables(found, protocols, models)
     if statistics is not None:
-        add_statistics(tables=tables, found=found, statistics=statistics, pairs=pairs or [],
-                       seed_groups=seed_groups or [], per_query_path=per_query_path)  # fmt: skip
+        add_statistics(
+            tables=tables,
+            found=found,
+            statistics=statistics,
+            pairs=pairs or [],
+            seed_groups=seed_groups or [],
+            per_query_path=per_query_path,
+        )
         _write_statistics_csv(intervals_path, tests_path, tables)
     elsewhere = published_elsewhere(protocols, splits)
     _write_csv(csv_path, tables, elsewhere, splits)
     with atomic_file(md_path) as handle:
         handle.write(_markdown(tables, elsewhere, splits, settings))
-    summary = {"splits": splits, "models": models, "reference": reference_model(models), "settings": settings,
-               "statistics": statistics, "seed_groups": seed_groups or [],
-               "tables": [{k: v for k, v in t.items() if k != "scores"} for t in tables],
-               "published_elsewhere": elsewhere, "effects": protocol_effects(tables, reference_model(models))}  # fmt: skip
+    summary = {
+        "splits": splits,
+        "models": models,
+        "reference": reference_model(models),
+        "settings": settings,
+        "statistics": statistics,
+        "seed_groups": seed_groups or [],
+        "tables": [{k: v for k, v in t.items() if k != "scores"} for t in tables],
+        "published_elsewhere": elsewhere,
+        "effects": protocol_effects(tables, reference_model(models)),
+    }
     write_json(json_path, summary)
     return summary
 
 
 def _write_csv(path: str, tables: list[dict[str, Any]], elsewhere: list[dict[str, Any]], splits: list[str]) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["protocol", "model", "kind", *splits, "mean"], lineterminator="\n",
-                            extrasaction="ignore")  # fmt: skip
+    writer = csv.DictWriter(
+        buffer, fieldnames=["protocol", "model", "kind", *splits, "mean"], lineterminator="\n", extrasaction="ignore"
+    )
     writer.writeheader()
     for table in tables:
         writer.writerows({"protocol": table["protocol"]["name"], **row} for row in table["rows"])
@@ -306,12 +401,15 @@ def _write_csv(path: str, tables: list[dict[str, Any]], elsewhere: list[dict[str
         handle.write(buffer.getvalue())
 
 
-def _markdown(tables: list[dict[str, Any]], elsewhere: list[dict[str, Any]], splits: list[str],
-              settings: dict[str, Any]) -> str:  # fmt: skip
-    out = [f"BRIGHT nDCG@10 x 100, exact MaxSim; query_length {settings['query_length']} (overrides: "
-           f"{settings['overrides']}), document_length {settings['document_length']}; BRIGHT revision "
-           f"{settings['bright_revision']}, base model revision {settings['base_model_revision']}. Deltas only "
-           "within a table: published rows sit with the protocol they were measured under.\n"]  # fmt: skip
+def _markdown(
+    tables: list[dict[str, Any]], elsewhere: list[dict[str, Any]], splits: list[str], settings: dict[str, Any]
+) -> str:
+    out = [
+        f"BRIGHT nDCG@10 x 100, exact MaxSim; query_length {settings['query_length']} (overrides: "
+        f"{settings['overrides']}), document_length {settings['document_length']}; BRIGHT revision "
+        f"{settings['bright_revision']}, base model revision {settings['base_model_revision']}. Deltas only "
+        "within a table: published rows sit with the protocol they were measured under.\n"
+    ]
     for table in tables:
         p = table["protocol"]
         out.append(f"\n## {p['name']}\n\n{p['description']}. {describe(p)}.\n\n")
@@ -338,15 +436,23 @@ def _notes_markdown(notes: list[str], flags: dict[str, dict[str, list[str]]]) ->
     - base / pony: degenerate: all tied
     """
     out = "".join(f"\nNote: {note}.\n" for note in notes)
-    lines = [f"- {model} / {split}: {flag}\n" for model, cells in flags.items() for split, fl in cells.items()
-             for flag in fl]  # fmt: skip
+    lines = [
+        f"- {model} / {split}: {flag}\n" for model, cells in flags.items() for split, fl in cells.items() for flag in fl
+    ]
     if lines:
         out += "\n**Flagged results** (read before comparing):\n\n" + "".join(lines)
     return out
 
 
-def add_statistics(*, tables: list[dict[str, Any]], found: dict[Key, dict[str, Any]], statistics: dict[str, Any],
-                   pairs: list[list[str]], seed_groups: list[dict[str, Any]], per_query_path: str) -> None:  # fmt: skip
+def add_statistics(
+    *,
+    tables: list[dict[str, Any]],
+    found: dict[Key, dict[str, Any]],
+    statistics: dict[str, Any],
+    pairs: list[list[str]],
+    seed_groups: list[dict[str, Any]],
+    per_query_path: str,
+) -> None:
     """Write the per-query parquet and give each table its ``intervals``, paired ``tests``, seed
     rows (after ours) and, where a published row is of the model we retrain, its ``card_checks``."""
     frame = per_query_frame(found)
@@ -359,30 +465,60 @@ def add_statistics(*, tables: list[dict[str, Any]], found: dict[Key, dict[str, A
         if unknown:
             raise UserError(f"statistics.pairs: {', '.join(unknown)} not among the evaluated models {list(scores)}")
         table["statistics"] = statistics
-        table["intervals"] = intervals(frame=frame, protocol=name, models=list(scores), splits=splits,
-                                       confidence=statistics["confidence"], **resampling)  # fmt: skip
-        table["tests"] = pair_tests(frame=frame, protocol=name, pairs=[tuple(p) for p in pairs], splits=splits,
-                                    alpha=statistics["alpha"], **resampling)  # fmt: skip
+        table["intervals"] = intervals(
+            frame=frame,
+            protocol=name,
+            models=list(scores),
+            splits=splits,
+            confidence=statistics["confidence"],
+            **resampling,
+        )
+        table["tests"] = pair_tests(
+            frame=frame,
+            protocol=name,
+            pairs=[tuple(p) for p in pairs],
+            splits=splits,
+            alpha=statistics["alpha"],
+            **resampling,
+        )
         ours = [r for r in table["rows"] if r["kind"] == "ours"]
         table["rows"] = ours + seed_rows(scores=scores, groups=seed_groups, splits=splits) + table["rows"][len(ours) :]
         reference = reference_model(list(scores))
         table["card_checks"] = [
-            card_check(published={s: p.scores[s] for s in splits}, ours=scores[reference],
-                       interval=table["intervals"][reference], name=p.model, model=reference,
-                       confidence=statistics["confidence"])
-            for p in PUBLISHED if p.reproduced and p.protocol == table["protocol"]["preset"]
-        ]  # fmt: skip
+            card_check(
+                published={s: p.scores[s] for s in splits},
+                ours=scores[reference],
+                interval=table["intervals"][reference],
+                name=p.model,
+                model=reference,
+                confidence=statistics["confidence"],
+            )
+            for p in PUBLISHED
+            if p.reproduced and p.protocol == table["protocol"]["preset"]
+        ]
 
 
 def _write_statistics_csv(intervals_path: str, tests_path: str, tables: list[dict[str, Any]]) -> None:
     """``intervals_path``: protocol, model, split (or mean), ndcg_at_10, low, high (x100);
     ``tests_path``: protocol, model, baseline, split, delta, p, p_holm, significant."""
-    rows = [{"protocol": t["protocol"]["name"], "model": m, "split": s, "low": lo, "high": hi,
-             "ndcg_at_10": next(r for r in t["rows"] if r["model"] == m and r["kind"] == "ours")[s]}
-            for t in tables for m, cells in t["intervals"].items() for s, (lo, hi) in cells.items()]  # fmt: skip
+    rows = [
+        {
+            "protocol": t["protocol"]["name"],
+            "model": m,
+            "split": s,
+            "low": lo,
+            "high": hi,
+            "ndcg_at_10": next(r for r in t["rows"] if r["model"] == m and r["kind"] == "ours")[s],
+        }
+        for t in tables
+        for m, cells in t["intervals"].items()
+        for s, (lo, hi) in cells.items()
+    ]
     tests = [{"protocol": t["protocol"]["name"], **row} for t in tables for row in t["tests"]]
-    columns = {intervals_path: (rows, ["protocol", "model", "split", "ndcg_at_10", "low", "high"]),
-               tests_path: (tests, ["protocol", "model", "baseline", "split", "delta", "p", "p_holm", "significant"])}  # fmt: skip
+    columns = {
+        intervals_path: (rows, ["protocol", "model", "split", "ndcg_at_10", "low", "high"]),
+        tests_path: (tests, ["protocol", "model", "baseline", "split", "delta", "p", "p_holm", "significant"]),
+    }
     for path, (records, names) in columns.items():
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=names, lineterminator="\n")
@@ -398,13 +534,24 @@ def _statistics_markdown(table: dict[str, Any]) -> str:
         return ""
     stats, splits = table["statistics"], [*table["splits"], "mean"]
     level = f"{100 * stats['confidence']:g} %"
-    out = [f"\n{level} bootstrap intervals (queries resampled within each split, {stats['resamples']} resamples; "
-           "the mean's weighs each split equally):\n\n"]  # fmt: skip
-    out.append(to_markdown([{"model": m, **{s: f"{c[s][0]:.2f}-{c[s][1]:.2f}" for s in splits}}
-                            for m, c in table["intervals"].items()], ["model", *splits]))  # fmt: skip
+    out = [
+        f"\n{level} bootstrap intervals (queries resampled within each split, {stats['resamples']} resamples; "
+        "the mean's weighs each split equally):\n\n"
+    ]
+    out.append(
+        to_markdown(
+            [
+                {"model": m, **{s: f"{c[s][0]:.2f}-{c[s][1]:.2f}" for s in splits}}
+                for m, c in table["intervals"].items()
+            ],
+            ["model", *splits],
+        )
+    )
     if table["tests"]:
-        out.append(f"\nPaired randomization tests, model - baseline in nDCG@10 points (p Holm-adjusted across "
-                   f"splits; * p <= {stats['alpha']}):\n\n")  # fmt: skip
+        out.append(
+            f"\nPaired randomization tests, model - baseline in nDCG@10 points (p Holm-adjusted across "
+            f"splits; * p <= {stats['alpha']}):\n\n"
+        )
         cells: dict[str, dict[str, str]] = {}
         for t in table["tests"]:
             mark = "*" if t["significant"] else ""

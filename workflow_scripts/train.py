@@ -293,9 +293,16 @@ def metrics_callback(
             now, step = time.time(), state.global_step
             rate = (step - self.last[1]) * global_batch / max(now - self.last[0], 1e-9)
             self.last = (now, step)
-            row = {"step": step, "samples": step * global_batch, "epoch": logs.get("epoch"),
-                   "loss": logs.get("loss"), "lr": logs.get("learning_rate"),
-                   "grad_norm": logs.get("grad_norm"), "samples_per_s": rate, "time": now}  # fmt: skip
+            row = {
+                "step": step,
+                "samples": step * global_batch,
+                "epoch": logs.get("epoch"),
+                "loss": logs.get("loss"),
+                "lr": logs.get("learning_rate"),
+                "grad_norm": logs.get("grad_norm"),
+                "samples_per_s": rate,
+                "time": now,
+            }
             if self.tokens is not None:
                 row["tokens"] = self.tokens
             with naming_write_errors(path), open(path, "a") as handle:
@@ -351,27 +358,54 @@ def train_stage(
         torch.cuda.set_device(device)
     logger.info(
         "rank %d: device %s, torch %s, CUDA build %s, CUDA_VISIBLE_DEVICES=%s",
-        world["rank"], device, torch.__version__, torch.version.cuda,
+        world["rank"],
+        device,
+        torch.__version__,
+        torch.version.cuda,
         os.environ.get("CUDA_VISIBLE_DEVICES", "(unset)"),
-    )  # fmt: skip
+    )
     files = shard_files(shards)
-    identity = run_identity(stage=stage, init_model=init_model, shards=shards, settings=settings,
-                            trust_remote_code=trust_remote_code, world_size=world["world_size"])  # fmt: skip
+    identity = run_identity(
+        stage=stage,
+        init_model=init_model,
+        shards=shards,
+        settings=settings,
+        trust_remote_code=trust_remote_code,
+        world_size=world["world_size"],
+    )
     run_dir = Path(checkpoint_dir) / run_fingerprint(identity, [model_dir(init_model), shards])
     run_dir.mkdir(parents=True, exist_ok=True)
-    training, dataset = stage_training(stage=stage, init_model=init_model, files=files, run_dir=run_dir,
-                                       settings=settings, trust_remote_code=trust_remote_code, device=device,
-                                       world_size=world["world_size"])  # fmt: skip
+    training, dataset = stage_training(
+        stage=stage,
+        init_model=init_model,
+        files=files,
+        run_dir=run_dir,
+        settings=settings,
+        trust_remote_code=trust_remote_code,
+        device=device,
+        world_size=world["world_size"],
+    )
     wall, resume, log_path = _fit(training=training, run_dir=run_dir, stage=stage, settings=settings, world=world)
     ranks = _gather_world(world)
     if world["rank"] != 0:
         return {}
-    curve = _write_model_and_curve(model=training.trainer.model, out_dir=out_dir, log_path=log_path,
-                                   metrics_path=metrics_path)  # fmt: skip
+    curve = _write_model_and_curve(
+        model=training.trainer.model, out_dir=out_dir, log_path=log_path, metrics_path=metrics_path
+    )
     meta = stage_meta(
-        stage=stage, init_model=init_model, settings=settings, training=training, rows=len(dataset), world=world,
-        ranks=ranks, device=device, resume=resume, run_dir=run_dir, wall=wall, curve=curve,
-    )  # fmt: skip
+        stage=stage,
+        init_model=init_model,
+        settings=settings,
+        training=training,
+        rows=len(dataset),
+        world=world,
+        ranks=ranks,
+        device=device,
+        resume=resume,
+        run_dir=run_dir,
+        wall=wall,
+        curve=curve,
+    )
     write_json(meta_path, meta)
     shutil.rmtree(run_dir, ignore_errors=True)  # done: the final model is the output
     return meta
@@ -423,11 +457,23 @@ def stage_training(
     world_size: int,
 ) -> tuple[Training, Any]:
     """The stage's model, rows and trainer (:func:`workflow_scripts.trainer.make_trainer`), not yet run."""
-    model = load_colbert(init_model, query_length=settings.query_length, document_length=settings.document_length,
-                         trust_remote_code=trust_remote_code, device=device)  # fmt: skip
+    model = load_colbert(
+        init_model,
+        query_length=settings.query_length,
+        document_length=settings.document_length,
+        trust_remote_code=trust_remote_code,
+        device=device,
+    )
     dataset = load_triples(files, run_dir / "datasets-cache")
-    training = make_trainer(model=model, dataset=dataset, settings=settings, output_dir=run_dir, device=device,
-                            world_size=world_size, label=f"train {stage}")  # fmt: skip
+    training = make_trainer(
+        model=model,
+        dataset=dataset,
+        settings=settings,
+        output_dir=run_dir,
+        device=device,
+        world_size=world_size,
+        label=f"train {stage}",
+    )
     return training, dataset
 
 
@@ -443,10 +489,12 @@ def _fit(
     log_path = run_dir / "metrics.jsonl"
     if world["rank"] == 0:
         _truncate_metrics(log_path, resume)
-    training.trainer.add_callback(metrics_callback(log_path, settings.global_batch_size, world["rank"],
-                                                   what=f"train {stage}", loss=training.loss))  # fmt: skip
-    logger.info("stage %s: world %s, per-device batch %d, resume from %s", stage, world,
-                training.per_device_batch_size, resume)  # fmt: skip
+    training.trainer.add_callback(
+        metrics_callback(log_path, settings.global_batch_size, world["rank"], what=f"train {stage}", loss=training.loss)
+    )
+    logger.info(
+        "stage %s: world %s, per-device batch %d, resume from %s", stage, world, training.per_device_batch_size, resume
+    )
     started = time.time()
     with naming_write_errors(run_dir):  # a full disk at a checkpoint: torch names no file
         training.trainer.train(resume_from_checkpoint=resume)

@@ -42,7 +42,6 @@ BATCH_SAMPLERS = ("batch_sampler", "no_duplicates")
 MAXSIM_BACKENDS = ("auto", "chunked", "torch", "lik", "flash")
 
 
-
 @dataclass(frozen=True)
 class TrainSettings:
     """Everything that defines a training step and run, as ``config.yaml`` states it.
@@ -359,12 +358,24 @@ def make_trainer(
     )
     loss.label = label
     loss.forward = counter = FalseNegativeCounter(loss.forward, gather=loss.gather_across_devices)
-    args = training_arguments(settings=s, output_dir=output_dir, device=device, world_size=world_size,
-                              per_device=per_device, save_checkpoints=save_checkpoints)  # fmt: skip
-    trainer = _trainer_class()(model=model, args=args, train_dataset=dataset, loss=loss,
-                               data_collator=utils.ColBERTCollator(model.tokenize))  # fmt: skip
-    return Training(trainer=trainer, loss=loss, candidates=loss.candidate_counter, false_negatives=counter,
-                    per_device_batch_size=per_device)  # fmt: skip
+    args = training_arguments(
+        settings=s,
+        output_dir=output_dir,
+        device=device,
+        world_size=world_size,
+        per_device=per_device,
+        save_checkpoints=save_checkpoints,
+    )
+    trainer = _trainer_class()(
+        model=model, args=args, train_dataset=dataset, loss=loss, data_collator=utils.ColBERTCollator(model.tokenize)
+    )
+    return Training(
+        trainer=trainer,
+        loss=loss,
+        candidates=loss.candidate_counter,
+        false_negatives=counter,
+        per_device_batch_size=per_device,
+    )
 
 
 def _use_bf16(setting: str | bool) -> bool:

@@ -96,14 +96,37 @@ PRELOAD = (
 )
 # Snakemake sets these for every job to its `threads`; the libraries read them when they load,
 # so the forked child resizes its pools to them (threadpoolctl) instead of refusing the job.
-THREAD_ENV = ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")  # fmt: skip
+THREAD_ENV = (
+    "OMP_NUM_THREADS",
+    "GOTO_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
 # Variables the preloaded libraries read at import: a job whose values differ starts cold.
 IMPORT_TIME_ENV = (
-    "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "TOKENIZERS_", "SENTENCE_TRANSFORMERS_", "TORCH",
-    "PYTORCH_", "CUDA_", "OMP_", "MKL_", "KMP_", "OPENBLAS_", "GOTO_", "LD_", "PYTHON", "MPL",
-    "SLURM_JOB_ID", "SLURM_STEP_ID", "XLA_", "NUMEXPR_",
-)  # fmt: skip
+    "HF_",
+    "HUGGINGFACE_",
+    "TRANSFORMERS_",
+    "TOKENIZERS_",
+    "SENTENCE_TRANSFORMERS_",
+    "TORCH",
+    "PYTORCH_",
+    "CUDA_",
+    "OMP_",
+    "MKL_",
+    "KMP_",
+    "OPENBLAS_",
+    "GOTO_",
+    "LD_",
+    "PYTHON",
+    "MPL",
+    "SLURM_JOB_ID",
+    "SLURM_STEP_ID",
+    "XLA_",
+    "NUMEXPR_",
+)
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 HEADER = struct.Struct("!Q")
 GRACE_S = 10.0
@@ -161,10 +184,18 @@ def _where() -> dict[str, Any]:
         cgroup = Path("/proc/self/cgroup").read_text()  # a Slurm step's memory/GPU limits live here
     except OSError:
         cgroup = ""
-    return {"executable": executable, "prefix": sys.prefix, "project": str(PROJECT), "host": socket.gethostname(),
-            "env": env, "flags": repr((sys.flags, sys._xoptions, sys.warnoptions)),
-            "nice": os.getpriority(os.PRIO_PROCESS, 0), "affinity": sorted(os.sched_getaffinity(0)),
-            "rlimits": json.loads(json.dumps(limits)), "cgroup": cgroup}  # fmt: skip
+    return {
+        "executable": executable,
+        "prefix": sys.prefix,
+        "project": str(PROJECT),
+        "host": socket.gethostname(),
+        "env": env,
+        "flags": repr((sys.flags, sys._xoptions, sys.warnoptions)),
+        "nice": os.getpriority(os.PRIO_PROCESS, 0),
+        "affinity": sorted(os.sched_getaffinity(0)),
+        "rlimits": json.loads(json.dumps(limits)),
+        "cgroup": cgroup,
+    }
 
 
 def _difference(job: dict[str, Any], server: dict[str, Any]) -> str | None:
@@ -210,8 +241,14 @@ def delegate(argv: list[str]) -> int | None:
         umask = os.umask(0)
         os.umask(umask)
         ignored = [int(n) for n in FORWARDED_SIGNALS if signal.getsignal(n) is signal.SIG_IGN]  # e.g. nohup
-        request = {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "umask": umask,
-                   "ignored": ignored, "where": _where()}  # fmt: skip
+        request = {
+            "argv": argv,
+            "cwd": os.getcwd(),
+            "env": dict(os.environ),
+            "umask": umask,
+            "ignored": ignored,
+            "where": _where(),
+        }
         _send(sock, request, fds=[0, 1, 2])
         reply, _ = _receive(sock)  # the server answers once its imports are done
     except OSError as err:
@@ -243,8 +280,13 @@ def delegate(argv: list[str]) -> int | None:
     # The child's figures go to a file, not the log: the log's last line stays the job's own.
     if os.environ.get(USAGE_ENV):
         with contextlib.suppress(OSError):  # the job's outcome is the child's, whatever happens here
-            write_usage(os.environ[USAGE_ENV], child=child, status=result["status"], maxrss_kb=result["maxrss_kb"],
-                        cpu_s=result["cpu_s"])  # fmt: skip
+            write_usage(
+                os.environ[USAGE_ENV],
+                child=child,
+                status=result["status"],
+                maxrss_kb=result["maxrss_kb"],
+                cpu_s=result["cpu_s"],
+            )
     if result["signal"]:  # end as the child did (the shell reports 128 + N)
         _end_by(result["signal"])
     return int(result["status"])
@@ -291,8 +333,10 @@ def serve(*, address: str, parent: int) -> None:
     # Some imports set variables (e.g. KMP_DUPLICATE_LIB_OK); a cold job's imports would too.
     side_effects = {k: v for k, v in os.environ.items() if environ.get(k) != v}
     native = len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else 0
-    print(f"warm: preloaded {len(PRELOAD)} libraries in {time.perf_counter() - started:.1f} s "
-          f"({native} native threads)", file=sys.stderr)  # fmt: skip
+    print(
+        f"warm: preloaded {len(PRELOAD)} libraries in {time.perf_counter() - started:.1f} s ({native} native threads)",
+        file=sys.stderr,
+    )
     if unsafe:
         print(f"warm: {unsafe}; every job will start cold", file=sys.stderr)
 
@@ -393,8 +437,13 @@ def _native_pool_hazard() -> str | None:
     openblas = sum(max(int(p.get("num_threads") or 1) - 1, 0) for p in pools if p.get("internal_api") == "openblas")
     if threads <= openblas:
         return None
-    others = sorted({f"{p.get('internal_api')} ({Path(p.get('filepath', '?')).name})" for p in pools
-                     if p.get("internal_api") != "openblas"})  # fmt: skip
+    others = sorted(
+        {
+            f"{p.get('internal_api')} ({Path(p.get('filepath', '?')).name})"
+            for p in pools
+            if p.get("internal_api") != "openblas"
+        }
+    )
     return (
         f"{threads - openblas} native threads are live beyond OpenBLAS's {openblas} fork-aware workers (a started "
         f"OpenMP/MKL pool: {', '.join(others) or 'unknown'}): a forked child could hang in its first parallel region"
@@ -645,8 +694,11 @@ def start(*, log: str | Path) -> str:
     with open(log, "ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "workflow_scripts.warm", address, str(os.getpid())],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
-        )  # fmt: skip
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + 30
     while not os.path.exists(address) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -96,8 +96,7 @@ def build_shards(
     splits = splits or SPLITS
     contamination = None if contamination_ngram is None else {"ngram": contamination_ngram, "drop": contamination_drop}
     roots = source_roots(manifests)
-    builder = TripleBuilder(positives=positives_per_query, negatives=negatives_per_query,
-                            min_chars=min_text_chars)  # fmt: skip
+    builder = TripleBuilder(positives=positives_per_query, negatives=negatives_per_query, min_chars=min_text_chars)
     counts: Counter[str] = Counter()
 
     def produce() -> Iterator[dict[str, str]]:
@@ -136,8 +135,14 @@ def build_shards(
             yield triple
 
     with atomic_dir(out_dir) as tmp:
-        rows, duplicates = shuffle_to_shards(observed(), out_dir=tmp, seed=seed, label=f"build_shards {stage}",
-                                             buckets=shuffle_buckets, rows_per_shard=rows_per_shard)  # fmt: skip
+        rows, duplicates = shuffle_to_shards(
+            observed(),
+            out_dir=tmp,
+            seed=seed,
+            label=f"build_shards {stage}",
+            buckets=shuffle_buckets,
+            rows_per_shard=rows_per_shard,
+        )
         if rows == 0:
             raise UserError(f"stage {stage}: no triples survived (dropped: {dict(builder.dropped)})")
         unresolved = counts["hq unresolved ids"] / max(1, counts["hq positive ids"])

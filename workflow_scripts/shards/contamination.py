@@ -75,10 +75,13 @@ class ContaminationAudit:
     def table(self) -> list[dict[str, Any]]:
         """One row per BRIGHT split: test queries, overlapping training triples, queries hit."""
         return [
-            {"split": split, "test_queries": n,
-             "triples_exact_query": self.counts[(split, "exact_query")],
-             "triples_query_ngram": self.counts[(split, "query_ngram")],
-             "triples_positive_ngram": self.counts[(split, "positive_ngram")],
-             "test_queries_hit": sum(1 for k in self.hit if k[0] == split)}
+            {
+                "split": split,
+                "test_queries": n,
+                "triples_exact_query": self.counts[(split, "exact_query")],
+                "triples_query_ngram": self.counts[(split, "query_ngram")],
+                "triples_positive_ngram": self.counts[(split, "positive_ngram")],
+                "test_queries_hit": sum(1 for k in self.hit if k[0] == split),
+            }
             for split, n in self.queries.items()
-        ]  # fmt: skip
+        ]

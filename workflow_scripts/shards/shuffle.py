@@ -56,9 +56,14 @@ class ShardWriter:
 
 
 def shuffle_to_shards(
-    triples: Iterable[dict[str, str]], *, out_dir: Path, seed: int, buckets: int, rows_per_shard: int,
+    triples: Iterable[dict[str, str]],
+    *,
+    out_dir: Path,
+    seed: int,
+    buckets: int,
+    rows_per_shard: int,
     label: str = "shuffle",
-) -> tuple[int, int]:  # fmt: skip
+) -> tuple[int, int]:
     """Shuffle and deduplicate out of core: hash → bucket files → sort each bucket → shards.
 
     A triple's key is a seeded hash of its text, so identical triples share a bucket and sit
@@ -109,8 +114,9 @@ def shuffle_to_shards(
         writer.close()
     reading.close()
     shards = ShardWriter(out_dir, rows_per_shard)
-    writing = Progress(f"{label}: sort + write shards", total=reading.done, unit="rows", interval=PROGRESS_INTERVAL,
-                       log=logger.info)  # fmt: skip
+    writing = Progress(
+        f"{label}: sort + write shards", total=reading.done, unit="rows", interval=PROGRESS_INTERVAL, log=logger.info
+    )
     duplicates = 0
     text = lambda r: (r["query"], r["positive"], r["negative"])  # noqa: E731
     for b in range(buckets):

@@ -40,9 +40,15 @@ class TripleBuilder:
         self.dropped: Counter[str] = Counter()
 
     def expand(
-        self, *, query: str, instruction: str, pos: list[str], neg: list[str], source: str,
+        self,
+        *,
+        query: str,
+        instruction: str,
+        pos: list[str],
+        neg: list[str],
+        source: str,
         domain: str,
-    ) -> Iterator[dict[str, str]]:  # fmt: skip
+    ) -> Iterator[dict[str, str]]:
         pos = [p for p in pos if len(p.strip()) >= self.min_chars][: self.positives]
         neg = [n for n in neg if len(n.strip()) >= self.min_chars][: self.negatives]
         if not query.strip() or not pos or not neg:
@@ -51,8 +57,14 @@ class TripleBuilder:
             return
         for p in pos:
             for n in neg:
-                yield {"query": query, "positive": p, "negative": n, "source": source,
-                       "domain": domain, "instruction": instruction}  # fmt: skip
+                yield {
+                    "query": query,
+                    "positive": p,
+                    "negative": n,
+                    "source": source,
+                    "domain": domain,
+                    "instruction": instruction,
+                }
 
 
 def _pair_text(path: Path, row_no: int, col: str, item: Any) -> tuple[str, str]:
@@ -65,9 +77,12 @@ def _pair_text(path: Path, row_no: int, col: str, item: Any) -> tuple[str, str]:
 
 
 def reasonir_triples(
-    root: Path, config: str, builder: TripleBuilder, id2doc: dict[str, tuple[str, str]] | None,
+    root: Path,
+    config: str,
+    builder: TripleBuilder,
+    id2doc: dict[str, tuple[str, str]] | None,
     counts: Counter[str],
-) -> Iterator[dict[str, str]]:  # fmt: skip
+) -> Iterator[dict[str, str]]:
     """Triples of reasonir-data ``vl`` (text positives) or ``hq`` (BRIGHT-id positives)."""
     source = f"reasonir/{config}"
     for path, row_no, row in iter_parquet_rows(config_files(root, config, "train"), ["query", "pos", "neg"]):
@@ -86,8 +101,14 @@ def reasonir_triples(
                 domain, doc = id2doc[doc]
             positives.append(f"{doc_instr} {doc}" if doc_instr else doc)
         negatives = [" ".join(x for x in _pair_text(path, row_no, "neg", n) if x) for n in row["neg"] or []]
-        yield from builder.expand(query=format_query(instruction, text), instruction=instruction,
-                                  pos=positives, neg=negatives, source=source, domain=domain)  # fmt: skip
+        yield from builder.expand(
+            query=format_query(instruction, text),
+            instruction=instruction,
+            pos=positives,
+            neg=negatives,
+            source=source,
+            domain=domain,
+        )
 
 
 def bge_reasoner_triples(
@@ -109,6 +130,11 @@ def bge_reasoner_triples(
             for key in ("pos", "neg"):
                 if not all(isinstance(text, str) for text in row[key]):
                     raise UserError(f"{path}:{line_no}: column {key} must be list of strings")
-            yield from builder.expand(query=format_query(row["prompt"], row["query"]),
-                                      instruction=row["prompt"].strip(), pos=row["pos"],
-                                      neg=row["neg"], source="bge_reasoner", domain=domain)  # fmt: skip
+            yield from builder.expand(
+                query=format_query(row["prompt"], row["query"]),
+                instruction=row["prompt"].strip(),
+                pos=row["pos"],
+                neg=row["neg"],
+                source="bge_reasoner",
+                domain=domain,
+            )

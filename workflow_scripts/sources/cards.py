@@ -37,9 +37,14 @@ def config_files(root: str | Path, config: str, split: str | None = None) -> lis
         prefix = f"{split}-" if split else ""
         patterns = [f"{config}/**/{prefix}*", f"{config}/{prefix}*"]
     files = sorted(
-        {p for p in root.rglob("*") if p.is_file() and p.suffix in (".parquet", ".jsonl", ".json")
-         and any(fnmatch.fnmatch(str(p.relative_to(root)), pat) for pat in patterns)}
-    )  # fmt: skip
+        {
+            p
+            for p in root.rglob("*")
+            if p.is_file()
+            and p.suffix in (".parquet", ".jsonl", ".json")
+            and any(fnmatch.fnmatch(str(p.relative_to(root)), pat) for pat in patterns)
+        }
+    )
     if not files:
         where = f"{config}/{split}" if split else config
         raise UserError(f"{root}: no data files for {where} (patterns {patterns})")

@@ -80,14 +80,29 @@ def fetch_source(
         if not root.is_dir():
             raise UserError(f"sources.{name}.local: directory {local} does not exist")
         if not is_pinned(revision) and (commit := mirror_commit(root)):
-            logger.warning("sources.%s.revision %r is not pinned: the mirror %s holds commit %s; pin it with "
-                           "`python -m workflow_scripts.data lock --config config.yaml`", name, revision, root, commit)  # fmt: skip
+            logger.warning(
+                "sources.%s.revision %r is not pinned: the mirror %s holds commit %s; pin it with "
+                "`python -m workflow_scripts.data lock --config config.yaml`",
+                name,
+                revision,
+                root,
+                commit,
+            )
             pinned = commit
     else:
-        pinned = revision if is_pinned(revision) else resolve_pin(name=name, repo=repo, repo_type=repo_type,
-                                                                   revision=revision)  # fmt: skip
-        _snapshot(name=name, repo=repo, revision=pinned, repo_type=repo_type,
-                  cache_dir=Path(cache_dir), allow_patterns=allow_patterns)  # fmt: skip
+        pinned = (
+            revision
+            if is_pinned(revision)
+            else resolve_pin(name=name, repo=repo, repo_type=repo_type, revision=revision)
+        )
+        _snapshot(
+            name=name,
+            repo=repo,
+            revision=pinned,
+            repo_type=repo_type,
+            cache_dir=Path(cache_dir),
+            allow_patterns=allow_patterns,
+        )
         root = Path(cache_dir) / name  # where snapshot_download put it, not its resolved path
     files = tree_files(root)
     if not files:
@@ -109,9 +124,14 @@ def fetch_source(
 
 
 def _snapshot(
-    *, name: str, repo: str, revision: str, repo_type: str, cache_dir: Path,
+    *,
+    name: str,
+    repo: str,
+    revision: str,
+    repo_type: str,
+    cache_dir: Path,
     allow_patterns: list[str] | None,
-) -> Path:  # fmt: skip
+) -> Path:
     """Download a pinned hub snapshot; offline or unreachable → one line naming the key."""
     if not is_pinned(revision):  # fetch_source resolves first: a branch here would be a moving target
         raise UserError(f"sources.{name}.revision {revision!r}: only a commit sha is downloaded (resolve it first)")
@@ -119,9 +139,12 @@ def _snapshot(
 
     try:
         path = snapshot_download(
-            repo_id=repo, repo_type=repo_type, revision=revision,
-            local_dir=cache_dir / name, allow_patterns=allow_patterns,
-        )  # fmt: skip
+            repo_id=repo,
+            repo_type=repo_type,
+            revision=revision,
+            local_dir=cache_dir / name,
+            allow_patterns=allow_patterns,
+        )
     except Exception as err:  # offline mode, DNS, 404: all mean "use a mirror"
         raise UserError(
             f"cannot download {repo}@{revision[:12]} ({type(err).__name__}); set "

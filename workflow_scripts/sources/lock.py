@@ -86,8 +86,10 @@ def lock_revisions(*, config: str, manifest_dir: str = "resources/sources") -> l
         manifest = Path(manifest_dir) / f"{source}.manifest.json"
         recorded = read_json(manifest) if manifest.exists() else {}
         if recorded.get("repo") != entry.get("repo") or not is_pinned(str(recorded.get("revision", ""))):
-            lines.append(f"{where}: {entry['revision']!r} stays: {manifest} records no commit of {entry.get('repo')} "
-                         "(download it first)")  # fmt: skip
+            lines.append(
+                f"{where}: {entry['revision']!r} stays: {manifest} records no commit of {entry.get('repo')} "
+                "(download it first)"
+            )
             continue
         wanted[keys] = recorded["revision"]
         lines.append(f"{where}: {entry['revision']!r} -> {recorded['revision']}")

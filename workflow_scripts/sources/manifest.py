@@ -53,8 +53,12 @@ def escaping_link(root: Path) -> str | None:
 def file_entry(root: Path, path: Path) -> dict[str, Any]:
     """One manifest row: the path relative to ``root``, size, mtime (ns) and sha256."""
     stat = path.stat()
-    return {"path": path.relative_to(root).as_posix(), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-            "sha256": sha256_file(path)}  # fmt: skip
+    return {
+        "path": path.relative_to(root).as_posix(),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "sha256": sha256_file(path),
+    }
 
 
 def source_root(manifest: str | Path) -> Path:
@@ -93,8 +97,10 @@ def source_root(manifest: str | Path) -> Path:
     """
     data = read_json(manifest)
     if not isinstance(data, dict) or not isinstance(data.get("path"), str) or not isinstance(data.get("files"), list):
-        raise UserError(f"{manifest}: not a download manifest (no path and files); rerun the download "
-                        "(snakemake --forcerun download)")  # fmt: skip
+        raise UserError(
+            f"{manifest}: not a download manifest (no path and files); rerun the download "
+            "(snakemake --forcerun download)"
+        )
     root = Path(data["path"])
     if not root.is_dir():
         raise UserError(_changed(root, manifest, "directory missing"))
@@ -142,5 +148,7 @@ def _file_problem(path: Path, entry: dict[str, Any]) -> str | None:
 
 
 def _changed(path: Path, manifest: str | Path, problem: str) -> str:
-    return (f"{path}: changed since its download manifest {manifest} was written ({problem}); "
-            "rerun the download (snakemake --forcerun download)")  # fmt: skip
+    return (
+        f"{path}: changed since its download manifest {manifest} was written ({problem}); "
+        "rerun the download (snakemake --forcerun download)"
+    )

@@ -55,8 +55,13 @@ def resolve_pin(*, name: str, repo: str, repo_type: str, revision: str) -> str:
         ) from err
     if not is_pinned(sha or ""):
         raise UserError(f"sources.{name}.revision {revision!r}: the hub answered {sha!r}, not a commit sha")
-    logger.warning("sources.%s.revision %r is not pinned: resolved to %s on the hub; pin it with "
-                   "`python -m workflow_scripts.data lock --config config.yaml`", name, revision, sha)  # fmt: skip
+    logger.warning(
+        "sources.%s.revision %r is not pinned: resolved to %s on the hub; pin it with "
+        "`python -m workflow_scripts.data lock --config config.yaml`",
+        name,
+        revision,
+        sha,
+    )
     return sha
 
 
