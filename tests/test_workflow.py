@@ -10,23 +10,10 @@ import pytest
 import yaml
 from conftest import REPO, job_counts, snakemake
 
+from workflow_scripts.bright_meta import SPLITS  # checked against mteb's BrightRetrieval by test_rules
 from workflow_scripts.job_usage import read_usage
 from workflow_scripts.protocols import MTEB_V1_1_TASKS
 
-SPLITS = [
-    "biology",
-    "earth_science",
-    "economics",
-    "psychology",
-    "robotics",
-    "stackoverflow",
-    "sustainable_living",
-    "leetcode",
-    "pony",
-    "aops",
-    "theoremqa_questions",
-    "theoremqa_theorems",
-]
 STAGES = ["download", "build_shards", "widen", "train_stage1", "train_stage2", "evaluate", "summarize"]
 EVALUATE = ("evaluate", "evaluate_documents_only", "evaluate_shared_corpus")
 LONG_SPLITS = SPLITS[:7] + ["pony"]
