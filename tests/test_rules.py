@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 from pathlib import Path
@@ -98,8 +99,9 @@ def test_every_forked_rule_names_its_usage_sidecar_beside_its_benchmark(tmp_path
     from workflow_scripts.warm import FORKED_STAGES
 
     common = (REPO / "rules/common.smk").read_text()
-    prefix = common[common.index("shell.prefix(") :].split("\n)\n", 1)[0]
-    assert 'tail -n 1 \\"$log\\"' in prefix and "warm" not in prefix and "grep" not in prefix, prefix
+    call = common[common.index("shell.prefix(") :].split("\n)\n", 1)[0] + "\n)"
+    prefix = ast.literal_eval(call.removeprefix("shell.prefix"))  # the string itself, however it is quoted
+    assert 'tail -n 1 "$log"' in prefix and "warm" not in prefix and "grep" not in prefix, prefix
     checked = 0
     with SnakemakeApi(s.OutputSettings()) as api:
         workflow = api.workflow(
