@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -94,49 +95,26 @@ def build_shards(
     pa.set_cpu_count(threads)
     # BRIGHT has 12 domains whatever subset is evaluated: hq ids resolve against all of them
     splits = splits or SPLITS
-    contamination = None if contamination_ngram is None else {"ngram": contamination_ngram, "drop": contamination_drop}
     roots = source_roots(manifests)
     builder = TripleBuilder(positives=positives_per_query, negatives=negatives_per_query, min_chars=min_text_chars)
     counts: Counter[str] = Counter()
-
-    def produce() -> Iterator[dict[str, str]]:
-        for entry in stage_sources:
-            name, config = entry["source"], entry["config"]
-            # a source entry may cap its own expansion (e.g. only stage 2's bge rows)
-            builder.positives = entry.get("positives_per_query") or positives_per_query
-            builder.negatives = entry.get("negatives_per_query") or negatives_per_query
-            if name == "bge_reasoner":
-                yield from bge_reasoner_triples(roots[name], bge_subdir, splits, builder)
-            elif config in ("vl", "hq"):
-                id2doc = bright_id2doc(roots["bright"], splits) if config == "hq" else None
-                yield from reasonir_triples(roots[name], config, builder, id2doc, counts)
-            else:
-                raise UserError(f"data.stages.{stage}: unknown reasonir config {config!r} (vl, hq)")
-
-    rng = random.Random(seed)
-    sample: list[dict[str, str]] = []
-    per_source: Counter[str] = Counter()
-
-    audit = None
-    if contamination is not None:
-        examples = {split: load_bright_examples(roots["bright"], split) for split in splits}
-        audit = ContaminationAudit(examples, contamination["ngram"])
-
-    kept = [0]  # triples yielded so far (the reservoir's denominator)
-
-    def observed() -> Iterator[dict[str, str]]:
-        for triple in produce():
-            if audit is not None and audit.check(triple) and contamination["drop"]:
-                builder.dropped[f"{triple['source']}: overlaps a BRIGHT test query"] += 1
-                continue
-            per_source[f"{triple['source']}\t{triple['domain']}"] += 1
-            kept[0] += 1
-            reservoir_add(rng, sample, triple, kept[0], 2000)
-            yield triple
-
+    produced = _produce(
+        stage=stage,
+        stage_sources=stage_sources,
+        roots=roots,
+        builder=builder,
+        counts=counts,
+        bge_subdir=bge_subdir,
+        splits=splits,
+        positives_per_query=positives_per_query,
+        negatives_per_query=negatives_per_query,
+    )
+    observed = _Observed(rng=random.Random(seed))
+    audit = _audit(roots=roots, splits=splits, ngram=contamination_ngram)
+    kept = _observe(produced, audit=audit, drop=contamination_drop, builder=builder, observed=observed)
     with atomic_dir(out_dir) as tmp:
         rows, duplicates = shuffle_to_shards(
-            observed(),
+            kept,
             out_dir=tmp,
             seed=seed,
             label=f"build_shards {stage}",
@@ -145,30 +123,135 @@ def build_shards(
         )
         if rows == 0:
             raise UserError(f"stage {stage}: no triples survived (dropped: {dict(builder.dropped)})")
-        unresolved = counts["hq unresolved ids"] / max(1, counts["hq positive ids"])
-        if unresolved > max_unresolved_rate:
-            raise UserError(
-                f"stage {stage}: {unresolved:.1%} of hq positive ids are not BRIGHT document ids "
-                f"(> data.max_unresolved_rate={max_unresolved_rate})"
-            )
-        tokenizer_dir = str(source_root(tokenizer_manifest)) if tokenizer_manifest else None
-        stats = {
-            "stage": stage,
-            "rows": rows,
-            "shards": len(list(tmp.glob("part-*.parquet"))),
-            "duplicates_removed": duplicates,
-            "rows_by_source_domain": [
-                {"source": k.split("\t")[0], "domain": k.split("\t")[1], "rows": v}
-                for k, v in sorted(per_source.items())
-            ],
-            "dropped_rows": dict(sorted(builder.dropped.items())),
-            "hq_positive_ids": counts["hq positive ids"],
-            "hq_unresolved_ids": counts["hq unresolved ids"],
-            "token_lengths": length_stats(sample, tokenizer_dir),
-            "schema": {f.name: str(f.type) for f in SHARD_SCHEMA},
-            "contamination": None if audit is None else {**contamination, "per_split": audit.table()},
-        }
+        _check_unresolved(stage=stage, counts=counts, max_unresolved_rate=max_unresolved_rate)
+        stats = _stats(
+            stage=stage,
+            rows=rows,
+            shards=len(list(tmp.glob("part-*.parquet"))),
+            duplicates=duplicates,
+            observed=observed,
+            builder=builder,
+            counts=counts,
+            tokenizer_manifest=tokenizer_manifest,
+            audit=audit,
+            contamination_ngram=contamination_ngram,
+            contamination_drop=contamination_drop,
+        )
         write_json(tmp / "stats.json", stats)
     write_json(stats_path, stats)
     logger.info("stage %s: %d triples in %d shards", stage, rows, stats["shards"])
     return stats
+
+
+@dataclass
+class _Observed:
+    """What the build saw of the triples it kept: rows per source and domain, and a reservoir sample."""
+
+    rng: random.Random
+    kept: int = 0  # triples kept so far (the reservoir's denominator)
+    per_source: Counter[str] = field(default_factory=Counter)
+    sample: list[dict[str, str]] = field(default_factory=list)
+
+    def add(self, triple: dict[str, str]) -> None:
+        """Count a kept triple and offer it to the sample."""
+        self.per_source[f"{triple['source']}\t{triple['domain']}"] += 1
+        self.kept += 1
+        reservoir_add(self.rng, self.sample, triple, self.kept, 2000)
+
+
+def _produce(
+    *,
+    stage: str,
+    stage_sources: list[dict[str, str | None]],
+    roots: dict[str, Path],
+    builder: TripleBuilder,
+    counts: Counter[str],
+    bge_subdir: str | None,
+    splits: list[str],
+    positives_per_query: int,
+    negatives_per_query: int,
+) -> Iterator[dict[str, str]]:
+    """The stage's triples, source entry after source entry, each expanded with its own caps."""
+    for entry in stage_sources:
+        name, config = entry["source"], entry["config"]
+        # a source entry may cap its own expansion (e.g. only stage 2's bge rows)
+        builder.positives = entry.get("positives_per_query") or positives_per_query
+        builder.negatives = entry.get("negatives_per_query") or negatives_per_query
+        if name == "bge_reasoner":
+            yield from bge_reasoner_triples(roots[name], bge_subdir, splits, builder)
+        elif config in ("vl", "hq"):
+            id2doc = bright_id2doc(roots["bright"], splits) if config == "hq" else None
+            yield from reasonir_triples(roots[name], config, builder, id2doc, counts)
+        else:
+            raise UserError(f"data.stages.{stage}: unknown reasonir config {config!r} (vl, hq)")
+
+
+def _audit(*, roots: dict[str, Path], splits: list[str], ngram: int | None) -> ContaminationAudit | None:
+    """The contamination audit against BRIGHT's test queries of ``splits`` (None: no audit)."""
+    if ngram is None:
+        return None
+    examples = {split: load_bright_examples(roots["bright"], split) for split in splits}
+    return ContaminationAudit(examples, ngram)
+
+
+def _observe(
+    triples: Iterable[dict[str, str]],
+    *,
+    audit: ContaminationAudit | None,
+    drop: bool,
+    builder: TripleBuilder,
+    observed: _Observed,
+) -> Iterator[dict[str, str]]:
+    """The triples audited (overlapping ones left out with ``drop``), each kept one added to ``observed``."""
+    for triple in triples:
+        if audit is not None and audit.check(triple) and drop:
+            builder.dropped[f"{triple['source']}: overlaps a BRIGHT test query"] += 1
+            continue
+        observed.add(triple)
+        yield triple
+
+
+def _check_unresolved(*, stage: str, counts: Counter[str], max_unresolved_rate: float) -> None:
+    """A one-line error when too many reasonir ``hq`` positive ids are not BRIGHT document ids."""
+    unresolved = counts["hq unresolved ids"] / max(1, counts["hq positive ids"])
+    if unresolved > max_unresolved_rate:
+        raise UserError(
+            f"stage {stage}: {unresolved:.1%} of hq positive ids are not BRIGHT document ids "
+            f"(> data.max_unresolved_rate={max_unresolved_rate})"
+        )
+
+
+def _stats(
+    *,
+    stage: str,
+    rows: int,
+    shards: int,
+    duplicates: int,
+    observed: _Observed,
+    builder: TripleBuilder,
+    counts: Counter[str],
+    tokenizer_manifest: str | None,
+    audit: ContaminationAudit | None,
+    contamination_ngram: int | None,
+    contamination_drop: bool,
+) -> dict[str, Any]:
+    """The content of ``stats.json`` (token lengths measured on the sample here)."""
+    tokenizer_dir = str(source_root(tokenizer_manifest)) if tokenizer_manifest else None
+    return {
+        "stage": stage,
+        "rows": rows,
+        "shards": shards,
+        "duplicates_removed": duplicates,
+        "rows_by_source_domain": [
+            {"source": k.split("\t")[0], "domain": k.split("\t")[1], "rows": v}
+            for k, v in sorted(observed.per_source.items())
+        ],
+        "dropped_rows": dict(sorted(builder.dropped.items())),
+        "hq_positive_ids": counts["hq positive ids"],
+        "hq_unresolved_ids": counts["hq unresolved ids"],
+        "token_lengths": length_stats(observed.sample, tokenizer_dir),
+        "schema": {f.name: str(f.type) for f in SHARD_SCHEMA},
+        "contamination": None
+        if audit is None
+        else {"ngram": contamination_ngram, "drop": contamination_drop, "per_split": audit.table()},
+    }

@@ -96,6 +96,16 @@ def shuffle_to_shards(
     """
     scratch = out_dir / ".buckets"
     scratch.mkdir()
+    read = _bucket_pass(triples, scratch=scratch, seed=seed, buckets=buckets, label=label)
+    rows, duplicates = _shard_pass(
+        scratch=scratch, out_dir=out_dir, buckets=buckets, rows_per_shard=rows_per_shard, label=label, total=read
+    )
+    scratch.rmdir()
+    return rows, duplicates
+
+
+def _bucket_pass(triples: Iterable[dict[str, str]], *, scratch: Path, seed: int, buckets: int, label: str) -> int:
+    """The first pass: each triple keyed and appended to its bucket file in ``scratch``; returns rows read."""
     writers: dict[int, pq.ParquetWriter] = {}
     pending: dict[int, list[dict[str, Any]]] = {}
     bucket_schema = SHARD_SCHEMA.append(pa.field("key", pa.binary()))
@@ -107,36 +117,62 @@ def shuffle_to_shards(
         b = int.from_bytes(key[:4], "big") % buckets
         pending.setdefault(b, []).append({**triple, "key": key})
         if len(pending[b]) >= BATCH_ROWS:
-            _flush_bucket(writers, pending, b, scratch, bucket_schema)
+            _flush_bucket(writers=writers, pending=pending, b=b, scratch=scratch, schema=bucket_schema)
     for b in list(pending):
-        _flush_bucket(writers, pending, b, scratch, bucket_schema)
+        _flush_bucket(writers=writers, pending=pending, b=b, scratch=scratch, schema=bucket_schema)
     for writer in writers.values():
         writer.close()
     reading.close()
+    return reading.done
+
+
+def _shard_pass(
+    *, scratch: Path, out_dir: Path, buckets: int, rows_per_shard: int, label: str, total: int
+) -> tuple[int, int]:
+    """The second pass: each bucket file sorted, de-duplicated, written as shards and removed.
+
+    Returns (rows written, duplicates removed).
+    """
     shards = ShardWriter(out_dir, rows_per_shard)
     writing = Progress(
-        f"{label}: sort + write shards", total=reading.done, unit="rows", interval=PROGRESS_INTERVAL, log=logger.info
+        f"{label}: sort + write shards", total=total, unit="rows", interval=PROGRESS_INTERVAL, log=logger.info
     )
     duplicates = 0
-    text = lambda r: (r["query"], r["positive"], r["negative"])  # noqa: E731
     for b in range(buckets):
         path = scratch / f"{b:05d}.parquet"
         if not path.exists():
             continue
         rows = pq.read_table(path).to_pylist()
-        rows.sort(key=lambda r: (r["key"], text(r)))
-        unique = [r for i, r in enumerate(rows) if i == 0 or text(r) != text(rows[i - 1])]
+        unique = _sorted_unique(rows=rows)
         duplicates += len(rows) - len(unique)
         shards.add({k: v for k, v in r.items() if k != "key"} for r in unique)
         path.unlink()
         writing.update(len(rows))  # rows read back, duplicates included: the total counts them too
     shards.flush()
     writing.close()
-    scratch.rmdir()
     return shards.rows, duplicates
 
 
-def _flush_bucket(writers, pending, b, scratch, schema) -> None:
+def _text(row: dict[str, Any]) -> tuple[str, str, str]:
+    """A row's (query, positive, negative): what makes two triples duplicates."""
+    return row["query"], row["positive"], row["negative"]
+
+
+def _sorted_unique(*, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One bucket's rows sorted by (key, text), each duplicate after the first left out (sorts ``rows``)."""
+    rows.sort(key=lambda r: (r["key"], _text(r)))
+    return [r for i, r in enumerate(rows) if i == 0 or _text(r) != _text(rows[i - 1])]
+
+
+def _flush_bucket(
+    *,
+    writers: dict[int, pq.ParquetWriter],
+    pending: dict[int, list[dict[str, Any]]],
+    b: int,
+    scratch: Path,
+    schema: pa.Schema,
+) -> None:
+    """Append bucket ``b``'s pending rows to its bucket file (opened on first use)."""
     if not pending.get(b):
         return
     if b not in writers:

@@ -69,46 +69,18 @@ def fetch_source(
         raise UserError(
             f"sources.{name}.revision: {revision!r} is neither a 40-hex commit sha nor a branch or tag name"
         )
-    pinned = revision
     if local:
-        root = Path(local).expanduser()
-        if root.exists() and not root.is_dir():
-            raise UserError(
-                f"sources.{name}.local: {local} is a file, not a directory (a mirror is a folder laid out like "
-                "the hub repository)"
-            )
-        if not root.is_dir():
-            raise UserError(f"sources.{name}.local: directory {local} does not exist")
-        if not is_pinned(revision) and (commit := mirror_commit(root)):
-            logger.warning(
-                "sources.%s.revision %r is not pinned: the mirror %s holds commit %s; pin it with "
-                "`python -m workflow_scripts.data lock --config config.yaml`",
-                name,
-                revision,
-                root,
-                commit,
-            )
-            pinned = commit
+        root, pinned = _local_root(name=name, local=local, revision=revision)
     else:
-        pinned = (
-            revision
-            if is_pinned(revision)
-            else resolve_pin(name=name, repo=repo, repo_type=repo_type, revision=revision)
-        )
-        _snapshot(
+        root, pinned = _hub_root(
             name=name,
             repo=repo,
-            revision=pinned,
+            revision=revision,
             repo_type=repo_type,
             cache_dir=Path(cache_dir),
             allow_patterns=allow_patterns,
         )
-        root = Path(cache_dir) / name  # where snapshot_download put it, not its resolved path
-    files = tree_files(root)
-    if not files:
-        raise UserError(f"sources.{name}: {root} holds no files")
-    if escaped := escaping_link(root):
-        raise UserError(f"sources.{name}.{'local' if local else 'repo'}: {escaped}")
+    files = _checked_files(name=name, root=root, key="local" if local else "repo")
     data = {
         "name": name,
         "repo": repo,
@@ -121,6 +93,63 @@ def fetch_source(
     }
     write_json(manifest, data)
     return data
+
+
+def _local_root(*, name: str, local: str, revision: str) -> tuple[Path, str]:
+    """A mirror folder checked to be one; returns it and the revision (its commit where unpinned and known)."""
+    root = Path(local).expanduser()
+    if root.exists() and not root.is_dir():
+        raise UserError(
+            f"sources.{name}.local: {local} is a file, not a directory (a mirror is a folder laid out like "
+            "the hub repository)"
+        )
+    if not root.is_dir():
+        raise UserError(f"sources.{name}.local: directory {local} does not exist")
+    if not is_pinned(revision) and (commit := mirror_commit(root)):
+        logger.warning(
+            "sources.%s.revision %r is not pinned: the mirror %s holds commit %s; pin it with "
+            "`python -m workflow_scripts.data lock --config config.yaml`",
+            name,
+            revision,
+            root,
+            commit,
+        )
+        return root, commit
+    return root, revision
+
+
+def _hub_root(
+    *,
+    name: str,
+    repo: str,
+    revision: str,
+    repo_type: str,
+    cache_dir: Path,
+    allow_patterns: list[str] | None,
+) -> tuple[Path, str]:
+    """The revision resolved to a commit and downloaded; returns ``<cache_dir>/<name>`` and the commit."""
+    pinned = (
+        revision if is_pinned(revision) else resolve_pin(name=name, repo=repo, repo_type=repo_type, revision=revision)
+    )
+    _snapshot(
+        name=name,
+        repo=repo,
+        revision=pinned,
+        repo_type=repo_type,
+        cache_dir=cache_dir,
+        allow_patterns=allow_patterns,
+    )
+    return cache_dir / name, pinned  # where snapshot_download put it, not its resolved path
+
+
+def _checked_files(*, name: str, root: Path, key: str) -> list[Path]:
+    """The source's files; none, or a link out of ``root``, is a one-line error naming ``sources.<name>.<key>``."""
+    files = tree_files(root)
+    if not files:
+        raise UserError(f"sources.{name}: {root} holds no files")
+    if escaped := escaping_link(root):
+        raise UserError(f"sources.{name}.{key}: {escaped}")
+    return files
 
 
 def _snapshot(
