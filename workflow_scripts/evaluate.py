@@ -510,30 +510,93 @@ def evaluate_job(
     Returns
     -------
     The result written to each ``out_json``, in the same order.
+
+    Longer than ~50 lines for this parameter list (it is the stage CLI's help); the body is a
+    sequence of short helper calls.
     """
     started = time.time()
     root = source_root(bright_manifest)  # the data the manifest pinned, or one line
     revision = read_json(bright_manifest)["revision"]
-    lengths = {
-        s: {"query_length": query_length, "document_length": document_length} | overrides.get(s, {}) for s in splits
-    }
+    requested = _job_lengths(
+        splits=splits, query_length=query_length, document_length=document_length, overrides=overrides
+    )
     tasks = _plan(root, splits, protocols, out_json, run_file)
     corpora = _corpora(root, tasks, splits)  # every check before any model is loaded
     device, torch_dtype = _device_dtype(dtype)
     score_dtype = _score_dtype(score_dtype, device)
-    first = lengths[splits[0]]
+    model = _load_job_model(
+        model_path=model_path,
+        lengths=requested[splits[0]],
+        device=device,
+        torch_dtype=torch_dtype,
+        trust_remote_code=trust_remote_code,
+    )
+    lengths = _applied_lengths(model, requested)
+    settings = {"batch_size": encode_batch_size, "device": device, "dtype": torch_dtype}
+    _encode_queries(model, tasks, lengths, settings)
+    _score_corpora(
+        model=model,
+        root=root,
+        corpora=corpora,
+        lengths=lengths,
+        top_k=top_k,
+        chunk_size=chunk_size,
+        what=f"evaluate {model_name}",
+        settings=settings,
+        score_dtype=score_dtype,
+    )
+    run_info = _run_info(
+        model_name=model_name,
+        model_path=model_path,
+        top_k=top_k,
+        device=device,
+        torch_dtype=torch_dtype,
+        score_dtype=score_dtype,
+        job=job_name(splits),
+        revision=revision,
+        started=started,
+    )
+    return _finish_tasks(tasks=tasks, corpora=corpora, lengths=lengths, requested=requested, run_info=run_info)
+
+
+def _job_lengths(
+    *, splits: list[str], query_length: int, document_length: int, overrides: dict[str, dict[str, int]]
+) -> dict[str, dict[str, int]]:
+    """Each split's requested token limits: the job's, updated by that split's overrides."""
+    return {
+        s: {"query_length": query_length, "document_length": document_length} | overrides.get(s, {}) for s in splits
+    }
+
+
+def _load_job_model(
+    *, model_path: str | Path, lengths: dict[str, int], device: str, torch_dtype: torch.dtype, trust_remote_code: bool
+) -> Any:
+    """Load the checkpoint at the first split's lengths on ``device`` (cast to ``torch_dtype`` on CUDA)."""
     model = load_colbert(
         model_path,
-        query_length=first["query_length"],
-        document_length=first["document_length"],
+        query_length=lengths["query_length"],
+        document_length=lengths["document_length"],
         trust_remote_code=trust_remote_code,
         device=device,
     )
     if device == "cuda":
         model.to(torch_dtype)
-    requested, lengths = lengths, _applied_lengths(model, lengths)
-    settings = {"batch_size": encode_batch_size, "device": device, "dtype": torch_dtype}
-    _encode_queries(model, tasks, lengths, settings)
+    return model
+
+
+def _score_corpora(
+    *,
+    model: Any,
+    root: Path,
+    corpora: list[_Corpus],
+    lengths: dict[str, dict[str, int]],
+    top_k: int,
+    chunk_size: int,
+    what: str,
+    settings: dict[str, Any],
+    score_dtype: str,
+) -> None:
+    """Encode each corpus once, at its split's document length, and score its tasks on it."""
     for corpus in corpora:
         model.document_length = lengths[corpus.split]["document_length"]  # equal for splits sharing a corpus
         _score_corpus(
@@ -542,21 +605,47 @@ def evaluate_job(
             corpus,
             top_k=top_k,
             chunk_size=chunk_size,
-            what=f"evaluate {model_name}",
+            what=what,
             settings=settings,
             score_dtype=score_dtype,
         )
-    run_info = {
+
+
+def _run_info(
+    *,
+    model_name: str,
+    model_path: str | Path,
+    top_k: int,
+    device: str,
+    torch_dtype: torch.dtype,
+    score_dtype: str,
+    job: str,
+    revision: str,
+    started: float,
+) -> dict[str, Any]:
+    """What every result of the job records alike: model, device, dtypes, job, data revision, start."""
+    return {
         "model": model_name,
         "model_path": str(model_path),
         "top_k": top_k,
         "device": device,
         "dtype": str(torch_dtype).removeprefix("torch."),
         "score_dtype": score_dtype,
-        "job": job_name(splits),
+        "job": job,
         "revision": revision,
         "started": started,
     }
+
+
+def _finish_tasks(
+    *,
+    tasks: list[_Task],
+    corpora: list[_Corpus],
+    lengths: dict[str, dict[str, int]],
+    requested: dict[str, dict[str, int]],
+    run_info: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """:func:`_finish` each task, in plan order, with the corpus it was scored on."""
     owner = {id(task): corpus for corpus in corpora for task in corpus.tasks}
     return [
         _finish(task, owner[id(task)], lengths[task.split] | {"requested_lengths": requested[task.split]}, run_info)
