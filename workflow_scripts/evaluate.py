@@ -898,7 +898,30 @@ def _finish(task: _Task, corpus: _Corpus, lengths: dict[str, int], info: dict[st
         revision=info["revision"],
         seconds=sum(v for k, v in timing.items() if k != "job_seconds"),
     )
-    result["protocol"] = {
+    result["protocol"] = _protocol_record(task=task, corpus=corpus, lengths=lengths, info=info)
+    result["timing"] = timing
+    result["encoding"] = _encoding_record(task=task, corpus=corpus, job=info["job"])
+    result["data_checks"] = task.checks  # what BRIGHT allows but is odd (bright.check_split)
+    result["coverage"] = task.coverage
+    result["score_checks"] = task.spread.summary(task.qids)
+    result["flags"] = result_flags(
+        coverage=task.coverage,
+        score_checks=result["score_checks"],
+        requested=lengths["requested_lengths"],
+        applied=lengths,
+    )
+    for flag in (f for f in result["flags"] if f.startswith("degenerate")):  # the others were said when found
+        logger.warning("%s %s: %s", info["model"], task.label, flag)
+    result["per_query"] = {q: v["ndcg_at_10"] for q, v in metrics["per_query"].items()}
+    write_json(task.out_json, result)
+    logger.info("%s %s: nDCG@10 = %.4f", info["model"], task.label, metrics["mean"]["ndcg_at_10"])
+    return result
+
+
+def _protocol_record(*, task: _Task, corpus: _Corpus, lengths: dict[str, int], info: dict[str, Any]) -> dict[str, Any]:
+    """The result's ``protocol``: what was evaluated, on which data, with which model and settings."""
+    protocol, split = task.protocol, task.split
+    return {
         "name": protocol["name"],
         "query_source": protocol["queries"],
         "query_template": protocol["templates"][split],
@@ -918,30 +941,18 @@ def _finish(task: _Task, corpus: _Corpus, lengths: dict[str, int], info: dict[st
         "dtype": info["dtype"],
         "score_dtype": info["score_dtype"],
     }
-    result["timing"] = timing
-    result["encoding"] = {
-        "job": info["job"],
+
+
+def _encoding_record(*, task: _Task, corpus: _Corpus, job: str) -> dict[str, Any]:
+    """The result's ``encoding``: the corpus encoding the task was scored on, and what shared it."""
+    return {
+        "job": job,
         "corpus_split": corpus.split,
         "corpus_sha256": corpus.scan.sha256,
         "documents_encoded": corpus.encoded,
         "scored_on_this_encoding": [t.label for t in corpus.tasks],
         "query_vectors_shared_with": task.shares_queries_with,
     }
-    result["data_checks"] = task.checks  # what BRIGHT allows but is odd (bright.check_split)
-    result["coverage"] = task.coverage
-    result["score_checks"] = task.spread.summary(task.qids)
-    result["flags"] = result_flags(
-        coverage=task.coverage,
-        score_checks=result["score_checks"],
-        requested=lengths["requested_lengths"],
-        applied=lengths,
-    )
-    for flag in (f for f in result["flags"] if f.startswith("degenerate")):  # the others were said when found
-        logger.warning("%s %s: %s", info["model"], task.label, flag)
-    result["per_query"] = {q: v["ndcg_at_10"] for q, v in metrics["per_query"].items()}
-    write_json(task.out_json, result)
-    logger.info("%s %s: nDCG@10 = %.4f", info["model"], task.label, metrics["mean"]["ndcg_at_10"])
-    return result
 
 
 def _mask_excluded(scores: torch.Tensor, qids: list[str], ids: list[str], excluded: dict[str, set[str]]) -> None:
