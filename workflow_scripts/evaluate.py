@@ -424,16 +424,7 @@ def evaluate_split(
     :func:`evaluate_job` for a single (protocol, split) on ``examples`` + ``documents``; what
     the workflow runs is :func:`evaluate_job` with the configured protocols.
     """
-    protocol = {
-        "name": "custom",
-        "queries": "examples",
-        "exclude_ids": exclude_ids,
-        "corpus": "documents",
-        "qrels": "gold_ids",
-        "templates": {split: query_template},
-        "domains": {split: domain},
-        "mteb": {split: [TASK_NAME, "standard", split]},
-    }
+    protocol = _custom_protocol(split=split, query_template=query_template, domain=domain, exclude_ids=exclude_ids)
     return evaluate_job(
         model_path=model_path,
         model_name=model_name,
@@ -452,6 +443,20 @@ def evaluate_split(
         score_dtype=score_dtype,
         trust_remote_code=trust_remote_code,
     )[0]
+
+
+def _custom_protocol(*, split: str, query_template: str, domain: str, exclude_ids: bool) -> dict[str, Any]:
+    """The ad-hoc protocol of :func:`evaluate_split`: ``examples`` against ``documents`` on one split."""
+    return {
+        "name": "custom",
+        "queries": "examples",
+        "exclude_ids": exclude_ids,
+        "corpus": "documents",
+        "qrels": "gold_ids",
+        "templates": {split: query_template},
+        "domains": {split: domain},
+        "mteb": {split: [TASK_NAME, "standard", split]},
+    }
 
 
 def evaluate_job(
