@@ -424,16 +424,7 @@ def evaluate_split(
     :func:`evaluate_job` for a single (protocol, split) on ``examples`` + ``documents``; what
     the workflow runs is :func:`evaluate_job` with the configured protocols.
     """
-    protocol = {
-        "name": "custom",
-        "queries": "examples",
-        "exclude_ids": exclude_ids,
-        "corpus": "documents",
-        "qrels": "gold_ids",
-        "templates": {split: query_template},
-        "domains": {split: domain},
-        "mteb": {split: [TASK_NAME, "standard", split]},
-    }
+    protocol = _custom_protocol(split=split, query_template=query_template, domain=domain, exclude_ids=exclude_ids)
     return evaluate_job(
         model_path=model_path,
         model_name=model_name,
@@ -452,6 +443,20 @@ def evaluate_split(
         score_dtype=score_dtype,
         trust_remote_code=trust_remote_code,
     )[0]
+
+
+def _custom_protocol(*, split: str, query_template: str, domain: str, exclude_ids: bool) -> dict[str, Any]:
+    """The ad-hoc protocol of :func:`evaluate_split`: ``examples`` against ``documents`` on one split."""
+    return {
+        "name": "custom",
+        "queries": "examples",
+        "exclude_ids": exclude_ids,
+        "corpus": "documents",
+        "qrels": "gold_ids",
+        "templates": {split: query_template},
+        "domains": {split: domain},
+        "mteb": {split: [TASK_NAME, "standard", split]},
+    }
 
 
 def evaluate_job(
@@ -510,30 +515,93 @@ def evaluate_job(
     Returns
     -------
     The result written to each ``out_json``, in the same order.
+
+    Longer than ~50 lines for this parameter list (it is the stage CLI's help); the body is a
+    sequence of short helper calls.
     """
     started = time.time()
     root = source_root(bright_manifest)  # the data the manifest pinned, or one line
     revision = read_json(bright_manifest)["revision"]
-    lengths = {
-        s: {"query_length": query_length, "document_length": document_length} | overrides.get(s, {}) for s in splits
-    }
+    requested = _job_lengths(
+        splits=splits, query_length=query_length, document_length=document_length, overrides=overrides
+    )
     tasks = _plan(root, splits, protocols, out_json, run_file)
     corpora = _corpora(root, tasks, splits)  # every check before any model is loaded
     device, torch_dtype = _device_dtype(dtype)
     score_dtype = _score_dtype(score_dtype, device)
-    first = lengths[splits[0]]
+    model = _load_job_model(
+        model_path=model_path,
+        lengths=requested[splits[0]],
+        device=device,
+        torch_dtype=torch_dtype,
+        trust_remote_code=trust_remote_code,
+    )
+    lengths = _applied_lengths(model, requested)
+    settings = {"batch_size": encode_batch_size, "device": device, "dtype": torch_dtype}
+    _encode_queries(model, tasks, lengths, settings)
+    _score_corpora(
+        model=model,
+        root=root,
+        corpora=corpora,
+        lengths=lengths,
+        top_k=top_k,
+        chunk_size=chunk_size,
+        what=f"evaluate {model_name}",
+        settings=settings,
+        score_dtype=score_dtype,
+    )
+    run_info = _run_info(
+        model_name=model_name,
+        model_path=model_path,
+        top_k=top_k,
+        device=device,
+        torch_dtype=torch_dtype,
+        score_dtype=score_dtype,
+        job=job_name(splits),
+        revision=revision,
+        started=started,
+    )
+    return _finish_tasks(tasks=tasks, corpora=corpora, lengths=lengths, requested=requested, run_info=run_info)
+
+
+def _job_lengths(
+    *, splits: list[str], query_length: int, document_length: int, overrides: dict[str, dict[str, int]]
+) -> dict[str, dict[str, int]]:
+    """Each split's requested token limits: the job's, updated by that split's overrides."""
+    return {
+        s: {"query_length": query_length, "document_length": document_length} | overrides.get(s, {}) for s in splits
+    }
+
+
+def _load_job_model(
+    *, model_path: str | Path, lengths: dict[str, int], device: str, torch_dtype: torch.dtype, trust_remote_code: bool
+) -> Any:
+    """Load the checkpoint at the first split's lengths on ``device`` (cast to ``torch_dtype`` on CUDA)."""
     model = load_colbert(
         model_path,
-        query_length=first["query_length"],
-        document_length=first["document_length"],
+        query_length=lengths["query_length"],
+        document_length=lengths["document_length"],
         trust_remote_code=trust_remote_code,
         device=device,
     )
     if device == "cuda":
         model.to(torch_dtype)
-    requested, lengths = lengths, _applied_lengths(model, lengths)
-    settings = {"batch_size": encode_batch_size, "device": device, "dtype": torch_dtype}
-    _encode_queries(model, tasks, lengths, settings)
+    return model
+
+
+def _score_corpora(
+    *,
+    model: Any,
+    root: Path,
+    corpora: list[_Corpus],
+    lengths: dict[str, dict[str, int]],
+    top_k: int,
+    chunk_size: int,
+    what: str,
+    settings: dict[str, Any],
+    score_dtype: str,
+) -> None:
+    """Encode each corpus once, at its split's document length, and score its tasks on it."""
     for corpus in corpora:
         model.document_length = lengths[corpus.split]["document_length"]  # equal for splits sharing a corpus
         _score_corpus(
@@ -542,21 +610,47 @@ def evaluate_job(
             corpus,
             top_k=top_k,
             chunk_size=chunk_size,
-            what=f"evaluate {model_name}",
+            what=what,
             settings=settings,
             score_dtype=score_dtype,
         )
-    run_info = {
+
+
+def _run_info(
+    *,
+    model_name: str,
+    model_path: str | Path,
+    top_k: int,
+    device: str,
+    torch_dtype: torch.dtype,
+    score_dtype: str,
+    job: str,
+    revision: str,
+    started: float,
+) -> dict[str, Any]:
+    """What every result of the job records alike: model, device, dtypes, job, data revision, start."""
+    return {
         "model": model_name,
         "model_path": str(model_path),
         "top_k": top_k,
         "device": device,
         "dtype": str(torch_dtype).removeprefix("torch."),
         "score_dtype": score_dtype,
-        "job": job_name(splits),
+        "job": job,
         "revision": revision,
         "started": started,
     }
+
+
+def _finish_tasks(
+    *,
+    tasks: list[_Task],
+    corpora: list[_Corpus],
+    lengths: dict[str, dict[str, int]],
+    requested: dict[str, dict[str, int]],
+    run_info: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """:func:`_finish` each task, in plan order, with the corpus it was scored on."""
     owner = {id(task): corpus for corpus in corpora for task in corpus.tasks}
     return [
         _finish(task, owner[id(task)], lengths[task.split] | {"requested_lengths": requested[task.split]}, run_info)
@@ -809,7 +903,30 @@ def _finish(task: _Task, corpus: _Corpus, lengths: dict[str, int], info: dict[st
         revision=info["revision"],
         seconds=sum(v for k, v in timing.items() if k != "job_seconds"),
     )
-    result["protocol"] = {
+    result["protocol"] = _protocol_record(task=task, corpus=corpus, lengths=lengths, info=info)
+    result["timing"] = timing
+    result["encoding"] = _encoding_record(task=task, corpus=corpus, job=info["job"])
+    result["data_checks"] = task.checks  # what BRIGHT allows but is odd (bright.check_split)
+    result["coverage"] = task.coverage
+    result["score_checks"] = task.spread.summary(task.qids)
+    result["flags"] = result_flags(
+        coverage=task.coverage,
+        score_checks=result["score_checks"],
+        requested=lengths["requested_lengths"],
+        applied=lengths,
+    )
+    for flag in (f for f in result["flags"] if f.startswith("degenerate")):  # the others were said when found
+        logger.warning("%s %s: %s", info["model"], task.label, flag)
+    result["per_query"] = {q: v["ndcg_at_10"] for q, v in metrics["per_query"].items()}
+    write_json(task.out_json, result)
+    logger.info("%s %s: nDCG@10 = %.4f", info["model"], task.label, metrics["mean"]["ndcg_at_10"])
+    return result
+
+
+def _protocol_record(*, task: _Task, corpus: _Corpus, lengths: dict[str, int], info: dict[str, Any]) -> dict[str, Any]:
+    """The result's ``protocol``: what was evaluated, on which data, with which model and settings."""
+    protocol, split = task.protocol, task.split
+    return {
         "name": protocol["name"],
         "query_source": protocol["queries"],
         "query_template": protocol["templates"][split],
@@ -829,30 +946,18 @@ def _finish(task: _Task, corpus: _Corpus, lengths: dict[str, int], info: dict[st
         "dtype": info["dtype"],
         "score_dtype": info["score_dtype"],
     }
-    result["timing"] = timing
-    result["encoding"] = {
-        "job": info["job"],
+
+
+def _encoding_record(*, task: _Task, corpus: _Corpus, job: str) -> dict[str, Any]:
+    """The result's ``encoding``: the corpus encoding the task was scored on, and what shared it."""
+    return {
+        "job": job,
         "corpus_split": corpus.split,
         "corpus_sha256": corpus.scan.sha256,
         "documents_encoded": corpus.encoded,
         "scored_on_this_encoding": [t.label for t in corpus.tasks],
         "query_vectors_shared_with": task.shares_queries_with,
     }
-    result["data_checks"] = task.checks  # what BRIGHT allows but is odd (bright.check_split)
-    result["coverage"] = task.coverage
-    result["score_checks"] = task.spread.summary(task.qids)
-    result["flags"] = result_flags(
-        coverage=task.coverage,
-        score_checks=result["score_checks"],
-        requested=lengths["requested_lengths"],
-        applied=lengths,
-    )
-    for flag in (f for f in result["flags"] if f.startswith("degenerate")):  # the others were said when found
-        logger.warning("%s %s: %s", info["model"], task.label, flag)
-    result["per_query"] = {q: v["ndcg_at_10"] for q, v in metrics["per_query"].items()}
-    write_json(task.out_json, result)
-    logger.info("%s %s: nDCG@10 = %.4f", info["model"], task.label, metrics["mean"]["ndcg_at_10"])
-    return result
 
 
 def _mask_excluded(scores: torch.Tensor, qids: list[str], ids: list[str], excluded: dict[str, set[str]]) -> None:

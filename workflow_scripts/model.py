@@ -333,11 +333,7 @@ def verify_widening(
     w_new = new_model[-1].linear.weight.detach()
     target_std = max(std_fraction * w_old.float().std().item(), min_std)
     new_std = w_new[old_rows:].float().std().item()
-    with torch.no_grad():
-        old_vecs = old_model.encode(PROBE_TEXTS, is_query=False, normalize_embeddings=False, show_progress_bar=False)
-        new_vecs = new_model.encode(PROBE_TEXTS, is_query=False, normalize_embeddings=False, show_progress_bar=False)
-    head_diff = max(float(abs(n[:, :old_rows] - o).max()) for o, n in zip(old_vecs, new_vecs))
-    tail_min_norm = min(float(abs(n[:, old_rows:]).max(axis=1).min()) for n in new_vecs)
+    head_diff, tail_min_norm = _probe_figures(old_model=old_model, new_model=new_model, old_rows=old_rows)
     report = {
         "old_dim": int(w_old.shape[0]),
         "new_dim": int(w_new.shape[0]),
@@ -353,19 +349,35 @@ def verify_widening(
         "probe_min_token_max_abs_new_dims": tail_min_norm,
         "seed": seed,
     }
-    checks = {
-        "rows 0..old-1 bit-identical": report["rows_identical"],
-        "new rows' std within 5% of target": report["new_row_std_rel_error"] <= 0.05,
-        "probe: first dims match the old model": head_diff <= 1e-4,
-        "probe: new dims non-zero for every token": tail_min_norm > 0,
-        "loads with the widened embedding size": report["loaded_embedding_size"] == w_new.shape[0]
-        and report["dense_layers"] == len(old_model) - 1,
-    }
+    checks = _widening_checks(report=report, old_dense_layers=len(old_model) - 1)
     report["checks"] = checks
     failed = [name for name, ok in checks.items() if not ok]
     if failed:
         raise UserError(f"{new_path}: widening verification failed: {', '.join(failed)}")
     return report
+
+
+def _probe_figures(*, old_model: Any, new_model: Any, old_rows: int) -> tuple[float, float]:
+    """Encode :data:`PROBE_TEXTS` with both models: the largest difference on the old dims, and the
+    smallest per-token largest magnitude on the new dims."""
+    with torch.no_grad():
+        old_vecs = old_model.encode(PROBE_TEXTS, is_query=False, normalize_embeddings=False, show_progress_bar=False)
+        new_vecs = new_model.encode(PROBE_TEXTS, is_query=False, normalize_embeddings=False, show_progress_bar=False)
+    head_diff = max(float(abs(n[:, :old_rows] - o).max()) for o, n in zip(old_vecs, new_vecs))
+    tail_min_norm = min(float(abs(n[:, old_rows:]).max(axis=1).min()) for n in new_vecs)
+    return head_diff, tail_min_norm
+
+
+def _widening_checks(*, report: dict[str, Any], old_dense_layers: int) -> dict[str, bool]:
+    """Each check of :func:`verify_widening` by name, on the figures of its report."""
+    return {
+        "rows 0..old-1 bit-identical": report["rows_identical"],
+        "new rows' std within 5% of target": report["new_row_std_rel_error"] <= 0.05,
+        "probe: first dims match the old model": report["probe_max_abs_diff_first_dims"] <= 1e-4,
+        "probe: new dims non-zero for every token": report["probe_min_token_max_abs_new_dims"] > 0,
+        "loads with the widened embedding size": report["loaded_embedding_size"] == report["new_dim"]
+        and report["dense_layers"] == old_dense_layers,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -119,20 +119,34 @@ def bootstrap_interval(
     >>> np.allclose(both, [(alone[0] + 1.0) / 2, (alone[1] + 1.0) / 2])
     True
     """
-    from scipy import stats
-
     arrays = tuple(np.asarray(s, dtype=float) for s in samples)
     # A split of one query resamples to itself: it is a constant of every resample (scipy
     # refuses a one-observation sample), and with no split of two queries the interval is its value.
     if any(len(a) < 2 for a in arrays):
-        varying = tuple(a for a in arrays if len(a) >= 2)
-        fixed = sum(float(a.mean()) for a in arrays if len(a) < 2)
-        if not varying:
-            value = fixed / len(arrays)
-            return value, value
-        low, high = bootstrap_interval(samples=varying, resamples=resamples, confidence=confidence, seed=seed)
-        scale = len(varying) / len(arrays)
-        return low * scale + fixed / len(arrays), high * scale + fixed / len(arrays)
+        return _interval_with_single_query_splits(arrays=arrays, resamples=resamples, confidence=confidence, seed=seed)
+    return _scipy_interval(arrays=arrays, resamples=resamples, confidence=confidence, seed=seed)
+
+
+def _interval_with_single_query_splits(
+    *, arrays: tuple[np.ndarray, ...], resamples: int, confidence: float, seed: Sequence[int] | int
+) -> tuple[float, float]:
+    """:func:`bootstrap_interval` where some splits have one query: those are constants of the mean."""
+    varying = tuple(a for a in arrays if len(a) >= 2)
+    fixed = sum(float(a.mean()) for a in arrays if len(a) < 2)
+    if not varying:
+        value = fixed / len(arrays)
+        return value, value
+    low, high = bootstrap_interval(samples=varying, resamples=resamples, confidence=confidence, seed=seed)
+    scale = len(varying) / len(arrays)
+    return low * scale + fixed / len(arrays), high * scale + fixed / len(arrays)
+
+
+def _scipy_interval(
+    *, arrays: tuple[np.ndarray, ...], resamples: int, confidence: float, seed: Sequence[int] | int
+) -> tuple[float, float]:
+    """scipy's BCa interval of the mean of per-split means, the percentile interval where BCa is undefined."""
+    from scipy import stats
+
     kwargs = dict(n_resamples=resamples, confidence_level=confidence, vectorized=True, rng=np.random.default_rng(seed))
     # BCa's acceleration is 0/0 when every jackknife mean is equal: scipy warns, we fall back
     with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
@@ -178,18 +192,34 @@ def paired_test(
     >>> paired_test(a=[np.array([0.5])], b=[np.array([0.25])], resamples=100, seed=0)
     {'delta': 0.25, 'p': 1.0}
     """
-    from scipy import stats
+    x, y = _paired_arrays(a=a, b=b)
+    w = weights(a)
+    delta = float(_weighted_difference(x, y, w=w))
+    if len(x) < 2:  # one query: its two relabellings are equally extreme, the exact p is 1 (scipy refuses n=1)
+        return {"delta": delta, "p": 1.0}
+    return {"delta": delta, "p": _permutation_p(x=x, y=y, w=w, resamples=resamples, seed=seed)}
 
+
+def _paired_arrays(*, a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Both models' per-query scores, concatenated over splits; a ``ValueError`` unless they pair."""
     x, y = np.concatenate([np.asarray(s, float) for s in a]), np.concatenate([np.asarray(s, float) for s in b])
     if x.shape != y.shape or [len(s) for s in a] != [len(s) for s in b]:
         raise ValueError("paired samples differ in shape")
-    w = weights(a)
+    return x, y
+
+
+def _weighted_difference(u: np.ndarray, v: np.ndarray, *, w: np.ndarray, axis: int = -1) -> np.ndarray:
+    """The test's statistic: the weighted sum of per-query differences (``w`` from :func:`weights`)."""
+    return np.sum((u - v) * w, axis=axis)
+
+
+def _permutation_p(*, x: np.ndarray, y: np.ndarray, w: np.ndarray, resamples: int, seed: Sequence[int] | int) -> float:
+    """Two-sided p of scipy's paired permutation test of :func:`_weighted_difference` (capped at 1)."""
+    from scipy import stats
 
     def statistic(u: np.ndarray, v: np.ndarray, axis: int = -1) -> np.ndarray:
-        return np.sum((u - v) * w, axis=axis)
+        return _weighted_difference(u, v, w=w, axis=axis)
 
-    if len(x) < 2:  # one query: its two relabellings are equally extreme, the exact p is 1 (scipy refuses n=1)
-        return {"delta": float(statistic(x, y)), "p": 1.0}
     result = stats.permutation_test(
         (x, y),
         statistic,
@@ -199,7 +229,7 @@ def paired_test(
         alternative="two-sided",
         rng=np.random.default_rng(seed),
     )
-    return {"delta": float(statistic(x, y)), "p": float(min(1.0, result.pvalue))}
+    return float(min(1.0, result.pvalue))
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

@@ -351,11 +351,10 @@ def summarize(
     intervals, paired tests and seed rows (:func:`add_statistics`), also written as
     ``per_query_path`` (parquet), ``intervals_path`` and ``tests_path`` (csv); the rule passes
     them all, a unit test of the tables may pass none (no statistics then).
+
+    Longer than ~50 lines for its signature (it is the stage CLI); the body calls short helpers.
     """
-    if (run_files is None) != (bright_manifest is None):
-        raise UserError("summarize: --run-files and --bright-manifest go together (each result is re-scored)")
-    if run_files is not None and bright_manifest is not None:
-        check_results_against_runs(results=results, run_files=run_files, bright_manifest=bright_manifest)
+    _check_against_runs(results=results, run_files=run_files, bright_manifest=bright_manifest)
     found = read_results(results, protocols, models)
     write_mteb_results(found, protocols, models, mteb_paths)
     tables = build_tables(found, protocols, models)
@@ -369,9 +368,41 @@ def summarize(
             per_query_path=per_query_path,
         )
         _write_statistics_csv(intervals_path, tests_path, tables)
+    return _write_summary(
+        tables=tables,
+        protocols=protocols,
+        models=models,
+        splits=splits,
+        settings=settings,
+        statistics=statistics,
+        seed_groups=seed_groups or [],
+        paths={"csv": csv_path, "md": md_path, "json": json_path},
+    )
+
+
+def _check_against_runs(*, results: list[str], run_files: list[str] | None, bright_manifest: str | None) -> None:
+    """Re-score each result from its run file where both are given; one without the other is refused."""
+    if (run_files is None) != (bright_manifest is None):
+        raise UserError("summarize: --run-files and --bright-manifest go together (each result is re-scored)")
+    if run_files is not None and bright_manifest is not None:
+        check_results_against_runs(results=results, run_files=run_files, bright_manifest=bright_manifest)
+
+
+def _write_summary(
+    *,
+    tables: list[dict[str, Any]],
+    protocols: list[dict[str, Any]],
+    models: list[str],
+    splits: list[str],
+    settings: dict[str, Any],
+    statistics: dict[str, Any] | None,
+    seed_groups: list[dict[str, Any]],
+    paths: dict[str, str],
+) -> dict[str, Any]:
+    """Write the tables as ``paths["csv"]`` and ``paths["md"]``, and the summary as ``paths["json"]``; return it."""
     elsewhere = published_elsewhere(protocols, splits)
-    _write_csv(csv_path, tables, elsewhere, splits)
-    with atomic_file(md_path) as handle:
+    _write_csv(paths["csv"], tables, elsewhere, splits)
+    with atomic_file(paths["md"]) as handle:
         handle.write(_markdown(tables, elsewhere, splits, settings))
     summary = {
         "splits": splits,
@@ -379,12 +410,12 @@ def summarize(
         "reference": reference_model(models),
         "settings": settings,
         "statistics": statistics,
-        "seed_groups": seed_groups or [],
+        "seed_groups": seed_groups,
         "tables": [{k: v for k, v in t.items() if k != "scores"} for t in tables],
         "published_elsewhere": elsewhere,
         "effects": protocol_effects(tables, reference_model(models)),
     }
-    write_json(json_path, summary)
+    write_json(paths["json"], summary)
     return summary
 
 
