@@ -1590,6 +1590,133 @@ def _forecast_backend(measured: dict[str, Any], configured: str) -> str:
     return "chunked" if configured == "auto" else configured
 
 
+def _simulate_stage(measured: dict[str, Any], *, shape: dict[str, Any]) -> dict[str, Any]:
+    """GradCache's processed tokens and FLOPs at the forecast's shape, from the data's own lengths."""
+    ld = measured["document_length"]
+    return simulate_steps(
+        measured["token_lengths"],
+        per_device=shape["per_device"],
+        devices=shape["devices"],
+        accumulation=shape["accumulation"],
+        mini_batch_size=shape["mini_batch_size"],
+        widths={"query": measured["query_length"], "positive": ld, "negative": ld},
+        arch=measured["arch"],
+        steps=SIMULATED_STEPS,
+        seed=0,
+    )
+
+
+def _score_forward_flops(measured: dict[str, Any], *, shape: dict[str, Any]) -> float:
+    """MaxSim score FLOPs per device per optimizer step at the forecast's shape."""
+    devices, accumulation, per_device = shape["devices"], shape["accumulation"], shape["per_device"]
+    candidates = 2 * shape["global_batch"] // accumulation if devices > 1 else 2 * per_device
+    flops = train_step_flops(
+        per_device=per_device,
+        candidates=candidates,
+        query_length=measured["query_length"],
+        document_length=measured["document_length"],
+        arch=measured["arch"],
+    )
+    return accumulation * flops["score_forward"]
+
+
+def _time_variants(
+    *, sim: dict[str, Any], score: float, rows: dict[str, int], steps: dict[str, int], shape: dict[str, Any]
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Time from FLOPs per token-count variant (padded, collated, processed) and per row count."""
+    return {
+        variant: {
+            k: {"rows": rows[k], "steps": steps[k]}
+            | time_forecast(
+                encoder_forward_flops=flops,
+                score_forward_flops=score,
+                steps=steps[k],
+                devices=shape["devices"],
+                peak_tflops=PEAK_TFLOPS[CARD["gpu"]],
+                mfu=shape["assumed_mfu"],
+            )
+            for k in rows
+        }
+        for variant, flops in sim["encoder_forward_flops_per_device"].items()
+    }
+
+
+def _projected_training(
+    *,
+    measured: dict[str, Any],
+    shape: dict[str, Any],
+    rows: dict[str, int],
+    sim: dict[str, Any],
+    time: dict[str, dict[str, dict[str, Any]]],
+) -> dict[str, Any]:
+    """Projected training per row count: measured rates on a known GPU; from a CPU, processed-token FLOPs."""
+    if peak_tflops(measured["device"]) is not None:
+        kwargs = {
+            "devices": shape["devices"],
+            "per_device": shape["per_device"],
+            "global_batch": shape["global_batch"],
+            "epochs": shape["epochs"],
+            "accumulation": shape["accumulation"],
+        }
+        return {k: project_training(measured=measured, rows=v, **kwargs) for k, v in rows.items()}
+    how = (
+        f"FLOPs of the tokens processed after trimming (lengths of {sim['rows_sampled']} rows of the data) / "
+        f"({PEAK_TFLOPS[CARD['gpu']]:g} TFLOP/s bf16 of an {CARD['gpu']} x ASSUMED MFU {shape['assumed_mfu']:g})"
+    )
+    return {k: v | {"how": how} for k, v in time["processed"].items()}
+
+
+def _stage_memory_at_forecast(
+    measured: dict[str, Any], *, shape: dict[str, Any], sim: dict[str, Any], backend: str
+) -> dict[str, Any]:
+    """Memory at the forecast's shape; a cluster GPU run at the same shape adds its measured peak as evidence."""
+    arch = measured["arch"]
+    calibration = calibrate_activations(
+        measured["calibration"], arch=arch, backend=measured["calibration"][0]["maxsim_backend"]
+    )
+    processed_local = sum(sim["tokens"]["processed"].values()) / (shape["devices"] * shape["accumulation"])
+    memory_shape = shape | {"processed_tokens": int(processed_local)}
+    memory = measured["memory"]
+    at_forecast = forecast_memory(measured, memory_shape, backend=backend, calibration=calibration)
+    same = measured["per_device_batch_size"] == shape["per_device"] and measured["world_size"] == shape["devices"]
+    if same and "cuda" in memory["kind"]:  # the real shape ran on the cluster's GPUs: its peak is evidence too
+        at_forecast["measured_peak_gib"] = memory["peak_bytes"] / GIB
+        at_forecast["fits"] = at_forecast["fits"] and memory["peak_bytes"] <= shape["device_memory_bytes"]
+        at_forecast["how"] = f"measured {memory['kind']} and " + at_forecast["how"]
+        if not at_forecast["fits"] and at_forecast["change"] is None:
+            at_forecast["change"] = TERM_KEYS.get(at_forecast["largest_term"], "train.mini_batch_size")
+    return at_forecast
+
+
+_MEASURED_TRAINING_KEYS = (
+    "device",
+    "world_size",
+    "per_device_batch_size",
+    "gradcache_chunk",
+    "step_seconds",
+    "step_times_s",
+    "samples_per_s",
+    "samples_per_s_per_device",
+    "tokens_per_s",
+    "tflops_per_s_per_device",
+    "mfu",
+    "candidates",
+)
+
+
+def _measured_training_summary(measured: dict[str, Any]) -> dict[str, Any]:
+    """The measured run's rates and memory, as the forecast reports them."""
+    memory = measured["memory"]
+    return {k: measured[k] for k in _MEASURED_TRAINING_KEYS} | {
+        "throughput": measured["samples_per_s"],
+        "unit": "samples/s",
+        "peak_memory_gib": memory["peak_bytes"] / GIB,
+        "memory_kind": memory["kind"],
+        "capacity_gib": memory["capacity_bytes"] / GIB,
+        "headroom_gib": memory["headroom_bytes"] / GIB,
+    }
+
+
 def _train_forecast(measured: dict[str, Any], stats_rows: int, shape: dict[str, Any]) -> dict[str, Any]:
     """Tokens, time and memory of one stage at the forecast's shape (data at hand and published sizes).
 
@@ -1598,102 +1725,14 @@ def _train_forecast(measured: dict[str, Any], stats_rows: int, shape: dict[str, 
     lengths (:func:`simulate_steps`), / (the forecast GPU's bf16 peak x the ASSUMED MFU); padded
     and collated counts beside it.
     """
-    stage, arch = measured["stage"], measured["arch"]
-    lq, ld = measured["query_length"], measured["document_length"]
-    devices, accumulation, per_device = shape["devices"], shape["accumulation"], shape["per_device"]
-    sim = simulate_steps(
-        measured["token_lengths"],
-        per_device=per_device,
-        devices=devices,
-        accumulation=accumulation,
-        mini_batch_size=shape["mini_batch_size"],
-        widths={"query": lq, "positive": ld, "negative": ld},
-        arch=arch,
-        steps=SIMULATED_STEPS,
-        seed=0,
-    )
-    candidates = 2 * shape["global_batch"] // accumulation if devices > 1 else 2 * per_device
-    score = (
-        accumulation
-        * train_step_flops(
-            per_device=per_device, candidates=candidates, query_length=lq, document_length=ld, arch=arch
-        )["score_forward"]
-    )
-    gpu_peak = PEAK_TFLOPS[CARD["gpu"]]
-    rows = {"data_at_hand": stats_rows, "published": PUBLISHED_TRIPLES[stage]}
+    sim = _simulate_stage(measured, shape=shape)
+    score = _score_forward_flops(measured, shape=shape)
+    rows = {"data_at_hand": stats_rows, "published": PUBLISHED_TRIPLES[measured["stage"]]}
     steps = {k: int(v * shape["epochs"]) // shape["global_batch"] for k, v in rows.items()}
-    time = {
-        variant: {
-            k: {"rows": rows[k], "steps": steps[k]}
-            | time_forecast(
-                encoder_forward_flops=flops,
-                score_forward_flops=score,
-                steps=steps[k],
-                devices=devices,
-                peak_tflops=gpu_peak,
-                mfu=shape["assumed_mfu"],
-            )
-            for k in rows
-        }
-        for variant, flops in sim["encoder_forward_flops_per_device"].items()
-    }
-    on_gpu = peak_tflops(measured["device"]) is not None
-    if on_gpu:
-        kwargs = {
-            "devices": devices,
-            "per_device": per_device,
-            "global_batch": shape["global_batch"],
-            "epochs": shape["epochs"],
-            "accumulation": accumulation,
-        }
-        projected = {k: project_training(measured=measured, rows=v, **kwargs) for k, v in rows.items()}
-    else:
-        how = (
-            f"FLOPs of the tokens processed after trimming (lengths of {sim['rows_sampled']} rows of the data) / "
-            f"({gpu_peak:g} TFLOP/s bf16 of an {CARD['gpu']} x ASSUMED MFU {shape['assumed_mfu']:g})"
-        )
-        projected = {k: v | {"how": how} for k, v in time["processed"].items()}
+    time = _time_variants(sim=sim, score=score, rows=rows, steps=steps, shape=shape)
     backend = _forecast_backend(measured, shape["maxsim_backend"])
-    calibration = calibrate_activations(
-        measured["calibration"], arch=arch, backend=measured["calibration"][0]["maxsim_backend"]
-    )
-    processed_local = sum(sim["tokens"]["processed"].values()) / (devices * accumulation)
-    memory_shape = shape | {"processed_tokens": int(processed_local)}
-    memory = measured["memory"]
-    at_forecast = forecast_memory(measured, memory_shape, backend=backend, calibration=calibration)
-    same = measured["per_device_batch_size"] == per_device and measured["world_size"] == devices
-    if same and "cuda" in memory["kind"]:  # the real shape ran on the cluster's GPUs: its peak is evidence too
-        at_forecast["measured_peak_gib"] = memory["peak_bytes"] / GIB
-        at_forecast["fits"] = at_forecast["fits"] and memory["peak_bytes"] <= shape["device_memory_bytes"]
-        at_forecast["how"] = f"measured {memory['kind']} and " + at_forecast["how"]
-        if not at_forecast["fits"] and at_forecast["change"] is None:
-            at_forecast["change"] = TERM_KEYS.get(at_forecast["largest_term"], "train.mini_batch_size")
     return {
-        "measured": {
-            k: measured[k]
-            for k in (
-                "device",
-                "world_size",
-                "per_device_batch_size",
-                "gradcache_chunk",
-                "step_seconds",
-                "step_times_s",
-                "samples_per_s",
-                "samples_per_s_per_device",
-                "tokens_per_s",
-                "tflops_per_s_per_device",
-                "mfu",
-                "candidates",
-            )
-        }
-        | {
-            "throughput": measured["samples_per_s"],
-            "unit": "samples/s",
-            "peak_memory_gib": memory["peak_bytes"] / GIB,
-            "memory_kind": memory["kind"],
-            "capacity_gib": memory["capacity_bytes"] / GIB,
-            "headroom_gib": memory["headroom_bytes"] / GIB,
-        },
+        "measured": _measured_training_summary(measured),
         "maxsim_backend": backend,
         "tokens": sim["tokens"]
         | {
@@ -1703,13 +1742,13 @@ def _train_forecast(measured: dict[str, Any], stats_rows: int, shape: dict[str, 
         },
         "time_from_flops": {
             "gpu": CARD["gpu"],
-            "peak_tflops": gpu_peak,
+            "peak_tflops": PEAK_TFLOPS[CARD["gpu"]],
             "assumed_mfu": shape["assumed_mfu"],
             "score_forward_flops_per_device": score,
             "variants": time,
         },
-        "projected": projected,
-        "memory_at_forecast": at_forecast,
+        "projected": _projected_training(measured=measured, shape=shape, rows=rows, sim=sim, time=time),
+        "memory_at_forecast": _stage_memory_at_forecast(measured, shape=shape, sim=sim, backend=backend),
         "in_batch_false_negatives": measured["in_batch_false_negatives"],
     }
 
