@@ -469,6 +469,113 @@ def time_forecast(
     }
 
 
+def _term(value: float, *, dtype: str, grows: bool) -> dict[str, Any]:
+    """One named memory term: whole bytes, their dtype, and whether the phase allocates them."""
+    return {"bytes": int(value), "dtype": dtype, "grows": grows}
+
+
+def _vector_bytes(*, arch: dict[str, int], shape: dict[str, int]) -> dict[str, int]:
+    """Bytes of this device's token vectors at the loss (fp32, autocast's outputs): queries, documents, trimmed."""
+    d, vec = arch["dim"], 4
+    p = shape["per_device"]
+    return {
+        "local_q": p * shape["query_width"] * d * vec,
+        "local_docs": shape["columns"] * p * shape["document_width"] * d * vec,
+        "trimmed": shape["processed_tokens"] * d * vec,
+    }
+
+
+def _loss_working_set(*, arch: dict[str, int], shape: dict[str, int], backend: str) -> int:
+    """Bytes the MaxSim loss holds while scoring one chunk of queries against all gathered documents."""
+    from .loss_scores import default_chunk_size, loss_working_set_bytes
+
+    candidates = shape["columns"] * shape["gathered_rows"]
+    dims = {
+        "queries": shape["score_chunk"],
+        "candidates": candidates,
+        "query_tokens": shape["query_width"],
+        "document_tokens": shape["document_width"],
+    }
+    chunk = default_chunk_size(**dims, bytes_per_value=4)
+    return loss_working_set_bytes(
+        backend, **dims, dim=arch["dim"], chunk_size=chunk, bytes_per_value=4, columns=shape["columns"]
+    )
+
+
+def _saved_activation_bytes(
+    *, arch: dict[str, int], shape: dict[str, int], activation: dict[str, float], scale: float
+) -> float:
+    """Activations the widest GradCache mini-batch saves for backward, masks included."""
+    rows, width = shape["chunk_rows"], shape["chunk_width"]
+    return (
+        activation["bytes_per_token_layer"] * scale * arch["layers"] * rows * width
+        + activation["mask_bytes_per_row_token2"] * rows * width * width
+    )
+
+
+def _embed_terms(
+    *, shape: dict[str, int], activation: dict[str, float], scale: float, a_dtype: str, trimmed: int
+) -> dict[str, dict[str, Any]]:
+    """GradCache step 1's own terms: the cached vectors and the no-grad forward's working set."""
+    rows, width = shape["chunk_rows"], shape["chunk_width"]
+    return {
+        "cached_embeddings": _term(trimmed, dtype="fp32", grows=True),
+        "no_grad_forward_working_set": _term(
+            activation["inference_bytes_per_token"] * scale * rows * width
+            + activation["inference_mask_bytes_per_row_token2"] * rows * width * width,
+            dtype=a_dtype + ", masks bool",
+            grows=True,
+        ),
+    }
+
+
+def _encoder_terms(*, arch: dict[str, int], saved: float, a_dtype: str, trimmed: int) -> dict[str, dict[str, Any]]:
+    """GradCache step 3's own terms: gradients, one mini-batch's activations, the cached gradients."""
+    n = arch["parameters"]
+    return {
+        "parameter_gradients": _term(4 * n, dtype="fp32", grows=True),
+        "gradcache_chunk_activations": _term(saved, dtype=a_dtype + ", masks bool", grows=True),
+        # each mini-batch's backward ends with a new gradient of the token embeddings (the largest
+        # parameter) that is added to .grad; by then the activations are freed: only its excess counts
+        "gradient_accumulation_temporary": _term(
+            max(0.0, 4 * arch["largest_parameter"] - saved), dtype="fp32", grows=True
+        ),
+        "cached_embedding_gradients": _term(trimmed, dtype="fp32", grows=True),
+    }
+
+
+def _loss_terms(
+    *, arch: dict[str, int], shape: dict[str, int], backend: str, world_size: int, vectors: dict[str, int]
+) -> dict[str, dict[str, Any]]:
+    """GradCache step 2's own terms: the local vectors' copies, gathered documents, the loss's working set."""
+    gathering = world_size > 1
+    candidates = shape["columns"] * shape["gathered_rows"]
+    # GradCache's cache (trimmed vectors, their gradients), the columns restored to the collated
+    # width with their gradients, PyLate's concatenated copy, and (unless gathered) the stacked documents
+    local = 2 * vectors["trimmed"] + 3 * vectors["local_q"] + (3 if gathering else 4) * vectors["local_docs"]
+    gathered = 2 * candidates * shape["document_width"] * arch["dim"] * 4 if gathering else 0
+    return {
+        "cached_embeddings": _term(local, dtype="fp32", grows=True),
+        # all_gather_with_gradients' concatenation and the stacked columns of every rank's documents
+        "gathered_documents": _term(gathered, dtype="fp32", grows=True),
+        "loss_working_set": _term(
+            _loss_working_set(arch=arch, shape=shape, backend=backend), dtype=f"fp32 ({backend})", grows=True
+        ),
+    }
+
+
+def _add_allowance(phases: dict[str, dict[str, dict[str, Any]]]) -> None:
+    """Add the ASSUMED CUDA context, NCCL buffers and allocator fragmentation to every phase, in place."""
+    for terms in phases.values():
+        allocated = sum(t["bytes"] for t in terms.values())
+        terms["cuda_context_and_nccl"] = _term(
+            CUDA_CONTEXT_BYTES + NCCL_BUFFER_BYTES, dtype="ASSUMED allowance", grows=False
+        )
+        terms["allocator_fragmentation"] = _term(
+            FRAGMENTATION * allocated, dtype=f"ASSUMED {FRAGMENTATION:.0%} of allocated", grows=False
+        )
+
+
 def memory_terms(
     *,
     arch: dict[str, int],
@@ -498,6 +605,9 @@ def memory_terms(
     with gradients, ``inference_bytes_per_token`` and ``inference_mask_bytes_per_row_token2``
     of the one without. ``activation_bytes``: 2 under bf16 autocast, 4 in fp32.
 
+    Longer than ~50 lines because of this docstring and its example: the body is a few calls of
+    the per-phase helpers (:func:`_embed_terms`, :func:`_loss_terms`, :func:`_encoder_terms`).
+
     Examples
     --------
     >>> arch = {"parameters": 1000, "largest_parameter": 500, "dim": 4, "layers": 2}
@@ -511,81 +621,21 @@ def memory_terms(
     >>> encoder["gradient_accumulation_temporary"], encoder["cached_embedding_gradients"]  # no activations: in full
     (2000, 640)
     """
-    from .loss_scores import default_chunk_size, loss_working_set_bytes
-
-    n, d, vec = arch["parameters"], arch["dim"], 4  # token vectors reach the loss in fp32 (autocast's outputs)
-    cols, p = shape["columns"], shape["per_device"]
-    local_q = p * shape["query_width"] * d * vec
-    local_docs = cols * p * shape["document_width"] * d * vec
-    trimmed = shape["processed_tokens"] * d * vec
-    rows, width = shape["chunk_rows"], shape["chunk_width"]
-    gathering = world_size > 1
-    candidates = cols * shape["gathered_rows"]
-    chunk = default_chunk_size(
-        queries=shape["score_chunk"],
-        candidates=candidates,
-        query_tokens=shape["query_width"],
-        document_tokens=shape["document_width"],
-        bytes_per_value=vec,
-    )
-    working = loss_working_set_bytes(
-        backend,
-        queries=shape["score_chunk"],
-        candidates=candidates,
-        query_tokens=shape["query_width"],
-        document_tokens=shape["document_width"],
-        dim=d,
-        chunk_size=chunk,
-        bytes_per_value=vec,
-        columns=cols,
-    )
+    vectors = _vector_bytes(arch=arch, shape=shape)
     a_dtype = "bf16 (autocast)" if activation_bytes == 2 else "fp32"
     scale = activation_bytes / 4  # the coefficients are measured at fp32; the masks are bool at any dtype
-
-    def term(value: float, dtype: str, grows: bool) -> dict[str, Any]:
-        return {"bytes": int(value), "dtype": dtype, "grows": grows}
-
-    saved = (
-        activation["bytes_per_token_layer"] * scale * arch["layers"] * rows * width
-        + activation["mask_bytes_per_row_token2"] * rows * width * width
-    )
-    resident = {"weights": term(4 * n, "fp32", False), "adamw_states": term(8 * n, "fp32 (exp_avg, exp_avg_sq)", False)}
-    embed = resident | {
-        "cached_embeddings": term(trimmed, "fp32", True),
-        "no_grad_forward_working_set": term(
-            activation["inference_bytes_per_token"] * scale * rows * width
-            + activation["inference_mask_bytes_per_row_token2"] * rows * width * width,
-            a_dtype + ", masks bool",
-            True,
-        ),
+    saved = _saved_activation_bytes(arch=arch, shape=shape, activation=activation, scale=scale)
+    n = arch["parameters"]
+    resident = {
+        "weights": _term(4 * n, dtype="fp32", grows=False),
+        "adamw_states": _term(8 * n, dtype="fp32 (exp_avg, exp_avg_sq)", grows=False),
     }
-    encoder = resident | {
-        "parameter_gradients": term(4 * n, "fp32", True),
-        "gradcache_chunk_activations": term(saved, a_dtype + ", masks bool", True),
-        # each mini-batch's backward ends with a new gradient of the token embeddings (the largest
-        # parameter) that is added to .grad; by then the activations are freed: only its excess counts
-        "gradient_accumulation_temporary": term(max(0.0, 4 * arch["largest_parameter"] - saved), "fp32", True),
-        "cached_embedding_gradients": term(trimmed, "fp32", True),
-    }
-    # GradCache's cache (trimmed vectors, their gradients), the columns restored to the collated
-    # width with their gradients, PyLate's concatenated copy, and (unless gathered) the stacked documents
-    local = 2 * trimmed + 3 * local_q + (3 if gathering else 4) * local_docs
-    loss = resident | {
-        "cached_embeddings": term(local, "fp32", True),
-        # all_gather_with_gradients' concatenation and the stacked columns of every rank's documents
-        "gathered_documents": term(
-            2 * candidates * shape["document_width"] * d * vec if gathering else 0, "fp32", True
-        ),
-        "loss_working_set": term(working, f"fp32 ({backend})", True),
-    }
-    phases = {"embed": embed, "loss": loss, "encoder": encoder}
+    embed = _embed_terms(shape=shape, activation=activation, scale=scale, a_dtype=a_dtype, trimmed=vectors["trimmed"])
+    encoder = _encoder_terms(arch=arch, saved=saved, a_dtype=a_dtype, trimmed=vectors["trimmed"])
+    loss = _loss_terms(arch=arch, shape=shape, backend=backend, world_size=world_size, vectors=vectors)
+    phases = {"embed": resident | embed, "loss": resident | loss, "encoder": resident | encoder}
     if allowance:
-        for terms in phases.values():
-            allocated = sum(t["bytes"] for t in terms.values())
-            terms["cuda_context_and_nccl"] = term(CUDA_CONTEXT_BYTES + NCCL_BUFFER_BYTES, "ASSUMED allowance", False)
-            terms["allocator_fragmentation"] = term(
-                FRAGMENTATION * allocated, f"ASSUMED {FRAGMENTATION:.0%} of allocated", False
-            )
+        _add_allowance(phases)
     return phases
 
 
