@@ -680,6 +680,64 @@ def _fit(features: list[list[float]], target: list[float]) -> list[float]:
     return [float(c) for c in coefficients]
 
 
+_ACTIVATION_KEYS = (
+    "bytes_per_token_layer",
+    "mask_bytes_per_row_token2",
+    "inference_bytes_per_token",
+    "inference_mask_bytes_per_row_token2",
+)
+
+
+def _fit_inference(points: list[dict[str, Any]]) -> list[float]:
+    """Fit the forward without gradients: bytes per token and mask bytes per row x width**2."""
+    features = [
+        [
+            p["shape"]["chunk_rows"] * p["shape"]["chunk_width"],
+            p["shape"]["chunk_rows"] * p["shape"]["chunk_width"] ** 2,
+        ]
+        for p in points
+    ]
+    return _fit(features, [p["measured"]["inference"] for p in points])
+
+
+def _fit_saved(
+    points: list[dict[str, Any]], *, arch: dict[str, int], common: dict[str, Any]
+) -> tuple[list[float], int]:
+    """Fit the activations saved for backward on the shapes where they set the encoder phase's peak; how many did."""
+    zero = dict.fromkeys(_ACTIVATION_KEYS, 0.0)
+    saved_x, saved_y = [], []
+    for point in points:
+        s = point["shape"]
+        encoder = memory_terms(shape=s, activation=zero, **common)["encoder"]
+        beyond = point["measured"]["encoder"] - grown(encoder) + encoder["gradient_accumulation_temporary"]["bytes"]
+        # the activations set this phase's peak (by a margin: the temporary's own peak is this phase's otherwise)
+        if beyond > 1.25 * encoder["gradient_accumulation_temporary"]["bytes"]:
+            saved_x.append(
+                [arch["layers"] * s["chunk_rows"] * s["chunk_width"], s["chunk_rows"] * s["chunk_width"] ** 2]
+            )
+            saved_y.append(beyond)
+    return (_fit(saved_x, saved_y) if saved_x else [0.0, 0.0]), len(saved_y)
+
+
+def _calibration_shape(point: dict[str, Any], *, fitted: dict[str, float], common: dict[str, Any]) -> dict[str, Any]:
+    """One measured shape beside the fitted model's bytes per phase, and the relative errors."""
+    phases = memory_terms(shape=point["shape"], activation=fitted, **common)
+    model = {
+        "inference": phases["embed"]["no_grad_forward_working_set"]["bytes"],
+        "loss": max(grown(phases["embed"]), grown(phases["loss"])),
+        "encoder": grown(phases["encoder"]),
+    }
+    measured = {k: point["measured"][k] for k in model}
+    return {
+        "rows": point["shape"]["per_device"],
+        "query_tokens": point["shape"]["query_width"],
+        "document_tokens": point["shape"]["document_width"],
+        "measured_bytes": measured,
+        "model_bytes": model,
+        "relative_error": {k: (model[k] - measured[k]) / measured[k] for k in model},
+    }
+
+
 def calibrate_activations(points: list[dict[str, Any]], *, arch: dict[str, int], backend: str) -> dict[str, Any]:
     """Fit the activation terms to the measured phases of a few scaled shapes; the model's error per shape.
 
@@ -693,69 +751,17 @@ def calibrate_activations(points: list[dict[str, Any]], *, arch: dict[str, int],
     (the larger of the embed and loss phases) is not fitted. Errors are (model - measured) /
     measured, per shape and phase.
     """
-    zero = dict.fromkeys(
-        (
-            "bytes_per_token_layer",
-            "mask_bytes_per_row_token2",
-            "inference_bytes_per_token",
-            "inference_mask_bytes_per_row_token2",
-        ),
-        0.0,
-    )
     common = {"arch": arch, "backend": backend, "activation_bytes": 4, "world_size": 1, "allowance": False}
-    inference = _fit(
-        [
-            [
-                p["shape"]["chunk_rows"] * p["shape"]["chunk_width"],
-                p["shape"]["chunk_rows"] * p["shape"]["chunk_width"] ** 2,
-            ]
-            for p in points
-        ],
-        [p["measured"]["inference"] for p in points],
-    )
-    saved_x, saved_y = [], []
-    for point in points:
-        s = point["shape"]
-        encoder = memory_terms(shape=s, activation=zero, **common)["encoder"]
-        beyond = point["measured"]["encoder"] - grown(encoder) + encoder["gradient_accumulation_temporary"]["bytes"]
-        # the activations set this phase's peak (by a margin: the temporary's own peak is this phase's otherwise)
-        if beyond > 1.25 * encoder["gradient_accumulation_temporary"]["bytes"]:
-            saved_x.append(
-                [arch["layers"] * s["chunk_rows"] * s["chunk_width"], s["chunk_rows"] * s["chunk_width"] ** 2]
-            )
-            saved_y.append(beyond)
-    saved = _fit(saved_x, saved_y) if saved_x else [0.0, 0.0]
-    fitted = {
-        "bytes_per_token_layer": saved[0],
-        "mask_bytes_per_row_token2": saved[1],
-        "inference_bytes_per_token": inference[0],
-        "inference_mask_bytes_per_row_token2": inference[1],
-    }
-    shapes = []
-    for point in points:
-        phases = memory_terms(shape=point["shape"], activation=fitted, **common)
-        model = {
-            "inference": phases["embed"]["no_grad_forward_working_set"]["bytes"],
-            "loss": max(grown(phases["embed"]), grown(phases["loss"])),
-            "encoder": grown(phases["encoder"]),
-        }
-        measured = {k: point["measured"][k] for k in model}
-        shapes.append(
-            {
-                "rows": point["shape"]["per_device"],
-                "query_tokens": point["shape"]["query_width"],
-                "document_tokens": point["shape"]["document_width"],
-                "measured_bytes": measured,
-                "model_bytes": model,
-                "relative_error": {k: (model[k] - measured[k]) / measured[k] for k in model},
-            }
-        )
+    inference = _fit_inference(points)
+    saved, fitted_on_encoder = _fit_saved(points, arch=arch, common=common)
+    fitted = dict(zip(_ACTIVATION_KEYS, (saved[0], saved[1], inference[0], inference[1]), strict=True))
+    shapes = [_calibration_shape(point, fitted=fitted, common=common) for point in points]
     worst = max(abs(e) for s in shapes for e in s["relative_error"].values())
     return {
         "activation": fitted,
         "shapes": shapes,
         "max_abs_relative_error": worst,
-        "fitted_on_encoder": len(saved_y),
+        "fitted_on_encoder": fitted_on_encoder,
         "how": f"{len(points)} shapes measured in one process at fp32 ({points[0]['kind']}); fitted: the forward "
         "without gradients, and the activations saved for backward (where they set the peak); the loss "
         "call not fitted",
