@@ -1917,6 +1917,71 @@ def _checks(train: dict[str, Any], evaluation: dict[str, Any], widen: list[str])
     return checks
 
 
+def _forecast_shape(
+    *,
+    nodes: int,
+    gpus_per_node: int,
+    global_batch_size: int,
+    gradient_accumulation_steps: int,
+    mini_batch_size: int,
+    epochs: float,
+    bf16: bool | str,
+    device_memory_gib: float,
+    maxsim_backend: str,
+    score_mini_batch_size: int | None,
+    assumed_mfu: float,
+) -> dict[str, Any]:
+    """The cluster run's shape the forecast is for (devices, batch sizes, dtype, backend, memory)."""
+    from .trainer import per_device_batch_size
+
+    devices = nodes * gpus_per_node
+    return {
+        "devices": devices,
+        "nodes": nodes,
+        "gpus_per_node": gpus_per_node,
+        "global_batch": global_batch_size,
+        "per_device": per_device_batch_size(global_batch_size, devices, gradient_accumulation_steps),
+        "mini_batch_size": mini_batch_size,
+        "epochs": epochs,
+        "bf16": bf16 in (True, "auto"),
+        "accumulation": gradient_accumulation_steps,
+        "maxsim_backend": maxsim_backend,
+        "score_chunk": score_mini_batch_size or mini_batch_size,
+        "assumed_mfu": assumed_mfu,
+        "device_memory_bytes": device_memory_gib * GIB,
+    }
+
+
+def _forecast_stages(
+    *,
+    measured_train: dict[str, dict[str, Any]],
+    evaluation: dict[str, Any],
+    shard_stats: list[str],
+    shard_benchmarks: list[str],
+    shuffle_buckets: int,
+    shape: dict[str, Any],
+    evaluated_models: int,
+) -> dict[str, Any]:
+    """Every stage's forecast: building the shards, each training stage, the evaluation."""
+    stage_rows = {read_json(p)["stage"]: read_json(p)["rows"] for p in shard_stats}
+    stages: dict[str, Any] = {"build_shards": _data_forecast(shard_stats, shard_benchmarks, shuffle_buckets)}
+    for stage, m in sorted(measured_train.items()):
+        stages[f"train_{stage}"] = _train_forecast(m, stage_rows[stage], shape)
+    stages["evaluate"] = _evaluation_forecast(evaluation, evaluated_models, shape["assumed_mfu"])
+    return stages
+
+
+def _write_forecast(result: dict[str, Any], *, out_json: str, out_md: str, out_html: str) -> None:
+    """Write the forecast as JSON, markdown and HTML; print its verdict to the job's log."""
+    write_json(out_json, result)
+    text = render_markdown(result)
+    with atomic_file(out_md) as handle:
+        handle.write(text)
+    with atomic_file(out_html) as handle:
+        handle.write(render_html(result))
+    print(text.split("\n## ", 1)[0])  # the verdict, in the job's log
+
+
 def forecast(
     *,
     train: list[str],
@@ -1948,32 +2013,35 @@ def forecast(
     ``widen`` the widening verification(s) of the measured model (none when nothing widens);
     ``maxsim_backend``/``score_mini_batch_size`` the training's (``train.*``); ``assumed_mfu``
     the MFU a time forecast from a CPU assumes (``preflight.assumed_mfu``).
-    """
-    from .trainer import per_device_batch_size
 
-    devices = nodes * gpus_per_node
-    shape = {
-        "devices": devices,
-        "nodes": nodes,
-        "gpus_per_node": gpus_per_node,
-        "global_batch": global_batch_size,
-        "per_device": per_device_batch_size(global_batch_size, devices, gradient_accumulation_steps),
-        "mini_batch_size": mini_batch_size,
-        "epochs": epochs,
-        "bf16": bf16 in (True, "auto"),
-        "accumulation": gradient_accumulation_steps,
-        "maxsim_backend": maxsim_backend,
-        "score_chunk": score_mini_batch_size or mini_batch_size,
-        "assumed_mfu": assumed_mfu,
-        "device_memory_bytes": device_memory_gib * GIB,
-    }
+    Longer than ~50 lines because its keyword signature is the stage's CLI (:mod:`.cli`): one
+    option per parameter; the work is in :func:`_forecast_shape`, :func:`_forecast_stages` and
+    :func:`_write_forecast`.
+    """
+    shape = _forecast_shape(
+        nodes=nodes,
+        gpus_per_node=gpus_per_node,
+        global_batch_size=global_batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        mini_batch_size=mini_batch_size,
+        epochs=epochs,
+        bf16=bf16,
+        device_memory_gib=device_memory_gib,
+        maxsim_backend=maxsim_backend,
+        score_mini_batch_size=score_mini_batch_size,
+        assumed_mfu=assumed_mfu,
+    )
     measured_train = {read_json(p)["stage"]: read_json(p) for p in train}
-    stage_rows = {read_json(p)["stage"]: read_json(p)["rows"] for p in shard_stats}
     evaluation = read_json(evaluate)
-    stages: dict[str, Any] = {"build_shards": _data_forecast(shard_stats, shard_benchmarks, shuffle_buckets)}
-    for stage, m in sorted(measured_train.items()):
-        stages[f"train_{stage}"] = _train_forecast(m, stage_rows[stage], shape)
-    stages["evaluate"] = _evaluation_forecast(evaluation, evaluated_models, assumed_mfu)
+    stages = _forecast_stages(
+        measured_train=measured_train,
+        evaluation=evaluation,
+        shard_stats=shard_stats,
+        shard_benchmarks=shard_benchmarks,
+        shuffle_buckets=shuffle_buckets,
+        shape=shape,
+        evaluated_models=evaluated_models,
+    )
     result = {
         "forecast_for": {k: v for k, v in shape.items() if k != "device_memory_bytes"}
         | {"gpu_memory_gib": device_memory_gib, "evaluated_models": evaluated_models},
@@ -1985,13 +2053,7 @@ def forecast(
         "checks": _checks(measured_train, evaluation, widen),
     }
     result["verdict"] = _verdict(result, gpu_hours_budget)
-    write_json(out_json, result)
-    text = render_markdown(result)
-    with atomic_file(out_md) as handle:
-        handle.write(text)
-    with atomic_file(out_html) as handle:
-        handle.write(render_html(result))
-    print(text.split("\n## ", 1)[0])  # the verdict, in the job's log
+    _write_forecast(result, out_json=out_json, out_md=out_md, out_html=out_html)
     return result
 
 
