@@ -1445,6 +1445,51 @@ def check_long_document(model: Any, text: str, *, document_length: int) -> dict[
     }
 
 
+def _evaluation_model(
+    *, model_path: str, query_length: int, document_length: int, dtype: str, trust_remote_code: bool
+) -> tuple[Any, str, Any]:
+    """The model loaded as the evaluation loads it, on this machine's device and dtype; the device and dtype."""
+    import torch
+
+    from .model import load_colbert
+
+    device = _device()
+    torch_dtype = torch.float32 if device == "cpu" else (torch.bfloat16 if dtype == "auto" else getattr(torch, dtype))
+    model = load_colbert(
+        model_path,
+        query_length=query_length,
+        document_length=document_length,
+        trust_remote_code=trust_remote_code,
+        device=device,
+    )
+    if device == "cuda":
+        model.to(torch_dtype)
+    return model, device, torch_dtype
+
+
+def _measure_splits(
+    model: Any, *, root: Path, splits: list[str], settings: dict[str, Any], device: str, dtype: Any
+) -> dict[str, dict[str, Any]]:
+    """Each split's measurement (:func:`_measure_split`), logged as it completes."""
+    per_split = {}
+    for split in splits:
+        per_split[split] = _measure_split(model, root=root, split=split, settings=settings, device=device, dtype=dtype)
+        logger.info("preflight evaluate %s: %.0f document tokens/s", split, per_split[split]["document_tokens_per_s"])
+    return per_split
+
+
+def _longest_document_check(
+    model: Any, *, per_split: dict[str, dict[str, Any]], overrides: dict[str, Any], document_length: int
+) -> dict[str, Any]:
+    """Check the longest sampled document of all splits at its split's length; each split keeps only its chars."""
+    longest_split = max(per_split, key=lambda s: len(per_split[s]["longest_document"]))
+    length = overrides.get(longest_split, {}).get("document_length", document_length)
+    check = check_long_document(model, per_split[longest_split]["longest_document"], document_length=length)
+    for measured in per_split.values():
+        measured["longest_document_chars"] = len(measured.pop("longest_document"))
+    return check | {"split": longest_split}
+
+
 def measure_evaluation(
     *,
     model_path: str,
@@ -1468,26 +1513,23 @@ def measure_evaluation(
 
     ``query_template`` formats the queries (None: the card's, ``protocols.CARD_TEMPLATE``);
     only their token lengths matter here, up to ``query_length``.
-    """
-    import torch
 
-    from .model import load_colbert
+    Longer than ~50 lines because its keyword signature is the stage's CLI (:mod:`.cli`): one
+    option per parameter; the work is in :func:`_evaluation_model`, :func:`_measure_splits` and
+    :func:`_longest_document_check`.
+    """
     from .protocols import CARD_TEMPLATE
     from .sources.manifest import source_root
 
     _set_threads(threads)
     root = source_root(bright_manifest)
-    device = _device()
-    torch_dtype = torch.float32 if device == "cpu" else (torch.bfloat16 if dtype == "auto" else getattr(torch, dtype))
-    model = load_colbert(
-        model_path,
+    model, device, torch_dtype = _evaluation_model(
+        model_path=model_path,
         query_length=query_length,
         document_length=document_length,
+        dtype=dtype,
         trust_remote_code=trust_remote_code,
-        device=device,
     )
-    if device == "cuda":
-        model.to(torch_dtype)
     settings = {
         "overrides": overrides,
         "query_length": query_length,
@@ -1499,23 +1541,14 @@ def measure_evaluation(
         "length_sample": length_sample,
         "encode_batch_size": encode_batch_size,
     }
-    per_split = {}
-    for split in splits:
-        per_split[split] = _measure_split(
-            model, root=root, split=split, settings=settings, device=device, dtype=torch_dtype
-        )
-        logger.info("preflight evaluate %s: %.0f document tokens/s", split, per_split[split]["document_tokens_per_s"])
-    longest_split = max(per_split, key=lambda s: len(per_split[s]["longest_document"]))
-    length = overrides.get(longest_split, {}).get("document_length", document_length)
-    check = check_long_document(model, per_split[longest_split]["longest_document"], document_length=length)
-    for measured in per_split.values():
-        measured["longest_document_chars"] = len(measured.pop("longest_document"))
+    per_split = _measure_splits(model, root=root, splits=splits, settings=settings, device=device, dtype=torch_dtype)
+    check = _longest_document_check(model, per_split=per_split, overrides=overrides, document_length=document_length)
     result = {
         "model_path": model_path,
         "device": device,
         "dtype": str(torch_dtype).removeprefix("torch."),
         "splits": per_split,
-        "long_document_check": check | {"split": longest_split},
+        "long_document_check": check,
         "arch": architecture(model),
     }
     write_json(out_json, result)
