@@ -469,6 +469,113 @@ def time_forecast(
     }
 
 
+def _term(value: float, *, dtype: str, grows: bool) -> dict[str, Any]:
+    """One named memory term: whole bytes, their dtype, and whether the phase allocates them."""
+    return {"bytes": int(value), "dtype": dtype, "grows": grows}
+
+
+def _vector_bytes(*, arch: dict[str, int], shape: dict[str, int]) -> dict[str, int]:
+    """Bytes of this device's token vectors at the loss (fp32, autocast's outputs): queries, documents, trimmed."""
+    d, vec = arch["dim"], 4
+    p = shape["per_device"]
+    return {
+        "local_q": p * shape["query_width"] * d * vec,
+        "local_docs": shape["columns"] * p * shape["document_width"] * d * vec,
+        "trimmed": shape["processed_tokens"] * d * vec,
+    }
+
+
+def _loss_working_set(*, arch: dict[str, int], shape: dict[str, int], backend: str) -> int:
+    """Bytes the MaxSim loss holds while scoring one chunk of queries against all gathered documents."""
+    from .loss_scores import default_chunk_size, loss_working_set_bytes
+
+    candidates = shape["columns"] * shape["gathered_rows"]
+    dims = {
+        "queries": shape["score_chunk"],
+        "candidates": candidates,
+        "query_tokens": shape["query_width"],
+        "document_tokens": shape["document_width"],
+    }
+    chunk = default_chunk_size(**dims, bytes_per_value=4)
+    return loss_working_set_bytes(
+        backend, **dims, dim=arch["dim"], chunk_size=chunk, bytes_per_value=4, columns=shape["columns"]
+    )
+
+
+def _saved_activation_bytes(
+    *, arch: dict[str, int], shape: dict[str, int], activation: dict[str, float], scale: float
+) -> float:
+    """Activations the widest GradCache mini-batch saves for backward, masks included."""
+    rows, width = shape["chunk_rows"], shape["chunk_width"]
+    return (
+        activation["bytes_per_token_layer"] * scale * arch["layers"] * rows * width
+        + activation["mask_bytes_per_row_token2"] * rows * width * width
+    )
+
+
+def _embed_terms(
+    *, shape: dict[str, int], activation: dict[str, float], scale: float, a_dtype: str, trimmed: int
+) -> dict[str, dict[str, Any]]:
+    """GradCache step 1's own terms: the cached vectors and the no-grad forward's working set."""
+    rows, width = shape["chunk_rows"], shape["chunk_width"]
+    return {
+        "cached_embeddings": _term(trimmed, dtype="fp32", grows=True),
+        "no_grad_forward_working_set": _term(
+            activation["inference_bytes_per_token"] * scale * rows * width
+            + activation["inference_mask_bytes_per_row_token2"] * rows * width * width,
+            dtype=a_dtype + ", masks bool",
+            grows=True,
+        ),
+    }
+
+
+def _encoder_terms(*, arch: dict[str, int], saved: float, a_dtype: str, trimmed: int) -> dict[str, dict[str, Any]]:
+    """GradCache step 3's own terms: gradients, one mini-batch's activations, the cached gradients."""
+    n = arch["parameters"]
+    return {
+        "parameter_gradients": _term(4 * n, dtype="fp32", grows=True),
+        "gradcache_chunk_activations": _term(saved, dtype=a_dtype + ", masks bool", grows=True),
+        # each mini-batch's backward ends with a new gradient of the token embeddings (the largest
+        # parameter) that is added to .grad; by then the activations are freed: only its excess counts
+        "gradient_accumulation_temporary": _term(
+            max(0.0, 4 * arch["largest_parameter"] - saved), dtype="fp32", grows=True
+        ),
+        "cached_embedding_gradients": _term(trimmed, dtype="fp32", grows=True),
+    }
+
+
+def _loss_terms(
+    *, arch: dict[str, int], shape: dict[str, int], backend: str, world_size: int, vectors: dict[str, int]
+) -> dict[str, dict[str, Any]]:
+    """GradCache step 2's own terms: the local vectors' copies, gathered documents, the loss's working set."""
+    gathering = world_size > 1
+    candidates = shape["columns"] * shape["gathered_rows"]
+    # GradCache's cache (trimmed vectors, their gradients), the columns restored to the collated
+    # width with their gradients, PyLate's concatenated copy, and (unless gathered) the stacked documents
+    local = 2 * vectors["trimmed"] + 3 * vectors["local_q"] + (3 if gathering else 4) * vectors["local_docs"]
+    gathered = 2 * candidates * shape["document_width"] * arch["dim"] * 4 if gathering else 0
+    return {
+        "cached_embeddings": _term(local, dtype="fp32", grows=True),
+        # all_gather_with_gradients' concatenation and the stacked columns of every rank's documents
+        "gathered_documents": _term(gathered, dtype="fp32", grows=True),
+        "loss_working_set": _term(
+            _loss_working_set(arch=arch, shape=shape, backend=backend), dtype=f"fp32 ({backend})", grows=True
+        ),
+    }
+
+
+def _add_allowance(phases: dict[str, dict[str, dict[str, Any]]]) -> None:
+    """Add the ASSUMED CUDA context, NCCL buffers and allocator fragmentation to every phase, in place."""
+    for terms in phases.values():
+        allocated = sum(t["bytes"] for t in terms.values())
+        terms["cuda_context_and_nccl"] = _term(
+            CUDA_CONTEXT_BYTES + NCCL_BUFFER_BYTES, dtype="ASSUMED allowance", grows=False
+        )
+        terms["allocator_fragmentation"] = _term(
+            FRAGMENTATION * allocated, dtype=f"ASSUMED {FRAGMENTATION:.0%} of allocated", grows=False
+        )
+
+
 def memory_terms(
     *,
     arch: dict[str, int],
@@ -498,6 +605,9 @@ def memory_terms(
     with gradients, ``inference_bytes_per_token`` and ``inference_mask_bytes_per_row_token2``
     of the one without. ``activation_bytes``: 2 under bf16 autocast, 4 in fp32.
 
+    Longer than ~50 lines because of this docstring and its example: the body is a few calls of
+    the per-phase helpers (:func:`_embed_terms`, :func:`_loss_terms`, :func:`_encoder_terms`).
+
     Examples
     --------
     >>> arch = {"parameters": 1000, "largest_parameter": 500, "dim": 4, "layers": 2}
@@ -511,81 +621,21 @@ def memory_terms(
     >>> encoder["gradient_accumulation_temporary"], encoder["cached_embedding_gradients"]  # no activations: in full
     (2000, 640)
     """
-    from .loss_scores import default_chunk_size, loss_working_set_bytes
-
-    n, d, vec = arch["parameters"], arch["dim"], 4  # token vectors reach the loss in fp32 (autocast's outputs)
-    cols, p = shape["columns"], shape["per_device"]
-    local_q = p * shape["query_width"] * d * vec
-    local_docs = cols * p * shape["document_width"] * d * vec
-    trimmed = shape["processed_tokens"] * d * vec
-    rows, width = shape["chunk_rows"], shape["chunk_width"]
-    gathering = world_size > 1
-    candidates = cols * shape["gathered_rows"]
-    chunk = default_chunk_size(
-        queries=shape["score_chunk"],
-        candidates=candidates,
-        query_tokens=shape["query_width"],
-        document_tokens=shape["document_width"],
-        bytes_per_value=vec,
-    )
-    working = loss_working_set_bytes(
-        backend,
-        queries=shape["score_chunk"],
-        candidates=candidates,
-        query_tokens=shape["query_width"],
-        document_tokens=shape["document_width"],
-        dim=d,
-        chunk_size=chunk,
-        bytes_per_value=vec,
-        columns=cols,
-    )
+    vectors = _vector_bytes(arch=arch, shape=shape)
     a_dtype = "bf16 (autocast)" if activation_bytes == 2 else "fp32"
     scale = activation_bytes / 4  # the coefficients are measured at fp32; the masks are bool at any dtype
-
-    def term(value: float, dtype: str, grows: bool) -> dict[str, Any]:
-        return {"bytes": int(value), "dtype": dtype, "grows": grows}
-
-    saved = (
-        activation["bytes_per_token_layer"] * scale * arch["layers"] * rows * width
-        + activation["mask_bytes_per_row_token2"] * rows * width * width
-    )
-    resident = {"weights": term(4 * n, "fp32", False), "adamw_states": term(8 * n, "fp32 (exp_avg, exp_avg_sq)", False)}
-    embed = resident | {
-        "cached_embeddings": term(trimmed, "fp32", True),
-        "no_grad_forward_working_set": term(
-            activation["inference_bytes_per_token"] * scale * rows * width
-            + activation["inference_mask_bytes_per_row_token2"] * rows * width * width,
-            a_dtype + ", masks bool",
-            True,
-        ),
+    saved = _saved_activation_bytes(arch=arch, shape=shape, activation=activation, scale=scale)
+    n = arch["parameters"]
+    resident = {
+        "weights": _term(4 * n, dtype="fp32", grows=False),
+        "adamw_states": _term(8 * n, dtype="fp32 (exp_avg, exp_avg_sq)", grows=False),
     }
-    encoder = resident | {
-        "parameter_gradients": term(4 * n, "fp32", True),
-        "gradcache_chunk_activations": term(saved, a_dtype + ", masks bool", True),
-        # each mini-batch's backward ends with a new gradient of the token embeddings (the largest
-        # parameter) that is added to .grad; by then the activations are freed: only its excess counts
-        "gradient_accumulation_temporary": term(max(0.0, 4 * arch["largest_parameter"] - saved), "fp32", True),
-        "cached_embedding_gradients": term(trimmed, "fp32", True),
-    }
-    # GradCache's cache (trimmed vectors, their gradients), the columns restored to the collated
-    # width with their gradients, PyLate's concatenated copy, and (unless gathered) the stacked documents
-    local = 2 * trimmed + 3 * local_q + (3 if gathering else 4) * local_docs
-    loss = resident | {
-        "cached_embeddings": term(local, "fp32", True),
-        # all_gather_with_gradients' concatenation and the stacked columns of every rank's documents
-        "gathered_documents": term(
-            2 * candidates * shape["document_width"] * d * vec if gathering else 0, "fp32", True
-        ),
-        "loss_working_set": term(working, f"fp32 ({backend})", True),
-    }
-    phases = {"embed": embed, "loss": loss, "encoder": encoder}
+    embed = _embed_terms(shape=shape, activation=activation, scale=scale, a_dtype=a_dtype, trimmed=vectors["trimmed"])
+    encoder = _encoder_terms(arch=arch, saved=saved, a_dtype=a_dtype, trimmed=vectors["trimmed"])
+    loss = _loss_terms(arch=arch, shape=shape, backend=backend, world_size=world_size, vectors=vectors)
+    phases = {"embed": resident | embed, "loss": resident | loss, "encoder": resident | encoder}
     if allowance:
-        for terms in phases.values():
-            allocated = sum(t["bytes"] for t in terms.values())
-            terms["cuda_context_and_nccl"] = term(CUDA_CONTEXT_BYTES + NCCL_BUFFER_BYTES, "ASSUMED allowance", False)
-            terms["allocator_fragmentation"] = term(
-                FRAGMENTATION * allocated, f"ASSUMED {FRAGMENTATION:.0%} of allocated", False
-            )
+        _add_allowance(phases)
     return phases
 
 
@@ -630,6 +680,64 @@ def _fit(features: list[list[float]], target: list[float]) -> list[float]:
     return [float(c) for c in coefficients]
 
 
+_ACTIVATION_KEYS = (
+    "bytes_per_token_layer",
+    "mask_bytes_per_row_token2",
+    "inference_bytes_per_token",
+    "inference_mask_bytes_per_row_token2",
+)
+
+
+def _fit_inference(points: list[dict[str, Any]]) -> list[float]:
+    """Fit the forward without gradients: bytes per token and mask bytes per row x width**2."""
+    features = [
+        [
+            p["shape"]["chunk_rows"] * p["shape"]["chunk_width"],
+            p["shape"]["chunk_rows"] * p["shape"]["chunk_width"] ** 2,
+        ]
+        for p in points
+    ]
+    return _fit(features, [p["measured"]["inference"] for p in points])
+
+
+def _fit_saved(
+    points: list[dict[str, Any]], *, arch: dict[str, int], common: dict[str, Any]
+) -> tuple[list[float], int]:
+    """Fit the activations saved for backward on the shapes where they set the encoder phase's peak; how many did."""
+    zero = dict.fromkeys(_ACTIVATION_KEYS, 0.0)
+    saved_x, saved_y = [], []
+    for point in points:
+        s = point["shape"]
+        encoder = memory_terms(shape=s, activation=zero, **common)["encoder"]
+        beyond = point["measured"]["encoder"] - grown(encoder) + encoder["gradient_accumulation_temporary"]["bytes"]
+        # the activations set this phase's peak (by a margin: the temporary's own peak is this phase's otherwise)
+        if beyond > 1.25 * encoder["gradient_accumulation_temporary"]["bytes"]:
+            saved_x.append(
+                [arch["layers"] * s["chunk_rows"] * s["chunk_width"], s["chunk_rows"] * s["chunk_width"] ** 2]
+            )
+            saved_y.append(beyond)
+    return (_fit(saved_x, saved_y) if saved_x else [0.0, 0.0]), len(saved_y)
+
+
+def _calibration_shape(point: dict[str, Any], *, fitted: dict[str, float], common: dict[str, Any]) -> dict[str, Any]:
+    """One measured shape beside the fitted model's bytes per phase, and the relative errors."""
+    phases = memory_terms(shape=point["shape"], activation=fitted, **common)
+    model = {
+        "inference": phases["embed"]["no_grad_forward_working_set"]["bytes"],
+        "loss": max(grown(phases["embed"]), grown(phases["loss"])),
+        "encoder": grown(phases["encoder"]),
+    }
+    measured = {k: point["measured"][k] for k in model}
+    return {
+        "rows": point["shape"]["per_device"],
+        "query_tokens": point["shape"]["query_width"],
+        "document_tokens": point["shape"]["document_width"],
+        "measured_bytes": measured,
+        "model_bytes": model,
+        "relative_error": {k: (model[k] - measured[k]) / measured[k] for k in model},
+    }
+
+
 def calibrate_activations(points: list[dict[str, Any]], *, arch: dict[str, int], backend: str) -> dict[str, Any]:
     """Fit the activation terms to the measured phases of a few scaled shapes; the model's error per shape.
 
@@ -643,69 +751,17 @@ def calibrate_activations(points: list[dict[str, Any]], *, arch: dict[str, int],
     (the larger of the embed and loss phases) is not fitted. Errors are (model - measured) /
     measured, per shape and phase.
     """
-    zero = dict.fromkeys(
-        (
-            "bytes_per_token_layer",
-            "mask_bytes_per_row_token2",
-            "inference_bytes_per_token",
-            "inference_mask_bytes_per_row_token2",
-        ),
-        0.0,
-    )
     common = {"arch": arch, "backend": backend, "activation_bytes": 4, "world_size": 1, "allowance": False}
-    inference = _fit(
-        [
-            [
-                p["shape"]["chunk_rows"] * p["shape"]["chunk_width"],
-                p["shape"]["chunk_rows"] * p["shape"]["chunk_width"] ** 2,
-            ]
-            for p in points
-        ],
-        [p["measured"]["inference"] for p in points],
-    )
-    saved_x, saved_y = [], []
-    for point in points:
-        s = point["shape"]
-        encoder = memory_terms(shape=s, activation=zero, **common)["encoder"]
-        beyond = point["measured"]["encoder"] - grown(encoder) + encoder["gradient_accumulation_temporary"]["bytes"]
-        # the activations set this phase's peak (by a margin: the temporary's own peak is this phase's otherwise)
-        if beyond > 1.25 * encoder["gradient_accumulation_temporary"]["bytes"]:
-            saved_x.append(
-                [arch["layers"] * s["chunk_rows"] * s["chunk_width"], s["chunk_rows"] * s["chunk_width"] ** 2]
-            )
-            saved_y.append(beyond)
-    saved = _fit(saved_x, saved_y) if saved_x else [0.0, 0.0]
-    fitted = {
-        "bytes_per_token_layer": saved[0],
-        "mask_bytes_per_row_token2": saved[1],
-        "inference_bytes_per_token": inference[0],
-        "inference_mask_bytes_per_row_token2": inference[1],
-    }
-    shapes = []
-    for point in points:
-        phases = memory_terms(shape=point["shape"], activation=fitted, **common)
-        model = {
-            "inference": phases["embed"]["no_grad_forward_working_set"]["bytes"],
-            "loss": max(grown(phases["embed"]), grown(phases["loss"])),
-            "encoder": grown(phases["encoder"]),
-        }
-        measured = {k: point["measured"][k] for k in model}
-        shapes.append(
-            {
-                "rows": point["shape"]["per_device"],
-                "query_tokens": point["shape"]["query_width"],
-                "document_tokens": point["shape"]["document_width"],
-                "measured_bytes": measured,
-                "model_bytes": model,
-                "relative_error": {k: (model[k] - measured[k]) / measured[k] for k in model},
-            }
-        )
+    inference = _fit_inference(points)
+    saved, fitted_on_encoder = _fit_saved(points, arch=arch, common=common)
+    fitted = dict(zip(_ACTIVATION_KEYS, (saved[0], saved[1], inference[0], inference[1]), strict=True))
+    shapes = [_calibration_shape(point, fitted=fitted, common=common) for point in points]
     worst = max(abs(e) for s in shapes for e in s["relative_error"].values())
     return {
         "activation": fitted,
         "shapes": shapes,
         "max_abs_relative_error": worst,
-        "fitted_on_encoder": len(saved_y),
+        "fitted_on_encoder": fitted_on_encoder,
         "how": f"{len(points)} shapes measured in one process at fp32 ({points[0]['kind']}); fitted: the forward "
         "without gradients, and the activations saved for backward (where they set the peak); the loss "
         "call not fitted",
@@ -1389,6 +1445,51 @@ def check_long_document(model: Any, text: str, *, document_length: int) -> dict[
     }
 
 
+def _evaluation_model(
+    *, model_path: str, query_length: int, document_length: int, dtype: str, trust_remote_code: bool
+) -> tuple[Any, str, Any]:
+    """The model loaded as the evaluation loads it, on this machine's device and dtype; the device and dtype."""
+    import torch
+
+    from .model import load_colbert
+
+    device = _device()
+    torch_dtype = torch.float32 if device == "cpu" else (torch.bfloat16 if dtype == "auto" else getattr(torch, dtype))
+    model = load_colbert(
+        model_path,
+        query_length=query_length,
+        document_length=document_length,
+        trust_remote_code=trust_remote_code,
+        device=device,
+    )
+    if device == "cuda":
+        model.to(torch_dtype)
+    return model, device, torch_dtype
+
+
+def _measure_splits(
+    model: Any, *, root: Path, splits: list[str], settings: dict[str, Any], device: str, dtype: Any
+) -> dict[str, dict[str, Any]]:
+    """Each split's measurement (:func:`_measure_split`), logged as it completes."""
+    per_split = {}
+    for split in splits:
+        per_split[split] = _measure_split(model, root=root, split=split, settings=settings, device=device, dtype=dtype)
+        logger.info("preflight evaluate %s: %.0f document tokens/s", split, per_split[split]["document_tokens_per_s"])
+    return per_split
+
+
+def _longest_document_check(
+    model: Any, *, per_split: dict[str, dict[str, Any]], overrides: dict[str, Any], document_length: int
+) -> dict[str, Any]:
+    """Check the longest sampled document of all splits at its split's length; each split keeps only its chars."""
+    longest_split = max(per_split, key=lambda s: len(per_split[s]["longest_document"]))
+    length = overrides.get(longest_split, {}).get("document_length", document_length)
+    check = check_long_document(model, per_split[longest_split]["longest_document"], document_length=length)
+    for measured in per_split.values():
+        measured["longest_document_chars"] = len(measured.pop("longest_document"))
+    return check | {"split": longest_split}
+
+
 def measure_evaluation(
     *,
     model_path: str,
@@ -1412,26 +1513,23 @@ def measure_evaluation(
 
     ``query_template`` formats the queries (None: the card's, ``protocols.CARD_TEMPLATE``);
     only their token lengths matter here, up to ``query_length``.
-    """
-    import torch
 
-    from .model import load_colbert
+    Longer than ~50 lines because its keyword signature is the stage's CLI (:mod:`.cli`): one
+    option per parameter; the work is in :func:`_evaluation_model`, :func:`_measure_splits` and
+    :func:`_longest_document_check`.
+    """
     from .protocols import CARD_TEMPLATE
     from .sources.manifest import source_root
 
     _set_threads(threads)
     root = source_root(bright_manifest)
-    device = _device()
-    torch_dtype = torch.float32 if device == "cpu" else (torch.bfloat16 if dtype == "auto" else getattr(torch, dtype))
-    model = load_colbert(
-        model_path,
+    model, device, torch_dtype = _evaluation_model(
+        model_path=model_path,
         query_length=query_length,
         document_length=document_length,
+        dtype=dtype,
         trust_remote_code=trust_remote_code,
-        device=device,
     )
-    if device == "cuda":
-        model.to(torch_dtype)
     settings = {
         "overrides": overrides,
         "query_length": query_length,
@@ -1443,23 +1541,14 @@ def measure_evaluation(
         "length_sample": length_sample,
         "encode_batch_size": encode_batch_size,
     }
-    per_split = {}
-    for split in splits:
-        per_split[split] = _measure_split(
-            model, root=root, split=split, settings=settings, device=device, dtype=torch_dtype
-        )
-        logger.info("preflight evaluate %s: %.0f document tokens/s", split, per_split[split]["document_tokens_per_s"])
-    longest_split = max(per_split, key=lambda s: len(per_split[s]["longest_document"]))
-    length = overrides.get(longest_split, {}).get("document_length", document_length)
-    check = check_long_document(model, per_split[longest_split]["longest_document"], document_length=length)
-    for measured in per_split.values():
-        measured["longest_document_chars"] = len(measured.pop("longest_document"))
+    per_split = _measure_splits(model, root=root, splits=splits, settings=settings, device=device, dtype=torch_dtype)
+    check = _longest_document_check(model, per_split=per_split, overrides=overrides, document_length=document_length)
     result = {
         "model_path": model_path,
         "device": device,
         "dtype": str(torch_dtype).removeprefix("torch."),
         "splits": per_split,
-        "long_document_check": check | {"split": longest_split},
+        "long_document_check": check,
         "arch": architecture(model),
     }
     write_json(out_json, result)
@@ -1590,6 +1679,133 @@ def _forecast_backend(measured: dict[str, Any], configured: str) -> str:
     return "chunked" if configured == "auto" else configured
 
 
+def _simulate_stage(measured: dict[str, Any], *, shape: dict[str, Any]) -> dict[str, Any]:
+    """GradCache's processed tokens and FLOPs at the forecast's shape, from the data's own lengths."""
+    ld = measured["document_length"]
+    return simulate_steps(
+        measured["token_lengths"],
+        per_device=shape["per_device"],
+        devices=shape["devices"],
+        accumulation=shape["accumulation"],
+        mini_batch_size=shape["mini_batch_size"],
+        widths={"query": measured["query_length"], "positive": ld, "negative": ld},
+        arch=measured["arch"],
+        steps=SIMULATED_STEPS,
+        seed=0,
+    )
+
+
+def _score_forward_flops(measured: dict[str, Any], *, shape: dict[str, Any]) -> float:
+    """MaxSim score FLOPs per device per optimizer step at the forecast's shape."""
+    devices, accumulation, per_device = shape["devices"], shape["accumulation"], shape["per_device"]
+    candidates = 2 * shape["global_batch"] // accumulation if devices > 1 else 2 * per_device
+    flops = train_step_flops(
+        per_device=per_device,
+        candidates=candidates,
+        query_length=measured["query_length"],
+        document_length=measured["document_length"],
+        arch=measured["arch"],
+    )
+    return accumulation * flops["score_forward"]
+
+
+def _time_variants(
+    *, sim: dict[str, Any], score: float, rows: dict[str, int], steps: dict[str, int], shape: dict[str, Any]
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Time from FLOPs per token-count variant (padded, collated, processed) and per row count."""
+    return {
+        variant: {
+            k: {"rows": rows[k], "steps": steps[k]}
+            | time_forecast(
+                encoder_forward_flops=flops,
+                score_forward_flops=score,
+                steps=steps[k],
+                devices=shape["devices"],
+                peak_tflops=PEAK_TFLOPS[CARD["gpu"]],
+                mfu=shape["assumed_mfu"],
+            )
+            for k in rows
+        }
+        for variant, flops in sim["encoder_forward_flops_per_device"].items()
+    }
+
+
+def _projected_training(
+    *,
+    measured: dict[str, Any],
+    shape: dict[str, Any],
+    rows: dict[str, int],
+    sim: dict[str, Any],
+    time: dict[str, dict[str, dict[str, Any]]],
+) -> dict[str, Any]:
+    """Projected training per row count: measured rates on a known GPU; from a CPU, processed-token FLOPs."""
+    if peak_tflops(measured["device"]) is not None:
+        kwargs = {
+            "devices": shape["devices"],
+            "per_device": shape["per_device"],
+            "global_batch": shape["global_batch"],
+            "epochs": shape["epochs"],
+            "accumulation": shape["accumulation"],
+        }
+        return {k: project_training(measured=measured, rows=v, **kwargs) for k, v in rows.items()}
+    how = (
+        f"FLOPs of the tokens processed after trimming (lengths of {sim['rows_sampled']} rows of the data) / "
+        f"({PEAK_TFLOPS[CARD['gpu']]:g} TFLOP/s bf16 of an {CARD['gpu']} x ASSUMED MFU {shape['assumed_mfu']:g})"
+    )
+    return {k: v | {"how": how} for k, v in time["processed"].items()}
+
+
+def _stage_memory_at_forecast(
+    measured: dict[str, Any], *, shape: dict[str, Any], sim: dict[str, Any], backend: str
+) -> dict[str, Any]:
+    """Memory at the forecast's shape; a cluster GPU run at the same shape adds its measured peak as evidence."""
+    arch = measured["arch"]
+    calibration = calibrate_activations(
+        measured["calibration"], arch=arch, backend=measured["calibration"][0]["maxsim_backend"]
+    )
+    processed_local = sum(sim["tokens"]["processed"].values()) / (shape["devices"] * shape["accumulation"])
+    memory_shape = shape | {"processed_tokens": int(processed_local)}
+    memory = measured["memory"]
+    at_forecast = forecast_memory(measured, memory_shape, backend=backend, calibration=calibration)
+    same = measured["per_device_batch_size"] == shape["per_device"] and measured["world_size"] == shape["devices"]
+    if same and "cuda" in memory["kind"]:  # the real shape ran on the cluster's GPUs: its peak is evidence too
+        at_forecast["measured_peak_gib"] = memory["peak_bytes"] / GIB
+        at_forecast["fits"] = at_forecast["fits"] and memory["peak_bytes"] <= shape["device_memory_bytes"]
+        at_forecast["how"] = f"measured {memory['kind']} and " + at_forecast["how"]
+        if not at_forecast["fits"] and at_forecast["change"] is None:
+            at_forecast["change"] = TERM_KEYS.get(at_forecast["largest_term"], "train.mini_batch_size")
+    return at_forecast
+
+
+_MEASURED_TRAINING_KEYS = (
+    "device",
+    "world_size",
+    "per_device_batch_size",
+    "gradcache_chunk",
+    "step_seconds",
+    "step_times_s",
+    "samples_per_s",
+    "samples_per_s_per_device",
+    "tokens_per_s",
+    "tflops_per_s_per_device",
+    "mfu",
+    "candidates",
+)
+
+
+def _measured_training_summary(measured: dict[str, Any]) -> dict[str, Any]:
+    """The measured run's rates and memory, as the forecast reports them."""
+    memory = measured["memory"]
+    return {k: measured[k] for k in _MEASURED_TRAINING_KEYS} | {
+        "throughput": measured["samples_per_s"],
+        "unit": "samples/s",
+        "peak_memory_gib": memory["peak_bytes"] / GIB,
+        "memory_kind": memory["kind"],
+        "capacity_gib": memory["capacity_bytes"] / GIB,
+        "headroom_gib": memory["headroom_bytes"] / GIB,
+    }
+
+
 def _train_forecast(measured: dict[str, Any], stats_rows: int, shape: dict[str, Any]) -> dict[str, Any]:
     """Tokens, time and memory of one stage at the forecast's shape (data at hand and published sizes).
 
@@ -1598,102 +1814,14 @@ def _train_forecast(measured: dict[str, Any], stats_rows: int, shape: dict[str, 
     lengths (:func:`simulate_steps`), / (the forecast GPU's bf16 peak x the ASSUMED MFU); padded
     and collated counts beside it.
     """
-    stage, arch = measured["stage"], measured["arch"]
-    lq, ld = measured["query_length"], measured["document_length"]
-    devices, accumulation, per_device = shape["devices"], shape["accumulation"], shape["per_device"]
-    sim = simulate_steps(
-        measured["token_lengths"],
-        per_device=per_device,
-        devices=devices,
-        accumulation=accumulation,
-        mini_batch_size=shape["mini_batch_size"],
-        widths={"query": lq, "positive": ld, "negative": ld},
-        arch=arch,
-        steps=SIMULATED_STEPS,
-        seed=0,
-    )
-    candidates = 2 * shape["global_batch"] // accumulation if devices > 1 else 2 * per_device
-    score = (
-        accumulation
-        * train_step_flops(
-            per_device=per_device, candidates=candidates, query_length=lq, document_length=ld, arch=arch
-        )["score_forward"]
-    )
-    gpu_peak = PEAK_TFLOPS[CARD["gpu"]]
-    rows = {"data_at_hand": stats_rows, "published": PUBLISHED_TRIPLES[stage]}
+    sim = _simulate_stage(measured, shape=shape)
+    score = _score_forward_flops(measured, shape=shape)
+    rows = {"data_at_hand": stats_rows, "published": PUBLISHED_TRIPLES[measured["stage"]]}
     steps = {k: int(v * shape["epochs"]) // shape["global_batch"] for k, v in rows.items()}
-    time = {
-        variant: {
-            k: {"rows": rows[k], "steps": steps[k]}
-            | time_forecast(
-                encoder_forward_flops=flops,
-                score_forward_flops=score,
-                steps=steps[k],
-                devices=devices,
-                peak_tflops=gpu_peak,
-                mfu=shape["assumed_mfu"],
-            )
-            for k in rows
-        }
-        for variant, flops in sim["encoder_forward_flops_per_device"].items()
-    }
-    on_gpu = peak_tflops(measured["device"]) is not None
-    if on_gpu:
-        kwargs = {
-            "devices": devices,
-            "per_device": per_device,
-            "global_batch": shape["global_batch"],
-            "epochs": shape["epochs"],
-            "accumulation": accumulation,
-        }
-        projected = {k: project_training(measured=measured, rows=v, **kwargs) for k, v in rows.items()}
-    else:
-        how = (
-            f"FLOPs of the tokens processed after trimming (lengths of {sim['rows_sampled']} rows of the data) / "
-            f"({gpu_peak:g} TFLOP/s bf16 of an {CARD['gpu']} x ASSUMED MFU {shape['assumed_mfu']:g})"
-        )
-        projected = {k: v | {"how": how} for k, v in time["processed"].items()}
+    time = _time_variants(sim=sim, score=score, rows=rows, steps=steps, shape=shape)
     backend = _forecast_backend(measured, shape["maxsim_backend"])
-    calibration = calibrate_activations(
-        measured["calibration"], arch=arch, backend=measured["calibration"][0]["maxsim_backend"]
-    )
-    processed_local = sum(sim["tokens"]["processed"].values()) / (devices * accumulation)
-    memory_shape = shape | {"processed_tokens": int(processed_local)}
-    memory = measured["memory"]
-    at_forecast = forecast_memory(measured, memory_shape, backend=backend, calibration=calibration)
-    same = measured["per_device_batch_size"] == per_device and measured["world_size"] == devices
-    if same and "cuda" in memory["kind"]:  # the real shape ran on the cluster's GPUs: its peak is evidence too
-        at_forecast["measured_peak_gib"] = memory["peak_bytes"] / GIB
-        at_forecast["fits"] = at_forecast["fits"] and memory["peak_bytes"] <= shape["device_memory_bytes"]
-        at_forecast["how"] = f"measured {memory['kind']} and " + at_forecast["how"]
-        if not at_forecast["fits"] and at_forecast["change"] is None:
-            at_forecast["change"] = TERM_KEYS.get(at_forecast["largest_term"], "train.mini_batch_size")
     return {
-        "measured": {
-            k: measured[k]
-            for k in (
-                "device",
-                "world_size",
-                "per_device_batch_size",
-                "gradcache_chunk",
-                "step_seconds",
-                "step_times_s",
-                "samples_per_s",
-                "samples_per_s_per_device",
-                "tokens_per_s",
-                "tflops_per_s_per_device",
-                "mfu",
-                "candidates",
-            )
-        }
-        | {
-            "throughput": measured["samples_per_s"],
-            "unit": "samples/s",
-            "peak_memory_gib": memory["peak_bytes"] / GIB,
-            "memory_kind": memory["kind"],
-            "capacity_gib": memory["capacity_bytes"] / GIB,
-            "headroom_gib": memory["headroom_bytes"] / GIB,
-        },
+        "measured": _measured_training_summary(measured),
         "maxsim_backend": backend,
         "tokens": sim["tokens"]
         | {
@@ -1703,13 +1831,13 @@ def _train_forecast(measured: dict[str, Any], stats_rows: int, shape: dict[str, 
         },
         "time_from_flops": {
             "gpu": CARD["gpu"],
-            "peak_tflops": gpu_peak,
+            "peak_tflops": PEAK_TFLOPS[CARD["gpu"]],
             "assumed_mfu": shape["assumed_mfu"],
             "score_forward_flops_per_device": score,
             "variants": time,
         },
-        "projected": projected,
-        "memory_at_forecast": at_forecast,
+        "projected": _projected_training(measured=measured, shape=shape, rows=rows, sim=sim, time=time),
+        "memory_at_forecast": _stage_memory_at_forecast(measured, shape=shape, sim=sim, backend=backend),
         "in_batch_false_negatives": measured["in_batch_false_negatives"],
     }
 
@@ -1822,6 +1950,71 @@ def _checks(train: dict[str, Any], evaluation: dict[str, Any], widen: list[str])
     return checks
 
 
+def _forecast_shape(
+    *,
+    nodes: int,
+    gpus_per_node: int,
+    global_batch_size: int,
+    gradient_accumulation_steps: int,
+    mini_batch_size: int,
+    epochs: float,
+    bf16: bool | str,
+    device_memory_gib: float,
+    maxsim_backend: str,
+    score_mini_batch_size: int | None,
+    assumed_mfu: float,
+) -> dict[str, Any]:
+    """The cluster run's shape the forecast is for (devices, batch sizes, dtype, backend, memory)."""
+    from .trainer import per_device_batch_size
+
+    devices = nodes * gpus_per_node
+    return {
+        "devices": devices,
+        "nodes": nodes,
+        "gpus_per_node": gpus_per_node,
+        "global_batch": global_batch_size,
+        "per_device": per_device_batch_size(global_batch_size, devices, gradient_accumulation_steps),
+        "mini_batch_size": mini_batch_size,
+        "epochs": epochs,
+        "bf16": bf16 in (True, "auto"),
+        "accumulation": gradient_accumulation_steps,
+        "maxsim_backend": maxsim_backend,
+        "score_chunk": score_mini_batch_size or mini_batch_size,
+        "assumed_mfu": assumed_mfu,
+        "device_memory_bytes": device_memory_gib * GIB,
+    }
+
+
+def _forecast_stages(
+    *,
+    measured_train: dict[str, dict[str, Any]],
+    evaluation: dict[str, Any],
+    shard_stats: list[str],
+    shard_benchmarks: list[str],
+    shuffle_buckets: int,
+    shape: dict[str, Any],
+    evaluated_models: int,
+) -> dict[str, Any]:
+    """Every stage's forecast: building the shards, each training stage, the evaluation."""
+    stage_rows = {read_json(p)["stage"]: read_json(p)["rows"] for p in shard_stats}
+    stages: dict[str, Any] = {"build_shards": _data_forecast(shard_stats, shard_benchmarks, shuffle_buckets)}
+    for stage, m in sorted(measured_train.items()):
+        stages[f"train_{stage}"] = _train_forecast(m, stage_rows[stage], shape)
+    stages["evaluate"] = _evaluation_forecast(evaluation, evaluated_models, shape["assumed_mfu"])
+    return stages
+
+
+def _write_forecast(result: dict[str, Any], *, out_json: str, out_md: str, out_html: str) -> None:
+    """Write the forecast as JSON, markdown and HTML; print its verdict to the job's log."""
+    write_json(out_json, result)
+    text = render_markdown(result)
+    with atomic_file(out_md) as handle:
+        handle.write(text)
+    with atomic_file(out_html) as handle:
+        handle.write(render_html(result))
+    print(text.split("\n## ", 1)[0])  # the verdict, in the job's log
+
+
 def forecast(
     *,
     train: list[str],
@@ -1853,32 +2046,35 @@ def forecast(
     ``widen`` the widening verification(s) of the measured model (none when nothing widens);
     ``maxsim_backend``/``score_mini_batch_size`` the training's (``train.*``); ``assumed_mfu``
     the MFU a time forecast from a CPU assumes (``preflight.assumed_mfu``).
-    """
-    from .trainer import per_device_batch_size
 
-    devices = nodes * gpus_per_node
-    shape = {
-        "devices": devices,
-        "nodes": nodes,
-        "gpus_per_node": gpus_per_node,
-        "global_batch": global_batch_size,
-        "per_device": per_device_batch_size(global_batch_size, devices, gradient_accumulation_steps),
-        "mini_batch_size": mini_batch_size,
-        "epochs": epochs,
-        "bf16": bf16 in (True, "auto"),
-        "accumulation": gradient_accumulation_steps,
-        "maxsim_backend": maxsim_backend,
-        "score_chunk": score_mini_batch_size or mini_batch_size,
-        "assumed_mfu": assumed_mfu,
-        "device_memory_bytes": device_memory_gib * GIB,
-    }
+    Longer than ~50 lines because its keyword signature is the stage's CLI (:mod:`.cli`): one
+    option per parameter; the work is in :func:`_forecast_shape`, :func:`_forecast_stages` and
+    :func:`_write_forecast`.
+    """
+    shape = _forecast_shape(
+        nodes=nodes,
+        gpus_per_node=gpus_per_node,
+        global_batch_size=global_batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        mini_batch_size=mini_batch_size,
+        epochs=epochs,
+        bf16=bf16,
+        device_memory_gib=device_memory_gib,
+        maxsim_backend=maxsim_backend,
+        score_mini_batch_size=score_mini_batch_size,
+        assumed_mfu=assumed_mfu,
+    )
     measured_train = {read_json(p)["stage"]: read_json(p) for p in train}
-    stage_rows = {read_json(p)["stage"]: read_json(p)["rows"] for p in shard_stats}
     evaluation = read_json(evaluate)
-    stages: dict[str, Any] = {"build_shards": _data_forecast(shard_stats, shard_benchmarks, shuffle_buckets)}
-    for stage, m in sorted(measured_train.items()):
-        stages[f"train_{stage}"] = _train_forecast(m, stage_rows[stage], shape)
-    stages["evaluate"] = _evaluation_forecast(evaluation, evaluated_models, assumed_mfu)
+    stages = _forecast_stages(
+        measured_train=measured_train,
+        evaluation=evaluation,
+        shard_stats=shard_stats,
+        shard_benchmarks=shard_benchmarks,
+        shuffle_buckets=shuffle_buckets,
+        shape=shape,
+        evaluated_models=evaluated_models,
+    )
     result = {
         "forecast_for": {k: v for k, v in shape.items() if k != "device_memory_bytes"}
         | {"gpu_memory_gib": device_memory_gib, "evaluated_models": evaluated_models},
@@ -1890,13 +2086,7 @@ def forecast(
         "checks": _checks(measured_train, evaluation, widen),
     }
     result["verdict"] = _verdict(result, gpu_hours_budget)
-    write_json(out_json, result)
-    text = render_markdown(result)
-    with atomic_file(out_md) as handle:
-        handle.write(text)
-    with atomic_file(out_html) as handle:
-        handle.write(render_html(result))
-    print(text.split("\n## ", 1)[0])  # the verdict, in the job's log
+    _write_forecast(result, out_json=out_json, out_md=out_md, out_html=out_html)
     return result
 
 
