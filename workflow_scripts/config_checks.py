@@ -483,17 +483,16 @@ def overlay_problems(paths: list[str | Path]) -> list[str]:
     >>> overlay_problems([folder / "config.yaml", folder / "o.yaml"])
     []
     """
-    import yaml
     from snakemake.utils import update_config
+
+    from .common import UserError, load_config_file
 
     before: dict[str, Any] = {}
     out = []
     for index, path in enumerate(paths):
         try:
-            overlay = yaml.safe_load(Path(path).read_text())
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
-            return out  # reported where the config is read
-        if not isinstance(overlay, dict):
+            overlay = load_config_file(path)  # the reader that already refused a bad file, in the Snakefile
+        except UserError:
             return out
         for keys in _empty_mappings(overlay) if index else ():
             value: Any = before

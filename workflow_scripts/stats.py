@@ -136,7 +136,7 @@ def _interval_with_single_query_splits(
     if not varying:
         value = fixed / len(arrays)
         return value, value
-    low, high = bootstrap_interval(samples=varying, resamples=resamples, confidence=confidence, seed=seed)
+    low, high = _scipy_interval(arrays=varying, resamples=resamples, confidence=confidence, seed=seed)
     scale = len(varying) / len(arrays)
     return low * scale + fixed / len(arrays), high * scale + fixed / len(arrays)
 
