@@ -114,3 +114,36 @@ def copy_repo(dst: Path) -> Path:
             (dst / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, dst / name)
     return dst
+
+
+def train_kwargs(tmp_path, init, shards, **overrides):
+    """Keywords of a small real training run (`train.fit`) on the demo's tiny model; ``overrides`` win."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    kwargs = dict(
+        stage="stage1",
+        init_model=str(init),
+        shards=str(shards),
+        out_dir=str(tmp_path / "model"),
+        checkpoint_dir=str(tmp_path / "ckpt"),
+        metrics_path=str(tmp_path / "m.jsonl"),
+        meta_path=str(tmp_path / "meta.json"),
+        learning_rate=2e-3,
+        global_batch_size=16,
+        gradient_accumulation_steps=1,
+        mini_batch_size=8,
+        query_length=32,
+        document_length=48,
+        temperature=1.0,
+        gather_across_devices=True,
+        max_grad_norm=100.0,
+        warmup_ratio=0.0,
+        epochs=2,
+        bf16="auto",
+        save_steps=4,
+        save_total_limit=2,
+        logging_steps=1,
+        dataloader_num_workers=0,
+        seed=0,
+    )
+    kwargs.update(overrides)
+    return kwargs

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import huggingface_hub
 import pytest
 import yaml
-from conftest import REPO, job_counts, snakemake
+from conftest import REPO, job_counts, snakemake, train_kwargs
 
 from workflow_scripts import data, preflight
 from workflow_scripts.cli import to_argv
@@ -307,32 +307,20 @@ def test_training_meta_reports_in_batch_false_negatives(demo_assets, manifests, 
         bge_subdir="bge-reasoner-data-0904",
     )
     meta = fit(
-        stage="stage2",
-        init_model=manifests["base_model"],
-        shards=str(tmp_path / "shards"),
-        out_dir=str(tmp_path / "model"),
-        checkpoint_dir=str(tmp_path / "ckpt"),
-        metrics_path=str(tmp_path / "m.jsonl"),
-        meta_path=str(tmp_path / "meta.json"),
-        learning_rate=1e-4,
-        global_batch_size=32,
-        gradient_accumulation_steps=1,
-        mini_batch_size=16,
-        query_length=32,
-        document_length=48,
-        temperature=1.0,
-        gather_across_devices=True,
-        max_grad_norm=100.0,
-        warmup_ratio=0.0,
-        epochs=1,
-        bf16="auto",
-        save_steps=100,
-        save_total_limit=1,
-        logging_steps=1,
-        dataloader_num_workers=0,
-        seed=0,
-        max_steps=3,
-        batch_sampler=sampler,
+        **train_kwargs(
+            tmp_path,
+            manifests["base_model"],
+            tmp_path / "shards",
+            stage="stage2",
+            learning_rate=1e-4,
+            global_batch_size=32,
+            mini_batch_size=16,
+            epochs=1,
+            save_steps=100,
+            save_total_limit=1,
+            max_steps=3,
+            batch_sampler=sampler,
+        )
     )
     found = meta["in_batch_false_negatives"]
     assert found["batch_sampler"] == sampler and found["batches"] == 3 and found["rows_per_batch"] == 32

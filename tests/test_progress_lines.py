@@ -6,6 +6,8 @@ import logging
 import re
 from types import SimpleNamespace
 
+from conftest import train_kwargs
+
 from workflow_scripts.demo import SPLITS
 from workflow_scripts.shards import shuffle
 from workflow_scripts.shards.build import build_shards
@@ -95,31 +97,20 @@ def test_a_real_training_run_logs_progress_lines(demo_assets, manifests, tmp_pat
     shards(manifests, tmp_path)
     with caplog.at_level(logging.INFO, logger="workflow_scripts.train"):
         fit(
-            stage="stage1",
-            init_model=str(demo_assets / "base-model"),
-            shards=str(tmp_path / "shards"),
-            out_dir=str(tmp_path / "model"),
-            checkpoint_dir=str(tmp_path / "ckpt"),
-            metrics_path=str(tmp_path / "m.jsonl"),
-            meta_path=str(tmp_path / "meta.json"),
-            learning_rate=1e-4,
-            global_batch_size=8,
-            gradient_accumulation_steps=1,
-            mini_batch_size=8,
-            query_length=16,
-            document_length=24,
-            temperature=1.0,
-            gather_across_devices=True,
-            max_grad_norm=100.0,
-            warmup_ratio=0.0,
-            epochs=1,
-            bf16=False,
-            save_steps=100,
-            save_total_limit=1,
-            logging_steps=1,
-            dataloader_num_workers=0,
-            seed=0,
-            max_steps=2,
+            **train_kwargs(
+                tmp_path,
+                demo_assets / "base-model",
+                tmp_path / "shards",
+                learning_rate=1e-4,
+                global_batch_size=8,
+                query_length=16,
+                document_length=24,
+                epochs=1,
+                bf16=False,
+                save_steps=100,
+                save_total_limit=1,
+                max_steps=2,
+            )
         )
     lines = [m for m in messages(caplog, "workflow_scripts.train") if SAMPLES_LINE.match(m)]
     assert lines and lines[-1].startswith("train stage1: 16/16 samples (100.0%)")

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import train_kwargs
 
 from workflow_scripts.cli import to_argv
 from workflow_scripts.common import UserError
@@ -35,38 +36,6 @@ def stage1_shards(manifests, tmp_path):
         seed=0,
     )
     return tmp_path / "shards"
-
-
-def train_kwargs(tmp_path, init, shards, **overrides):
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    kwargs = dict(
-        stage="stage1",
-        init_model=str(init),
-        shards=str(shards),
-        out_dir=str(tmp_path / "model"),
-        checkpoint_dir=str(tmp_path / "ckpt"),
-        metrics_path=str(tmp_path / "m.jsonl"),
-        meta_path=str(tmp_path / "meta.json"),
-        learning_rate=2e-3,
-        global_batch_size=16,
-        gradient_accumulation_steps=1,
-        mini_batch_size=8,
-        query_length=32,
-        document_length=48,
-        temperature=1.0,
-        gather_across_devices=True,
-        max_grad_norm=100.0,
-        warmup_ratio=0.0,
-        epochs=2,
-        bf16="auto",
-        save_steps=4,
-        save_total_limit=2,
-        logging_steps=1,
-        dataloader_num_workers=0,
-        seed=0,
-    )
-    kwargs.update(overrides)
-    return kwargs
 
 
 def test_a_few_steps_lower_the_loss(demo_assets, stage1_shards, tmp_path):
