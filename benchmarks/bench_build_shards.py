@@ -27,7 +27,7 @@ def make_input(root: Path, rows: int, seed: int = 0) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from workflow_scripts.demo import REASONIR_SCHEMA
+    from workflow_scripts.synthetic.demo import REASONIR_SCHEMA
 
     rng = random.Random(seed)
     words = [f"w{i}" for i in range(5000)]

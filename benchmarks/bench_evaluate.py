@@ -40,8 +40,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.previous_maxsim import previous_maxsim_scores  # noqa: E402
-from workflow_scripts.evaluate import TopK, score_run  # noqa: E402
-from workflow_scripts.maxsim import bf16_native, maxsim_scores  # noqa: E402
+from workflow_scripts.evaluate.maxsim import bf16_native, maxsim_scores  # noqa: E402
+from workflow_scripts.evaluate.scores import TopK  # noqa: E402
+from workflow_scripts.evaluate.trec import score_run  # noqa: E402
 
 DIM = 128
 LONG_QUERIES = (128, 256)  # token range of the real query shape (query_length 256)
@@ -151,9 +152,9 @@ def encode_rate(n_docs: int = 512) -> float:
     """Documents/s of the demo model on demo text (CPU), i.e. the encoding phase alone."""
     import tempfile
 
-    from workflow_scripts.demo import make_assets
-    from workflow_scripts.evaluate import encode
-    from workflow_scripts.model import load_colbert
+    from workflow_scripts.evaluate.job import encode
+    from workflow_scripts.model.load import load_colbert
+    from workflow_scripts.synthetic.demo import make_assets
 
     with tempfile.TemporaryDirectory() as tmp, stdout_to_stderr():
         root = make_assets(Path(tmp) / "demo", queries_per_split=16, documents_per_split=60, train_rows=12)
@@ -186,10 +187,10 @@ def demo_agreement(queries_per_split: int = 30, documents_per_split: int = 200) 
     the demo model (query 32 / document 64 tokens, as demo/config.yaml), gold ids as qrels."""
     import tempfile
 
-    from workflow_scripts.bright import gold_ids, load_bright_documents, load_bright_examples
-    from workflow_scripts.demo import SPLITS, make_assets
-    from workflow_scripts.evaluate import encode
-    from workflow_scripts.model import load_colbert
+    from workflow_scripts.bright.load import gold_ids, load_bright_documents, load_bright_examples
+    from workflow_scripts.evaluate.job import encode
+    from workflow_scripts.model.load import load_colbert
+    from workflow_scripts.synthetic.demo import SPLITS, make_assets
 
     runs: dict[str, dict] = {"float32": {}, "bfloat16": {}}
     qrels, tops = {}, {"float32": [], "bfloat16": []}

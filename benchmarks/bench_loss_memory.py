@@ -4,7 +4,7 @@ One step is what ``CachedContrastive`` does per chunk of queries: scores of the 
 every candidate (2 columns), cross-entropy, backward to the query and document vectors. Each
 (backend, length) runs in a fresh Python process; its peak is ``ru_maxrss`` after the step minus
 the resident set just before it (inputs made, imports done), so it counts what the step
-allocates, as :func:`workflow_scripts.loss_scores.loss_working_set_bytes` models it. The table
+allocates, as :func:`workflow_scripts.train.loss_scores.loss_working_set_bytes` models it. The table
 prints both, the ratio torch / chunked, and the card's shape as the model forecasts it.
 
     flock /tmp/heavy.lock .venv/bin/python benchmarks/bench_loss_memory.py [--lengths 256 1024 2048]
@@ -46,7 +46,7 @@ def case(
     import torch.nn.functional as F
     from pylate.scores import ColBERTScores
 
-    from workflow_scripts.loss_scores import chunked_colbert_scores
+    from workflow_scripts.train.loss_scores import chunked_colbert_scores
 
     g = torch.Generator().manual_seed(0)
     q = torch.randn(queries, query_tokens, dim, generator=g)
@@ -101,7 +101,7 @@ def main() -> None:
     if args.case:
         print(json.dumps(case(**json.loads(args.case))))
         return
-    from workflow_scripts.loss_scores import loss_working_set_bytes
+    from workflow_scripts.train.loss_scores import loss_working_set_bytes
 
     shape = dict(queries=args.queries, candidates=args.candidates, query_tokens=args.query_tokens, dim=args.dim)
     print(

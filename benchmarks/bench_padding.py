@@ -1,6 +1,6 @@
 """Encoder tokens and GradCache step time, padded vs trimmed, on the rehearsal's stage-2 lengths.
 
-The data are the rehearsal's (``workflow_scripts.rehearsal.make_assets`` with the sizes of
+The data are the rehearsal's (``workflow_scripts.synthetic.rehearsal.make_assets`` with the sizes of
 ``rehearsal/config.yaml``: BRIGHT documents whose token lengths follow each real split, training
 queries and documents of the assumed spread), made into stage-2 triples by the real shard
 builder (``shards.build.build_shards``: bge-reasoner, 2 positives x 4 negatives per row, and reasonir
@@ -8,14 +8,14 @@ builder (``shards.build.build_shards``: bge-reasoner, 2 positives x 4 negatives 
 training shapes (query 256, document 2048).
 
 1. Tokens per optimizer step at the card's per-device shape (256 rows, GradCache mini-batch 32),
-   from the lengths alone (:func:`workflow_scripts.gradcache.trimmed_token_counts`), over every
+   from the lengths alone (:func:`workflow_scripts.train.gradcache.trimmed_token_counts`), over every
    full batch of the shuffled stage: real, processed (trimmed), padded (to the batch's longest)
    and collated (to ``document_length``, what PyLate's collator hands the loss).
 2. One GradCache step (forward, loss, backward) of the real architecture (mxbai-edge-colbert-v0-32m,
    random weights) on CPU at a scaled shape (``--rows`` rows of the stage's first batch, mini-batch
    ``--mini-batch``; 8 rows in 4 mini-batches by default, the card has 256 in 8): PyLate's
    ``CachedContrastive`` on the collator's columns (what training runs today: padded to
-   ``document_length``), then :class:`~workflow_scripts.gradcache.TrimmedCachedContrastive`, same
+   ``document_length``), then :class:`~workflow_scripts.train.gradcache.TrimmedCachedContrastive`, same
    weights, same rows, the padding guard on for both; the time ratio, the encoder tokens of
    each (and padded to the batch's longest) and both losses (equal).
 
@@ -60,9 +60,9 @@ def stage2_rows(work: Path, config: dict[str, Any]) -> tuple[list[dict[str, str]
     """The stage-2 triples the shard builder makes from the rehearsal's data; the base model folder."""
     import pyarrow.parquet as pq
 
-    from workflow_scripts.rehearsal import make_assets
     from workflow_scripts.shards.build import build_shards
     from workflow_scripts.sources.hub import fetch_source
+    from workflow_scripts.synthetic.rehearsal import make_assets
 
     sizes = {k: v for k, v in config["rehearsal"].items() if k != "assets_dir"}
     assets = make_assets(out=work / "assets", **sizes)
@@ -117,7 +117,7 @@ def token_lengths(model, rows: list[dict[str, str]]) -> dict[str, list[int]]:
 
 def card_tokens(lengths: dict[str, list[int]], widths: dict[str, int]) -> tuple[int, dict[str, dict[str, float]]]:
     """Mean tokens per step (queries, documents) over the full per-device batches of the stage."""
-    from workflow_scripts.gradcache import trimmed_token_counts
+    from workflow_scripts.train.gradcache import trimmed_token_counts
 
     n = len(lengths["query"]) // CARD_ROWS
     sums = {group: dict.fromkeys(("real", "processed", "padded", "collated"), 0) for group in ("queries", "documents")}
@@ -157,8 +157,8 @@ def main() -> None:
     import torch
     from pylate import losses
 
-    from workflow_scripts.gradcache import TrimmedCachedContrastive, guard_padding
-    from workflow_scripts.model import load_colbert
+    from workflow_scripts.model.load import load_colbert
+    from workflow_scripts.train.gradcache import TrimmedCachedContrastive, guard_padding
 
     config = merged_config()
     q_len, d_len = config["train"]["query_length"], config["train"]["document_length"]

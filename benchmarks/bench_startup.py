@@ -33,8 +33,8 @@ from workflow_scripts.cli import to_argv  # noqa: E402
 
 def assets(root: Path) -> dict[str, str]:
     """Demo assets and their manifests (the rules' ``demo_assets`` and ``download``)."""
-    from workflow_scripts.demo import make_assets
     from workflow_scripts.sources.hub import fetch_source
+    from workflow_scripts.synthetic.demo import make_assets
 
     made = make_assets(root / "demo")
     manifests = {}
@@ -55,7 +55,7 @@ def assets(root: Path) -> dict[str, str]:
 
 def commands(inputs: dict[str, str], out: Path) -> dict[str, list[str]]:
     """name -> argv of one job of each kind, writing under ``out``."""
-    from workflow_scripts.protocols import PRESETS, job_pairs, resolve
+    from workflow_scripts.bright.protocols import PRESETS, job_pairs, resolve
 
     split = "biology"
     protocols = [p.for_job([split]) for p in resolve(dict.fromkeys(PRESETS)).values() if p.covers(split)]

@@ -21,8 +21,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from workflow_scripts.bright_meta import SPLITS  # noqa: E402
-from workflow_scripts.protocols import resolve  # noqa: E402
+from workflow_scripts.bright.meta import SPLITS  # noqa: E402
+from workflow_scripts.bright.protocols import resolve  # noqa: E402
 from workflow_scripts.summarize import add_statistics, build_tables  # noqa: E402
 
 # BRIGHT's test queries per split (the BRIGHT paper's table; the issue quotes pony 112, biology 103)

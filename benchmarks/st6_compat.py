@@ -9,7 +9,7 @@ checkpoints itself. This script checks that both give the same token vectors:
    (the same kernels on both sides: only the model libraries differ), unless it is there;
 2. it takes the demo's trained stage-2 model (``--demo-model``; ``make demo`` writes it) and
    the rehearsal's widened checkpoint (``--rehearsal-model``, or made here: the rehearsal's
-   base model, :func:`workflow_scripts.rehearsal.write_base_model`, widened 64 -> 128 by
+   base model, :func:`workflow_scripts.synthetic.rehearsal.write_base_model`, widened 64 -> 128 by
    :func:`workflow_scripts.model.widen`, as the pipeline does);
 3. it encodes a few queries and documents with ``MultiVectorEncoder.encode_query`` /
    ``encode_document`` in that environment (a child process) and with PyLate's
@@ -124,8 +124,8 @@ def ensure_venv(venv: Path, *, st_spec: str, torch_version: str) -> None:
 
 def rehearsal_widened(root: Path) -> Path:
     """The rehearsal's base model (its 40,000-word tokenizer, seed 0), widened 64 -> 128 as the pipeline does."""
-    from workflow_scripts import rehearsal
-    from workflow_scripts.model import widen
+    from workflow_scripts.model.widen import widen
+    from workflow_scripts.synthetic import rehearsal
 
     base = root / "base-model"
     rehearsal.write_base_model(base, rehearsal.build_tokenizer(rehearsal.make_lexicon(40000, 0)), seed=0)
@@ -216,7 +216,7 @@ def check_model(name: str, model: Path, *, venv: Path, work: Path, tolerance: fl
     import torch
     import transformers
 
-    from workflow_scripts.model import load_colbert
+    from workflow_scripts.model.load import load_colbert
 
     if not (model / "modules.json").is_file():
         raise UserError(f"{model}: not a PyLate checkpoint (no modules.json); run `make demo` first for the demo's")

@@ -13,15 +13,15 @@ from snakemake.utils import validate
 # One line naming the bad key first (jsonschema's full report is pages long), then Snakemake's
 # own validation with the same schema.
 sys.path.insert(0, workflow.basedir)
-from workflow_scripts.bright_meta import SPLITS as BRIGHT_SPLITS
+from workflow_scripts.bright.meta import SPLITS as BRIGHT_SPLITS
 from workflow_scripts.common import config_problem
 from workflow_scripts.config_checks import overlay_problems, semantic_problems, semantic_warnings
 from workflow_scripts.cli import to_argv
 from workflow_scripts.fingerprint import code_fingerprint
 from workflow_scripts.lineage import Lineage
-from workflow_scripts.protocols import PRESETS, QUERY_SETS, evaluation_rules, job_name, job_pairs, mteb_files
-from workflow_scripts.protocols import resolve as resolve_protocols
-from workflow_scripts.trainer import TRAIN_KEYS
+from workflow_scripts.bright.protocols import PRESETS, QUERY_SETS, evaluation_rules, job_name, job_pairs, mteb_files
+from workflow_scripts.bright.protocols import resolve as resolve_protocols
+from workflow_scripts.train.trainer import TRAIN_KEYS
 from workflow_scripts import warm
 from workflow_scripts.job_usage import sidecar
 
@@ -119,7 +119,7 @@ def as_flags(settings):
 @cache
 def get_code(stage, *extra):
     """Fingerprint of a stage's module and every project module it imports (transitively), as
-    a param: editing `model.py` reruns widen, training and evaluation, and nothing else."""
+    a param: editing `model/load.py` reruns widen, training and evaluation, and nothing else."""
     return code_fingerprint(stage, *extra)
 
 

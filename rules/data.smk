@@ -20,7 +20,7 @@ if "demo" in config:
             "../envs/data.yaml"
         params:
             settings=get_generator_flags("demo"),
-            code=get_code("demo"),
+            code=get_code("synthetic.demo"),
         shell:
             "logged {log:q} python -m workflow_scripts demo make --out-dir {output:q} {params.settings}"
 
@@ -39,7 +39,7 @@ if "rehearsal" in config:
             "../envs/data.yaml"
         params:
             settings=get_generator_flags("rehearsal"),
-            code=get_code("rehearsal"),
+            code=get_code("synthetic.rehearsal"),
         shell:
             "logged {log:q} python -m workflow_scripts rehearsal make --out {output:q} {params.settings}"
 

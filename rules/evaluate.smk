@@ -40,7 +40,7 @@ for _evaluation in EVAL_RULES.values():
             **get_partition("gpu"),
         params:
             settings=get_eval_flags,
-            code=get_code("evaluate"),
+            code=get_code("evaluate.job"),
             usage=usage_of(get_eval_log(_evaluation.name, BENCH, "tsv")),
         shell:
             EVALUATE

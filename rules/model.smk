@@ -25,7 +25,7 @@ rule widen:
         **get_partition("cpu"),
     params:
         settings=get_widen_flags,
-        code=get_code("model"),
+        code=get_code("model.widen"),
         usage=usage_of(f"{BENCH}/widen/{{mid}}.tsv"),
     shell:
         "REASON_COLBERT_USAGE={params.usage:q} logged {log:q} python -m workflow_scripts model widen"

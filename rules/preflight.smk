@@ -28,7 +28,7 @@ rule preflight_train:
         **get_train_resources(),
     params:
         settings=get_preflight_train_flags,
-        code=get_code("preflight", "launch.sh"),
+        code=get_code("preflight.measure_train", "launch.sh"),
     shell:
         'logged {log:q} bash "$REASON_COLBERT_REPO/workflow_scripts/launch.sh" python -m workflow_scripts preflight train'
         " --stage {wildcards.stage} --init-model {input.init:q} --shards {input.shards:q} --out-json {output.json:q}"
@@ -52,7 +52,7 @@ rule preflight_evaluate:
         **get_partition("gpu"),
     params:
         settings=get_preflight_eval_flags,
-        code=get_code("preflight"),
+        code=get_code("preflight.measure_evaluate"),
     shell:
         "logged {log:q} python -m workflow_scripts preflight evaluate --model-path {input.model:q}"
         " --bright-manifest {input.bright:q} --out-json {output.json:q} --threads {threads} {params.settings}"
@@ -80,7 +80,7 @@ rule preflight_forecast:
         "../envs/report.yaml"
     params:
         settings=get_preflight_forecast_flags,
-        code=get_code("preflight"),
+        code=get_code("preflight.forecast"),
     shell:
         "logged {log:q} python -m workflow_scripts preflight forecast --train {input.train:q} --evaluate {input.evaluate:q}"
         " --shard-stats {input.stats:q} --shard-benchmarks {input.benchmarks:q} --widen {input.widen:q}"

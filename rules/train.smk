@@ -31,7 +31,7 @@ rule train_stage1:
         settings=get_train_flags,
         # checkpoints outlive a failed job (Snakemake deletes its outputs): resume from them
         checkpoints=f"{RUN}/checkpoints/{{mid}}",
-        code=get_code("train", "launch.sh"),
+        code=get_code("train.stage", "launch.sh"),
         usage=usage_of(f"{BENCH}/train/{{mid}}.tsv"),
     shell:
         'REASON_COLBERT_USAGE={params.usage:q} logged {log:q} bash "$REASON_COLBERT_REPO/workflow_scripts/launch.sh"'

@@ -57,7 +57,7 @@ def job_counts(output: str) -> dict[str, int]:
 @pytest.fixture(scope="session")
 def demo_assets(tmp_path_factory) -> Path:
     """Small demo assets (the real generator, fewer rows), shared by the unit tests."""
-    from workflow_scripts.demo import make_assets
+    from workflow_scripts.synthetic.demo import make_assets
 
     return make_assets(
         tmp_path_factory.mktemp("assets") / "demo", queries_per_split=6, documents_per_split=24, train_rows=96

@@ -43,7 +43,7 @@ def test_a_widened_model_does_not_inherit_a_read_only_source(demo_assets, tmp_pa
     """A shared mirror may be read-only (0o555 / 0o444); the widened copy is ours to write."""
     import shutil
 
-    from workflow_scripts.model import widen
+    from workflow_scripts.model.widen import widen
 
     source = tmp_path / "mirror"
     shutil.copytree(demo_assets / "base-model", source)

@@ -13,7 +13,7 @@ import torch
 from safetensors import SafetensorError
 
 from workflow_scripts.common import UserError, atomic_dir, run_cli, write_json
-from workflow_scripts.model import load_colbert
+from workflow_scripts.model.load import load_colbert
 
 # a module that leaves a marker file when imported
 EVIL = "import pathlib, torch\npathlib.Path({marker!r}).write_text('ran')\nclass Module(torch.nn.Module):\n    pass\n"
@@ -46,7 +46,7 @@ def test_module_shipped_in_checkpoint_is_never_imported(ckpt, tmp_path):
         refused(ckpt, r"(modules\.json: module type 'evil\.Module'|evil\.py: checkpoint ships code)")
     finally:
         assert not marker.exists(), "the checkpoint's own evil.py was imported"
-    from workflow_scripts.checkpoint import check_untrusted_checkpoint
+    from workflow_scripts.model.checkpoint import check_untrusted_checkpoint
 
     check_untrusted_checkpoint(ckpt, trust_remote_code=True)  # trusted: not refused
     assert not marker.exists()  # and the check itself imports nothing
@@ -288,7 +288,7 @@ def test_security_config_imports_are_allow_listed(ckpt, where, change, names):
 
 def test_security_allowed_activations_load(ckpt):
     """The allow-list keeps what sentence-transformers and PyLate write (their full class names)."""
-    from workflow_scripts.checkpoint import ACTIVATIONS
+    from workflow_scripts.model.checkpoint import ACTIVATIONS
 
     edit_json(ckpt / "1_Dense/config.json", lambda c: c.update(activation_function="torch.nn.modules.activation.Tanh"))
     model = load_colbert(ckpt)

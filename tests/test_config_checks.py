@@ -19,7 +19,6 @@ import pytest
 import yaml
 from snakemake.utils import update_config
 
-from workflow_scripts import demo, evaluate, model, preflight, rehearsal, train, trainer
 from workflow_scripts.cli import parser_for, spread_records, to_argv
 from workflow_scripts.common import UserError, config_problem, read_json
 from workflow_scripts.config_checks import (
@@ -33,7 +32,16 @@ from workflow_scripts.config_checks import (
     step_problems,
     template_problems,
 )
+from workflow_scripts.evaluate.job import evaluate_job, evaluate_split
+from workflow_scripts.evaluate.trec import MEASURES
+from workflow_scripts.model.widen import widen
+from workflow_scripts.preflight.forecast import forecast
+from workflow_scripts.preflight.measure_evaluate import measure_evaluation
+from workflow_scripts.preflight.measure_train import measure_training
 from workflow_scripts.shards.build import build_shards
+from workflow_scripts.synthetic import demo, rehearsal
+from workflow_scripts.train import stage as train
+from workflow_scripts.train import trainer
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = REPO / "workflow_scripts/config.schema.yaml"
@@ -238,7 +246,7 @@ def test_score_dtype_is_float32_or_bfloat16(config):
 def test_the_run_file_is_deep_enough_for_every_metric(config):
     from workflow_scripts.config_checks import METRIC_DEPTH
 
-    cutoffs = [int(name.rsplit("_", 1)[1]) for name in evaluate.MEASURES]
+    cutoffs = [int(name.rsplit("_", 1)[1]) for name in MEASURES]
     assert METRIC_DEPTH == max(cutoffs)  # config_checks does not import torch at parse time
     assert ranking_problems({"top_k": METRIC_DEPTH}) == []
     config["evaluate"]["top_k"] = 10
@@ -292,9 +300,9 @@ def types_of(node: dict[str, Any]) -> set[str]:
 INTEGER_LEAVES = [path for path, node in schema_leaves() if "integer" in types_of(node)]
 STAGES = {
     "train": train.fit,
-    "evaluate": evaluate.evaluate_job,
+    "evaluate": evaluate_job,
     "data": build_shards,
-    "widen": model.widen,
+    "widen": widen,
     "demo": demo.make_assets,
     "rehearsal": rehearsal.make_assets,
 }
@@ -331,9 +339,9 @@ for _section in STAGES:  # the plain case: key k of section s is parameter k of 
 # The preflight's commands read the settings they measure at (train, evaluate), their own
 # section and the forecast's shape (rules/common.smk get_preflight_*_flags): path -> parameter.
 STAGES |= {
-    "preflight_train": spread_records(preflight.measure_training),
-    "preflight_evaluate": preflight.measure_evaluation,
-    "preflight_forecast": preflight.forecast,
+    "preflight_train": spread_records(measure_training),
+    "preflight_evaluate": measure_evaluation,
+    "preflight_forecast": forecast,
 }
 _TRAIN_KEYS = [k for k in trainer.TRAIN_KEYS if k not in ("learning_rate", "seed")]  # the section's shared keys
 for _reader, _pairs in {
@@ -576,7 +584,7 @@ def test_why_floats_are_refused_the_command_line_reads_int():
     import argparse
 
     with pytest.raises((SystemExit, argparse.ArgumentError)):
-        _parse(evaluate.evaluate_split, {"top_k": 1000.0})
+        _parse(evaluate_split, {"top_k": 1000.0})
 
 
 def test_the_training_settings_record_is_the_schemas_train_section():

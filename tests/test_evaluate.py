@@ -10,10 +10,13 @@ import sys
 import pytest
 import pytrec_eval
 import torch
+from workflow_scripts.maxsim import maxsim_scores
 
-from workflow_scripts.bright import load_bright_documents, load_bright_examples
-from workflow_scripts.evaluate import TopK, evaluate_split, maxsim_scores, read_run, score_run
-from workflow_scripts.model import load_colbert
+from workflow_scripts.bright.load import load_bright_documents, load_bright_examples
+from workflow_scripts.evaluate.job import evaluate_split
+from workflow_scripts.evaluate.scores import TopK
+from workflow_scripts.evaluate.trec import read_run, score_run
+from workflow_scripts.model.load import load_colbert
 
 TEMPLATE = "Given a {domain} post, retrieve relevant passages that help answer the post.\nQuery: {query}"
 
@@ -119,7 +122,7 @@ def test_chunking_does_not_change_the_ranking(demo_assets, manifests, tmp_path):
 
 def test_bf16_scoring_is_recorded_and_close_to_float32(demo_assets, manifests, tmp_path):
     """evaluate.score_dtype: float32 by default (exact); bfloat16 records itself and stays close."""
-    from workflow_scripts.maxsim import bf16_native
+    from workflow_scripts.evaluate.maxsim import bf16_native
 
     exact = run_split(
         demo_assets, manifests, tmp_path / "f", out_json=str(tmp_path / "f.json"), run_file=str(tmp_path / "f.trec")
@@ -185,7 +188,7 @@ def test_score_run_cli_breaks_ties_like_trec_eval(tmp_path):
         [
             sys.executable,
             "-m",
-            "workflow_scripts.evaluate",
+            "workflow_scripts.evaluate.job",
             "score-run",
             "--qrels",
             str(tmp_path / "qrels"),
@@ -203,7 +206,7 @@ def test_score_run_cli_breaks_ties_like_trec_eval(tmp_path):
 
 def test_malformed_trec_line_is_named(tmp_path):
     from workflow_scripts.common import UserError
-    from workflow_scripts.evaluate import read_qrels
+    from workflow_scripts.evaluate.trec import read_qrels
 
     (tmp_path / "qrels").write_text("q1 0 a 1\nq2 0 b yes\n")
     with pytest.raises(UserError, match=r"qrels:2: rel 'yes' is not a number"):
@@ -219,8 +222,8 @@ DOCUMENT_PRESETS = ["card", "bright", "reasoning", "mteb-v1.1", "mteb-v1.1-promp
 
 def run_job(demo_assets, bright_manifest, out, splits, names, **overrides):
     """One evaluation job as the workflow runs it: the named presets on ``splits``."""
-    from workflow_scripts.evaluate import evaluate_job
-    from workflow_scripts.protocols import job_pairs, resolve
+    from workflow_scripts.bright.protocols import job_pairs, resolve
+    from workflow_scripts.evaluate.job import evaluate_job
 
     protocols = [p.for_job(splits) for p in resolve(dict.fromkeys(names)).values() if all(map(p.covers, splits))]
     pairs = job_pairs([p["name"] for p in protocols], splits)
@@ -245,7 +248,7 @@ def run_job(demo_assets, bright_manifest, out, splits, names, **overrides):
 @pytest.fixture()
 def counted(monkeypatch):
     """Every text handed to the encoder, as (is_query, text)."""
-    import workflow_scripts.evaluate as evaluate
+    import workflow_scripts.evaluate.job as evaluate
 
     seen: list[tuple[bool, str]] = []
     real = evaluate.encode
@@ -297,7 +300,7 @@ def test_long_documents_are_a_second_corpus_encoded_once(demo_assets, manifests,
 def test_every_protocol_recomputes_from_its_run_file_and_qrels(demo_assets, manifests, tmp_path, split):
     """The acceptance check, per protocol: pytrec_eval on the run file and the protocol's qrels
     (its query set, its gold column) gives the reported nDCG@10."""
-    from workflow_scripts.bright import gold_ids
+    from workflow_scripts.bright.load import gold_ids
 
     names = DOCUMENT_PRESETS + ["long"]
     _, results = run_job(demo_assets, manifests["bright"], tmp_path, [split], names)
@@ -339,7 +342,7 @@ def test_splits_whose_corpora_differ_are_encoded_apart(demo_assets, tmp_path, co
         cache_dir=tmp_path,
         manifest=manifest,
     )
-    with caplog.at_level(logging.WARNING, logger="workflow_scripts.evaluate"):
+    with caplog.at_level(logging.WARNING, logger="workflow_scripts.evaluate.job"):
         _, results = run_job(demo_assets, str(manifest), tmp_path / "out", ["aops", "theoremqa_questions"], ["card"])
     assert len([t for q, t in counted if not q]) == 2 * table.num_rows - 1
     assert [r["protocol"]["documents"] for r in results] == [table.num_rows, table.num_rows - 1]

@@ -9,7 +9,7 @@ from conftest import REPO
 
 from workflow_scripts.fingerprint import NOT_RESULT_BEARING, code_fingerprint, imported_modules, module_file
 
-STAGES = ["data", "demo", "model", "train", "evaluate", "summarize", "report"]
+STAGES = ["data", "synthetic.demo", "model.widen", "train.stage", "evaluate.job", "summarize", "report"]
 
 
 @pytest.fixture()
@@ -26,27 +26,31 @@ def modules(stage):
 
 
 def test_each_stage_covers_what_it_imports_transitively():
-    assert {"evaluate", "model", "common"} <= modules("evaluate")
-    assert {"train", "model", "common"} <= modules("train")
-    assert "model" not in modules("report") and "model" not in modules("data")
-    assert "train" not in modules("evaluate")
+    assert {"evaluate", "evaluate.job", "model", "model.load", "common"} <= modules("evaluate.job")
+    assert {"train", "train.stage", "model.load", "common"} <= modules("train.stage")
+    assert "model.load" not in modules("report") and "model.load" not in modules("data")
+    assert "train.stage" not in modules("evaluate.job") and "model.widen" not in modules("evaluate.job")
 
 
 def test_an_edit_inside_load_colbert_changes_exactly_its_importers(package):
     before = fingerprints(package)
-    model = package / "model.py"
+    model = package / "model" / "load.py"
     model.write_text(
         model.read_text().replace("    from pylate import models\n", "    from pylate import models\n    _ = 0\n", 1)
     )
     after = fingerprints(package)
     changed = {stage for stage in STAGES if before[stage] != after[stage]}
-    assert changed == {stage for stage in STAGES if "model" in modules(stage)} >= {"model", "train", "evaluate"}
+    assert (
+        changed
+        == {stage for stage in STAGES if "model.load" in modules(stage)}
+        >= {"model.widen", "train.stage", "evaluate.job"}
+    )
 
 
 def test_comments_docstrings_and_blank_lines_change_nothing(package):
     before = fingerprints(package)
-    model = package / "model.py"
-    text = model.read_text().replace('"""Model stage:', '"""Other words. Model stage:', 1)
+    model = package / "model" / "load.py"
+    text = model.read_text().replace('"""Loading a ColBERT', '"""Other words. Loading a ColBERT', 1)
     text = text.replace("    from pylate import models\n", "    from pylate import models  # why\n\n", 1)
     model.write_text(text + "\n# trailing comment\n")
     assert fingerprints(package) == before
@@ -59,9 +63,9 @@ def test_the_fingerprint_holds_no_path(package, tmp_path):
 
 
 def test_extra_files_count(package):
-    before = code_fingerprint("train", "launch.sh", root=package)
+    before = code_fingerprint("train.stage", "launch.sh", root=package)
     (package / "launch.sh").write_text((package / "launch.sh").read_text() + "\necho changed\n")
-    assert code_fingerprint("train", "launch.sh", root=package) != before
+    assert code_fingerprint("train.stage", "launch.sh", root=package) != before
 
 
 @pytest.fixture()

@@ -1,6 +1,6 @@
 """Trimmed GradCache and the padding guard, on the real ModernBERT ColBERT architecture at small sizes.
 
-The model is the rehearsal's (``workflow_scripts.rehearsal.write_base_model``: mxbai-edge-colbert's
+The model is the rehearsal's (``workflow_scripts.synthetic.rehearsal.write_base_model``: mxbai-edge-colbert's
 architecture, random weights, sliding-window layers of 128 tokens); only the batches are small.
 """
 
@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from workflow_scripts.common import UserError
-from workflow_scripts.gradcache import TrimmedCachedContrastive, trimmed_token_counts
-from workflow_scripts.model import load_colbert
-from workflow_scripts.padding_guard import guard_padding, unguard_padding
-from workflow_scripts.rehearsal import build_tokenizer, make_lexicon, single_token_units, write_base_model
+from workflow_scripts.model.load import load_colbert
+from workflow_scripts.model.padding_guard import guard_padding, unguard_padding
+from workflow_scripts.synthetic.rehearsal import build_tokenizer, make_lexicon, single_token_units, write_base_model
+from workflow_scripts.train.gradcache import TrimmedCachedContrastive, trimmed_token_counts
 
 QUERY_LENGTH, DOCUMENT_LENGTH = 32, 160  # a document padded from 5 to 160 tokens ends > 64 tokens from a real one
 MINI_BATCH = 3
@@ -182,7 +182,7 @@ def test_no_attention_row_fully_masked_and_real_tokens_unchanged(rehearsal):
 
 def test_guard_padding_leaves_other_models_alone(caplog):
     model = torch.nn.Sequential(torch.nn.Linear(4, 4))
-    with caplog.at_level("DEBUG", logger="workflow_scripts.padding_guard"):
+    with caplog.at_level("DEBUG", logger="workflow_scripts.model.padding_guard"):
         guard_padding(model)
     assert "no ModernBERT backbone" in caplog.text
     assert not model[0]._forward_pre_hooks

@@ -14,11 +14,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from workflow_scripts.common import UserError
-from workflow_scripts.demo import DOCUMENTS_SCHEMA, EXAMPLES_SCHEMA, SPLITS
-from workflow_scripts.evaluate import evaluate_split, read_qrels, read_run, score_run
+from workflow_scripts.evaluate.job import evaluate_split
+from workflow_scripts.evaluate.trec import read_qrels, read_run, score_run
 from workflow_scripts.shards.build import build_shards
 from workflow_scripts.sources.cards import config_files
 from workflow_scripts.sources.hub import fetch_source
+from workflow_scripts.synthetic.demo import DOCUMENTS_SCHEMA, EXAMPLES_SCHEMA, SPLITS
 
 TEMPLATE = "Given a {domain} post, retrieve relevant passages that help answer the post.\nQuery: {query}"
 CHANGED = r"changed since its download manifest .* was written .*; rerun the download \(snakemake --forcerun download\)"
@@ -170,7 +171,7 @@ def test_an_extra_bright_shard_is_refused_not_scored(demo_assets, tmp_path):
 
 
 def test_model_manifest_is_verified(demo_assets, tmp_path):
-    from workflow_scripts.model import model_dir
+    from workflow_scripts.model.load import model_dir
 
     root, manifest = mirror(demo_assets, "base-model", tmp_path, "base_model")
     assert model_dir(manifest) == root
@@ -334,7 +335,7 @@ def test_score_run_cli_refuses_undecodable_bytes_in_one_line(tmp_path):
         [
             sys.executable,
             "-m",
-            "workflow_scripts.evaluate",
+            "workflow_scripts.evaluate.job",
             "score-run",
             "--qrels",
             str(tmp_path / "qrels"),
@@ -351,7 +352,7 @@ def test_score_run_cli_refuses_undecodable_bytes_in_one_line(tmp_path):
 def test_qrels_queries_missing_from_the_run_are_a_warning(caplog):
     qrels = {f"q{i}": {"a": 1} for i in range(8)}
     run = {"q0": {"a": 1.0}, "q3": {"b": 1.0}}
-    with caplog.at_level(logging.WARNING, logger="workflow_scripts.evaluate"):
+    with caplog.at_level(logging.WARNING, logger="workflow_scripts.evaluate.job"):
         res = score_run(qrels, run)
     assert res["queries"] == 2
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -429,7 +430,7 @@ def test_corrupt_parquet_pages_are_named(demo_assets, tmp_path):
     data = bytearray(path.read_bytes())
     data[8:200] = bytes(192)  # the first data pages; the footer stays readable
     path.write_bytes(bytes(data))
-    from workflow_scripts.bright import load_bright_documents
+    from workflow_scripts.bright.load import load_bright_documents
 
     with pytest.raises(UserError, match=r"biology-00000-of-00001.parquet: not a readable parquet file"):
         list(load_bright_documents(tmp_path, "biology"))

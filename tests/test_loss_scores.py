@@ -12,9 +12,9 @@ from pylate.losses.contrastive import extract_skiplist_mask
 from pylate.scores import ColBERTScores, _flash_backend, _lik_backend
 from torch.distributed._tools.mem_tracker import MemTracker
 
-from workflow_scripts import loss_scores
 from workflow_scripts.common import UserError
-from workflow_scripts.loss_scores import (
+from workflow_scripts.train import loss_scores
+from workflow_scripts.train.loss_scores import (
     check_finite,
     chunked_colbert_scores,
     loss_working_set_bytes,

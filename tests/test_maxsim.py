@@ -7,9 +7,9 @@ import logging
 import pytest
 import torch
 
-from workflow_scripts import maxsim
 from workflow_scripts.common import UserError
-from workflow_scripts.maxsim import CPU_BUDGET, QUERY_BLOCK, maxsim_scores, plan_blocks
+from workflow_scripts.evaluate import maxsim
+from workflow_scripts.evaluate.maxsim import CPU_BUDGET, QUERY_BLOCK, maxsim_scores, plan_blocks
 
 
 def unit(g: torch.Generator, n: int, dim: int = 128) -> torch.Tensor:
@@ -125,7 +125,7 @@ def test_bf16_is_close_and_keeps_the_planted_best_document():
 def test_bf16_without_native_support_falls_back_to_exact_float32(ragged, monkeypatch, caplog):
     monkeypatch.setattr(maxsim, "bf16_native", lambda device="cpu": False)
     queries, documents = ragged
-    with caplog.at_level(logging.WARNING, logger="workflow_scripts.maxsim"):
+    with caplog.at_level(logging.WARNING, logger="workflow_scripts.evaluate.maxsim"):
         scores = maxsim_scores(queries, documents, dtype="bfloat16")
     assert torch.equal(scores, maxsim_scores(queries, documents))
     assert "no native bf16" in caplog.text
@@ -137,6 +137,6 @@ def test_unknown_dtype_is_one_line():
 
 
 def test_evaluate_uses_this_scorer():
-    from workflow_scripts import evaluate
+    from workflow_scripts.evaluate import job
 
-    assert evaluate.maxsim_scores is maxsim_scores
+    assert job.maxsim_scores is maxsim_scores

@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from workflow_scripts.common import UserError
-from workflow_scripts.model import load_colbert, widen
+from workflow_scripts.model.load import load_colbert
+from workflow_scripts.model.widen import widen
 
 
 @pytest.fixture()

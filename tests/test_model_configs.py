@@ -3,7 +3,7 @@
 transformers 5.3 (pinned) loads a ModernBERT config whose ``rope_parameters`` mixes per-layer-type
 entries with top-level ``rope_theta: null, rope_type`` keys, warning "Unrecognized keys"; the
 transformers that sentence-transformers 6 installs refuses it. These tests load each written
-``config.json`` with transformers' own validation (:func:`workflow_scripts.backbone.config_problems`).
+``config.json`` with transformers' own validation (:func:`workflow_scripts.synthetic.backbone.config_problems`).
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import yaml
 from conftest import REPO
 from transformers import ModernBertConfig, ModernBertModel
 
-from workflow_scripts import rehearsal
-from workflow_scripts.backbone import check_config, config_problems
 from workflow_scripts.common import UserError
-from workflow_scripts.demo import DEMO_BACKBONE
 from workflow_scripts.lineage import Lineage
-from workflow_scripts.model import widen
+from workflow_scripts.model.widen import widen
+from workflow_scripts.synthetic import rehearsal
+from workflow_scripts.synthetic.backbone import check_config, config_problems
+from workflow_scripts.synthetic.demo import DEMO_BACKBONE
 
 
 def demo_config() -> dict:

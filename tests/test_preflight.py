@@ -18,21 +18,39 @@ import pytest
 import yaml
 from conftest import REPO, job_counts, snakemake, train_kwargs
 
-from workflow_scripts import data, preflight
+from workflow_scripts import data
 from workflow_scripts.cli import to_argv
 from workflow_scripts.common import UserError, config_problem
 from workflow_scripts.config_checks import semantic_problems
-from workflow_scripts.negatives import false_negatives
-from workflow_scripts.preflight import (
-    padded_tokens,
+from workflow_scripts.preflight.calibrate import CALIBRATION_SHAPES, measure_calibration
+from workflow_scripts.preflight.devices import architecture
+from workflow_scripts.preflight.flops import (
+    GIB,
+    PEAK_TFLOPS,
+    PUBLISHED_TRIPLES,
     project_split,
+    project_split_from_flops,
     project_training,
     rate_times_count,
     train_step_flops,
 )
+from workflow_scripts.preflight.forecast import _forecast_backend, forecast, forecast_memory
+from workflow_scripts.preflight.measure_evaluate import measure_evaluation, padded_tokens
+from workflow_scripts.preflight.measure_train import measure_training
+from workflow_scripts.preflight.memory import (
+    calibrate_activations,
+    column_tokens,
+    memory_peak,
+    memory_terms,
+    simulate_steps,
+    time_forecast,
+    widest_minibatch,
+)
+from workflow_scripts.preflight.render import TABLES
 from workflow_scripts.shards.build import build_shards
 from workflow_scripts.sources.hub import fetch_source
-from workflow_scripts.trainer import TrainSettings
+from workflow_scripts.train.negatives import false_negatives
+from workflow_scripts.train.trainer import TrainSettings
 
 ARCH = {"matmul_parameters": 13_524_864, "layers": 10, "hidden": 384, "dim": 128}  # the rehearsal's widened model
 REAL = {"query_length": 256, "document_length": 2048}
@@ -117,7 +135,7 @@ def benchmark_file(path: Path, seconds: float) -> str:
 
 def test_preflight_on_tiny_sizes(demo_assets, manifests, tmp_path):
     """Every command of the module on the demo's tiny model and data (< 2 minutes on 2 cores)."""
-    from workflow_scripts.model import widen
+    from workflow_scripts.model.widen import widen
 
     stats, benches = [], []
     stages = {
@@ -174,7 +192,7 @@ def test_preflight_on_tiny_sizes(demo_assets, manifests, tmp_path):
             save_total_limit=1,
             logging_steps=1,
         )
-        preflight.measure_training(
+        measure_training(
             stage=stage,
             init_model=str(tmp_path / "widened"),
             shards=str(tmp_path / "shards" / stage),
@@ -189,7 +207,7 @@ def test_preflight_on_tiny_sizes(demo_assets, manifests, tmp_path):
         )
         train.append(str(out))
     splits = ["biology", "pony", "leetcode"]
-    preflight.measure_evaluation(
+    measure_evaluation(
         model_path=str(tmp_path / "widened"),
         bright_manifest=manifests["bright"],
         out_json=str(tmp_path / "evaluate.json"),
@@ -204,7 +222,7 @@ def test_preflight_on_tiny_sizes(demo_assets, manifests, tmp_path):
         queries_per_split=3,
     )
     out = {k: str(tmp_path / f"preflight.{k}") for k in ("json", "md", "html")}
-    result = preflight.forecast(
+    result = forecast(
         train=train,
         evaluate=str(tmp_path / "evaluate.json"),
         shard_stats=stats,
@@ -231,7 +249,7 @@ def test_preflight_on_tiny_sizes(demo_assets, manifests, tmp_path):
     for stage in ("stage1", "stage2"):  # build_shards: triples/s, peak RSS, projected to the published rows
         b = stages_out["build_shards"][stage]
         assert b["triples_per_s"] > 0 and b["peak_rss_mb"] > 0
-        assert b["projected"]["published"]["rows"] == preflight.PUBLISHED_TRIPLES[stage]
+        assert b["projected"]["published"]["rows"] == PUBLISHED_TRIPLES[stage]
         assert b["projected"]["published"]["wall_hours"] > b["projected"]["data_at_hand"]["wall_hours"] > 0
     for name in ("train_stage1", "train_stage2"):
         t = stages_out[name]
@@ -243,7 +261,7 @@ def test_preflight_on_tiny_sizes(demo_assets, manifests, tmp_path):
         memory = t["memory_at_forecast"]
         assert memory["fits"] == (memory["peak_gib"] <= memory["capacity_gib"])
         assert memory["peak_gib"] == pytest.approx(sum(term["gib"] for term in memory["terms"].values()))
-        assert len(memory["calibration"]["shapes"]) == len(preflight.CALIBRATION_SHAPES)
+        assert len(memory["calibration"]["shapes"]) == len(CALIBRATION_SHAPES)
         for kind in ("real", "processed", "padded"):  # per optimizer step, queries and documents apart
             assert t["tokens"][kind]["queries"] > 0 and t["tokens"][kind]["documents"] > 0
         assert (
@@ -264,7 +282,7 @@ def test_preflight_on_tiny_sizes(demo_assets, manifests, tmp_path):
         published = e["projected"]["published"]
         assert published["how"].startswith("FLOPs / (H100 peak x ASSUMED MFU 0.3)")
         evaluation = json.loads((tmp_path / "evaluate.json").read_text())
-        expected = preflight.project_split_from_flops(
+        expected = project_split_from_flops(
             measured=evaluation["splits"][split],
             arch=evaluation["arch"],
             documents=published["documents"],
@@ -282,14 +300,14 @@ def test_preflight_on_tiny_sizes(demo_assets, manifests, tmp_path):
     )
     page = Path(out["html"]).read_text()
     assert "id='forecast-table'" in page and "build_shards stage1" in page
-    assert all(f"id='{table}'" in page for table in preflight.TABLES)  # memory terms, calibration, tokens
+    assert all(f"id='{table}'" in page for table in TABLES)  # memory terms, calibration, tokens
 
 
 @pytest.mark.parametrize("sampler", ["batch_sampler", "no_duplicates"])
 def test_training_meta_reports_in_batch_false_negatives(demo_assets, manifests, tmp_path, sampler):
     """stage 2's bge rows expand to 2 x 4 triples: at random, copies of one query share batches;
     NO_DUPLICATES (no text twice in a batch, any column) keeps them apart."""
-    from workflow_scripts.train import fit
+    from workflow_scripts.train.stage import fit
 
     build_shards(
         stage="stage2",
@@ -331,7 +349,7 @@ def test_training_meta_reports_in_batch_false_negatives(demo_assets, manifests, 
 
 
 def preflight_stats(split: str):
-    from workflow_scripts.rehearsal import BRIGHT_STATS
+    from workflow_scripts.synthetic.rehearsal import BRIGHT_STATS
 
     return BRIGHT_STATS[split]
 
@@ -351,7 +369,7 @@ def test_the_preflight_job_gets_the_training_jobs_settings(tmp_path):
     each (rules/common.smk get_train_settings): the same flags, stage by stage, every field."""
     import shlex
 
-    from workflow_scripts.trainer import TRAIN_KEYS
+    from workflow_scripts.train.trainer import TRAIN_KEYS
 
     def settings(command: str) -> dict[str, str]:
         words = shlex.split(command.split(" python -m workflow_scripts ", 1)[1])
@@ -531,7 +549,7 @@ def test_lock_writes_the_resolved_commits_into_the_config_in_place(hub, tmp_path
 
 # --------------------------------------------------------------------------- tokens, time and memory (issue #21)
 def test_token_counts_come_from_the_lengths_through_the_trimmed_plan():
-    from workflow_scripts.gradcache import minibatch_plan, trimmed_token_counts
+    from workflow_scripts.train.gradcache import minibatch_plan, trimmed_token_counts
 
     lengths = {
         "query": [12, 30, 7, 30, 9, 16],
@@ -540,7 +558,7 @@ def test_token_counts_come_from_the_lengths_through_the_trimmed_plan():
     }
     widths = {"query": 32, "positive": 2048, "negative": 2048}
     rows, mini = len(lengths["query"]), 4
-    out = preflight.simulate_steps(
+    out = simulate_steps(
         lengths,
         per_device=rows,
         devices=1,
@@ -558,12 +576,12 @@ def test_token_counts_come_from_the_lengths_through_the_trimmed_plan():
     assert out["tokens"]["collated"] == {"queries": rows * widths["query"], "documents": 2 * rows * widths["positive"]}
     assert out["tokens"]["real"]["documents"] == sum(lengths["positive"]) + sum(lengths["negative"])
     # attention's L x L work: the same plan on squared lengths is the sum over mini-batches of rows x width**2
-    squares = preflight.column_tokens(lengths["negative"], mini_batch_size=mini, width=2048)["squares"]["processed"]
+    squares = column_tokens(lengths["negative"], mini_batch_size=mini, width=2048)["squares"]["processed"]
     plan = minibatch_plan(lengths["negative"], mini_batch_size=mini)
     assert squares == sum(len(b) * max(lengths["negative"][i] for i in b) ** 2 for b in plan)
-    assert preflight.widest_minibatch(lengths["positive"], mini_batch_size=mini) == {"rows": 2, "width": 2048}
+    assert widest_minibatch(lengths["positive"], mini_batch_size=mini) == {"rows": 2, "width": 2048}
     # more devices and steps: counts per optimizer step add up over devices
-    two = preflight.simulate_steps(
+    two = simulate_steps(
         lengths,
         per_device=rows,
         devices=2,
@@ -578,8 +596,8 @@ def test_token_counts_come_from_the_lengths_through_the_trimmed_plan():
 
 
 def test_the_time_forecast_is_flops_over_peak_times_mfu():
-    encoder, score, steps, devices, peak, mfu = 3e14, 1e14, 88, 8, preflight.PEAK_TFLOPS["H100"], 0.3
-    t = preflight.time_forecast(
+    encoder, score, steps, devices, peak, mfu = 3e14, 1e14, 88, 8, PEAK_TFLOPS["H100"], 0.3
+    t = time_forecast(
         encoder_forward_flops=encoder,
         score_forward_flops=score,
         steps=steps,
@@ -591,7 +609,7 @@ def test_the_time_forecast_is_flops_over_peak_times_mfu():
     assert t["executed_flops_per_step"] == flops
     assert t["step_seconds"] == pytest.approx(flops / (peak * 1e12 * mfu))
     assert t["gpu_hours"] == pytest.approx(steps * t["step_seconds"] * devices / 3600)
-    half = preflight.time_forecast(
+    half = time_forecast(
         encoder_forward_flops=encoder,
         score_forward_flops=score,
         steps=steps,
@@ -603,7 +621,7 @@ def test_the_time_forecast_is_flops_over_peak_times_mfu():
 
 
 def card_arch() -> dict:
-    from workflow_scripts.rehearsal import ETTIN_32M, VOCAB_SIZE, parameter_count
+    from workflow_scripts.synthetic.rehearsal import ETTIN_32M, VOCAB_SIZE, parameter_count
 
     hidden = ETTIN_32M["hidden_size"]
     return ARCH | {
@@ -642,10 +660,10 @@ def test_memory_terms_sum_to_the_peak_each_at_its_dtype():
         "inference_bytes_per_token": 15_000.0,
         "inference_mask_bytes_per_row_token2": 2.0,
     }
-    phases = preflight.memory_terms(
+    phases = memory_terms(
         arch=arch, shape=shape, backend="chunked", activation=activation, activation_bytes=2, world_size=devices
     )
-    peak = preflight.memory_peak(phases)
+    peak = memory_peak(phases)
     assert peak["peak_bytes"] == sum(t["bytes"] for t in peak["terms"].values()) == max(peak["phase_bytes"].values())
     for terms in phases.values():
         assert terms["weights"]["bytes"] == 4 * arch["parameters"] and terms["weights"]["dtype"] == "fp32"
@@ -662,13 +680,13 @@ def test_memory_terms_sum_to_the_peak_each_at_its_dtype():
     gathered = 2 * 2 * shape["gathered_rows"] * shape["document_width"] * arch["dim"] * 4
     assert loss["gathered_documents"] == {"bytes": gathered, "dtype": "fp32", "grows": True}
     assert loss["loss_working_set"]["dtype"] == "fp32 (chunked)"
-    fp32 = preflight.memory_terms(
+    fp32 = memory_terms(
         arch=arch, shape=shape, backend="chunked", activation=activation, activation_bytes=4, world_size=devices
     )["encoder"]
     masks = activation["mask_bytes_per_row_token2"] * shape["chunk_rows"] * shape["chunk_width"] ** 2
     bf16_values = encoder["gradcache_chunk_activations"]["bytes"] - masks
     assert fp32["gradcache_chunk_activations"]["bytes"] - masks == pytest.approx(2 * bf16_values, abs=2)
-    alone = preflight.memory_terms(
+    alone = memory_terms(
         arch=arch, shape=shape, backend="chunked", activation=activation, activation_bytes=2, world_size=1
     )["loss"]
     assert alone["gathered_documents"]["bytes"] == 0  # one process gathers nothing
@@ -677,27 +695,25 @@ def test_memory_terms_sum_to_the_peak_each_at_its_dtype():
 @pytest.fixture(scope="module")
 def calibration(tmp_path_factory):
     """The real encoder (the rehearsal's architecture, random weights) measured at 3 small shapes."""
-    from workflow_scripts.model import load_colbert
-    from workflow_scripts.rehearsal import build_tokenizer, make_lexicon, write_base_model
+    from workflow_scripts.model.load import load_colbert
+    from workflow_scripts.synthetic.rehearsal import build_tokenizer, make_lexicon, write_base_model
 
     root = tmp_path_factory.mktemp("real-architecture") / "model"
     write_base_model(root, build_tokenizer(make_lexicon(2000, 0)), seed=0)  # a small lexicon: the real vocabulary size
     # long enough that a mini-batch's activations, not the gradient temporary, set the encoder's peak
     model = load_colbert(str(root), query_length=128, document_length=1024, device="cpu")
-    points = preflight.measure_calibration(
-        model, query_length=128, document_length=1024, maxsim_backend="auto", temperature=1.0
-    )
-    arch = preflight.architecture(model)
+    points = measure_calibration(model, query_length=128, document_length=1024, maxsim_backend="auto", temperature=1.0)
+    arch = architecture(model)
     return {
         "points": points,
         "arch": arch,
-        "fit": preflight.calibrate_activations(points, arch=arch, backend=points[0]["maxsim_backend"]),
+        "fit": calibrate_activations(points, arch=arch, backend=points[0]["maxsim_backend"]),
     }
 
 
 def test_the_memory_model_is_calibrated_on_measured_shapes(calibration):
     points, fit = calibration["points"], calibration["fit"]
-    assert len(points) == len(preflight.CALIBRATION_SHAPES) == len(fit["shapes"])
+    assert len(points) == len(CALIBRATION_SHAPES) == len(fit["shapes"])
     widths = [p["shape"]["document_width"] for p in points]
     assert widths == sorted(widths) and widths[-1] == 1024  # scaled shapes, the last at the configured length
     assert all(v > 0 for p in points for v in p["measured"].values())
@@ -711,7 +727,7 @@ def test_the_memory_model_is_calibrated_on_measured_shapes(calibration):
 
 
 def forecast_shape(config: dict, **train: object) -> tuple[dict, dict]:
-    from workflow_scripts.trainer import per_device_batch_size
+    from workflow_scripts.train.trainer import per_device_batch_size
 
     t = config["train"] | train
     devices = t["nodes"] * t["gpus_per_node"]
@@ -724,7 +740,7 @@ def forecast_shape(config: dict, **train: object) -> tuple[dict, dict]:
         "mini_batch_size": t["mini_batch_size"],
         "score_chunk": t["score_mini_batch_size"] or t["mini_batch_size"],
         "bf16": t["bf16"] in (True, "auto"),
-        "device_memory_bytes": config["preflight"]["device_memory_gib"] * preflight.GIB,
+        "device_memory_bytes": config["preflight"]["device_memory_gib"] * GIB,
         "processed_tokens": per_device * (t["query_length"] + 2 * t["document_length"]),
     }
     return shape, t
@@ -737,8 +753,8 @@ def test_the_shipped_shape_fits_and_an_impossible_one_names_the_key(calibration)
     def at(**train):
         shape, t = forecast_shape(config, **train)
         measured = {"arch": arch, "query_length": t["query_length"], "document_length": t["document_length"]}
-        backend = preflight._forecast_backend({"device": "cpu"}, t["maxsim_backend"])
-        return preflight.forecast_memory(measured, shape, backend=backend, calibration=calibration["fit"])
+        backend = _forecast_backend({"device": "cpu"}, t["maxsim_backend"])
+        return forecast_memory(measured, shape, backend=backend, calibration=calibration["fit"])
 
     shipped = at()
     assert shipped["fits"] and shipped["change"] is None

@@ -8,10 +8,10 @@ from types import SimpleNamespace
 
 from conftest import train_kwargs
 
-from workflow_scripts.demo import SPLITS
 from workflow_scripts.shards import shuffle
 from workflow_scripts.shards.build import build_shards
-from workflow_scripts.train import fit, metrics_callback
+from workflow_scripts.synthetic.demo import SPLITS
+from workflow_scripts.train.stage import fit, metrics_callback
 
 SAMPLES_LINE = re.compile(
     r"^train(?: \S+)?: [\d,]+/[\d,]+ samples \([\d.]+%\), [\d,.]+ samples/s, ETA \S+; step \d+/\d+"
@@ -68,13 +68,13 @@ def test_build_shards_logs_only_the_final_lines_on_a_short_run(manifests, tmp_pa
 def test_training_callback_logs_step_samples_per_second_and_eta(tmp_path, caplog):
     callback = metrics_callback(tmp_path / "m.jsonl", 16, 0, interval=0.0)
     state = SimpleNamespace(global_step=0, max_steps=4)
-    with caplog.at_level(logging.INFO, logger="workflow_scripts.train"):
+    with caplog.at_level(logging.INFO, logger="workflow_scripts.train.stage"):
         callback.on_train_begin(None, state, None)
         for step in range(1, 5):
             state.global_step = step
             callback.on_step_end(None, state, None)
         callback.on_train_end(None, state, None)
-    lines = messages(caplog, "workflow_scripts.train")
+    lines = messages(caplog, "workflow_scripts.train.stage")
     assert len(lines) == 5 and all(SAMPLES_LINE.match(m) for m in lines), lines
     assert lines[0].startswith("train: 16/64 samples (25.0%)") and lines[0].endswith("; step 1/4")
     assert lines[-1].startswith("train: 64/64 samples (100.0%)") and lines[-1].endswith("; step 4/4")
@@ -83,19 +83,19 @@ def test_training_callback_logs_step_samples_per_second_and_eta(tmp_path, caplog
 def test_resumed_training_counts_from_its_checkpoint_and_other_ranks_stay_quiet(tmp_path, caplog):
     resumed = metrics_callback(tmp_path / "m.jsonl", 8, 0, interval=0.0)
     other = metrics_callback(tmp_path / "m1.jsonl", 8, 1, interval=0.0)
-    with caplog.at_level(logging.INFO, logger="workflow_scripts.train"):
+    with caplog.at_level(logging.INFO, logger="workflow_scripts.train.stage"):
         for callback in (resumed, other):
             state = SimpleNamespace(global_step=6, max_steps=10)
             callback.on_train_begin(None, state, None)
             state.global_step = 7
             callback.on_step_end(None, state, None)
-    [line] = messages(caplog, "workflow_scripts.train")  # rank 1 logged nothing
+    [line] = messages(caplog, "workflow_scripts.train.stage")  # rank 1 logged nothing
     assert line.startswith("train: 8/32 samples (25.0%)") and line.endswith("; step 7/10")  # 4 steps left of 10
 
 
 def test_a_real_training_run_logs_progress_lines(demo_assets, manifests, tmp_path, caplog):
     shards(manifests, tmp_path)
-    with caplog.at_level(logging.INFO, logger="workflow_scripts.train"):
+    with caplog.at_level(logging.INFO, logger="workflow_scripts.train.stage"):
         fit(
             **train_kwargs(
                 tmp_path,
@@ -112,7 +112,7 @@ def test_a_real_training_run_logs_progress_lines(demo_assets, manifests, tmp_pat
                 max_steps=2,
             )
         )
-    lines = [m for m in messages(caplog, "workflow_scripts.train") if SAMPLES_LINE.match(m)]
+    lines = [m for m in messages(caplog, "workflow_scripts.train.stage") if SAMPLES_LINE.match(m)]
     assert lines and lines[-1].startswith("train stage1: 16/16 samples (100.0%)")
     # a real run's loss counts its tokens, so each line ends with the step's document tokens
     assert "; step 2/2; document tokens/step " in lines[-1] and lines[-1].endswith(" padded")
@@ -131,8 +131,8 @@ def test_an_evaluate_log_of_a_multi_chunk_split_has_progress_lines(demo_assets, 
     import subprocess
     import sys
 
+    from workflow_scripts.bright.protocols import resolve
     from workflow_scripts.cli import to_argv
-    from workflow_scripts.protocols import resolve
 
     chunk_size = 7
     card = resolve({"card": None})["card"].for_job(["biology"])

@@ -6,9 +6,8 @@ import inspect
 
 import pytest
 
-from workflow_scripts import bright_meta
-from workflow_scripts.common import UserError
-from workflow_scripts.protocols import (
+from workflow_scripts.bright import meta as bright_meta
+from workflow_scripts.bright.protocols import (
     CARD_TEMPLATE,
     MTEB_V1_1_PROMPTS,
     MTEB_V1_1_TASKS,
@@ -18,6 +17,7 @@ from workflow_scripts.protocols import (
     mteb_files,
     resolve,
 )
+from workflow_scripts.common import UserError
 
 
 def test_card_is_mtebs_legacy_task_which_never_reads_excluded_ids():

@@ -15,8 +15,9 @@ import yaml
 from safetensors.torch import load_file
 from tokenizers import Tokenizer
 
-from workflow_scripts.model import load_colbert, widen
-from workflow_scripts.rehearsal import (
+from workflow_scripts.model.load import load_colbert
+from workflow_scripts.model.widen import widen
+from workflow_scripts.synthetic.rehearsal import (
     BRIGHT_STATS,
     LONG,
     STYLE,
@@ -203,7 +204,7 @@ def test_training_data_lengths_and_ids(assets, tokenizer):
 
 
 def test_bright_passes_the_workflows_checks(assets):
-    bright = pytest.importorskip("workflow_scripts.bright")
+    bright = pytest.importorskip("workflow_scripts.bright.load")
     for split in BRIGHT_STATS:
         examples = bright.load_bright_examples(assets / "BRIGHT", split)
         counts = bright.validate_split(assets / "BRIGHT", split, examples)

@@ -133,15 +133,15 @@ def edited(path, text: str):
 
 
 def test_editing_the_evaluation_code_reruns_evaluations(demo_run):
-    with edited(demo_run / "workflow_scripts/evaluate.py", "\n_EDITED = 1\n"):
+    with edited(demo_run / "workflow_scripts/evaluate/job.py", "\n_EDITED = 1\n"):
         jobs = planned(demo_run)
     assert evaluations(jobs) == len(evaluated(demo_run)) * JOBS_PER_MODEL
     assert set(jobs) <= {"summarize"} | REPORT
 
 
 def test_an_edit_inside_load_colbert_reruns_every_stage_that_imports_it(demo_run):
-    """model.py is imported by widen, training and evaluation (base model included)."""
-    model = demo_run / "workflow_scripts/model.py"
+    """model/load.py is imported by widen, training and evaluation (base model included)."""
+    model = demo_run / "workflow_scripts/model/load.py"
     text = model.read_text()
     assert text.count("    from pylate import models\n") == 1
     with edited(model, ""):
@@ -182,7 +182,7 @@ def test_an_edit_in_the_report_module_reruns_report_jobs_only(demo_run):
 def test_comment_and_docstring_edits_rerun_nothing(demo_run):
     with edited(demo_run / "workflow_scripts/summarize.py", '\n"""More words."""\n# and a comment\n'):
         assert planned(demo_run) == {}
-    with edited(demo_run / "workflow_scripts/model.py", "\n# a comment in a module every stage imports\n"):
+    with edited(demo_run / "workflow_scripts/model/load.py", "\n# a comment in a module every stage imports\n"):
         assert planned(demo_run) == {}
 
 

@@ -71,7 +71,7 @@ def test_demo_overlay_holds_only_what_differs():
 def test_bright_facts_agree_with_mteb():
     import mteb
 
-    from workflow_scripts import bright_meta
+    from workflow_scripts.bright import meta as bright_meta
 
     metadata = mteb.get_task(bright_meta.TASK_NAME).metadata
     assert sorted(metadata.hf_subsets) == sorted(bright_meta.SPLITS)

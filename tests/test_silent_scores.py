@@ -19,8 +19,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from workflow_scripts.common import UserError
-from workflow_scripts.evaluate import evaluate_split
-from workflow_scripts.model import load_colbert
+from workflow_scripts.evaluate.job import evaluate_split
+from workflow_scripts.model.load import load_colbert
 
 TEMPLATE = "Given a {domain} post, retrieve relevant passages that help answer the post.\nQuery: {query}"
 
@@ -99,7 +99,7 @@ def test_silent_wrong_scores_non_finite_scores_are_refused_before_ranking(
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
 def test_silent_wrong_scores_a_non_finite_score_of_a_real_document_is_refused(bad):
-    from workflow_scripts.evaluate import check_finite_scores
+    from workflow_scripts.evaluate.scores import check_finite_scores
 
     documents = [torch.ones(3, 4), torch.ones(2, 4), torch.empty(0, 4)]
     scores = torch.tensor([[1.0, 2.0, float("-inf")], [0.5, 0.5, float("-inf")]])  # -inf: the empty document
@@ -133,7 +133,7 @@ def test_silent_wrong_scores_a_degenerate_result_is_flagged(demo_assets, manifes
 
 @pytest.mark.parametrize("tied", [[0], [1, 2], [0, 1, 2]])
 def test_silent_wrong_scores_each_query_whose_scores_all_tie_is_counted(tied):
-    from workflow_scripts.evaluate import ScoreSpread
+    from workflow_scripts.evaluate.scores import ScoreSpread
 
     scores = torch.rand(3, 10) + 1.0
     for q in tied:
@@ -197,7 +197,7 @@ def test_silent_wrong_scores_a_partial_reasoning_set_is_counted_warned_and_marke
     from test_evaluate import run_job
     from test_summarize import statistics_args
 
-    from workflow_scripts.protocols import resolve
+    from workflow_scripts.bright.protocols import resolve
     from workflow_scripts.report import summary_html
     from workflow_scripts.sources.hub import fetch_source
     from workflow_scripts.summarize import summarize
@@ -341,8 +341,8 @@ def test_silent_wrong_scores_the_mteb_presets_say_mteb_searches_plaid_and_we_sco
     from mteb.models.model_implementations import pylate_models
     from test_summarize import MODELS, SETTINGS, fake_results, statistics_args
 
-    from workflow_scripts.bright_meta import SPLITS
-    from workflow_scripts.protocols import PRESETS, mteb_files, resolve
+    from workflow_scripts.bright.meta import SPLITS
+    from workflow_scripts.bright.protocols import PRESETS, mteb_files, resolve
     from workflow_scripts.report import summary_html
     from workflow_scripts.summarize import summarize
 

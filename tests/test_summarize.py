@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from workflow_scripts.bright_meta import SPLITS
-from workflow_scripts.protocols import mteb_files, resolve
+from workflow_scripts.bright.meta import SPLITS
+from workflow_scripts.bright.protocols import mteb_files, resolve
 from workflow_scripts.summarize import PUBLISHED, summarize
 
 MODELS = ["stage2", "base"]

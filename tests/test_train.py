@@ -12,10 +12,10 @@ from conftest import train_kwargs
 
 from workflow_scripts.cli import to_argv
 from workflow_scripts.common import UserError
-from workflow_scripts.demo import SPLITS
 from workflow_scripts.shards.build import build_shards
-from workflow_scripts.train import fit
-from workflow_scripts.trainer import per_device_batch_size
+from workflow_scripts.synthetic.demo import SPLITS
+from workflow_scripts.train.stage import fit
+from workflow_scripts.train.trainer import per_device_batch_size
 
 
 @pytest.fixture()
@@ -57,7 +57,7 @@ def test_batch_arithmetic_is_refused_with_one_line(demo_assets, stage1_shards, t
         tmp_path, demo_assets / "base-model", stage1_shards, global_batch_size=10, gradient_accumulation_steps=4
     )
     proc = subprocess.run(
-        [sys.executable, "-m", "workflow_scripts.train", "fit", *to_argv(args)], capture_output=True, text=True
+        [sys.executable, "-m", "workflow_scripts.train.stage", "fit", *to_argv(args)], capture_output=True, text=True
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
@@ -79,7 +79,7 @@ def test_resume_after_sigkill_gives_the_same_weights(demo_assets, stage1_shards,
     whole = train_kwargs(tmp_path / "whole", init, stage1_shards, save_steps=3)
     fit(**whole)
     killed = train_kwargs(tmp_path / "killed", init, stage1_shards, save_steps=3)
-    cmd = [sys.executable, "-m", "workflow_scripts.train", "fit", *to_argv(killed)]
+    cmd = [sys.executable, "-m", "workflow_scripts.train.stage", "fit", *to_argv(killed)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     ckpt_root = tmp_path / "killed/ckpt"
@@ -106,7 +106,7 @@ def test_resume_after_sigkill_gives_the_same_weights(demo_assets, stage1_shards,
 
 
 def test_a_changed_recipe_does_not_resume_old_checkpoints(demo_assets, stage1_shards, tmp_path):
-    from workflow_scripts.train import run_fingerprint
+    from workflow_scripts.train.stage import run_fingerprint
 
     a = run_fingerprint({"learning_rate": 1e-5}, [demo_assets / "base-model", stage1_shards])
     b = run_fingerprint({"learning_rate": 5e-6}, [demo_assets / "base-model", stage1_shards])
@@ -121,7 +121,10 @@ def test_a_rank_without_its_devices_refuses_to_train(demo_assets, stage1_shards,
     args = train_kwargs(tmp_path, demo_assets / "base-model", stage1_shards)
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="0,1,2,3")
     proc = subprocess.run(
-        [sys.executable, "-m", "workflow_scripts.train", "fit", *to_argv(args)], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "workflow_scripts.train.stage", "fit", *to_argv(args)],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()
@@ -146,7 +149,7 @@ def test_a_rank_without_its_devices_refuses_to_train(demo_assets, stage1_shards,
 def test_each_rank_trains_on_its_own_device(monkeypatch, environ, visible, local_rank, expected):
     import torch
 
-    from workflow_scripts.train import training_device
+    from workflow_scripts.train.stage import training_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: visible > 0)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: visible)
@@ -213,10 +216,10 @@ def test_the_preflight_measures_the_trainer_the_stage_trains_with(demo_assets, s
     loss (class, chunking, temperature, gathering, MaxSim backend, the counters wrapped around
     it), collator and training arguments; the preflight differs only where it says so (a step
     cap, nothing saved, its scratch directory)."""
-    from workflow_scripts import preflight
-    from workflow_scripts.negatives import FalseNegativeCounter
-    from workflow_scripts.train import shard_files, stage_training, world_info
-    from workflow_scripts.trainer import CandidateCounter, TrainSettings
+    from workflow_scripts.preflight.measure_train import _measured_training, measured_settings
+    from workflow_scripts.train.negatives import FalseNegativeCounter
+    from workflow_scripts.train.stage import shard_files, stage_training, world_info
+    from workflow_scripts.train.trainer import CandidateCounter, TrainSettings
 
     kwargs = train_kwargs(
         tmp_path,
@@ -241,13 +244,13 @@ def test_the_preflight_measures_the_trainer_the_stage_trains_with(demo_assets, s
         world_size=world_info()["world_size"],
     )
     dataset = trained.trainer.train_dataset
-    measured, _ = preflight._measured_training(
+    measured, _ = _measured_training(
         model=trained.trainer.model,
         dataset=dataset,
         scratch=tmp_path / "scratch",
         stage="stage1",
         world_size=1,
-        settings=preflight.measured_settings(settings, steps=2, device="cpu"),
+        settings=measured_settings(settings, steps=2, device="cpu"),
         per_device=trained.per_device_batch_size,
     )
     assert type(measured.trainer) is type(trained.trainer)

@@ -15,8 +15,8 @@ from conftest import REPO, snakemake
 from test_evaluate import run_job
 from test_summarize import SETTINGS, statistics_args
 
+from workflow_scripts.bright.protocols import mteb_files, resolve
 from workflow_scripts.common import UserError
-from workflow_scripts.protocols import mteb_files, resolve
 from workflow_scripts.summarize import summarize
 
 NAMES = ["card", "bright"]

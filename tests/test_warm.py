@@ -426,7 +426,7 @@ def test_no_stage_imports_warm_start():
     from workflow_scripts import __main__ as entry
 
     assert entry.WARM_ENV == warm.ENV_VAR
-    stages = "; ".join(f"import workflow_scripts.{name}" for name in STAGES)
+    stages = "; ".join(f"import workflow_scripts.{module}" for module in STAGES.values())
     check = f"import sys; {stages}; print([m for m in sys.modules if m.startswith('workflow_scripts.warm')])"
     proc = subprocess.run([sys.executable, "-c", check], cwd=REPO, capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "[]", proc.stdout

@@ -10,9 +10,9 @@ import pytest
 import yaml
 from conftest import REPO, job_counts, snakemake
 
-from workflow_scripts.bright_meta import SPLITS  # checked against mteb's BrightRetrieval by test_rules
+from workflow_scripts.bright.meta import SPLITS  # checked against mteb's BrightRetrieval by test_rules
+from workflow_scripts.bright.protocols import MTEB_V1_1_TASKS
 from workflow_scripts.job_usage import read_usage
-from workflow_scripts.protocols import MTEB_V1_1_TASKS
 
 STAGES = ["download", "build_shards", "widen", "train_stage1", "train_stage2", "evaluate", "summarize"]
 EVALUATE = ("evaluate", "evaluate_documents_only", "evaluate_shared_corpus")
@@ -82,8 +82,8 @@ def test_every_protocol_model_and_split_recomputes_from_its_run_file(demo_run):
     nDCG@10; protocols that remove excluded ids rank none, and the card's runs do rank some."""
     import pytrec_eval
 
-    from workflow_scripts.bright import gold_ids, load_bright_examples
-    from workflow_scripts.evaluate import read_run
+    from workflow_scripts.bright.load import gold_ids, load_bright_examples
+    from workflow_scripts.evaluate.trec import read_run
 
     bright = demo_run / "resources/demo/BRIGHT"
     checked, kept_by_card = 0, 0

@@ -4,7 +4,7 @@ Every stage is a plain typed function (``evaluate_split(*, model_path, split, ..
 command line is derived from the signature, so a rule names each file and setting once,
 by name, and ``snakemake -n -p`` prints a command a person can read and rerun by hand::
 
-    python -m workflow_scripts.evaluate split --model-path results/demo/models/stage1 \\
+    python -m workflow_scripts.evaluate.job split --model-path results/demo/models/stage1 \\
         --split pony --query-length 24 ...
 
 Values are converted from their annotations: ``int``, ``float``, ``str``/``Path``, ``bool``

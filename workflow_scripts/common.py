@@ -379,7 +379,7 @@ def config_problem(
     """The most relevant schema violation of ``config`` as one line naming the key, or None.
 
     ``enums`` fills ``definitions.<name>.enum`` of the schema first (BRIGHT's split names live
-    in :mod:`workflow_scripts.bright_meta`, not in a second copy in the YAML).
+    in :mod:`workflow_scripts.bright.meta`, not in a second copy in the YAML).
 
     Examples
     --------

@@ -122,8 +122,8 @@ def semantic_warnings(config: dict[str, Any]) -> list[str]:
 
 def _duplicate_protocols(entries: dict[str, Any]) -> list[str]:
     """Two protocols that score exactly the same thing (same definition) cost twice for one result."""
+    from .bright.protocols import resolve
     from .common import UserError
-    from .protocols import resolve
 
     try:
         protocols = list(resolve(entries).values())
@@ -212,9 +212,9 @@ def protocol_problems(evaluate: dict[str, Any]) -> list[str]:
      'config: evaluate/protocols/long: its corpus long_documents exists for none of evaluate/splits (only biology,
       earth_science, economics, psychology, robotics, stackoverflow, sustainable_living, pony have it)']
     """
-    from .bright_meta import LONG_SPLITS
+    from .bright.meta import LONG_SPLITS
+    from .bright.protocols import resolve
     from .common import UserError
-    from .protocols import resolve
 
     out = []
     for name, entry in evaluate["protocols"].items():

@@ -101,9 +101,9 @@ def imported_modules(source: str, root: Path = ROOT, *, module: str = "") -> set
 
     Examples
     --------
-    >>> code = "from .model import load\\nimport json\\ndef f():\\n    from workflow_scripts import data"
+    >>> code = "from .common import UserError\\nimport json\\ndef f():\\n    from workflow_scripts import data"
     >>> sorted(imported_modules(code))
-    ['data', 'model']
+    ['common', 'data']
     """
     package = _package_of(module, root)
     found: set[str] = set()

@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .bright import gold_ids, load_bright_examples
+from .bright.load import gold_ids, load_bright_examples
 from .common import UserError, read_json
 from .sources.manifest import source_root
 
@@ -57,7 +57,7 @@ def check_results_against_runs(*, results: list[str], run_files: list[str], brig
     ``run_files[i]`` is the run beside ``results[i]``. The qrels are read from the mirror the
     BRIGHT manifest pins (the query set and qrels column each result names), once per split.
     """
-    from .evaluate import read_run, score_run  # torch comes with it: only when a summary is made
+    from .evaluate.trec import read_run, score_run  # torch comes with it: only when a summary is made
 
     if len(results) != len(run_files):
         raise UserError(f"{len(results)} results but {len(run_files)} run files: each result needs the run beside it")

@@ -12,7 +12,18 @@ import sys
 
 __all__ = ["STAGES", "run"]
 
-STAGES = ("data", "demo", "evaluate", "model", "preflight", "rehearsal", "report", "summarize", "train")
+# stage name -> the module (relative to the package) whose ``main`` holds the stage's command table
+STAGES = {
+    "data": "data",
+    "demo": "synthetic.demo",
+    "evaluate": "evaluate.job",
+    "model": "model.widen",
+    "preflight": "preflight.commands",
+    "rehearsal": "synthetic.rehearsal",
+    "report": "report",
+    "summarize": "summarize",
+    "train": "train.stage",
+}
 
 
 def run(argv: list[str]) -> int | None:
@@ -35,6 +46,6 @@ def run(argv: list[str]) -> int | None:
     if not argv or argv[0] not in STAGES:
         print(f"usage: python -m workflow_scripts {{{','.join(STAGES)}}} COMMAND [--flag value ...]", file=sys.stderr)
         return 2
-    module = importlib.import_module(f"workflow_scripts.{argv[0]}")
+    module = importlib.import_module(f"workflow_scripts.{STAGES[argv[0]]}")
     sys.argv = [module.__file__, *argv[1:]]  # argparse names the stage, as a cold start would
     return module.main(argv[1:])

@@ -1,7 +1,7 @@
 """Summary stage: nDCG@10 (x100) of every evaluated model, one table per protocol, beside the
 published numbers measured under that protocol.
 
-A BRIGHT number means little without its protocol (:mod:`workflow_scripts.protocols`): the
+A BRIGHT number means little without its protocol (:mod:`workflow_scripts.bright.protocols`): the
 card's 19.00 was measured with mteb's legacy task, which scores the excluded ids. So every
 published row carries the protocol it was measured under, sits in that protocol's table (a
 configured protocol whose definition equals the preset), and deltas are taken only there,
@@ -22,9 +22,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from .bright.protocols import mteb_files
 from .cli import run_commands
 from .common import UserError, atomic_file, read_json, write_json
-from .protocols import mteb_files
 from .result_checks import check_results_against_runs, result_flags_by_cell
 from .stats import card_check, intervals, pair_tests, per_query_frame, seed_rows
 
@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 class Published:
     """A published BRIGHT result: nDCG@10 x 100 per split, and what it was measured under.
 
-    ``protocol`` is a preset name of :data:`workflow_scripts.protocols.PRESETS` (None: the
+    ``protocol`` is a preset name of :data:`workflow_scripts.bright.protocols.PRESETS` (None: the
     source does not say); ``reproduced`` marks the model this workflow retrains (the deltas).
     """
 
@@ -231,7 +231,7 @@ def write_mteb_results(
     results: dict[Key, dict[str, Any]], protocols: list[dict[str, Any]], models: list[str], paths: list[str]
 ) -> None:
     """mteb-format result files, one per (protocol, model, task) of
-    :func:`workflow_scripts.protocols.mteb_files` (``paths`` in that order): ``BrightRetrieval``
+    :func:`workflow_scripts.bright.protocols.mteb_files` (``paths`` in that order): ``BrightRetrieval``
     with every split as a subset, or one file per per-domain task (mteb-v1.1); loadable by
     ``mteb.results.TaskResult.from_disk``."""
     files = mteb_files(protocols, models)
@@ -341,7 +341,7 @@ def summarize(
 ) -> dict[str, Any]:
     """Write the summary (csv, md, json: a table per protocol) and the mteb-format result files.
 
-    ``protocols`` are :meth:`workflow_scripts.protocols.Protocol.summary` dicts; ``settings``
+    ``protocols`` are :meth:`workflow_scripts.bright.protocols.Protocol.summary` dicts; ``settings``
     the evaluation settings the notes state (lengths, overrides, revisions). Each result is
     first re-scored from its run file (``run_files``, same order) against the BRIGHT qrels of
     ``bright_manifest``; a disagreement is refused, naming both files (the workflow's rule always

@@ -577,7 +577,7 @@ def _run_child(
             sys.modules["numpy"].random.seed()
         if "torch" in sys.modules:
             sys.modules["torch"].seed()
-        from workflow_scripts.stages import run  # fresh, from this checkout (the server forgot its own)
+        from .stages import run  # fresh, from this checkout (the server forgot its own)
 
         status = run(request["argv"])
     except SystemExit as done:

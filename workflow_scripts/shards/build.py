@@ -12,8 +12,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..bright import bright_id2doc, load_bright_examples
-from ..bright_meta import SPLITS
+from ..bright.load import bright_id2doc, load_bright_examples
+from ..bright.meta import SPLITS
 from ..common import UserError, atomic_dir, write_json
 from ..sources.manifest import source_root, source_roots
 from .contamination import ContaminationAudit

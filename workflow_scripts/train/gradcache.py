@@ -19,10 +19,10 @@ loss with the same constructor (``score_metric``, ``mini_batch_size``, ``score_m
   scored and must be encoded).
 - the vectors of positions the attention mask marks as padding are set to 0 (``masked_fill``,
   so a NaN there is replaced, never multiplied by 0), and every score is checked finite
-  (:func:`workflow_scripts.loss_scores.check_finite`): a NaN or inf score stops training with
+  (:func:`workflow_scripts.train.loss_scores.check_finite`): a NaN or inf score stops training with
   one line naming the step.
 
-No attention row of ModernBERT is ever fully masked: :func:`workflow_scripts.padding_guard.guard_padding`
+No attention row of ModernBERT is ever fully masked: :func:`workflow_scripts.model.padding_guard.guard_padding`
 (applied by ``load_colbert`` to every model, and again by this loss to the model it trains).
 
 Token counts (the per-step log and ``train/<stage>.meta.json``)
@@ -71,9 +71,9 @@ import torch.nn.functional as F
 from pylate.losses import CachedContrastive
 from pylate.losses.cached_contrastive import RandContext
 
-from .common import UserError
+from ..common import UserError
+from ..model.padding_guard import guard_padding
 from .loss_scores import check_finite
-from .padding_guard import guard_padding
 
 __all__ = [
     "COUNT_KEYS",

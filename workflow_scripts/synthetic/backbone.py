@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .common import UserError
+from ..common import UserError
 
 __all__ = ["check_config", "config_problems", "modernbert_config", "write_colbert"]
 

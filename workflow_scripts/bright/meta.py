@@ -3,7 +3,7 @@ with long documents, the reasoning query sets, the splits that share a corpus.
 
 Declarative metadata, like mteb's ``TaskMetadata``: no code and no imports, so every module
 (the demo generator, the config checks, the stages) can read it without depending on the
-loaders in :mod:`workflow_scripts.bright`. ``tests/test_rules.py`` checks the values against
+loaders in :mod:`workflow_scripts.bright.load`. ``tests/test_rules.py`` checks the values against
 mteb's own task metadata (``mteb.get_task("BrightRetrieval")``: subsets, revision).
 """
 

@@ -35,7 +35,7 @@ from functools import partial
 
 import torch
 
-from .common import UserError
+from ..common import UserError
 
 __all__ = ["DTYPES", "bf16_native", "maxsim_scores", "plan_blocks"]
 

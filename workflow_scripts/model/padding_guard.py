@@ -13,7 +13,7 @@ with the same ``masking_utils`` calls (``create_bidirectional_mask``,
 ``create_bidirectional_sliding_window_mask``) in a forward pre-hook on the backbone, adds the
 diagonal for padding rows, and passes them as the ``{layer type: mask}`` mapping that
 ``ModernBertModel.forward`` accepts in place of a 2-D mask. Nothing is saved with the model:
-:func:`workflow_scripts.model.load_colbert` applies it to every model it loads (training,
+:func:`workflow_scripts.model.load.load_colbert` applies it to every model it loads (training,
 evaluation, widening). Flash-attention (unpadded) and flex masks are left as built.
 """
 

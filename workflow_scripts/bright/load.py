@@ -39,9 +39,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .common import UserError
-from .sources.cards import config_files
-from .sources.readers import iter_parquet_batches, iter_parquet_rows
+from ..common import UserError
+from ..sources.cards import config_files
+from ..sources.readers import iter_parquet_batches, iter_parquet_rows
 
 __all__ = [
     "CorpusScan",

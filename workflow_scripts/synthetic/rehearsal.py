@@ -1,6 +1,6 @@
 """Rehearsal assets: the base model's real architecture at real size, and data of realistic lengths.
 
-The demo (:mod:`workflow_scripts.demo`) proves the DAG on toys: hidden 64, 128-token documents.
+The demo (:mod:`workflow_scripts.synthetic.demo`) proves the DAG on toys: hidden 64, 128-token documents.
 This module makes the stand-ins a preflight needs to meet the *real* shapes before any hub
 download (issue #13), laid out exactly like the demo's (``base-model/``, ``reasonir-data/``,
 ``bge-reasoner-data/bge-reasoner-data-0904/``, ``BRIGHT/``) so the same ``sources.*.local``
@@ -40,9 +40,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..bright.meta import LONG_SPLITS
+from ..common import UserError, atomic_dir
 from .backbone import write_colbert
-from .bright_meta import LONG_SPLITS
-from .common import UserError, atomic_dir
 from .demo import DOMAINS, REASONIR_SCHEMA, SPLITS, write_bright
 
 __all__ = [
@@ -556,7 +556,7 @@ def write_reasonir(root: Path, splits: dict[str, dict], units: Units, sizes: dic
     """reasonir-data ``vl`` (text positives) and ``hq`` (BRIGHT-id positives), ``train_rows`` each.
 
     Rows ``{query: [instruction, text], pos: [["", text|id]], neg: [["", text]]}``
-    (:data:`workflow_scripts.demo.REASONIR_SCHEMA`); about 2% of hq ids are missing from BRIGHT.
+    (:data:`workflow_scripts.synthetic.demo.REASONIR_SCHEMA`); about 2% of hq ids are missing from BRIGHT.
     """
     names = list(splits)
     for config in ("vl", "hq"):
@@ -672,7 +672,7 @@ def write_base_model(root: Path, tokenizer, seed: int) -> None:
 
     Built like the real one: a ModernBERT with ModernBERT's 50,368-entry tokenizer, wrapped by
     PyLate, which adds ``[Q] ``/``[D] `` (50368/50369) and resizes the embeddings to 50,370.
-    The writer is the demo's (:func:`workflow_scripts.backbone.write_colbert`): transformers
+    The writer is the demo's (:func:`workflow_scripts.synthetic.backbone.write_colbert`): transformers
     writes ``config.json``.
     """
     write_colbert(
@@ -743,7 +743,7 @@ def make_assets(
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .cli import run_commands
+    from ..cli import run_commands
 
     run_commands({"make": make_assets}, argv)
 

@@ -1,7 +1,7 @@
 """Evaluation stage: exact MaxSim over whole BRIGHT corpora, every protocol of a job on one encoding.
 
 A job (:func:`evaluate_job`) takes one split, or the two splits that share one corpus
-(aops and theoremqa_questions), and a list of protocols (:mod:`workflow_scripts.protocols`:
+(aops and theoremqa_questions), and a list of protocols (:mod:`workflow_scripts.bright.protocols`:
 query set, query format, excluded ids, corpus + qrels). Each corpus the job's protocols read
 (``documents``, ``long_documents``) is streamed and encoded ONCE, ``chunk_size`` documents at
 a time; every protocol's queries are scored against each chunk (exact MaxSim) and each
@@ -28,10 +28,7 @@ summary and the report show beside the number. The lengths recorded are the ones
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,309 +36,26 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from .bright import CorpusScan, gold_ids, load_bright_documents, load_bright_examples, scan_corpus, validate_split
-from .cli import run_commands
-from .common import UserError, atomic_file, read_json, write_json
+from ..bright.load import CorpusScan, gold_ids, load_bright_documents, load_bright_examples, scan_corpus, validate_split
+from ..bright.protocols import job_name, job_pairs
+from ..cli import run_commands
+from ..common import UserError, read_json, write_json
+from ..model.load import effective_length, load_colbert
+from ..progress import Progress
+from ..sources.manifest import source_root
 from .maxsim import DTYPES, bf16_native, maxsim_scores
-from .model import effective_length, load_colbert
-from .progress import Progress
-from .protocols import job_name, job_pairs
-from .sources.manifest import source_root
+from .scores import ScoreSpread, TopK, check_finite_scores, result_flags
+from .trec import score_run, score_run_files, write_run
 
-__all__ = [
-    "MEASURES",
-    "ScoreSpread",
-    "TopK",
-    "check_finite_scores",
-    "evaluate_job",
-    "evaluate_split",
-    "maxsim_scores",
-    "query_coverage",
-    "read_qrels",
-    "read_run",
-    "result_flags",
-    "score_run",
-]
+__all__ = ["TASK_NAME", "encode", "evaluate_job", "evaluate_split", "query_coverage"]
 
 logger = logging.getLogger(__name__)
 
-# mteb key -> (pytrec_eval measure, cutoff applied to the run first or None)
-MEASURES = {
-    "ndcg_at_1": ("ndcg_cut_1", None),
-    "ndcg_at_5": ("ndcg_cut_5", None),
-    "ndcg_at_10": ("ndcg_cut_10", None),
-    "ndcg_at_100": ("ndcg_cut_100", None),
-    "map_at_10": ("map_cut_10", None),
-    "map_at_100": ("map_cut_100", None),
-    "recall_at_10": ("recall_10", None),
-    "recall_at_100": ("recall_100", None),
-    "precision_at_10": ("P_10", None),
-    "mrr_at_10": ("recip_rank", 10),
-    "mrr_at_100": ("recip_rank", 100),
-}
 TASK_NAME = "BrightRetrieval"
 
 
-# --------------------------------------------------------------------------- scoring
-class TopK:
-    """Running top-k (score, document index) per query over streamed chunks."""
-
-    def __init__(self, n_queries: int, k: int) -> None:
-        self.k = k
-        self.scores = torch.empty(n_queries, 0)
-        self.index = torch.empty(n_queries, 0, dtype=torch.long)
-
-    def update(self, scores: torch.Tensor, offset: int) -> None:
-        """Merge a chunk's scores (queries, chunk docs) whose first document is ``offset``."""
-        idx = torch.arange(offset, offset + scores.shape[1]).expand(scores.shape[0], -1)
-        all_scores = torch.cat([self.scores, scores.cpu()], dim=1)
-        all_index = torch.cat([self.index, idx], dim=1)
-        k = min(self.k, all_scores.shape[1])
-        top = torch.topk(all_scores, k=k, dim=1)
-        self.scores, self.index = top.values, torch.gather(all_index, 1, top.indices)
-
-
-def check_finite_scores(scores: torch.Tensor, documents: list[torch.Tensor], ids: list[str], *, where: str) -> None:
-    """Refuse NaN or infinite MaxSim scores before anything is ranked, in one line naming ``where``.
-
-    ``torch.topk`` ranks NaN first, so a NaN score would be a silent ranking of garbage; ``-inf``
-    is only legal for an empty document (a max over nothing: it never ranks).
-
-    Examples
-    --------
-    >>> docs = [torch.ones(2, 4), torch.empty(0, 4)]
-    >>> check_finite_scores(torch.tensor([[1.0, float("-inf")]]), docs, ["a", "b"], where="x")
-    >>> check_finite_scores(torch.tensor([[float("nan"), float("-inf")]]), docs, ["a", "b"], where="evaluate m")
-    Traceback (most recent call last):
-    ...
-    workflow_scripts.common.UserError: evaluate m: 1 MaxSim scores are NaN or infinite (first document 'a'): the model's vectors are not finite; nothing was ranked
-    """
-    empty = torch.tensor([len(d) == 0 for d in documents], device=scores.device)
-    bad = torch.isnan(scores) | torch.isposinf(scores) | (torch.isneginf(scores) & ~empty)
-    if bool(bad.any()):
-        first = ids[int(bad.any(dim=0).nonzero()[0])]
-        raise UserError(
-            f"{where}: {int(bad.sum())} MaxSim scores are NaN or infinite (first document {first!r}): "
-            "the model's vectors are not finite; nothing was ranked"
-        )
-
-
-class ScoreSpread:
-    """Running lowest and highest finite score of each query, and how many documents it scored.
-
-    A query whose every document gets the same score is ranked in tie order: its nDCG@10 looks
-    plausible but measures nothing (a last Dense of zeros does this to every query).
-    """
-
-    def __init__(self, n_queries: int) -> None:
-        self.low = torch.full((n_queries,), float("inf"))
-        self.high = torch.full((n_queries,), float("-inf"))
-        self.scored = torch.zeros(n_queries, dtype=torch.long)
-
-    def update(self, scores: torch.Tensor) -> None:
-        """Merge a chunk's (queries, documents) scores; ``-inf`` (excluded, empty) is not a score."""
-        scores = scores.detach().cpu().float()
-        finite = torch.isfinite(scores)
-        self.low = torch.minimum(self.low, torch.where(finite, scores, float("inf")).amin(dim=1))
-        self.high = torch.maximum(self.high, torch.where(finite, scores, float("-inf")).amax(dim=1))
-        self.scored += finite.sum(dim=1)
-
-    def summary(self, qids: list[str]) -> dict[str, Any]:
-        """``queries_all_scores_equal`` (count and the first ids), ``split_all_scores_equal``.
-
-        Equal means within float32 rounding of the score's size (1e-6 relative).
-
-        Examples
-        --------
-        >>> spread = ScoreSpread(2)
-        >>> spread.update(torch.tensor([[0.5, 0.5, 0.5], [0.1, 0.9, 0.5]]))
-        >>> checks = spread.summary(["q1", "q2"])
-        >>> checks["queries_all_scores_equal"], checks["queries_all_scores_equal_ids"], checks["split_all_scores_equal"]
-        (1, ['q1'], False)
-        """
-        ranked = self.scored >= 2  # a query scored against one document has nothing to tie with
-        tol = 1e-6 * torch.maximum(self.high.abs(), torch.ones_like(self.high))
-        tied = ranked & (self.high - self.low <= tol)
-        low, high = self.low[ranked], self.high[ranked]
-        whole = bool(ranked.any()) and float(high.max() - low.min()) <= 1e-6 * max(1.0, float(high.abs().max()))
-        return {
-            "queries_all_scores_equal": int(tied.sum()),
-            "queries_all_scores_equal_ids": [q for q, t in zip(qids, tied.tolist()) if t][:10],
-            "split_all_scores_equal": whole,
-            "queries_ranked": int(ranked.sum()),
-        }
-
-
-def result_flags(
-    *, coverage: dict[str, int], score_checks: dict[str, Any], requested: dict[str, int], applied: dict[str, int]
-) -> list[str]:
-    """What a reader of one result must know before trusting or comparing it, one line each.
-
-    Examples
-    --------
-    >>> checks = {"queries_all_scores_equal": 3, "queries_ranked": 3, "split_all_scores_equal": True}
-    >>> for line in result_flags(coverage={"queries": 8, "split_queries": 16, "missing": 8, "extra": 0},
-    ...                          score_checks=checks, requested={"query_length": 900}, applied={"query_length": 512}):
-    ...     print(line)
-    degenerate: every document of the split has the same score (ranking is tie order; the nDCG measures nothing)
-    partial: the query set covers 8 of the split's 16 queries; scored on those only (not comparable with a full split)
-    capped: query_length 900 requested, 512 applied (the model's limit)
-    """
-    out = []
-    tied, ranked = score_checks["queries_all_scores_equal"], score_checks["queries_ranked"]
-    if score_checks["split_all_scores_equal"]:
-        out.append(
-            "degenerate: every document of the split has the same score (ranking is tie order; "
-            "the nDCG measures nothing)"
-        )
-    elif tied:
-        out.append(f"degenerate: {tied} of {ranked} queries give every document the same score (ranked in tie order)")
-    if coverage.get("missing"):
-        covered = coverage["queries"] - coverage["extra"]
-        out.append(
-            f"partial: the query set covers {covered} of the split's {coverage['split_queries']} queries; "
-            "scored on those only (not comparable with a full split)"
-        )
-    for key, value in requested.items():
-        if applied[key] != value:
-            out.append(f"capped: {key} {value} requested, {applied[key]} applied (the model's limit)")
-    return out
-
-
-# --------------------------------------------------------------------------- metrics
-def score_run(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """pytrec_eval metrics: mean over the queries pytrec_eval scores, plus per-query values.
-
-    Examples
-    --------
-    >>> qrels = {"q1": {"d1": 1}, "q2": {"d3": 1}}
-    >>> run = {"q1": {"d1": 2.0, "d2": 1.0}, "q2": {"d1": 2.0, "d3": 1.0}}
-    >>> res = score_run(qrels, run)
-    >>> round(res["mean"]["ndcg_at_10"], 6), res["per_query"]["q2"]["mrr_at_10"]
-    (0.815465, 0.5)
-    """
-    import pytrec_eval
-
-    _warn_unranked(qrels, run)
-    per_query: dict[str, dict[str, float]] = {}
-    for cutoff in sorted({c for _, c in MEASURES.values()}, key=lambda c: c or 0):
-        names = {m for m, c in MEASURES.values() if c == cutoff}
-        cut_run = run if cutoff is None else {q: _top(d, cutoff) for q, d in run.items()}
-        evaluator = pytrec_eval.RelevanceEvaluator(qrels, _pytrec_measures(names))
-        results = evaluator.evaluate(cut_run)
-        for key, (measure, c) in MEASURES.items():
-            if c == cutoff:
-                for qid, values in results.items():
-                    per_query.setdefault(qid, {})[key] = values[measure]
-    if not per_query:  # a mean of nothing is not a score
-        judged = sum(1 for docs in qrels.values() if docs)
-        raise UserError(
-            f"nothing to score: none of the {judged} judged qrels queries is in the run ({len(run)} queries)"
-        )
-    mean = {key: float(np.mean([v[key] for v in per_query.values()])) for key in MEASURES}
-    return {"mean": mean, "per_query": per_query, "queries": len(per_query)}
-
-
-def _warn_unranked(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> None:
-    """One warning line when judged queries have no run line: trec_eval (without -c) skips them."""
-    judged = [q for q, docs in qrels.items() if docs]
-    missing = [q for q in judged if q not in run]
-    if missing:
-        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
-        logger.warning(
-            "%d of %d qrels queries have no line in the run and are not scored (as trec_eval without -c): %s",
-            len(missing),
-            len(judged),
-            shown,
-        )
-
-
-def _pytrec_measures(names: set[str]) -> set[str]:
-    out = set()
-    for name in names:
-        base, _, cut = name.rpartition("_")
-        out.add(f"{base}.{cut}" if cut.isdigit() else name)
-    return out
-
-
-def _top(docs: dict[str, float], k: int) -> dict[str, float]:
-    # trec_eval's order: score descending, then document id descending
-    return dict(sorted(docs.items(), key=lambda x: (x[1], x[0]), reverse=True)[:k])
-
-
-def _read_trec(path: str | Path, layout: str, value: int, cast: type) -> dict[str, dict[str, Any]]:
-    """``{qid: {docid: cast(column value)}}`` of a whitespace-separated TREC file, streamed.
-
-    Refuses, as one line naming ``file:line``, what trec_eval would not score: a line with
-    another number of columns, bytes that are not UTF-8, a value that is not a finite number,
-    a (qid, docid) pair given twice; and a file with no lines at all.
-    """
-    fields = layout.split()
-    out: dict[str, dict[str, Any]] = {}
-    first: dict[tuple[str, str], int] = {}  # (qid, docid) -> line it first appeared on
-    with open(path, "rb") as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            try:
-                parts = raw.decode("utf-8").split()
-            except UnicodeDecodeError as err:
-                raise UserError(f"{path}:{line_no}: not valid UTF-8") from err
-            if not parts:
-                continue
-            if len(parts) != len(fields):
-                raise UserError(f"{path}:{line_no}: expected '{layout}'")
-            key = (parts[0], parts[2])
-            if key in first:
-                raise UserError(f"{path}:{line_no}: repeated ({key[0]}, {key[1]}), first on line {first[key]}")
-            first[key] = line_no
-            out.setdefault(key[0], {})[key[1]] = _trec_number(f"{path}:{line_no}", fields[value], parts[value], cast)
-    if not first:
-        raise UserError(f"{path}: empty file (no '{layout}' lines)")
-    return out
-
-
-def _trec_number(where: str, field: str, text: str, cast: type) -> Any:
-    """A TREC column as ``cast`` (int or float), refused unless it is a finite number.
-
-    Examples
-    --------
-    >>> _trec_number("run:1", "score", "1.5", float)
-    1.5
-    >>> _trec_number("run:1", "score", "nan", float)
-    Traceback (most recent call last):
-    ...
-    workflow_scripts.common.UserError: run:1: score 'nan' is not a finite number
-    """
-    try:
-        number = cast(text)
-    except ValueError as err:
-        raise UserError(f"{where}: {field} {text!r} is not a number") from err
-    if not math.isfinite(number):
-        raise UserError(f"{where}: {field} {text!r} is not a finite number")
-    return number
-
-
-def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
-    """TREC qrels ``qid iter docid rel``."""
-    return _read_trec(path, "qid iter docid rel", 3, int)
-
-
-def read_run(path: str | Path) -> dict[str, dict[str, float]]:
-    """TREC run ``qid Q0 docid rank score tag``."""
-    return _read_trec(path, "qid Q0 docid rank score tag", 4, float)
-
-
-def write_run(path: str | Path, run: dict[str, list[tuple[str, float]]], tag: str) -> None:
-    """TREC run file, ranks 1..k in score order."""
-    with atomic_file(path) as handle:
-        for qid, docs in run.items():
-            for rank, (doc_id, score) in enumerate(docs, start=1):
-                handle.write(f"{qid} Q0 {doc_id} {rank} {score:.6f} {tag}\n")
-
-
-# --------------------------------------------------------------------------- a job
 def _chunks(root: Path, split: str, corpus: str, size: int) -> Iterator[tuple[list[str], list[str]]]:
     ids, texts = [], []
     for doc_id, content in load_bright_documents(root, split, corpus):
@@ -491,10 +205,10 @@ def evaluate_job(
     splits
         The job's splits: one, or several that may share one corpus (encoded once if they do).
     protocols
-        :meth:`workflow_scripts.protocols.Protocol.for_job` of each protocol, in output order.
+        :meth:`workflow_scripts.bright.protocols.Protocol.for_job` of each protocol, in output order.
     out_json, run_file
         The mteb JSON and the TREC run of each (protocol, split) of
-        :func:`workflow_scripts.protocols.job_pairs` (protocol-major), in that order.
+        :func:`workflow_scripts.bright.protocols.job_pairs` (protocol-major), in that order.
     query_length, document_length, overrides
         Token limits, and per-split overrides of them (``{"pony": {"query_length": 32}}``).
     top_k
@@ -660,7 +374,7 @@ def _finish_tasks(
 
 def _applied_lengths(model, lengths: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
     """Each split's query and document lengths as the model applies them: capped at what it takes
-    (:func:`workflow_scripts.model.effective_length`, one line when capped), so the result records
+    (:func:`workflow_scripts.model.load.effective_length`, one line when capped), so the result records
     the value used, not the one asked for."""
     return {
         split: {key: effective_length(model, value, what=f"evaluate/{key} of {split}") for key, value in asked.items()}
@@ -792,7 +506,7 @@ def _corpora(root: Path, tasks: list[_Task], splits: list[str]) -> list[_Corpus]
     """Group the tasks by the corpus they rank: identical corpora (by digest) are one, encoded once.
 
     Every (query set, corpus) pair is checked against BRIGHT's invariants here, before a
-    model is loaded (:func:`workflow_scripts.bright.validate_split`).
+    model is loaded (:func:`workflow_scripts.bright.load.validate_split`).
     """
     scans: dict[tuple[str, str], CorpusScan] = {}
     checks: dict[tuple[str, str, str, str], dict[str, int]] = {}
@@ -1001,12 +715,6 @@ def _mteb_version() -> str | None:
         return version("mteb")
     except Exception:  # mteb is optional: the layout is what matters, version may be null
         return None
-
-
-def score_run_files(*, qrels: str, run: str) -> None:
-    """Score a TREC run file against TREC qrels; print the metrics as JSON."""
-    json.dump(score_run(read_qrels(qrels), read_run(run)), sys.stdout, indent=2, sort_keys=True)
-    print()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -28,10 +28,10 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from .cli import run_commands, spread_records
-from .common import UserError, atomic_dir, atomic_file, naming_write_errors, write_json
-from .model import load_colbert, model_dir
-from .progress import Progress
+from ..cli import run_commands, spread_records
+from ..common import UserError, atomic_dir, atomic_file, naming_write_errors, write_json
+from ..model.load import load_colbert, model_dir
+from ..progress import Progress
 from .trainer import Training, TrainSettings, make_trainer, per_device_batch_size
 
 __all__ = [
@@ -243,7 +243,7 @@ def metrics_callback(
     interval
         Seconds between two progress lines.
     loss
-        The :class:`~workflow_scripts.gradcache.TrimmedCachedContrastive` being trained: told
+        The :class:`~workflow_scripts.train.gradcache.TrimmedCachedContrastive` being trained: told
         the step (a non-finite score names it), its token counts read at each step's end.
     """
     from transformers import TrainerCallback
@@ -327,9 +327,9 @@ def train_stage(
 ) -> dict[str, Any]:
     """Train one curriculum stage from ``init_model`` on ``shards``; resume if checkpoints exist.
 
-    The trainer is :func:`workflow_scripts.trainer.make_trainer`'s (the one the preflight
+    The trainer is :func:`workflow_scripts.train.trainer.make_trainer`'s (the one the preflight
     measures). The in-batch false negatives of every contrastive batch are counted
-    (:class:`~workflow_scripts.negatives.FalseNegativeCounter`) and summarised in the meta.
+    (:class:`~workflow_scripts.train.negatives.FalseNegativeCounter`) and summarised in the meta.
     The command line (``train fit``) takes the settings as flags (:data:`fit`).
 
     Parameters
@@ -430,7 +430,7 @@ def run_identity(
 
     Examples
     --------
-    >>> from workflow_scripts.trainer import TrainSettings
+    >>> from workflow_scripts.train.trainer import TrainSettings
     >>> s = TrainSettings(learning_rate=1e-5, global_batch_size=64, gradient_accumulation_steps=1,
     ...                   mini_batch_size=8, query_length=32, document_length=64, temperature=1.0,
     ...                   gather_across_devices=True, max_grad_norm=1.0, warmup_ratio=0.0, epochs=1.0,
@@ -456,7 +456,7 @@ def stage_training(
     device: str,
     world_size: int,
 ) -> tuple[Training, Any]:
-    """The stage's model, rows and trainer (:func:`workflow_scripts.trainer.make_trainer`), not yet run."""
+    """The stage's model, rows and trainer (:func:`workflow_scripts.train.trainer.make_trainer`), not yet run."""
     model = load_colbert(
         init_model,
         query_length=settings.query_length,

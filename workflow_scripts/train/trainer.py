@@ -2,8 +2,8 @@
 
 :class:`TrainSettings` is the one list of the training keys (``config.yaml`` ``train`` section,
 the stage's learning rate and the seed); :func:`make_trainer` turns a loaded model, a dataset
-and those settings into the trainer. The training stage (:func:`workflow_scripts.train.train_stage`)
-and the preflight's measured steps (:func:`workflow_scripts.preflight.measure_training`) both
+and those settings into the trainer. The training stage (:func:`workflow_scripts.train.stage.train_stage`)
+and the preflight's measured steps (:func:`workflow_scripts.preflight.measure_train.measure_training`) both
 call it, so the preflight measures the step that training runs.
 """
 
@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from .common import UserError
+from ..common import UserError
 from .negatives import FalseNegativeCounter
 
 __all__ = [
@@ -170,9 +170,9 @@ def build_loss(
     world_size: int,
 ) -> Any:
     """The loss a stage trains with, and the preflight measures: GradCache that computes nothing
-    on padding (:class:`workflow_scripts.gradcache.TrimmedCachedContrastive`: same rows, same
+    on padding (:class:`workflow_scripts.train.gradcache.TrimmedCachedContrastive`: same rows, same
     contrastive batches, same loss as PyLate's ``CachedContrastive``) whose score is exact MaxSim
-    through the selected backend (:func:`workflow_scripts.loss_scores.score_metric_for`).
+    through the selected backend (:func:`workflow_scripts.train.loss_scores.score_metric_for`).
 
     The returned loss carries ``maxsim_backend`` (the backend actually used),
     ``candidate_counter`` (:class:`CandidateCounter`: documents each query was scored against)
@@ -333,7 +333,7 @@ def make_trainer(
     output_dir
         Where the Trainer writes checkpoints.
     device
-        ``cpu`` or ``cuda:<local rank>`` (:func:`workflow_scripts.train.training_device`).
+        ``cpu`` or ``cuda:<local rank>`` (:func:`workflow_scripts.train.stage.training_device`).
     world_size
         Number of training processes.
     label

@@ -21,7 +21,7 @@ same loaders as the full reproduction:
 - ``base-model/``: a PyLate ColBERT (ModernBERT, hidden 64, 2 layers, one global and one local
   attention layer whose window covers every position; Dense 64->128->128->64, bias-free, like the
   base model's head) with a BPE vocabulary trained by ``tokenizers``; its ``config.json`` is
-  transformers' own, written as for the rehearsal's (:mod:`workflow_scripts.backbone`).
+  transformers' own, written as for the rehearsal's (:mod:`workflow_scripts.synthetic.backbone`).
 
 The data is learnable: each topic owns a handful of made-up keywords; a query uses some of
 them, its gold documents use others plus shared domain words, and near-miss documents mix a
@@ -38,10 +38,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..bright.meta import DOMAINS, LONG_SPLITS, REASONING_CONFIGS, SHARED_DOCUMENTS, SPLITS
+from ..cli import run_commands
+from ..common import atomic_dir
 from .backbone import write_colbert
-from .bright_meta import DOMAINS, LONG_SPLITS, REASONING_CONFIGS, SHARED_DOCUMENTS, SPLITS
-from .cli import run_commands
-from .common import atomic_dir
 
 __all__ = ["SPLITS", "DOMAINS", "long_document_id", "make_assets"]
 
@@ -267,7 +267,7 @@ def write_bge_reasoner(root: Path, splits: dict[str, dict], n_rows: int, rng: ra
 def write_base_model(root: Path, texts: list[str], seed: int) -> None:
     """A tiny ModernBERT ColBERT in PyLate format with the base model's head shape.
 
-    Its ``config.json`` is transformers' own (:func:`workflow_scripts.backbone.write_colbert`),
+    Its ``config.json`` is transformers' own (:func:`workflow_scripts.synthetic.backbone.write_colbert`),
     so it loads wherever a real ModernBERT checkpoint does. Layer 0 is ``full_attention``,
     layer 1 ``sliding_attention`` (a real ModernBERT has both types; with only one,
     transformers 5.3 saves a ``rope_parameters`` that newer versions refuse), with a window

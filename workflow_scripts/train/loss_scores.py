@@ -44,7 +44,7 @@ from functools import partial
 
 import torch
 
-from .common import UserError
+from ..common import UserError
 
 __all__ = [
     "BACKENDS",

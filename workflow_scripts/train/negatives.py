@@ -2,7 +2,7 @@
 
 :func:`false_negatives` counts them in one contrastive batch from row identities (texts or
 hashes); :class:`FalseNegativeCounter` wraps a loss's forward and counts every batch it sees
-(the training stage and the preflight, through :func:`workflow_scripts.trainer.make_trainer`).
+(the training stage and the preflight, through :func:`workflow_scripts.train.trainer.make_trainer`).
 """
 
 from __future__ import annotations

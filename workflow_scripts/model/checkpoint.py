@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from .common import UserError, read_json
+from ..common import UserError, read_json
 
 __all__ = [
     "ACTIVATIONS",

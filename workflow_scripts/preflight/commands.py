@@ -1,0 +1,17 @@
+"""The preflight's commands: ``python -m workflow_scripts preflight <train|evaluate|forecast> ...``."""
+
+from __future__ import annotations
+
+from ..cli import run_commands, spread_records
+from .forecast import forecast
+from .measure_evaluate import measure_evaluation
+from .measure_train import measure_training
+
+
+def main(argv: list[str] | None = None) -> None:
+    commands = {"train": spread_records(measure_training), "evaluate": measure_evaluation, "forecast": forecast}
+    run_commands(commands, argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Measurement helpers: the device, its memory, threads and the model's architecture."""
+
+from __future__ import annotations
+
+import os
+import resource
+from typing import Any
+
+from .flops import GIB
+
+__all__ = ["architecture", "device_memory"]
+
+
+def current_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def set_threads(threads: int | None) -> None:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def synchronize() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def reset_peak_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def device_memory() -> dict[str, Any]:
+    """Peak memory of this process so far and its device's capacity (CUDA allocator, or RSS and RAM on a CPU)."""
+    import torch
+
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(torch.cuda.current_device())
+        # reserved, not allocated: what the caching allocator holds, fragmentation included
+        peak, capacity = torch.cuda.max_memory_reserved(), props.total_memory
+        kind, name = (
+            f"cuda max_memory_reserved (allocated {torch.cuda.max_memory_allocated() / GIB:.2f} GiB)",
+            props.name,
+        )
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kilobytes
+        capacity = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        kind, name = "process peak RSS", f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    return {
+        "device": name,
+        "kind": kind,
+        "peak_bytes": peak,
+        "capacity_bytes": capacity,
+        "headroom_bytes": capacity - peak,
+    }
+
+
+def architecture(model: Any) -> dict[str, int]:
+    """The sizes the FLOP count needs, read from a loaded PyLate ColBERT."""
+    backbone = model[0].auto_model
+    embeddings = backbone.get_input_embeddings().weight.numel()
+    total = sum(p.numel() for p in model.parameters())
+    config = backbone.config
+    return {
+        "parameters": total,
+        "matmul_parameters": total - embeddings,
+        "layers": config.num_hidden_layers,
+        "hidden": config.hidden_size,
+        "dim": int(model[-1].out_features),
+        "largest_parameter": max(p.numel() for p in model.parameters()),
+    }
+
+
+def shards_for(files: list[str], rows: int) -> list[str]:
+    """The first shards holding at least ``rows`` rows (all of them if fewer): shards are a uniform
+    hash-shuffle of the stage, so a prefix is a random sample of it."""
+    import pyarrow.parquet as pq
+
+    chosen, total = [], 0
+    for path in files:
+        chosen.append(path)
+        total += pq.read_metadata(path).num_rows
+        if total >= rows:
+            break
+    return chosen
+
+
+def stage_rows(files: list[str]) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.read_metadata(p).num_rows for p in files)

@@ -1,0 +1,360 @@
+"""``preflight train``: a few optimizer steps of one stage through the stage's own trainer, measured."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ..common import UserError, write_json
+from ..train.trainer import Training, TrainSettings
+from .calibrate import LENGTH_SAMPLE_ROWS, measure_calibration, row_token_lengths
+from .devices import (
+    architecture,
+    current_device,
+    device_memory,
+    reset_peak_memory,
+    set_threads,
+    shards_for,
+    stage_rows,
+    synchronize,
+)
+from .flops import GIB, peak_tflops, train_step_flops
+
+__all__ = ["measure_training", "measured_settings", "replay_false_negatives"]
+
+logger = logging.getLogger(__name__)
+
+
+def replay_false_negatives(
+    trainer: Any, dataset: Any, *, per_device: int, world: int, batches: int, seed: int
+) -> dict[str, Any]:
+    """In-batch false negatives of the first ``batches`` contrastive batches the trainer's sampler would draw.
+
+    The batch sampler is the trainer's own (``train.batch_sampler``) at ``per_device``;
+    accelerate gives per-device batch ``k`` to rank ``k % world``, and CachedContrastive
+    gathers the ranks' documents, so ``world`` consecutive per-device batches are one
+    contrastive batch. Rows are compared by text (:func:`workflow_scripts.train.negatives.false_negatives`).
+    """
+    import torch
+
+    from ..train.negatives import false_negatives
+
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    sampler = trainer.get_batch_sampler(
+        dataset,
+        batch_size=per_device,
+        drop_last=True,
+        valid_label_columns=trainer.data_collator.valid_label_columns,
+        generator=generator,
+    )
+    found, group = [], []
+    for indices in sampler:
+        group.extend(indices)
+        if len(group) < per_device * world:
+            continue
+        rows = dataset[group]
+        found.append(false_negatives(rows["query"], rows["positive"], rows["negative"]))
+        group = []
+        if len(found) == batches:
+            break
+    rates = [f["rows_with_false_negative"] / f["rows"] for f in found]
+    return {
+        "batches": len(found),
+        "rows_per_batch": per_device * world,
+        "rows_with_false_negative_rate_mean": statistics.fmean(rates) if rates else None,
+        "rows_with_false_negative_rate_max": max(rates, default=None),
+        "false_negative_pairs_per_batch_mean": statistics.fmean(f["false_negative_pairs"] for f in found)
+        if found
+        else None,
+        "duplicate_query_rows_per_batch_mean": statistics.fmean(f["duplicate_query_rows"] for f in found)
+        if found
+        else None,
+    }
+
+
+def _step_timer():
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        """Wall seconds of each optimizer step (device synchronised at both ends)."""
+
+        def __init__(self) -> None:
+            self.seconds: list[float] = []
+            self.started = 0.0
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            synchronize()
+            self.started = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            synchronize()
+            self.seconds.append(time.perf_counter() - self.started)
+            logger.info("preflight: step %d took %.1f s", state.global_step, self.seconds[-1])
+
+    return StepTimer()
+
+
+def _measured_training(
+    *, model: Any, dataset: Any, scratch: Path, settings: TrainSettings, stage: str, world_size: int, per_device: int
+) -> tuple[Training, Any]:
+    """The training stage's own trainer (:func:`workflow_scripts.train.trainer.make_trainer`) with a step timer.
+
+    The same settings as the stage's, capped at ``settings.max_steps``; nothing is saved.
+    """
+    from ..train.trainer import make_trainer
+
+    training = make_trainer(
+        model=model,
+        dataset=dataset,
+        settings=settings,
+        output_dir=scratch / "trainer",
+        device=current_device(),
+        world_size=world_size,
+        label=f"preflight {stage}",
+        per_device=per_device,
+        save_checkpoints=False,
+    )
+    timer = _step_timer()
+    training.trainer.add_callback(timer)
+    return training, timer
+
+
+def measured_settings(settings: TrainSettings, *, steps: int, device: str) -> TrainSettings:
+    """The stage's settings as the preflight runs them: ``steps`` optimizer steps, and on a CPU
+    the exact chunked MaxSim where the stage's backend is a CUDA kernel.
+
+    Examples
+    --------
+    >>> s = TrainSettings(learning_rate=1e-5, global_batch_size=64, gradient_accumulation_steps=1,
+    ...                   mini_batch_size=8, query_length=32, document_length=64, temperature=1.0,
+    ...                   gather_across_devices=True, max_grad_norm=1.0, warmup_ratio=0.0, epochs=1.0,
+    ...                   bf16="auto", save_steps=10, save_total_limit=1, logging_steps=1,
+    ...                   dataloader_num_workers=0, seed=0, maxsim_backend="flash")
+    >>> m = measured_settings(s, steps=2, device="cpu")
+    >>> m.max_steps, m.maxsim_backend, measured_settings(s, steps=2, device="cuda").maxsim_backend
+    (2, 'chunked', 'flash')
+    """
+    backend = settings.maxsim_backend
+    if device == "cpu" and backend in ("lik", "flash"):  # CUDA kernels: the CPU measures the exact one
+        logger.info("preflight: maxsim_backend %s needs CUDA; measuring with chunked", backend)
+        backend = "chunked"
+    return dataclasses.replace(settings, max_steps=steps, maxsim_backend=backend)
+
+
+def measure_training(
+    *,
+    stage: str,
+    init_model: str,
+    shards: str,
+    out_json: str,
+    settings: TrainSettings,
+    train_steps: int,
+    false_negative_batches: int,
+    forecast_nodes: int,
+    forecast_gpus_per_node: int,
+    forecast_global_batch_size: int,
+    per_device_batch_size: int | None = None,
+    trust_remote_code: bool = False,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """A few optimizer steps of one stage at the real shapes: step time, throughput, peak memory, false negatives.
+
+    Then, on rank 0, what the forecast needs beyond the steps: the token lengths of the loaded
+    rows (:func:`row_token_lengths`) and the memory of one GradCache step at three scaled shapes
+    (:func:`measure_calibration`).
+
+    Runs in a job shaped like the training job (``launch.sh``: one process per GPU) with the
+    training stage's settings and trainer; the per-device batch is ``per_device_batch_size`` or
+    the real one. The first step carries the warm-up; with more steps it is left out of the
+    rate. The ``forecast_*`` shape is the one the batch sampler is replayed at. Writes
+    ``out_json`` (rank 0). The command line (``preflight train``) takes the settings as flags.
+    """
+    from ..model.load import load_colbert
+    from ..train.stage import load_triples, shard_files, world_info
+    from ..train.trainer import per_device_batch_size as real_per_device
+
+    set_threads(threads)
+    world, accumulation = world_info(), settings.gradient_accumulation_steps
+    forecast_devices = forecast_nodes * forecast_gpus_per_node
+    per_device = per_device_batch_size or real_per_device(settings.global_batch_size, world["world_size"], accumulation)
+    forecast_per_device = real_per_device(forecast_global_batch_size, forecast_devices, accumulation)
+    files = shard_files(shards)
+    needed = max(
+        per_device * world["world_size"] * accumulation * train_steps,
+        forecast_global_batch_size * false_negative_batches,
+    )
+    model = load_colbert(
+        init_model,
+        query_length=settings.query_length,
+        document_length=settings.document_length,
+        trust_remote_code=trust_remote_code,
+        device=current_device(),
+    )
+    settings = measured_settings(settings, steps=train_steps, device=current_device())
+    scratch = Path(tempfile.mkdtemp(dir=Path(out_json).parent, prefix=f".{Path(out_json).name}.tmp-"))
+    try:
+        dataset = load_triples(shards_for(files, needed), scratch / "datasets-cache")
+        training, timer = _measured_training(
+            model=model,
+            dataset=dataset,
+            scratch=scratch,
+            settings=settings,
+            stage=stage,
+            world_size=world["world_size"],
+            per_device=per_device,
+        )
+        replay = None
+        if world["rank"] == 0:  # the sampler replay needs no model and no other rank
+            replay = replay_false_negatives(
+                training.trainer,
+                dataset,
+                per_device=forecast_per_device,
+                world=forecast_devices,
+                batches=false_negative_batches,
+                seed=settings.seed,
+            )
+        wall = _timed_train(training=training, stage=stage, rank=world["rank"])
+        memory = _max_over_ranks(device_memory())
+        if world["rank"] == 0:
+            extra = _rank0_extras(model=model, dataset=dataset, settings=settings)
+    finally:
+        import shutil
+
+        shutil.rmtree(scratch, ignore_errors=True)
+    if world["rank"] != 0:
+        return {}
+    result = _training_result(
+        model=model,
+        trainer=training.trainer,
+        seconds=timer.seconds,
+        world_size=world["world_size"],
+        per_device=per_device,
+        settings=settings,
+        memory=memory,
+    )
+    result |= {
+        "stage": stage,
+        "init_model": init_model,
+        "real_per_device_batch_size": forecast_per_device,
+        "train_wall_s": wall,
+        "rows_loaded": len(dataset),
+        "stage_rows": stage_rows(files),
+        **_loss_facts(training=training, settings=settings, replay=replay),
+        **extra,
+    }
+    write_json(out_json, result)
+    logger.info(
+        "preflight %s: %.1f s/step at per-device %d, %.2f samples/s, peak %.2f GiB",
+        stage,
+        result["step_seconds"],
+        per_device,
+        result["samples_per_s"],
+        memory["peak_bytes"] / GIB,
+    )
+    return result
+
+
+def _loss_facts(*, training: Training, settings: TrainSettings, replay: dict[str, Any] | None) -> dict[str, Any]:
+    """Lengths and MaxSim the steps ran at, and the in-batch false negatives they and the replay saw."""
+    return {
+        "query_length": settings.query_length,
+        "document_length": settings.document_length,
+        "maxsim_backend": training.loss.maxsim_backend,
+        "score_mini_batch_size": settings.score_mini_batch_size,
+        "in_batch_false_negatives": {
+            "measured_steps": training.false_negatives.summary(settings.batch_sampler),
+            "sampler_replay_at_real_batch": replay,
+        },
+    }
+
+
+def _timed_train(*, training: Training, stage: str, rank: int) -> float:
+    """Wall seconds of the measured steps; running out of memory is one line naming the batch to lower."""
+    import torch
+
+    reset_peak_memory()
+    started = time.perf_counter()
+    try:
+        training.trainer.train()
+    except torch.OutOfMemoryError as err:
+        raise UserError(
+            f"preflight {stage}: out of memory at per-device batch {training.per_device_batch_size} on rank {rank} "
+            f"({' '.join(str(err).split())[:160]}); set preflight.per_device_batch_size lower to measure a rate"
+        ) from err
+    return time.perf_counter() - started
+
+
+def _rank0_extras(*, model: Any, dataset: Any, settings: TrainSettings) -> dict[str, Any]:
+    """The loaded rows' token lengths and the memory calibration (rank 0, after the steps)."""
+    lengths = row_token_lengths(model, dataset, rows=LENGTH_SAMPLE_ROWS)
+    calibration = measure_calibration(
+        model,
+        query_length=settings.query_length,
+        document_length=settings.document_length,
+        maxsim_backend=settings.maxsim_backend,
+        temperature=settings.temperature,
+    )
+    return {"token_lengths": lengths, "calibration": calibration}
+
+
+def _training_result(
+    *,
+    model: Any,
+    trainer: Any,
+    seconds: list[float],
+    world_size: int,
+    per_device: int,
+    settings: TrainSettings,
+    memory: dict[str, Any],
+) -> dict[str, Any]:
+    """Step time (the first step, with the warm-up, left out when there are more), rates, FLOPs, MFU."""
+    arch = architecture(model)
+    accumulation = settings.gradient_accumulation_steps
+    lengths = {"query_length": model.query_length, "document_length": model.document_length}
+    step = statistics.median(seconds[1:] or seconds)
+    gathers = settings.gather_across_devices and world_size > 1
+    candidates = 2 * per_device * (world_size if gathers else 1)
+    micro = train_step_flops(per_device=per_device, candidates=candidates, arch=arch, **lengths)
+    flops = {k: accumulation * v for k, v in micro.items()}  # each micro-batch is its own contrastive batch
+    samples = per_device * accumulation / step  # one device's rows per second
+    tflops = flops["model"] / step / 1e12
+    peak = peak_tflops(memory["device"])
+    return {
+        "world_size": world_size,
+        "device": memory["device"],
+        "per_device_batch_size": per_device,
+        "gradient_accumulation_steps": accumulation,
+        "mini_batch_size": settings.mini_batch_size,
+        "gradcache_chunk": min(settings.mini_batch_size, per_device),
+        "candidates": candidates,
+        "steps": len(seconds),
+        "step_times_s": seconds,
+        "step_seconds": step,
+        "samples_per_s_per_device": samples,
+        "samples_per_s": samples * world_size,
+        "tokens_per_s": samples * world_size * (lengths["query_length"] + 2 * lengths["document_length"]),
+        "arch": arch,
+        "flops": flops,
+        "tflops_per_s_per_device": tflops,
+        "mfu": tflops / peak if peak else None,
+        "memory": memory,
+        "batch_sampler": settings.batch_sampler,
+        "bf16": bool(trainer.args.bf16),
+    }
+
+
+def _max_over_ranks(memory: dict[str, Any]) -> dict[str, Any]:
+    """The rank with the highest peak (every rank takes part)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return memory
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, memory)
+    return max(gathered, key=lambda m: m["peak_bytes"])
