@@ -10,10 +10,10 @@ import sys
 import pytest
 import pytrec_eval
 import torch
-from workflow_scripts.maxsim import maxsim_scores
 
 from workflow_scripts.bright.load import load_bright_documents, load_bright_examples
 from workflow_scripts.evaluate.job import evaluate_split
+from workflow_scripts.evaluate.maxsim import maxsim_scores
 from workflow_scripts.evaluate.scores import TopK
 from workflow_scripts.evaluate.trec import read_run, score_run
 from workflow_scripts.model.load import load_colbert

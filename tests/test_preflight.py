@@ -349,7 +349,7 @@ def test_training_meta_reports_in_batch_false_negatives(demo_assets, manifests, 
 
 
 def preflight_stats(split: str):
-    from workflow_scripts.synthetic.rehearsal import BRIGHT_STATS
+    from workflow_scripts.bright.stats import BRIGHT_STATS
 
     return BRIGHT_STATS[split]
 

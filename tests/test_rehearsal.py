@@ -15,10 +15,10 @@ import yaml
 from safetensors.torch import load_file
 from tokenizers import Tokenizer
 
+from workflow_scripts.bright.stats import BRIGHT_STATS
 from workflow_scripts.model.load import load_colbert
 from workflow_scripts.model.widen import widen
 from workflow_scripts.synthetic.rehearsal import (
-    BRIGHT_STATS,
     LONG,
     STYLE,
     build_tokenizer,
@@ -27,6 +27,7 @@ from workflow_scripts.synthetic.rehearsal import (
     make_lexicon,
     parameter_count,
     single_token_units,
+    split_tokens,
     write_data,
 )
 
@@ -160,7 +161,7 @@ def read_documents(assets: Path, split: str) -> dict[str, str]:
 
 def real_token_range(split: str) -> tuple[int, float, int]:
     stats = BRIGHT_STATS[split]
-    return stats.tokens(stats.document_chars, STYLE.get(split, "prose"))
+    return split_tokens(stats.document_chars, STYLE.get(split, "prose"))
 
 
 @pytest.mark.parametrize("split", list(BRIGHT_STATS))

@@ -6,7 +6,7 @@ import logging
 from functools import partial
 from typing import Any
 
-from .measure_evaluate import token_counts
+from .devices import token_counts
 
 __all__ = ["CALIBRATION_SHAPES", "LENGTH_SAMPLE_ROWS", "measure_calibration", "peak_growth", "row_token_lengths"]
 

@@ -7,6 +7,8 @@ from .forecast import forecast
 from .measure_evaluate import measure_evaluation
 from .measure_train import measure_training
 
+__all__ = ["main"]
+
 
 def main(argv: list[str] | None = None) -> None:
     commands = {"train": spread_records(measure_training), "evaluate": measure_evaluation, "forecast": forecast}

@@ -8,7 +8,17 @@ from typing import Any
 
 from .flops import GIB
 
-__all__ = ["architecture", "device_memory"]
+__all__ = [
+    "architecture",
+    "current_device",
+    "device_memory",
+    "reset_peak_memory",
+    "set_threads",
+    "shards_for",
+    "stage_rows",
+    "synchronize",
+    "token_counts",
+]
 
 
 def current_device() -> str:
@@ -97,3 +107,12 @@ def stage_rows(files: list[str]) -> int:
     import pyarrow.parquet as pq
 
     return sum(pq.read_metadata(p).num_rows for p in files)
+
+
+def token_counts(model: Any, texts: list[str], *, is_query: bool) -> list[int]:
+    """Tokens each text is encoded with (specials included, truncated at the model's length)."""
+    counts: list[int] = []
+    for start in range(0, len(texts), 256):
+        masks = model.tokenize(texts[start : start + 256], is_query=is_query)["attention_mask"]
+        counts += masks.sum(dim=1).tolist()
+    return counts

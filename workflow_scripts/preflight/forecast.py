@@ -315,7 +315,7 @@ def _train_forecast(measured: dict[str, Any], stats_rows: int, shape: dict[str, 
 def _evaluation_forecast(measured: dict[str, Any], evaluated_models: int, mfu: float) -> dict[str, Any]:
     """Per split: time at the measured rates on a GPU; from a CPU, from FLOPs at the ASSUMED MFU
     (:func:`project_split_from_flops`), with the CPU's own rates kept beside it (``at_cpu_rates``)."""
-    from ..synthetic.rehearsal import BRIGHT_STATS
+    from ..bright.stats import BRIGHT_STATS
 
     on_gpu = peak_tflops(measured["device"]) is not None
     out = {}

@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from ..common import write_json
-from .devices import architecture, current_device, device_memory, reset_peak_memory, set_threads, synchronize
+from .devices import (
+    architecture,
+    current_device,
+    device_memory,
+    reset_peak_memory,
+    set_threads,
+    synchronize,
+    token_counts,
+)
 from .flops import BASE_DOCUMENT_VECTORS, SCORE_TOKENS, SPECIAL_TOKENS
 
 __all__ = ["check_long_document", "measure_evaluation", "padded_tokens"]
@@ -44,15 +52,6 @@ def _timed(function: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
     out = function(*args, **kwargs)
     synchronize()
     return out, time.perf_counter() - started
-
-
-def token_counts(model: Any, texts: list[str], *, is_query: bool) -> list[int]:
-    """Tokens each text is encoded with (specials included, truncated at the model's length)."""
-    counts: list[int] = []
-    for start in range(0, len(texts), 256):
-        masks = model.tokenize(texts[start : start + 256], is_query=is_query)["attention_mask"]
-        counts += masks.sum(dim=1).tolist()
-    return counts
 
 
 def _measure_split(

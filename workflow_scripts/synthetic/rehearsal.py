@@ -14,7 +14,7 @@ config shape points at them:
   32,817,792 parameters, 19,342,080 of them embeddings). Its byte-level BPE is trained on
   generated text in about a second and laid out with the real special-token ids.
 - BRIGHT ``examples``/``documents`` for the 12 splits whose token lengths follow each real
-  split's spread (:data:`BRIGHT_STATS`: min/mean/max characters from mteb's descriptive
+  split's spread (:data:`workflow_scripts.bright.stats.BRIGHT_STATS`: min/mean/max characters from mteb's descriptive
   statistics), long tails beyond 2048 tokens included where the real split has them.
 - reasonir ``vl``/``hq`` and bge-reasoner jsonl rows with queries up to about 256 tokens and
   documents up to about 2048 (a little beyond, so truncation is exercised).
@@ -41,17 +41,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..bright.meta import LONG_SPLITS
+from ..bright.stats import BRIGHT_STATS
 from ..common import UserError, atomic_dir
 from .backbone import write_colbert
 from .demo import DOMAINS, REASONIR_SCHEMA, SPLITS, write_bright
 
 __all__ = [
-    "BRIGHT_STATS",
     "COLBERT_CONFIG",
     "ETTIN_32M",
     "HEAD",
     "VOCAB_SIZE",
-    "SplitStats",
+    "split_tokens",
     "Units",
     "build_tokenizer",
     "lognormal_sigma",
@@ -336,40 +336,12 @@ def _compose(rng: random.Random, n: int, pool: tuple[list[str], list[float]], ke
 
 
 # ----------------------------------------------------------------------------- length model
-@dataclass(frozen=True)
-class SplitStats:
-    """One BRIGHT split as mteb describes it: counts and (min, mean, max) lengths in characters."""
-
-    documents: int
-    document_chars: tuple[int, float, int]
-    queries: int
-    query_chars: tuple[int, float, int]
-    gold_per_query: float
-
-    def tokens(self, chars: tuple[int, float, int], style: str) -> tuple[int, float, int]:
-        """(min, mean, max) in tokens at the style's assumed characters per token."""
-        cpt = CHARS_PER_TOKEN[style]
-        return max(1, round(chars[0] / cpt)), chars[1] / cpt, max(1, round(chars[2] / cpt))
+def split_tokens(chars: tuple[int, float, int], style: str) -> tuple[int, float, int]:
+    """(min, mean, max) characters in tokens at the style's assumed characters per token."""
+    cpt = CHARS_PER_TOKEN[style]
+    return max(1, round(chars[0] / cpt)), chars[1] / cpt, max(1, round(chars[2] / cpt))
 
 
-# mteb/descriptive_stats/Retrieval/BrightRetrieval.json (embeddings-benchmark/mteb @7a86af37,
-# BRIGHT rev a75a0eb4): documents/queries text length min/average/max in characters, average
-# relevant documents per query; counts as datasets.md lists them. aops and theoremqa_questions
-# share one corpus (identical statistics), and so they do here.
-BRIGHT_STATS: dict[str, SplitStats] = {
-    "biology": SplitStats(57359, (1, 329.2, 31130), 103, (89, 523.0, 2195), 3.63),
-    "earth_science": SplitStats(121249, (1, 333.4, 233622), 116, (83, 476.8, 1565), 5.25),
-    "economics": SplitStats(50220, (1, 394.4, 39672), 103, (164, 739.6, 2223), 7.99),
-    "psychology": SplitStats(52835, (3, 384.3, 226941), 101, (166, 693.2, 2334), 7.35),
-    "robotics": SplitStats(61961, (1, 289.7, 28637), 101, (165, 2179.6, 19341), 5.48),
-    "stackoverflow": SplitStats(107081, (1, 1713.7, 4000), 117, (185, 1293.0, 12432), 7.0),
-    "sustainable_living": SplitStats(60792, (1, 343.8, 158296), 108, (158, 682.8, 2843), 5.59),
-    "leetcode": SplitStats(413932, (75, 1058.5, 103665), 142, (422, 1459.3, 3964), 1.85),
-    "pony": SplitStats(7894, (5, 258.4, 2583), 112, (182, 389.0, 946), 22.49),
-    "aops": SplitStats(188177, (58, 753.9, 7334), 111, (85, 319.7, 1167), 4.72),
-    "theoremqa_questions": SplitStats(188177, (58, 753.9, 7334), 205, (12, 406.7, 1255), 2.29),
-    "theoremqa_theorems": SplitStats(23839, (74, 872.4, 19104), 65, (13, 429.2, 1255), 1.94),
-}
 SHARED_CORPUS = {"theoremqa_questions": "aops"}
 EXCLUDING_SPLITS = {"leetcode", "aops", "theoremqa_questions"}  # ASSUMED: where BRIGHT sets excluded_ids
 LONG_DOCUMENT_SPLITS = LONG_SPLITS  # StackExchange 7 + pony have long_documents: gold_ids_long set
@@ -452,7 +424,7 @@ def _make_split(rng: random.Random, split: str, units: Units, sizes: dict[str, i
     topics = [rng.sample(units.words, 8) for _ in range(n_q)]
     budget = max(1, (n_docs // 2) // n_q)  # reduced size: gold counts capped so near misses remain
     gold_counts = [min(budget, max(1, round(stats.gold_per_query * rng.uniform(0.5, 1.5)))) for _ in range(n_q)]
-    d_min, d_mean, d_max = stats.tokens(stats.document_chars, style)
+    d_min, d_mean, d_max = split_tokens(stats.document_chars, style)
     lengths = sample_lengths(
         n=n_docs,
         minimum=d_min,
@@ -497,7 +469,7 @@ def _examples(
 ) -> list[dict[str, Any]]:
     """BRIGHT ``examples`` rows; queries as long as the split's real ones."""
     stats = BRIGHT_STATS[split]
-    q_min, q_mean, q_max = stats.tokens(stats.query_chars, style)
+    q_min, q_mean, q_max = split_tokens(stats.query_chars, style)
     lengths = sample_lengths(
         n=len(topics), minimum=q_min, mean=q_mean, maximum=q_max, population=stats.queries, rng=rng
     )
