@@ -1,19 +1,23 @@
-"""The logic of the workflow, one module per stage (rules call their CLIs).
+"""The logic of the workflow: one sub-package per concept, one module per stage command.
 
-- ``data``: the data stage's commands; their logic is in ``sources`` (pinned downloads / local mirrors,
-  manifests, readers) and ``shards`` (parquet triple shards, contamination audit)
-- ``model``: widening of the last Dense projection, verified; safe model loading
-- ``train``: both curriculum stages (PyLate CachedContrastive), resumable, multi-node
-- ``evaluate``: exact streamed MaxSim on BRIGHT, pytrec_eval metrics, mteb JSON, TREC runs
-- ``summarize``: the summary table beside the published numbers
-- ``report``: figures and tables for ``snakemake --report``
-- ``demo``: the deterministic demo assets (tiny model, mini datasets)
-- ``rehearsal``: the real architecture at real size and realistic-length data, for the preflight
+Every rule runs ``python -m workflow_scripts <stage> <command> --flag value ...``; the stage
+registry (:mod:`workflow_scripts.stages`) names the module whose ``main`` holds each stage's
+commands.
+
+- ``sources``: the inputs as downloaded (or mirrored), recorded, pinned and read (``data fetch``, ``data lock``)
+- ``shards``: the parquet triple shards and the contamination audit (``data build-shards``); ``data`` is the
+  data stage's command table
+- ``bright``: BRIGHT's facts, published sizes, loading and checks, the evaluation protocols
+- ``model``: safe model loading, the attention guard for padded rows, widening (``model widen``)
+- ``train``: the curriculum stages (``train fit``), the one trainer builder, trimmed GradCache, the loss's MaxSim
+- ``evaluate``: one job per model x splits (``evaluate job``), exact MaxSim, score checks, TREC files and metrics
+- ``summarize``, ``stats``, ``result_checks``: the summary beside the published numbers, intervals and tests
+- ``report``, ``job_usage``: the report's pages, a job's usage sidecar
 - ``preflight``: bounded measurements of every heavy stage and the cost forecast
-- ``common``: one-line user errors, atomic outputs, config checks
+- ``synthetic``: the demo's and the rehearsal's generated inputs, in the real formats
+- ``common``, ``cli``, ``config_checks``, ``lineage``, ``fingerprint``, ``progress``, ``warm``: errors and atomic
+  files, flags from signatures, config checks, experiments, code fingerprints, progress lines, the opt-in fork server
 
-Modules are imported on demand (``python -m workflow_scripts.<stage>``), so importing the
-package loads nothing heavy.
+Nothing is imported here: importing the package loads nothing heavy, and a module's code
+fingerprint holds only what it imports.
 """
-
-__all__ = ["common", "data", "demo", "evaluate", "model", "report", "summarize", "train"]

@@ -4,7 +4,7 @@ Light on purpose (standard library only): when the Snakefile started a warm serv
 (:mod:`workflow_scripts.warm`, an opt-in local tool: config ``warm_start``), the job is handed
 to a child forked from it, which has the heavy libraries imported already; otherwise, or when
 the server declines, the stage runs here, cold, exactly as ``python -m
-workflow_scripts.<stage> <command> ...`` would. ``warm`` is imported only when a server was
+workflow_scripts.<module> <command> ...`` would (:data:`~workflow_scripts.stages.STAGES`). ``warm`` is imported only when a server was
 started (:data:`WARM_ENV` set), so no stage, and no cold job, ever imports it.
 
 Ctrl-C (SIGINT) ends the job with one line, not a traceback, and by SIGINT itself (the shell
