@@ -267,3 +267,9 @@ def test_the_preflight_measures_the_trainer_the_stage_trains_with(demo_assets, s
     assert differ <= {"output_dir", "logging_dir", "max_steps", "save_strategy"}, differ
     assert (a["max_steps"], b["max_steps"], b["save_strategy"]) == (-1, 2, "no")
     assert a["batch_sampler"] == "no_duplicates" and a["max_grad_norm"] == 2.0 and not a["ddp_find_unused_parameters"]
+    # the sampler replay draws the asked number of contrastive batches, and none for 0
+    from workflow_scripts.preflight.measure_train import replay_false_negatives
+
+    for batches in (0, 1):
+        replay = replay_false_negatives(measured.trainer, dataset, per_device=2, world=2, batches=batches, seed=0)
+        assert (replay["batches"], replay["rows_per_batch"]) == (batches, 4)

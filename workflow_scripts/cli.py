@@ -84,6 +84,12 @@ def to_argv(settings: dict[str, Any]) -> list[str]:
     Sorted keys and sorted JSON make the words (and Snakemake's record of them) independent
     of the order the config was written in.
 
+    Parameters
+    ----------
+    settings
+        Keyword arguments by name (``top_k``, not ``--top-k``): a list of numbers or strings becomes
+        several words, a dict or any other list one JSON word, anything else ``str(value)``.
+
     Examples
     --------
     >>> to_argv({"top_k": 10, "splits": ["a", "b"], "sources": [{"y": 1, "x": None}], "drop": False})
@@ -104,6 +110,14 @@ def to_argv(settings: dict[str, Any]) -> list[str]:
 
 def parser_for(function: Callable[..., Any], parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add one ``--kebab-case`` option per keyword argument of ``function`` to ``parser``.
+
+    Parameters
+    ----------
+    function
+        The function whose parameters become the options: typed by their annotations, required unless
+        they have a default.
+    parser
+        The parser (or sub-command parser) to add them to; it is returned.
 
     Examples
     --------
@@ -135,6 +149,11 @@ def spread_records(function: Callable[..., Any]) -> Callable[..., Any]:
     The returned function's signature (what :func:`parser_for` reads) is ``function``'s with each
     record parameter replaced by the record's fields; it builds the records and calls
     ``function`` by keyword. The record stays the one list of its keys.
+
+    Parameters
+    ----------
+    function
+        A function called by keyword; each parameter annotated with a dataclass is spread into its fields.
 
     Examples
     --------
@@ -185,6 +204,14 @@ def run_commands(commands: dict[str, Callable[..., Any]], argv: list[str] | None
     """Parse ``argv`` as ``COMMAND --flag value ...`` and call that function by keyword.
 
     User errors end as one line and exit 2 (:func:`workflow_scripts.common.run_cli`).
+
+    Parameters
+    ----------
+    commands
+        Command name -> the function it calls: its parameters are the flags (:func:`parser_for`), the
+        first line of its docstring the help.
+    argv
+        The words after the program name; None: ``sys.argv[1:]``.
     """
 
     def main(args: list[str] | None) -> None:

@@ -53,6 +53,11 @@ FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 def one_line(err: BaseException) -> str:
     """An exception's message on one line (its type's name when it has none).
 
+    Parameters
+    ----------
+    err
+        The exception to describe.
+
     Examples
     --------
     >>> one_line(OSError("no such\\n  file")), one_line(ValueError())
@@ -94,6 +99,11 @@ def write_error(err: BaseException, path: str | Path | None) -> OSError | None:
 @contextlib.contextmanager
 def naming_write_errors(path: str | Path) -> Iterator[None]:
     """Re-raise a failed write (disk full) inside the block as an ``OSError`` naming ``path``.
+
+    Parameters
+    ----------
+    path
+        The file or folder the block writes: the name the error gets.
 
     Examples
     --------
@@ -148,6 +158,11 @@ def follow_umask(root: str | Path) -> None:
     For copies (``shutil.copytree`` copies the source's modes: a read-only mirror would give a
     read-only output, an 0o600 cache a private one). An executable file stays executable.
 
+    Parameters
+    ----------
+    root
+        The folder whose modes are reset, itself and everything under it; symlinks are left alone.
+
     Examples
     --------
     >>> import tempfile, pathlib, stat
@@ -169,6 +184,17 @@ def follow_umask(root: str | Path) -> None:
 @contextlib.contextmanager
 def atomic_file(path: str | Path, mode: str = "w") -> Iterator[Any]:
     """Write ``path`` through a temporary sibling renamed into place on success.
+
+    Parameters
+    ----------
+    path
+        The file to write; missing parent folders are made.
+    mode
+        ``open()``'s mode: ``"w"`` for text, ``"wb"`` for bytes.
+
+    Yields
+    ------
+    The temporary sibling, open in ``mode``.
 
     Examples
     --------
@@ -203,6 +229,11 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     A killed job leaves a ``.<name>.tmp-*`` sibling, never a half-written ``path``. The
     finished tree gets the umask's modes (:func:`follow_umask`), whatever its writers chose.
 
+    Parameters
+    ----------
+    path
+        The folder to create or replace; missing parent folders are made.
+
     Examples
     --------
     >>> import tempfile, pathlib
@@ -231,7 +262,15 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 
 
 def write_json(path: str | Path, data: Any) -> None:
-    """Atomically write ``data`` as indented, key-sorted JSON (stable bytes across runs)."""
+    """Atomically write ``data`` as indented, key-sorted JSON (stable bytes across runs).
+
+    Parameters
+    ----------
+    path
+        The file to write.
+    data
+        JSON-serialisable data; any other value is written as its ``str()``.
+    """
     with atomic_file(path) as handle:
         json.dump(data, handle, indent=2, sort_keys=True, default=str)
         handle.write("\n")
@@ -253,6 +292,11 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def read_json(path: str | Path) -> Any:
     """Read a JSON file, naming the file when it is missing or malformed, or repeats a key in an object.
+
+    Parameters
+    ----------
+    path
+        The JSON file.
 
     Examples
     --------
@@ -307,6 +351,11 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     silently) and any YAML tag (``!!python/name:...``, ``!custom``: a config holds plain values,
     and a tag would ask the reader to construct an object) are refused.
 
+    Parameters
+    ----------
+    path
+        The config file (YAML; JSON is read as YAML).
+
     Examples
     --------
     >>> import tempfile, pathlib
@@ -354,7 +403,13 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def config_file_problems(paths: list[str | Path]) -> list[str]:
-    """:func:`load_config_file`'s refusal of each file, one line each (none: every file is clean)."""
+    """:func:`load_config_file`'s refusal of each file, one line each (none: every file is clean).
+
+    Parameters
+    ----------
+    paths
+        The config files in the order Snakemake reads them: ``config.yaml``, then each ``--configfile``.
+    """
     problems = []
     for path in paths:
         try:
@@ -365,7 +420,15 @@ def config_file_problems(paths: list[str | Path]) -> list[str]:
 
 
 def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in blocks (constant memory)."""
+    """Hex sha256 of a file, read in blocks (constant memory).
+
+    Parameters
+    ----------
+    path
+        The file to hash.
+    block
+        Bytes read at a time.
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(block):
@@ -436,7 +499,15 @@ def quiet_library_progress_bars() -> None:
 
 
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
-    """Run a CLI entry point: user errors and OS errors become one line and exit code 2."""
+    """Run a CLI entry point: user errors and OS errors become one line and exit code 2.
+
+    Parameters
+    ----------
+    main
+        The entry point; its return value is the exit code (None: 0).
+    argv
+        Handed to ``main`` as is; None lets its parser read ``sys.argv``.
+    """
     logging.basicConfig(
         level=os.environ.get("LOGLEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -96,6 +96,11 @@ def semantic_problems(config: dict[str, Any], schema_path: str | Path = SCHEMA_P
 def semantic_warnings(config: dict[str, Any]) -> list[str]:
     """Settings that are legal but have no effect, one line each (worth printing, not fatal).
 
+    Parameters
+    ----------
+    config
+        The workflow config, already valid against the schema.
+
     Examples
     --------
     >>> config = {"evaluate": {"splits": ["biology"], "overrides": {"pony": {"query_length": 32}}},
@@ -140,6 +145,13 @@ def _duplicate_protocols(entries: dict[str, Any]) -> list[str]:
 def float_integer_problems(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
     """Floats where the schema says ``integer`` (Draft 2020-12 accepts ``2.0`` there; we do not).
 
+    Parameters
+    ----------
+    config
+        The workflow config, or one with an experiment's sections merged in.
+    schema
+        The loaded JSON schema (``config.schema.yaml``).
+
     Examples
     --------
     >>> schema = {"type": "object", "properties": {"n": {"type": ["integer", "null"]}, "x": {"type": "number"}}}
@@ -166,6 +178,13 @@ def float_integer_problems(config: dict[str, Any], schema: dict[str, Any]) -> li
 
 def template_problems(template: str, key: str = "evaluate/query_template") -> list[str]:
     """Problems of the evaluation query template: only ``{domain}`` and ``{query}`` are filled.
+
+    Parameters
+    ----------
+    template
+        A query template or a per-split instruction (``str.format`` syntax).
+    key
+        The config key the lines name (``evaluate/protocols/<name>/query_template``...).
 
     Examples
     --------
@@ -202,6 +221,11 @@ def template_problems(template: str, key: str = "evaluate/query_template") -> li
 
 def protocol_problems(evaluate: dict[str, Any]) -> list[str]:
     """Each protocol starts from a preset, formats its queries, and has a corpus some split has.
+
+    Parameters
+    ----------
+    evaluate
+        The config's ``evaluate`` section (``protocols``, ``splits``).
 
     Examples
     --------
@@ -244,6 +268,11 @@ def ranking_problems(evaluate: dict[str, Any]) -> list[str]:
     pytrec_eval scores the top ``top_k`` documents only: with fewer than ``METRIC_DEPTH`` the
     @100 metrics (and with fewer than 10 nDCG@10 itself) would be silently wrong.
 
+    Parameters
+    ----------
+    evaluate
+        The config's ``evaluate`` section (``top_k`` is read).
+
     Examples
     --------
     >>> ranking_problems({"top_k": 1000}), ranking_problems({"top_k": 100})
@@ -267,6 +296,12 @@ def batch_problems(train: dict[str, Any]) -> list[str]:
     chunk: PyLate's CachedContrastive steps through the per-device batch in chunks of it, so
     it need not divide the batch and may exceed it (then one chunk).
 
+    Parameters
+    ----------
+    train
+        A ``train`` section (top level, an experiment's merged one, or the preflight forecast's shape):
+        ``global_batch_size``, ``nodes``, ``gpus_per_node`` and ``gradient_accumulation_steps`` are read.
+
     Examples
     --------
     >>> t = {"global_batch_size": 2048, "nodes": 2, "gpus_per_node": 4, "gradient_accumulation_steps": 1}
@@ -288,6 +323,11 @@ def batch_problems(train: dict[str, Any]) -> list[str]:
 def preflight_problems(config: dict[str, Any]) -> list[str]:
     """The preflight forecast's global batch must split over its cluster, as the training's must.
 
+    Parameters
+    ----------
+    config
+        The workflow config: ``preflight.forecast`` (None: nothing to check) over ``train``.
+
     Examples
     --------
     >>> train = {"global_batch_size": 256, "nodes": 1, "gpus_per_node": 1, "gradient_accumulation_steps": 1}
@@ -305,6 +345,11 @@ def preflight_problems(config: dict[str, Any]) -> list[str]:
 
 def step_problems(train: dict[str, Any]) -> list[str]:
     """``max_steps`` is null or a step count, and a capped run logs at least one loss.
+
+    Parameters
+    ----------
+    train
+        A ``train`` section: ``max_steps`` and ``logging_steps`` are read.
 
     Examples
     --------
@@ -330,6 +375,11 @@ def step_problems(train: dict[str, Any]) -> list[str]:
 def stage_source_problems(stages: dict[str, list[dict[str, Any]]]) -> list[str]:
     """Each training source entry names data that ``build_shards`` reads.
 
+    Parameters
+    ----------
+    stages
+        ``data.stages``: per training stage, its source entries (``source``, ``config``).
+
     Examples
     --------
     >>> stage_source_problems({"stage1": [{"source": "reasonir", "config": "vl"}],
@@ -353,6 +403,11 @@ def model_name_problems(config: dict[str, Any]) -> list[str]:
     """An ``evaluate_models`` name must not be a model the DAG makes (``lr2-stage2``...).
 
     Both would be ``results/<run>/eval/<name>/``; the download would be scored in its place.
+
+    Parameters
+    ----------
+    config
+        The workflow config: ``evaluate_models`` and the experiments (the models the DAG makes).
 
     Examples
     --------
@@ -407,6 +462,11 @@ def _unique(lines: list[str]) -> list[str]:
 def instruction_problems(evaluate: dict[str, Any]) -> list[str]:
     """An instruction for a split that is not evaluated would never be used: refused.
 
+    Parameters
+    ----------
+    evaluate
+        The config's ``evaluate`` section (``protocols``, ``splits``).
+
     Examples
     --------
     >>> instruction_problems({"splits": ["pony"], "protocols": {"card": None, "x": {"instructions": {"aops": "{query}"}}}})
@@ -433,6 +493,11 @@ def _model_identity(source: dict[str, Any]) -> tuple[str, ...]:
 
 def same_model_problems(config: dict[str, Any]) -> list[str]:
     """One model evaluated under two ``evaluate_models`` names: two rows that are one model, refused.
+
+    Parameters
+    ----------
+    config
+        The workflow config: ``evaluate_models`` (``local``, else ``repo`` and ``revision``) is read.
 
     Examples
     --------
@@ -531,6 +596,12 @@ def name_length_problems(config: dict[str, Any]) -> list[str]:
     A longer one would pass every other check and stop the first job that writes a file of
     that name (``File name too long``).
 
+    Parameters
+    ----------
+    config
+        The workflow config: ``run_name`` and the names in ``evaluate_models``, ``experiments`` and
+        ``evaluate.protocols``.
+
     Examples
     --------
     >>> [line] = name_length_problems({"run_name": "demo", "evaluate_models": {"m" * 101: {}}, "evaluate": {}})
@@ -561,6 +632,11 @@ def local_problems(config: dict[str, Any]) -> list[str]:
     ``local`` that does not exist yet is left to the download (``demo_assets`` makes the
     demo's mirrors). A relative path is relative to the working directory, as the download
     reads it.
+
+    Parameters
+    ----------
+    config
+        The workflow config: the ``local`` of each ``sources`` and ``evaluate_models`` entry.
 
     Examples
     --------

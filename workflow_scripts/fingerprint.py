@@ -48,6 +48,13 @@ def module_file(name: str, root: Path = ROOT) -> Path | None:
     ``a.b`` is ``a/b.py`` or, for a sub-package, ``a/b/__init__.py``; ``__init__`` is the
     package's own.
 
+    Parameters
+    ----------
+    name
+        A dotted module name relative to the package (``model.load``), or ``__init__``.
+    root
+        The package's folder (default: this package's).
+
     Examples
     --------
     >>> module_file("fingerprint").name
@@ -99,6 +106,15 @@ def imported_modules(source: str, root: Path = ROOT, *, module: str = "") -> set
     it is one (``from .sub import helper``: ``sub.helper``), and every sub-package on the way is
     included (its ``__init__`` runs).
 
+    Parameters
+    ----------
+    source
+        A module's Python source; parsed, never run.
+    root
+        The package's folder: a name counts when :func:`module_file` finds it there.
+    module
+        The dotted name of the module ``source`` is; ``""``: a module at the package's top.
+
     Examples
     --------
     >>> code = "from .common import UserError\\nimport json\\ndef f():\\n    from workflow_scripts import data"
@@ -129,6 +145,15 @@ def normalised_source(source: str) -> str:
 
     A string that is a statement on its own (a docstring) is dropped with the comments;
     every other token is kept, so any change to what the code does changes the result.
+
+    Parameters
+    ----------
+    source
+        The Python source of one module.
+
+    Returns
+    -------
+    One line per kept token: its type and its text's repr (``NAME 'def'``).
 
     Examples
     --------
@@ -177,6 +202,20 @@ def code_fingerprint(module: str, *extra: str, root: Path = ROOT) -> str:
 
     ``extra`` names non-Python files of the package the stage runs (e.g. ``launch.sh``),
     hashed as they are. ``root`` is the package's folder (tests fingerprint edited copies).
+
+    Parameters
+    ----------
+    module
+        The stage's module, dotted relative to the package (``evaluate.job``).
+    *extra
+        Paths of non-Python files, relative to ``root``.
+    root
+        The package's folder (default: this package's).
+
+    Returns
+    -------
+    ``<modules>:<hash>``: the modules hashed but ``__init__``, sorted and joined by ``+``, and the first 16 hex
+    digits of the sha256.
 
     Examples
     --------

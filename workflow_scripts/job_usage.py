@@ -29,6 +29,11 @@ class UsageError(ValueError):
 def sidecar(benchmark: str | Path) -> Path:
     """The usage sidecar of the job whose Snakemake ``benchmark:`` file is ``benchmark``.
 
+    Parameters
+    ----------
+    benchmark
+        The job's ``benchmark:`` file; the sidecar is that path with the suffix ``.usage.json``.
+
     Examples
     --------
     >>> str(sidecar("results/demo/benchmarks/evaluate/base/pony.tsv"))
@@ -74,6 +79,15 @@ def read_usage(path: str | Path) -> dict[str, float] | None:
 
     Raises :class:`UsageError`, naming the file, if it is not such a record.
 
+    Parameters
+    ----------
+    path
+        The sidecar (:func:`sidecar` of the job's benchmark file).
+
+    Returns
+    -------
+    ``child`` (process id), ``status`` (exit status), ``max_rss`` (peak RSS, MB) and ``cpu_time`` (CPU seconds).
+
     Examples
     --------
     >>> import tempfile
@@ -105,5 +119,11 @@ def read_usage(path: str | Path) -> dict[str, float] | None:
 
 
 def usage_beside(benchmark: str | Path) -> dict[str, float] | None:
-    """:func:`read_usage` of the sidecar of the job whose ``benchmark:`` file is ``benchmark``."""
+    """:func:`read_usage` of the sidecar of the job whose ``benchmark:`` file is ``benchmark``.
+
+    Parameters
+    ----------
+    benchmark
+        The job's ``benchmark:`` file.
+    """
     return read_usage(sidecar(benchmark))

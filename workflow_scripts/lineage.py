@@ -48,6 +48,11 @@ def canonical(value: Any) -> Any:
     """``value`` with every dict's keys sorted, recursively: its repr no longer depends on the
     order keys were written in (Snakemake compares params by repr).
 
+    Parameters
+    ----------
+    value
+        Config data: dicts, lists and tuples (both returned as lists), scalars (returned as they are).
+
     Examples
     --------
     >>> canonical({"b": 1, "a": [{"y": 2, "x": 1}]})

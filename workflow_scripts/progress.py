@@ -36,6 +36,11 @@ def default_interval() -> float:
 def format_seconds(seconds: float) -> str:
     """A duration as ``1h02m``, ``6m02s`` or ``42s``.
 
+    Parameters
+    ----------
+    seconds
+        The duration, rounded to whole seconds.
+
     Examples
     --------
     >>> format_seconds(3725), format_seconds(362), format_seconds(4.2)

@@ -73,7 +73,15 @@ def _html_page(title: str, body: str) -> str:
 
 def summary_html(*, summary_json: str | Path, out: str | Path) -> None:
     """One table per protocol (ours, the published rows measured under it, deltas coloured green
-    (better) or red (worse)), then the published rows of protocols not run here."""
+    (better) or red (worse)), then the published rows of protocols not run here.
+
+    Parameters
+    ----------
+    summary_json
+        The summary (:func:`~workflow_scripts.summarize.summarize`'s ``summary.json``).
+    out
+        The HTML page to write.
+    """
     summary = read_json(summary_json)
     body = ""
     for table in summary["tables"]:
@@ -157,7 +165,16 @@ def _score_table(
 def plot_bright(*, summary_json: str | Path, out: str | Path):
     """Two panels: nDCG@10 per split of every model under the baseline protocol (``card``) beside
     its published rows; and how much each other protocol moves each split for the reference
-    model (its nDCG@10 minus the baseline's), the question PyLate #209 asked. Returns the figure."""
+    model (its nDCG@10 minus the baseline's), the question PyLate #209 asked. Returns the figure.
+
+    Parameters
+    ----------
+    summary_json
+        The summary (:func:`~workflow_scripts.summarize.summarize`'s ``summary.json``), with its protocol
+        ``effects``.
+    out
+        The PNG to write.
+    """
     import numpy as np
 
     plt = _pyplot()
@@ -188,7 +205,17 @@ def plot_bright(*, summary_json: str | Path, out: str | Path):
 
 def plot_intervals(*, summary_json: str | Path, protocol: str, out: str | Path):
     """One protocol: each model's nDCG@10 per split and mean with its bootstrap interval, and the
-    published rows measured under that protocol as points. Returns the figure."""
+    published rows measured under that protocol as points. Returns the figure.
+
+    Parameters
+    ----------
+    summary_json
+        The summary (:func:`~workflow_scripts.summarize.summarize`'s ``summary.json``).
+    protocol
+        The protocol's name; UserError when the summary has no table of it.
+    out
+        The PNG to write.
+    """
     import numpy as np
 
     plt = _pyplot()
@@ -237,7 +264,15 @@ def plot_intervals(*, summary_json: str | Path, protocol: str, out: str | Path):
 
 def paired_tests_html(*, summary_json: str | Path, out: str | Path) -> None:
     """Per protocol, the paired tests: a row per (model, baseline), a cell per split and the mean
-    (the difference in nDCG@10 points, Holm-adjusted p), significant cells marked."""
+    (the difference in nDCG@10 points, Holm-adjusted p), significant cells marked.
+
+    Parameters
+    ----------
+    summary_json
+        The summary (:func:`~workflow_scripts.summarize.summarize`'s ``summary.json``).
+    out
+        The HTML page to write.
+    """
     summary = read_json(summary_json)
     body = ""
     for table in summary["tables"]:
@@ -301,6 +336,14 @@ def plot_training(*, labels: list[str], metrics: list[str], out: str | Path):
     ``labels[i]`` names the model whose per-step metrics are ``metrics[i]``; every model gets
     a curve (colours cycle through a qualitative map, never a fixed short list). Returns the
     figure.
+
+    Parameters
+    ----------
+    labels, metrics
+        Model ids and their per-step metrics (``train/<id>.metrics.jsonl``), pairwise; a missing file gives an
+        empty curve.
+    out
+        The PNG to write.
     """
     plt = _pyplot()
     if len(labels) != len(metrics):
@@ -336,7 +379,15 @@ def _stage_stats(stats: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def plot_data(*, stats: list[str], out: str | Path) -> None:
-    """Triples per source/domain for each stage, and token-length percentiles."""
+    """Triples per source/domain for each stage, and token-length percentiles.
+
+    Parameters
+    ----------
+    stats
+        The ``build_shards`` stats JSON of each training stage.
+    out
+        The PNG to write.
+    """
     plt = _pyplot()
     loaded = _stage_stats(stats)
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
@@ -428,6 +479,15 @@ def provenance_html(*, config: dict[str, Any], manifests: list[str], out: str | 
 
     The commit is read from the workflow's repository (``REASON_COLBERT_REPO``, set by the
     Snakefile), not from a path passed in: the page must not depend on where the checkout is.
+
+    Parameters
+    ----------
+    config
+        The workflow config as run, shown in full (the rule leaves ``warm_start`` out).
+    manifests
+        The manifest JSON of each source the run uses (``resources/sources/<source>.manifest.json``).
+    out
+        The HTML page to write.
     """
     repo = os.environ.get("REASON_COLBERT_REPO", ".")
 
@@ -458,7 +518,18 @@ def provenance_html(*, config: dict[str, Any], manifests: list[str], out: str | 
 
 
 def cost_html(*, benchmarks: list[str], out: str | Path, train_gpus: int, evaluate_gpus: int) -> None:
-    """Wall time, peak memory and GPU-hours per job, from Snakemake ``benchmark:`` files."""
+    """Wall time, peak memory and GPU-hours per job, from Snakemake ``benchmark:`` files.
+
+    Parameters
+    ----------
+    benchmarks
+        Snakemake ``benchmark:`` TSVs, ``.../benchmarks/<job kind>/...``; a warm-started job's usage sidecar
+        beside one gives its peak RSS.
+    out
+        The HTML page to write.
+    train_gpus, evaluate_gpus
+        GPUs a ``train`` / an ``evaluate`` job holds (GPU-hours: GPUs x wall); other jobs count none.
+    """
     gpus = {"train": train_gpus, "evaluate": evaluate_gpus}
     rows, total = "", 0.0
     for path in sorted(benchmarks):

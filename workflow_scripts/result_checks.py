@@ -30,6 +30,13 @@ TOLERANCE = 1e-9
 def recorded_ndcg(result: dict[str, Any], path: str | Path) -> float:
     """The nDCG@10 a result states (``ndcg_at_10`` and ``main_score`` of its one score entry, equal).
 
+    Parameters
+    ----------
+    result
+        A per-split evaluation result (mteb ``TaskResult`` layout), as read.
+    path
+        Its file, named in the error when the numbers are missing, not finite or differ.
+
     Examples
     --------
     >>> recorded_ndcg({"scores": {"standard": [{"ndcg_at_10": 0.5, "main_score": 0.5}]}}, "r.json")
@@ -56,6 +63,13 @@ def check_results_against_runs(*, results: list[str], run_files: list[str], brig
 
     ``run_files[i]`` is the run beside ``results[i]``. The qrels are read from the mirror the
     BRIGHT manifest pins (the query set and qrels column each result names), once per split.
+
+    Parameters
+    ----------
+    results, run_files
+        The per-split result files and their TREC run files, pairwise in the same order.
+    bright_manifest
+        The BRIGHT download manifest; its mirror gives the qrels.
     """
     from .evaluate.trec import read_run, score_run  # torch comes with it: only when a summary is made
 
@@ -86,6 +100,15 @@ def result_flags_by_cell(
     found: dict[tuple[str, str, str], dict[str, Any]], protocol: str, models: list[str], splits: list[str]
 ) -> dict[str, dict[str, list[str]]]:
     """``{model: {split: flags}}`` of one protocol's table, only the cells that have flags.
+
+    Parameters
+    ----------
+    found
+        (protocol, model, split) → evaluation result; every cell of the table must be there.
+    protocol
+        The table's protocol name.
+    models, splits
+        The table's models and splits.
 
     Examples
     --------

@@ -51,6 +51,17 @@ logger = logging.getLogger(__name__)
 def seed_for(seed: int, *names: str) -> list[int]:
     """A generator seed for one cell: the configured seed and a CRC of the cell's names.
 
+    Parameters
+    ----------
+    seed
+        The configured seed (``statistics.seed``).
+    *names
+        The cell's names (protocol, model(s), split or ``mean``), in a fixed order.
+
+    Returns
+    -------
+    ``[seed, crc32 of the names joined by NUL]``, a seed sequence for ``numpy.random.default_rng``.
+
     Examples
     --------
     >>> seed_for(0, "card", "stage2", "pony") == seed_for(0, "card", "stage2", "pony")
@@ -66,6 +77,11 @@ def weights(samples: Sequence[np.ndarray]) -> np.ndarray:
 
     Each split weighs ``1 / len(samples)`` whatever its number of queries, as the card's mean
     of 12 split scores does.
+
+    Parameters
+    ----------
+    samples
+        One array of per-query scores per split; only their lengths are read.
 
     Examples
     --------
@@ -239,6 +255,11 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     non-decreasing along that order, and capped at 1; rejecting where the adjusted value is
     at most alpha controls the family-wise error rate at alpha.
 
+    Parameters
+    ----------
+    pvalues
+        The unadjusted p-values of one family of tests, in any order.
+
     Examples
     --------
     By hand: sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> running
@@ -270,6 +291,11 @@ def per_query_frame(results: dict[Key, dict[str, Any]]) -> pd.DataFrame:
 
     Columns: ``protocol``, ``model``, ``split``, ``query_id`` (str), ``ndcg_at_10`` (float64,
     0-1, pytrec_eval's), sorted by the first four; read from each result's ``per_query``.
+
+    Parameters
+    ----------
+    results
+        (protocol, model, split) → evaluation result; each must have ``per_query`` (query id → nDCG@10).
 
     Examples
     --------
@@ -319,7 +345,27 @@ def intervals(
     seed: int,
 ) -> dict[str, dict[str, list[float]]]:
     """Bootstrap interval (x100, 2 decimals) per model and split of one protocol, and of the
-    equally weighted mean of its splits (``mean``)."""
+    equally weighted mean of its splits (``mean``).
+
+    Parameters
+    ----------
+    frame
+        The per-query table (:func:`per_query_frame`).
+    protocol
+        The protocol whose rows of ``frame`` are used.
+    models, splits
+        The models and the protocol's splits; every (model, split) must have rows.
+    resamples
+        Bootstrap resamples per interval.
+    confidence
+        Confidence level, e.g. 0.95.
+    seed
+        The configured seed; each interval's own comes from :func:`seed_for`.
+
+    Returns
+    -------
+    Model → split (and ``mean``) → [low, high].
+    """
     cells = _cells(frame, protocol)
     out: dict[str, dict[str, list[float]]] = {}
     for model in models:
@@ -365,6 +411,23 @@ def pair_tests(
 
     Each row: ``model``, ``baseline``, ``split`` (or ``mean``), ``delta`` (nDCG@10 x 100, model
     minus baseline), ``p``, ``p_holm`` (the mean's: its own p), ``significant`` (``p_holm <= alpha``).
+
+    Parameters
+    ----------
+    frame
+        The per-query table (:func:`per_query_frame`).
+    protocol
+        The protocol whose rows of ``frame`` are used.
+    pairs
+        (model, baseline) pairs to test; both must be scored on the same queries of each split.
+    splits
+        The protocol's splits.
+    resamples
+        Random relabellings per test (:func:`paired_test`).
+    alpha
+        Significance level, compared with ``p_holm``.
+    seed
+        The configured seed; each test's own comes from :func:`seed_for`.
     """
     cells = _cells(frame, protocol)
     rows = []
@@ -417,6 +480,27 @@ def card_check(
     fall outside their intervals than chance allows: with ``n`` splits each missing with
     probability ``1 - confidence``, the 95th percentile of Binomial(n, 1 - confidence) (2 of 12 at
     95 %; splits treated as independent).
+
+    Parameters
+    ----------
+    published
+        The published row: nDCG@10 x 100 per split; its splits are the ones checked.
+    ours
+        Our model's nDCG@10 x 100 per split (at least the published row's splits).
+    interval
+        Our model's intervals (x100, :func:`intervals`): split → [low, high], and ``mean``.
+    name
+        The published row's name (``published_row``), as the sentence gives it.
+    model
+        Our model's name.
+    confidence
+        The intervals' confidence level, e.g. 0.95: it sets how many splits may fall outside by chance.
+
+    Returns
+    -------
+    ``inside`` (split → bool), ``mean`` (published, ours, low, high, inside), ``outside``, ``allowed_outside``,
+    ``agrees``, the inputs' ``published_row``, ``model`` and ``confidence``, and a ``sentence``
+    (:func:`agreement_sentence`).
 
     Examples
     --------
@@ -475,6 +559,20 @@ def seed_rows(
 ) -> list[dict[str, Any]]:
     """Mean and sample standard deviation (ddof 1) across the seeds of each seed group, per split
     and of the mean column.
+
+    Parameters
+    ----------
+    scores
+        Model → split → nDCG@10 x 100 (a protocol's table); every model of ``groups`` must be in it.
+    groups
+        Seed groups (:meth:`workflow_scripts.lineage.Lineage.seed_groups`): ``experiment``, ``kind``, ``seeds`` and
+        ``models`` (one per seed).
+    splits
+        The table's splits; ``mean`` is each seed's mean over them before the spread is taken.
+
+    Returns
+    -------
+    Two rows per group, kind ``seed_mean`` then ``seed_std`` (0 for a single model), values rounded to 2 decimals.
 
     Examples
     --------

@@ -152,6 +152,21 @@ def summary_rows(
     """One protocol's table: our models, the published rows measured under it, then a delta row
     (``reference`` - published) for each published row of the model we retrain.
 
+    Parameters
+    ----------
+    scores
+        Our models' nDCG@10 x 100, model → split → value, in row order.
+    splits
+        The protocol's splits: the value columns (``mean`` is over them).
+    published
+        The published rows measured under this protocol, in row order.
+    reference
+        The model the delta rows take (:func:`reference_model`); it must be in ``scores``.
+
+    Returns
+    -------
+    Rows of ``model``, ``kind`` (``ours``, ``published``, ``delta``), one value per split and ``mean`` (2 decimals).
+
     Examples
     --------
     >>> card = [p for p in PUBLISHED if p.protocol == "card"]
@@ -176,6 +191,18 @@ def summary_rows(
 def protocol_effects(tables: list[dict[str, Any]], reference: str) -> dict[str, Any]:
     """How much each protocol moves each split for ``reference``: its nDCG@10 x 100 minus the
     baseline protocol's (the one equal to the ``card`` preset, else the first).
+
+    Parameters
+    ----------
+    tables
+        The per-protocol tables (:func:`build_tables`); their ``protocol``, ``splits`` and ``scores`` are read.
+    reference
+        The model compared (:func:`reference_model`); every table must score it.
+
+    Returns
+    -------
+    ``baseline`` (its protocol name), ``model`` and ``delta``: protocol → split → difference (x100, 2 decimals);
+    a split the baseline does not score is left out.
 
     Examples
     --------
@@ -352,7 +379,40 @@ def summarize(
     ``per_query_path`` (parquet), ``intervals_path`` and ``tests_path`` (csv); the rule passes
     them all, a unit test of the tables may pass none (no statistics then).
 
-    Longer than ~50 lines for its signature (it is the stage CLI); the body calls short helpers.
+    Longer than ~50 lines because its keyword signature is the stage's CLI; the body calls short helpers.
+
+    Parameters
+    ----------
+    results
+        The per-split result files, one per (protocol, model, split) covered; each file says which it holds.
+    models
+        The evaluated models, in row order.
+    splits
+        The evaluated splits: the csv's value columns and those of the published rows shown apart.
+    protocols
+        :meth:`workflow_scripts.bright.protocols.Protocol.summary` dicts, one table each, in order.
+    settings
+        What the notes state: ``query_length``, ``overrides``, ``document_length``, ``bright_revision``,
+        ``base_model_revision``.
+    csv_path, md_path, json_path
+        The summary files to write.
+    mteb_paths
+        The mteb-format result files, in :func:`workflow_scripts.bright.protocols.mteb_files` order.
+    run_files, bright_manifest
+        The run file beside each result (same order) and the BRIGHT manifest of the qrels; both or neither
+        (None: nothing re-scored).
+    statistics
+        ``confidence``, ``resamples``, ``alpha`` and ``seed``; None: no intervals, tests or seed rows.
+    pairs
+        ``[model, baseline]`` pairs to test; None: none.
+    seed_groups
+        :meth:`workflow_scripts.lineage.Lineage.seed_groups`; None: no seed rows.
+    per_query_path, intervals_path, tests_path
+        The per-query parquet and the intervals and tests csv files; required with ``statistics``.
+
+    Returns
+    -------
+    The summary written to ``json_path``.
     """
     _check_against_runs(results=results, run_files=run_files, bright_manifest=bright_manifest)
     found = read_results(results, protocols, models)

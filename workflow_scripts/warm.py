@@ -231,16 +231,48 @@ def delegate(argv: list[str]) -> int | None:
 
     None only when nothing ran (no server, or the server refused, with the reason logged on
     stderr); once the child exists its status is the answer, and the job is never run twice.
+
+    Parameters
+    ----------
+    argv
+        The stage, its command and flags, as ``python -m workflow_scripts`` got them.
     """
     address = os.environ.get(ENV_VAR)
     if not address or not argv or argv[0] not in FORKED_STAGES:
         return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    ignored = [int(n) for n in FORWARDED_SIGNALS if signal.getsignal(n) is signal.SIG_IGN]  # e.g. nohup
+    reply = _request(sock, address=address, argv=argv, ignored=ignored)
+    if reply is None:
+        return None
+    if "refused" in reply:
+        print(f"warm: {reply['refused']}; starting cold", file=sys.stderr)
+        return None
+    child = int(reply["pid"])
+    # Snakemake stops a job by signalling its process group, which holds this client only.
+    for number in FORWARDED_SIGNALS:
+        if int(number) not in ignored:
+            signal.signal(number, lambda received, _frame: _signal_group(child, received))
+    try:
+        result, _ = _receive(sock)
+    except OSError:
+        result = None
+    if result is None:  # the server is gone: never leave the child running unwatched
+        _signal_group(child, signal.SIGKILL)
+        print(f"warm: the server went away while child {child} ran", file=sys.stderr)
+        return 1
+    _record_usage(child=child, result=result)
+    if result["signal"]:  # end as the child did (the shell reports 128 + N)
+        _end_by(result["signal"])
+    return int(result["status"])
+
+
+def _request(sock: socket.socket, *, address: str, argv: list[str], ignored: list[int]) -> dict[str, Any] | None:
+    """Hand the job (argv, directory, environment, umask, stdio) to the server: its reply, or None (unreachable, logged)."""
     try:
         sock.connect(address)
         umask = os.umask(0)
         os.umask(umask)
-        ignored = [int(n) for n in FORWARDED_SIGNALS if signal.getsignal(n) is signal.SIG_IGN]  # e.g. nohup
         request = {
             "argv": argv,
             "cwd": os.getcwd(),
@@ -260,36 +292,21 @@ def delegate(argv: list[str]) -> int | None:
             file=sys.stderr,
         )
         _end_by(signal.SIGINT)
-    if reply is None or "refused" in reply:
-        reason = reply["refused"] if reply else "the server closed the connection"
-        print(f"warm: {reason}; starting cold", file=sys.stderr)
-        return None
-    child = int(reply["pid"])
-    # Snakemake stops a job by signalling its process group, which holds this client only.
-    for number in FORWARDED_SIGNALS:
-        if int(number) not in ignored:
-            signal.signal(number, lambda received, _frame: _signal_group(child, received))
-    try:
-        result, _ = _receive(sock)
-    except OSError:
-        result = None
-    if result is None:  # the server is gone: never leave the child running unwatched
-        _signal_group(child, signal.SIGKILL)
-        print(f"warm: the server went away while child {child} ran", file=sys.stderr)
-        return 1
-    # The child's figures go to a file, not the log: the log's last line stays the job's own.
-    if os.environ.get(USAGE_ENV):
-        with contextlib.suppress(OSError):  # the job's outcome is the child's, whatever happens here
-            write_usage(
-                os.environ[USAGE_ENV],
-                child=child,
-                status=result["status"],
-                maxrss_kb=result["maxrss_kb"],
-                cpu_s=result["cpu_s"],
-            )
-    if result["signal"]:  # end as the child did (the shell reports 128 + N)
-        _end_by(result["signal"])
-    return int(result["status"])
+    return reply if reply is not None else {"refused": "the server closed the connection"}
+
+
+def _record_usage(*, child: int, result: dict[str, Any]) -> None:
+    """The child's figures to the job's usage sidecar, where its rule names one (the log's last line stays the job's)."""
+    if not os.environ.get(USAGE_ENV):
+        return
+    with contextlib.suppress(OSError):  # the job's outcome is the child's, whatever happens here
+        write_usage(
+            os.environ[USAGE_ENV],
+            child=child,
+            status=result["status"],
+            maxrss_kb=result["maxrss_kb"],
+            cpu_s=result["cpu_s"],
+        )
 
 
 def _end_by(number: int) -> None:
@@ -309,7 +326,15 @@ def _signal_group(pid: int, number: int) -> None:
 
 
 def serve(*, address: str, parent: int) -> None:
-    """Import :data:`PRELOAD`, then fork a child per request until ``parent`` exits."""
+    """Import :data:`PRELOAD`, then fork a child per request until ``parent`` exits.
+
+    Parameters
+    ----------
+    address
+        The Unix socket path to listen on (in :func:`start`'s private folder, removed at the end).
+    parent
+        The pid whose exit (the Snakemake run's) ends the server.
+    """
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(address)  # before the imports: a job that starts now waits in the backlog
     listener.listen(64)
@@ -317,6 +342,27 @@ def serve(*, address: str, parent: int) -> None:
     # The children's import path: this checkout first, then the server's own path without its
     # working directory (``-m`` puts it first); never a client's.
     import_path = [str(PROJECT), *(p for p in sys.path if p not in ("", os.getcwd(), str(PROJECT)))]
+    unsafe, side_effects = _preload(environ)
+    children, stopping = _serve_requests(
+        listener,
+        parent=parent,
+        where=where,
+        unsafe=unsafe,
+        side_effects=side_effects,
+        import_path=import_path,
+    )
+    # Stopped (onsuccess/onerror): no job runs. The run was killed: its jobs died with it, so
+    # their forked children (in groups of their own, out of reach of that kill) die now.
+    for pid in children:
+        _signal_group(pid, signal.SIGTERM if stopping else signal.SIGKILL)
+    listener.close()
+    with contextlib.suppress(OSError):
+        os.unlink(address)
+        os.rmdir(os.path.dirname(address))  # start()'s private folder
+
+
+def _preload(environ: dict[str, str]) -> tuple[str | None, dict[str, str]]:
+    """Import :data:`PRELOAD`; the reason forks are unsafe (None: safe) and the variables the imports set."""
     started = time.perf_counter()
     # transformers asks torch.cuda.is_available() at import; through the CUDA runtime that call
     # would poison every fork (torch/cuda/__init__.py), through NVML it does not.
@@ -339,7 +385,17 @@ def serve(*, address: str, parent: int) -> None:
     )
     if unsafe:
         print(f"warm: {unsafe}; every job will start cold", file=sys.stderr)
+    return unsafe, side_effects
 
+
+def _serve_requests(
+    listener: socket.socket, *, parent: int, **child_settings: Any
+) -> tuple[dict[int, socket.socket], bool]:
+    """Fork a child per connection until SIGTERM or ``parent`` exits; the children still running, and whether stopped.
+
+    A client whose end closes while its child runs was killed by Snakemake: its child's group is
+    signalled. ``child_settings`` are :func:`_start_child`'s keywords.
+    """
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
     children: dict[int, socket.socket] = {}  # child pid -> its client's connection
@@ -347,38 +403,24 @@ def serve(*, address: str, parent: int) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     while not stopping and os.getppid() == parent:
         for key, _ in selector.select(timeout=0.1):
-            if key.fileobj is listener:
-                connection, _ = listener.accept()
-                try:
-                    pid = _start_child(
-                        connection,
-                        listener=listener,
-                        where=where,
-                        unsafe=unsafe,
-                        side_effects=side_effects,
-                        import_path=import_path,
-                    )
-                except Exception as err:  # one bad or vanished client must not end the others' jobs
-                    print(f"warm: a request failed: {err!r}", file=sys.stderr)
-                    pid = None
-                if pid is None:
-                    connection.close()
-                else:
-                    children[pid] = connection
-                    selector.register(connection, selectors.EVENT_READ, pid)
-            else:  # a client's end closed while its child runs: Snakemake killed the job
+            if key.fileobj is not listener:  # a client's end closed while its child runs
                 _signal_group(key.data, signal.SIGTERM)
                 _kill_later(key.data)
                 selector.unregister(key.fileobj)
+                continue
+            connection, _ = listener.accept()
+            try:
+                pid = _start_child(connection, listener=listener, **child_settings)
+            except Exception as err:  # one bad or vanished client must not end the others' jobs
+                print(f"warm: a request failed: {err!r}", file=sys.stderr)
+                pid = None
+            if pid is None:
+                connection.close()
+            else:
+                children[pid] = connection
+                selector.register(connection, selectors.EVENT_READ, pid)
         _reap(children, selector)
-    # Stopped (onsuccess/onerror): no job runs. The run was killed: its jobs died with it, so
-    # their forked children (in groups of their own, out of reach of that kill) die now.
-    for pid in children:
-        _signal_group(pid, signal.SIGTERM if stopping else signal.SIGKILL)
-    listener.close()
-    with contextlib.suppress(OSError):
-        os.unlink(address)
-        os.rmdir(os.path.dirname(address))  # start()'s private folder
+    return children, bool(stopping)
 
 
 def _fork_hazard() -> str | None:
@@ -551,32 +593,7 @@ def _run_child(
     """Become the job: its descriptors, directory, environment, argv, then run the stage."""
     status = 1
     try:
-        os.setpgid(0, 0)  # a group of its own, so the whole job can be signalled
-        for number in (*FORWARDED_SIGNALS, signal.SIGCHLD):
-            signal.signal(number, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # as a fresh interpreter sets them
-        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-        for number in request["ignored"]:
-            signal.signal(number, signal.SIG_IGN)
-        for target, fd in enumerate(fds):
-            os.dup2(fd, target)
-        for fd in fds:
-            if fd > 2:
-                os.close(fd)
-        atexit._clear()  # the server's exit handlers are not the job's
-        os.chdir(request["cwd"])
-        os.umask(request["umask"])  # outputs get the job's permissions, not the server's
-        os.environ.clear()
-        os.environ.update(request["env"] | side_effects)
-        sys.path[:] = import_path
-        tempfile.tempdir = None  # cached on first use; the job's TMPDIR may differ
-        _apply_thread_limits()
-        # A fresh interpreter seeds these from the OS; the server's state must not be shared.
-        random.seed()
-        if "numpy" in sys.modules:
-            sys.modules["numpy"].random.seed()
-        if "torch" in sys.modules:
-            sys.modules["torch"].seed()
+        _become_job(request, fds, side_effects=side_effects, import_path=import_path)
         from .stages import run  # fresh, from this checkout (the server forgot its own)
 
         status = run(request["argv"])
@@ -598,6 +615,38 @@ def _run_child(
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(status or 0)
+
+
+def _become_job(
+    request: dict[str, Any], fds: list[int], *, side_effects: dict[str, str], import_path: list[str]
+) -> None:
+    """This process as a fresh interpreter of the job would be: group, signals, stdio, directory, environment, seeds."""
+    os.setpgid(0, 0)  # a group of its own, so the whole job can be signalled
+    for number in (*FORWARDED_SIGNALS, signal.SIGCHLD):
+        signal.signal(number, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as a fresh interpreter sets them
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    for number in request["ignored"]:
+        signal.signal(number, signal.SIG_IGN)
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+    for fd in fds:
+        if fd > 2:
+            os.close(fd)
+    atexit._clear()  # the server's exit handlers are not the job's
+    os.chdir(request["cwd"])
+    os.umask(request["umask"])  # outputs get the job's permissions, not the server's
+    os.environ.clear()
+    os.environ.update(request["env"] | side_effects)
+    sys.path[:] = import_path
+    tempfile.tempdir = None  # cached on first use; the job's TMPDIR may differ
+    _apply_thread_limits()
+    # A fresh interpreter seeds these from the OS; the server's state must not be shared.
+    random.seed()
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed()
+    if "torch" in sys.modules:
+        sys.modules["torch"].seed()
 
 
 def _apply_thread_limits() -> None:
@@ -687,7 +736,17 @@ _SERVER: dict[str, Any] = {}
 
 
 def start(*, log: str | Path) -> str:
-    """Start a server for this process's lifetime, export its address; the address."""
+    """Start a server for this process's lifetime, export its address; the address.
+
+    Parameters
+    ----------
+    log
+        The server's log file (its stdout and stderr, appended); its folder is created.
+
+    Returns
+    -------
+    The server's Unix socket path, also exported as :data:`ENV_VAR`.
+    """
     folder = tempfile.mkdtemp(prefix="reason-colbert-warm-")  # 0700: only this user connects
     address = os.path.join(folder, "server.sock")
     Path(log).parent.mkdir(parents=True, exist_ok=True)

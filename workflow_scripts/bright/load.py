@@ -63,7 +63,17 @@ NOT_AVAILABLE = "N/A"  # BRIGHT's placeholder for "no excluded ids" (and "no lon
 
 
 def load_bright_documents(root: str | Path, split: str, corpus: str = "documents") -> Iterator[tuple[str, str]]:
-    """(id, content) of one BRIGHT corpus split (``documents`` or ``long_documents``), streamed."""
+    """(id, content) of one BRIGHT corpus split (``documents`` or ``long_documents``), streamed.
+
+    Parameters
+    ----------
+    root
+        The BRIGHT dataset directory, laid out like its hub repository.
+    split
+        The domain (``biology``, ``pony``, ...).
+    corpus
+        The config to read: ``documents`` or ``long_documents``.
+    """
     for path, row_no, row in iter_parquet_rows(config_files(root, corpus, split), ["id", "content"]):
         if not isinstance(row["id"], str) or not isinstance(row["content"], str):
             raise UserError(f"{path}: row {row_no}: id and content must be strings")
@@ -80,6 +90,21 @@ def load_bright_examples(
     long documents). Refuses a row whose types are not BRIGHT's, whose gold and excluded ids
     overlap, or whose id an earlier row of the split already has, and a split where no query
     has a gold id (see the module docstring for the upstream lines).
+
+    Parameters
+    ----------
+    root
+        The BRIGHT dataset directory, laid out like its hub repository.
+    split
+        The domain (``biology``, ``pony``, ...).
+    config
+        The query set: ``examples`` or a reasoning config (``gpt4_reason``, ...).
+    gold_field
+        The qrels column: ``gold_ids`` (``documents``) or ``gold_ids_long`` (``long_documents``).
+
+    Returns
+    -------
+    The rows in file order, with the columns ``id``, ``query``, ``gold_ids``, ``excluded_ids`` and ``gold_field``.
     """
     rows: list[dict[str, Any]] = []
     first: dict[str, str] = {}
@@ -99,6 +124,13 @@ def load_bright_examples(
 
 def gold_ids(row: dict[str, Any], gold_field: str = "gold_ids") -> list[str]:
     """The judged documents of an examples row: ``gold_field`` without BRIGHT's ``"N/A"`` placeholder.
+
+    Parameters
+    ----------
+    row
+        One row of :func:`load_bright_examples`.
+    gold_field
+        The qrels column: ``gold_ids`` or ``gold_ids_long``.
 
     Examples
     --------
@@ -142,7 +174,15 @@ class CorpusScan:
 
 
 def scan_documents(root: str | Path, split: str) -> tuple[set[str], int]:
-    """Document ids of one ``documents`` split (refused when one repeats) and how many are blank."""
+    """Document ids of one ``documents`` split (refused when one repeats) and how many are blank.
+
+    Parameters
+    ----------
+    root
+        The BRIGHT dataset directory, laid out like its hub repository.
+    split
+        The domain (``biology``, ``pony``, ...).
+    """
     scan = scan_corpus(root, split)
     return scan.ids, scan.empty
 
@@ -151,6 +191,19 @@ def scan_corpus(root: str | Path, split: str, corpus: str = "documents") -> Corp
     """Ids, blank documents and digest of one corpus split; refused when an id repeats.
 
     Streams the ``id`` and ``content`` columns batch by batch; only the ids are kept.
+
+    Parameters
+    ----------
+    root
+        The BRIGHT dataset directory, laid out like its hub repository.
+    split
+        The domain (``biology``, ``pony``, ...).
+    corpus
+        The config to read: ``documents`` or ``long_documents``.
+
+    Returns
+    -------
+    The scan; its ``sha256`` covers the (id, content) sequence, its ``where`` names the file (or the first and a count).
     """
     ids: set[str] = set()
     empty = 0
@@ -254,7 +307,27 @@ def validate_split(
     label: str = "",
 ) -> dict[str, int]:
     """:func:`check_split` over a corpus of ``split`` (``scan``, default: its ``documents``);
-    logs one warning line when something is odd (``label`` names the query set in it)."""
+    logs one warning line when something is odd (``label`` names the query set in it).
+
+    Parameters
+    ----------
+    root
+        The BRIGHT dataset directory, laid out like its hub repository.
+    split
+        The domain (``biology``, ``pony``, ...).
+    examples
+        The split's query rows (:func:`load_bright_examples`).
+    scan
+        The corpus to check against (:func:`scan_corpus`); None scans the split's ``documents``.
+    gold_field
+        The qrels column: ``gold_ids`` or ``gold_ids_long`` (with ``long_documents``).
+    label
+        Appended to the split's name in the warning line, space first: ``" (gpt4_reason on documents)"``.
+
+    Returns
+    -------
+    The counts of :func:`check_split`.
+    """
     scan = scan or scan_corpus(root, split)
     counts = check_split(
         examples=examples, doc_ids=scan.ids, empty_documents=scan.empty, where=scan.where, gold_field=gold_field
@@ -266,7 +339,15 @@ def validate_split(
 
 
 def bright_id2doc(root: Path, splits: list[str]) -> dict[str, tuple[str, str]]:
-    """Merged id → (domain, text) over all BRIGHT documents splits (ids carry no domain)."""
+    """Merged id → (domain, text) over all BRIGHT documents splits (ids carry no domain).
+
+    Parameters
+    ----------
+    root
+        The BRIGHT dataset directory, laid out like its hub repository.
+    splits
+        The ``documents`` splits to read, in order: an id found in several keeps the first split's entry.
+    """
     id2doc: dict[str, tuple[str, str]] = {}
     for split in splits:
         for doc_id, content in load_bright_documents(root, split):

@@ -295,6 +295,15 @@ def resolve(entries: Mapping[str, Mapping[str, Any] | None]) -> dict[str, Protoc
     The order is the presets' (card, bright, reasoning, long, mteb-v1.1, ...),
     then the name, never the config's key order (a reordered config reruns nothing).
 
+    Parameters
+    ----------
+    entries
+        ``evaluate.protocols``: name → preset and overrides (None or ``{}``: the preset of that name; False: removed).
+
+    Returns
+    -------
+    Name → protocol, each with ``preset`` set to the preset whose definition it has (None if none).
+
     Examples
     --------
     >>> found = resolve({"mine": {"preset": "bright", "exclude_ids": False}, "bright": None, "card": {}})
@@ -356,6 +365,15 @@ def evaluation_rules(
     splits of :data:`bright_meta.SHARED_DOCUMENTS` in one job, when both are evaluated with
     the same document length (one encoding of their one corpus). A rule with no split is left out.
 
+    Parameters
+    ----------
+    protocols
+        The configured protocols (:func:`resolve`), in their order.
+    splits
+        The evaluated splits, in config order.
+    document_lengths
+        Split → its evaluation ``document_length`` (tokens); the shared splits join only when theirs are equal.
+
     Examples
     --------
     >>> both = resolve({"card": {}, "long": {}})
@@ -387,6 +405,11 @@ def evaluation_rules(
 def job_name(splits: list[str] | tuple[str, ...]) -> str:
     """A job's name in logs and benchmarks: its split, or its splits joined by ``+``.
 
+    Parameters
+    ----------
+    splits
+        The job's splits, in the rule's order.
+
     Examples
     --------
     >>> job_name(["aops", "theoremqa_questions"])
@@ -397,6 +420,11 @@ def job_name(splits: list[str] | tuple[str, ...]) -> str:
 
 def job_pairs(protocols: list[str] | tuple[str, ...], splits: list[str] | tuple[str, ...]) -> list[tuple[str, str]]:
     """The (protocol, split) results of a job, protocol-major: the order of its output lists.
+
+    Parameters
+    ----------
+    protocols, splits
+        The names of the protocols the job scores and of its splits, each in the rule's order.
 
     Examples
     --------
@@ -411,6 +439,13 @@ def mteb_files(protocols: list[dict[str, Any]], models: list[str]) -> list[tuple
 
     ``protocols`` are :meth:`Protocol.summary` dicts; a legacy task holds all the protocol's
     splits as subsets, a per-domain task (mteb-v1.1) one split each.
+
+    Parameters
+    ----------
+    protocols
+        :meth:`Protocol.summary` dicts (their ``name``, ``splits`` and ``mteb`` are read).
+    models
+        The evaluated models' names; every protocol has one file per model and task.
 
     Examples
     --------

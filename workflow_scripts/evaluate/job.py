@@ -100,7 +100,21 @@ def _score_dtype(setting: str, device: str) -> str:
 def encode(
     model, texts: list[str], *, is_query: bool, batch_size: int, device: str, dtype: torch.dtype
 ) -> list[torch.Tensor]:
-    """Normalised token vectors, one (tokens, dim) tensor per text (padding/skiplist removed)."""
+    """Normalised token vectors, one (tokens, dim) tensor per text (padding/skiplist removed).
+
+    Parameters
+    ----------
+    model
+        A loaded PyLate ColBERT (:func:`workflow_scripts.model.load.load_colbert`).
+    texts
+        The queries (already formatted by their template) or the documents.
+    is_query
+        Encode as queries (query prefix and length) rather than documents.
+    batch_size
+        The encoder's batch size.
+    device, dtype
+        Where the returned tensors are put (``cuda``, ``cpu``) and their dtype.
+    """
     with torch.inference_mode():
         vecs = model.encode(
             texts,
@@ -137,6 +151,43 @@ def evaluate_split(
 
     :func:`evaluate_job` for a single (protocol, split) on ``examples`` + ``documents``; what
     the workflow runs is :func:`evaluate_job` with the configured protocols.
+
+    Parameters
+    ----------
+    model_path
+        A checkpoint directory, or the download manifest of one.
+    model_name
+        The model's name in the result (``protocol.model``) and the run file's tag.
+    bright_manifest
+        The BRIGHT download manifest (its data is checked against it first).
+    split
+        The split scored: its ``examples`` queries against its ``documents``, judged by ``gold_ids``.
+    out_json, run_file
+        Where the mteb-format result and the TREC run are written.
+    query_template
+        How a query is written for the model: ``{query}`` and optionally ``{domain}``.
+    domain
+        What ``{domain}`` becomes (the split's label, e.g. ``Earth Science``).
+    query_length, document_length
+        Token limits (capped at what the model takes; the applied ones are recorded).
+    exclude_ids
+        Remove each query's ``excluded_ids`` before ranking (BRIGHT) or score them (legacy mteb).
+    top_k
+        Documents kept per query in the run file.
+    chunk_size
+        Documents encoded and scored at a time (bounds memory, not the result).
+    encode_batch_size
+        The encoder's batch size.
+    dtype
+        ``auto``, ``float32``, ``float16`` or ``bfloat16`` (CPU always float32).
+    score_dtype
+        The MaxSim GEMMs' dtype: ``float32`` (exact) or ``bfloat16`` (approximate; float32 where not native).
+    trust_remote_code
+        Allow a checkpoint that ships code.
+
+    Returns
+    -------
+    The result written to ``out_json``.
     """
     protocol = _custom_protocol(split=split, query_template=query_template, domain=domain, exclude_ids=exclude_ids)
     return evaluate_job(
@@ -230,7 +281,7 @@ def evaluate_job(
     -------
     The result written to each ``out_json``, in the same order.
 
-    Longer than ~50 lines for this parameter list (it is the stage CLI's help); the body is a
+    Longer than ~50 lines because its keyword signature is the stage's CLI (one flag per parameter); the body is a
     sequence of short helper calls.
     """
     started = time.time()
@@ -487,6 +538,17 @@ def _plan(
 
 def query_coverage(queries: list[dict[str, Any]], split_queries: list[dict[str, Any]]) -> dict[str, int]:
     """How many of a split's queries (``examples``) a query set scores: a reasoning set may hold fewer.
+
+    Parameters
+    ----------
+    queries
+        The query set's rows (only ``id`` is read).
+    split_queries
+        The split's ``examples`` rows.
+
+    Returns
+    -------
+    ``queries`` and ``split_queries`` (row counts), ``missing`` (split ids not in the set) and ``extra`` (the reverse).
 
     Examples
     --------

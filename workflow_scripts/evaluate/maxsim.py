@@ -55,6 +55,11 @@ QUERY_BLOCK = 512  # query tokens per tile: wide enough for an efficient GEMM, s
 def bf16_native(device: torch.device | str = "cpu") -> bool:
     """Whether ``device`` multiplies bf16 natively (CPU: AMX or AVX512-BF16 via oneDNN).
 
+    Parameters
+    ----------
+    device
+        ``cpu``, ``cuda`` or a ``cuda:N`` device (CUDA: ``torch.cuda.is_bf16_supported()``).
+
     Examples
     --------
     >>> isinstance(bf16_native("cpu"), bool)
@@ -219,6 +224,15 @@ def plan_blocks(lengths: list[int], *, rows: int, max_docs: int | None = None) -
 
     Each block is (document indices, longest length); every member is padded to the
     longest. A document longer than ``rows`` is a block of its own; empty ones are left out.
+
+    Parameters
+    ----------
+    lengths
+        Token count of each document, by document index.
+    rows
+        Most padded tokens per block (block documents x longest length).
+    max_docs
+        Most documents per block; None: no limit.
 
     Examples
     --------

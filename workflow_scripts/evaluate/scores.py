@@ -35,6 +35,15 @@ def check_finite_scores(scores: torch.Tensor, documents: list[torch.Tensor], ids
     ``torch.topk`` ranks NaN first, so a NaN score would be a silent ranking of garbage; ``-inf``
     is only legal for an empty document (a max over nothing: it never ranks).
 
+    Parameters
+    ----------
+    scores
+        One chunk's MaxSim scores, shape (queries, documents of the chunk).
+    documents, ids
+        The chunk's document vectors (an empty one may score ``-inf``) and their ids, in column order.
+    where
+        What the error line starts with (the job and split).
+
     Examples
     --------
     >>> docs = [torch.ones(2, 4), torch.empty(0, 4)]
@@ -104,6 +113,20 @@ def result_flags(
     *, coverage: dict[str, int], score_checks: dict[str, Any], requested: dict[str, int], applied: dict[str, int]
 ) -> list[str]:
     """What a reader of one result must know before trusting or comparing it, one line each.
+
+    Parameters
+    ----------
+    coverage
+        The query set's coverage of its split (:func:`workflow_scripts.evaluate.job.query_coverage`).
+    score_checks
+        :meth:`ScoreSpread.summary` of the result's scores.
+    requested, applied
+        Token limits asked for and those in use (``query_length``, ``document_length``); every key of ``requested``
+        is compared.
+
+    Returns
+    -------
+    ``degenerate: ...``, ``partial: ...`` and ``capped: ...`` lines, in that order; empty when nothing is amiss.
 
     Examples
     --------

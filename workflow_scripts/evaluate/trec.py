@@ -36,6 +36,18 @@ MEASURES = {
 def score_run(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, Any]:
     """pytrec_eval metrics: mean over the queries pytrec_eval scores, plus per-query values.
 
+    Parameters
+    ----------
+    qrels
+        qid → {docid: relevance}; a query with no judged document is not scored.
+    run
+        qid → {docid: score}; the ``mrr_at_*`` measures cut it to its top 10 or 100 first.
+
+    Returns
+    -------
+    ``mean`` (mteb key of :data:`MEASURES` → value), ``per_query`` (qid → the same keys) and ``queries`` (how many
+    were scored).
+
     Examples
     --------
     >>> qrels = {"q1": {"d1": 1}, "q2": {"d3": 1}}
@@ -145,17 +157,47 @@ def _trec_number(where: str, field: str, text: str, cast: type) -> Any:
 
 
 def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
-    """TREC qrels ``qid iter docid rel``."""
+    """TREC qrels ``qid iter docid rel``.
+
+    Parameters
+    ----------
+    path
+        The qrels file; refused (one line naming ``file:line``) where trec_eval would not score it.
+
+    Returns
+    -------
+    qid → {docid: relevance}.
+    """
     return _read_trec(path, "qid iter docid rel", 3, int)
 
 
 def read_run(path: str | Path) -> dict[str, dict[str, float]]:
-    """TREC run ``qid Q0 docid rank score tag``."""
+    """TREC run ``qid Q0 docid rank score tag``.
+
+    Parameters
+    ----------
+    path
+        The run file; refused (one line naming ``file:line``) where trec_eval would not score it.
+
+    Returns
+    -------
+    qid → {docid: score}; the rank and tag columns are not kept.
+    """
     return _read_trec(path, "qid Q0 docid rank score tag", 4, float)
 
 
 def write_run(path: str | Path, run: dict[str, list[tuple[str, float]]], tag: str) -> None:
-    """TREC run file, ranks 1..k in score order."""
+    """TREC run file, ranks 1..k in score order.
+
+    Parameters
+    ----------
+    path
+        The file to write (atomically).
+    run
+        qid → (docid, score) pairs, best first: rank is the position; scores are written with 6 decimals.
+    tag
+        The last column of every line (the evaluation job writes ``<model>.<protocol>``).
+    """
     with atomic_file(path) as handle:
         for qid, docs in run.items():
             for rank, (doc_id, score) in enumerate(docs, start=1):
@@ -163,6 +205,12 @@ def write_run(path: str | Path, run: dict[str, list[tuple[str, float]]], tag: st
 
 
 def score_run_files(*, qrels: str, run: str) -> None:
-    """Score a TREC run file against TREC qrels; print the metrics as JSON."""
+    """Score a TREC run file against TREC qrels; print the metrics as JSON.
+
+    Parameters
+    ----------
+    qrels, run
+        The TREC qrels file and the TREC run file.
+    """
     json.dump(score_run(read_qrels(qrels), read_run(run)), sys.stdout, indent=2, sort_keys=True)
     print()

@@ -88,7 +88,13 @@ RECORD_KEYS = ("_name_or_path", "name_or_path")
 
 
 def read_modules(checkpoint: Path) -> list[dict[str, Any]]:
-    """``modules.json``: a list of entries with a string ``type`` and ``path``, or a UserError."""
+    """``modules.json``: a list of entries with a string ``type`` and ``path``, or a UserError.
+
+    Parameters
+    ----------
+    checkpoint
+        The checkpoint directory (``modules.json`` at its top).
+    """
     file = checkpoint / "modules.json"
     if not file.exists():
         raise UserError(f"{file}: file not found (not a sentence-transformers/PyLate checkpoint)")
@@ -106,6 +112,11 @@ def check_safetensors(file: Path) -> None:
     The format is an 8-byte little-endian header length, a JSON header giving each tensor's
     ``data_offsets`` [begin, end) in the data block, then the data block: a whole file is
     exactly ``8 + header length + max(end)`` bytes.
+
+    Parameters
+    ----------
+    file
+        A ``*.safetensors`` file; only its size and its header are read.
 
     Examples
     --------
@@ -155,6 +166,11 @@ def check_checkpoint(checkpoint: Path) -> None:
     its ``tokenizer.json``); every ``*config*.json`` must parse; every safetensors file must be
     whole.
 
+    Parameters
+    ----------
+    checkpoint
+        The checkpoint directory (a sentence-transformers/PyLate save); a missing one is refused too.
+
     Examples
     --------
     >>> import tempfile
@@ -198,6 +214,11 @@ def check_contained(checkpoint: Path) -> None:
     resolves outside), and every config value that names a file (a key ending in ``_file``,
     ``_files``, ``_dir`` or ``_path``, at any depth): the loaders open those as given, so a
     checkpoint may not set them. Reads no file through a link before its target is checked.
+
+    Parameters
+    ----------
+    checkpoint
+        The checkpoint directory; what it links or names must resolve inside its real path.
 
     Examples
     --------
@@ -366,6 +387,13 @@ def check_untrusted_checkpoint(checkpoint: Path, *, trust_remote_code: bool = Fa
     :data:`KNOWN_TYPES`; ``auto_map`` (at any depth) or loader arguments in any
     ``*config*.json``; a Dense activation outside :data:`ACTIVATIONS`. Every name is checked
     against these allow-lists; nothing is imported to decide.
+
+    Parameters
+    ----------
+    checkpoint
+        The checkpoint directory.
+    trust_remote_code
+        The config's ``trust_remote_code``: True allows it all, and nothing is checked.
 
     Examples
     --------

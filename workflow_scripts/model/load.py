@@ -27,7 +27,14 @@ logger = logging.getLogger(__name__)
 
 
 def model_dir(path: str | Path) -> Path:
-    """A checkpoint directory, or the directory a download manifest points to (verified against it)."""
+    """A checkpoint directory, or the directory a download manifest points to (verified against it).
+
+    Parameters
+    ----------
+    path
+        A checkpoint directory, returned as it is, or a download manifest (``*.json``), checked by
+        :func:`~workflow_scripts.sources.manifest.source_root`.
+    """
     path = Path(path)
     if path.suffix == ".json":
         return source_root(path)
@@ -41,6 +48,16 @@ def load_colbert(path: str | Path, *, trust_remote_code: bool = False, **kwargs:
     checkpoint is refused in one line naming the file, before anything is imported or loaded;
     so is one whose weights are not all finite (:func:`check_finite_weights`) or whose tokenizer
     lacks the ``[Q]``/``[D]`` prefix tokens its config names (:func:`check_prefix_tokens`).
+
+    Parameters
+    ----------
+    path
+        A checkpoint directory or its download manifest (:func:`model_dir`).
+    trust_remote_code
+        Allow a checkpoint that ships or names code (no
+        :func:`~workflow_scripts.model.checkpoint.check_untrusted_checkpoint`); passed on to PyLate too.
+    **kwargs
+        Passed on to ``pylate.models.ColBERT`` (``query_length``, ``document_length``; ``device``, default ``cpu``).
     """
     from pylate import models
 
@@ -70,6 +87,11 @@ def check_finite_weights(checkpoint: str | Path) -> None:
     A non-finite weight gives every score NaN (or every document the same score), and an
     nDCG@10 that looks normal: it is caught here, before the model is built. Every
     ``*.safetensors`` file under the checkpoint is read, one tensor at a time.
+
+    Parameters
+    ----------
+    checkpoint
+        The checkpoint directory; files under a ``.cache`` folder (download bookkeeping) are skipped.
 
     Examples
     --------
@@ -124,6 +146,12 @@ def check_prefix_tokens(checkpoint: str | Path) -> None:
     so two loads of the same checkpoint score differently (0.49276 vs 0.49393 on the demo);
     a prefix whose id lies past the embedding matrix is refused too. The tokenizer is the
     ``tokenizer.json`` of the checkpoint's Transformer module.
+
+    Parameters
+    ----------
+    checkpoint
+        The checkpoint directory: the prefixes its ``config_sentence_transformers.json`` names, else
+        :data:`DEFAULT_PREFIXES`; an empty prefix is no token, so nothing to check.
     """
     checkpoint = Path(checkpoint)
     prefixes = _prefixes(checkpoint)
@@ -171,6 +199,15 @@ def max_tokens(model) -> int | None:
 
     PyLate truncates a text to ``query_length``/``document_length`` tokens, prefix included,
     whatever the encoder can take: a longer limit is not applied, only recorded, unless capped.
+
+    Parameters
+    ----------
+    model
+        A loaded PyLate ColBERT (its first module the Transformer).
+
+    Returns
+    -------
+    The limit in tokens; None when the encoder's config states no positive one.
     """
     config = getattr(getattr(model[0], "auto_model", None), "config", None)
     limit = getattr(config, "max_position_embeddings", None)
@@ -181,6 +218,15 @@ def effective_length(model, requested: int, *, what: str) -> int:
     """``requested`` capped at :func:`max_tokens`; a capped value is logged in one line.
 
     ``what`` names the setting in that line (``evaluate/query_length of pony``).
+
+    Parameters
+    ----------
+    model
+        A loaded PyLate ColBERT.
+    requested
+        The configured length in tokens (``query_length`` or ``document_length``), prefix included.
+    what
+        The setting's name, for the log line.
     """
     limit = max_tokens(model)
     if limit is None or requested <= limit:

@@ -38,6 +38,21 @@ def guard_attention_mask(mask: Any, attention_mask: torch.Tensor, *, inplace: bo
     written (no second (batch, 1, length, length) tensor); ``inplace`` writes it into ``mask``
     itself when ``mask`` owns its memory (not an expanded view).
 
+    Parameters
+    ----------
+    mask
+        One layer type's mask as ``masking_utils`` builds it: (batch, heads or 1, length, length), bool
+        or additive float; anything else is returned unchanged.
+    attention_mask
+        The 2-D (batch, length) padding mask: 1 (True) for a real token, 0 for padding.
+    inplace
+        Write the diagonal into ``mask`` itself when it is contiguous; False: into a copy.
+
+    Returns
+    -------
+    The guarded mask: ``mask`` itself when there is no padding, its last two dimensions are not
+    (length, length), or ``inplace`` wrote into it.
+
     Examples
     --------
     >>> full = torch.tensor([[1, 1, 0]]).bool()
@@ -67,6 +82,15 @@ def guarded_masks(backbone: Any, attention_mask: torch.Tensor, *, shape: tuple[i
     """ModernBERT's ``{layer type: mask}`` for a 2-D ``attention_mask``, built as its forward does, guarded.
 
     None when the backbone has a layer type this guard does not know (left to build its own).
+
+    Parameters
+    ----------
+    backbone
+        A ``ModernBertModel``: its config gives the layer types (and window), its embeddings the dtype.
+    attention_mask
+        The 2-D (batch, length) padding mask the backbone is called with.
+    shape
+        (batch, length) of the inputs, from the forward's ``input_ids`` or ``inputs_embeds``.
     """
     from transformers.masking_utils import create_bidirectional_mask, create_bidirectional_sliding_window_mask
 
@@ -114,6 +138,11 @@ def guard_padding(model: Any) -> None:
     a DDP wrapper, a bare backbone) that lets each padding query attend to itself; real tokens'
     outputs are unchanged. A model without a ModernBERT backbone is left alone (debug log).
     Nothing is saved with the model: call it again after loading.
+
+    Parameters
+    ----------
+    model
+        Any ``torch.nn.Module``; every ``ModernBertModel`` among its modules is hooked once.
     """
     from transformers import ModernBertModel
 
@@ -128,7 +157,13 @@ def guard_padding(model: Any) -> None:
 
 
 def unguard_padding(model: Any) -> None:
-    """Remove :func:`guard_padding`'s hooks (to look at the masks ModernBERT builds by itself)."""
+    """Remove :func:`guard_padding`'s hooks (to look at the masks ModernBERT builds by itself).
+
+    Parameters
+    ----------
+    model
+        A model :func:`guard_padding` was applied to; a module without its hook is left as it is.
+    """
     for backbone in model.modules():
         hook = getattr(backbone, "_padding_guard", None)
         if hook is not None:

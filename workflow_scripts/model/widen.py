@@ -33,7 +33,14 @@ PROBE_TEXTS = [
 
 
 def dense_modules(checkpoint: str | Path) -> list[dict[str, Any]]:
-    """The Dense entries of ``modules.json``, in order (Transformer and others skipped)."""
+    """The Dense entries of ``modules.json``, in order (Transformer and others skipped).
+
+    Parameters
+    ----------
+    checkpoint
+        The checkpoint directory; an entry counts when its type ends in ``Dense`` and its folder exists
+        (none is a UserError).
+    """
     checkpoint = Path(checkpoint)
     modules = read_modules(checkpoint)
     dense = [m for m in modules if m.get("type", "").endswith("Dense") and (checkpoint / m["path"]).is_dir()]
@@ -44,6 +51,21 @@ def dense_modules(checkpoint: str | Path) -> list[dict[str, Any]]:
 
 def widen_weight(weight: torch.Tensor, to: int, *, seed: int, std_fraction: float, min_std: float) -> torch.Tensor:
     """Append ``to - rows`` random rows with std ``max(std_fraction * std(weight), min_std)``.
+
+    Parameters
+    ----------
+    weight
+        The Dense's (rows, in_features) weight; its rows come first in the result, bit-identical.
+    to
+        Rows of the result (``widen.to``), more than ``weight`` has.
+    seed
+        Seed of the generator the new rows are drawn from (on the CPU).
+    std_fraction, min_std
+        The new rows' std: ``std_fraction`` times the std of ``weight``, at least ``min_std``.
+
+    Returns
+    -------
+    The (to, in_features) weight, in the dtype of ``weight``.
 
     Examples
     --------
@@ -70,7 +92,28 @@ def widen(
     min_std: float = 1e-3,
     use_residual_2_dense: bool | None = None,
 ) -> dict[str, Any]:
-    """Widen the last Dense of ``source`` to ``to`` outputs into ``out_dir``; verify; report."""
+    """Widen the last Dense of ``source`` to ``to`` outputs into ``out_dir``; verify; report.
+
+    Parameters
+    ----------
+    source
+        The checkpoint to widen: a directory or its download manifest (:func:`~workflow_scripts.model.load.model_dir`).
+    out_dir
+        Where the widened checkpoint goes (written atomically): a copy of ``source`` without ``.cache``.
+    verify_path
+        Where the report is written, as JSON.
+    to
+        Outputs of the last Dense after widening (``widen.to``); more than it has now.
+    seed, std_fraction, min_std
+        How the new rows are drawn (:func:`widen_weight`).
+    use_residual_2_dense
+        Sets ``use_residual`` of the ``2_Dense`` layer (``true`` needs in == out); None keeps the checkpoint's.
+
+    Returns
+    -------
+    The report of :func:`verify_widening`, plus ``source``, ``dense_layer`` (the widened module's folder) and
+    ``in_features``.
+    """
     src = model_dir(source)
     check_checkpoint(src)  # a truncated or missing file: one line naming it, not a traceback
     dense = dense_modules(src)
@@ -140,7 +183,24 @@ def verify_widening(
     min_std: float,
     use_residual_2_dense: bool | None,
 ) -> dict[str, Any]:
-    """Check the widened checkpoint; raise on failure, return the figures for the report."""
+    """Check the widened checkpoint; raise on failure, return the figures for the report.
+
+    Parameters
+    ----------
+    old_path, new_path
+        The checkpoint before widening, and the widened one.
+    old_rows
+        ``out_features`` of the last Dense before widening: rows ``0..old_rows-1`` must be unchanged.
+    seed, std_fraction, min_std
+        As given to :func:`widen_weight`: they set the target std of the new rows; ``seed`` is recorded.
+    use_residual_2_dense
+        As given to :func:`widen`: set on the old model's ``2_Dense`` too, so that the probes compare like
+        with like; None leaves both as loaded.
+
+    Returns
+    -------
+    The figures (widths, stds, probe differences) and ``checks``: each check's name and whether it passed.
+    """
     old_model = load_colbert(old_path)
     new_model = load_colbert(new_path)
     if use_residual_2_dense is not None:

@@ -27,6 +27,16 @@ def peak_growth(function: Any) -> tuple[Any, int, str]:
     CPU: the torch profiler's allocation events (every tensor allocation and free, in order),
     summed to the highest point: the CPU's analogue of ``max_memory_allocated``, not the
     process's RSS (which also holds the libraries and whatever malloc kept).
+
+    Parameters
+    ----------
+    function
+        A callable taking no arguments (a ``functools.partial``), run once.
+
+    Returns
+    -------
+    What ``function`` returned, the peak growth in bytes, and the measurement that gave it
+    (``cuda max_memory_allocated`` or the torch profiler's CPU allocations).
     """
     import torch
 
@@ -59,63 +69,80 @@ def measure_calibration(
     (:func:`workflow_scripts.train.trainer.build_loss`). ``loss`` is GradCache's embedding and scoring
     (the loss call), ``encoder`` its backward (every mini-batch embedded again with gradients),
     ``inference`` the documents' forward without gradients alone.
-    """
-    from ..train.trainer import build_loss
 
+    Parameters
+    ----------
+    model
+        A loaded PyLate ColBERT; its ``query_length``/``document_length`` are set per shape, then restored.
+    query_length, document_length
+        The stage's real token lengths, divided per shape (at least 4 each).
+    maxsim_backend, temperature
+        The stage's loss settings (``train.maxsim_backend``, ``train.temperature``).
+
+    Returns
+    -------
+    Per shape: its ``shape`` (:func:`~workflow_scripts.preflight.memory.memory_terms`'s keys), the ``measured``
+    bytes of ``inference``, ``loss`` and ``encoder``, the measurement's ``kind`` (:func:`peak_growth`) and the
+    ``maxsim_backend`` the loss ran.
+    """
     saved = model.query_length, model.document_length
     points = []
     try:
         for rows, q_div, d_div in CALIBRATION_SHAPES:
             model.query_length, model.document_length = max(4, query_length // q_div), max(4, document_length // d_div)
-            text = " ".join(["the"] * 2 * model.document_length)  # truncated to the length exactly
-            features = [model.tokenize([text] * rows, is_query=True, pad=True)]
-            features += [model.tokenize([text] * rows, is_query=False, pad=True) for _ in range(2)]
-            loss = build_loss(
-                model,
-                mini_batch_size=rows,
-                score_mini_batch_size=None,
-                gather_across_devices=False,
-                temperature=temperature,
-                maxsim_backend=maxsim_backend,
-                world_size=1,
-            )
-            model.zero_grad(set_to_none=True)
-            _, inference_bytes, _ = peak_growth(partial(_no_grad_forward, model, features[1]))
-            value, loss_bytes, kind = peak_growth(partial(loss, features, None))
-            _, encoder_bytes, _ = peak_growth(value.backward)
-            model.zero_grad(set_to_none=True)
-            lengths = [int(f["attention_mask"].sum(dim=1).max()) for f in features]
-            shape = {
-                "per_device": rows,
-                "chunk_rows": rows,
-                "chunk_width": max(lengths),
-                "score_chunk": rows,
-                "gathered_rows": rows,
-                "query_width": int(features[0]["attention_mask"].shape[1]),
-                "document_width": int(features[1]["attention_mask"].shape[1]),
-                "processed_tokens": rows * sum(lengths),
-                "columns": 2,
-            }
-            measured = {"inference": inference_bytes, "loss": loss_bytes, "encoder": encoder_bytes}
-            points.append(
-                {
-                    "shape": shape,
-                    "measured": measured,
-                    "kind": kind,
-                    "maxsim_backend": getattr(loss, "maxsim_backend", maxsim_backend),
-                }
-            )
-            logger.info(
-                "preflight calibration: %d rows at q%d/d%d: loss %.0f MiB, encoder %.0f MiB",
-                rows,
-                shape["query_width"],
-                shape["document_width"],
-                loss_bytes / 2**20,
-                encoder_bytes / 2**20,
-            )
+            points.append(_calibration_point(model, rows=rows, maxsim_backend=maxsim_backend, temperature=temperature))
     finally:
         model.query_length, model.document_length = saved
     return points
+
+
+def _calibration_point(model: Any, *, rows: int, maxsim_backend: str, temperature: float) -> dict[str, Any]:
+    """One GradCache step of ``rows`` rows at the model's current lengths: its shape and each phase's bytes."""
+    from ..train.trainer import build_loss
+
+    text = " ".join(["the"] * 2 * model.document_length)  # truncated to the length exactly
+    features = [model.tokenize([text] * rows, is_query=True, pad=True)]
+    features += [model.tokenize([text] * rows, is_query=False, pad=True) for _ in range(2)]
+    loss = build_loss(
+        model,
+        mini_batch_size=rows,
+        score_mini_batch_size=None,
+        gather_across_devices=False,
+        temperature=temperature,
+        maxsim_backend=maxsim_backend,
+        world_size=1,
+    )
+    model.zero_grad(set_to_none=True)
+    _, inference_bytes, _ = peak_growth(partial(_no_grad_forward, model, features[1]))
+    value, loss_bytes, kind = peak_growth(partial(loss, features, None))
+    _, encoder_bytes, _ = peak_growth(value.backward)
+    model.zero_grad(set_to_none=True)
+    lengths = [int(f["attention_mask"].sum(dim=1).max()) for f in features]
+    shape = {
+        "per_device": rows,
+        "chunk_rows": rows,
+        "chunk_width": max(lengths),
+        "score_chunk": rows,
+        "gathered_rows": rows,
+        "query_width": int(features[0]["attention_mask"].shape[1]),
+        "document_width": int(features[1]["attention_mask"].shape[1]),
+        "processed_tokens": rows * sum(lengths),
+        "columns": 2,
+    }
+    logger.info(
+        "preflight calibration: %d rows at q%d/d%d: loss %.0f MiB, encoder %.0f MiB",
+        rows,
+        shape["query_width"],
+        shape["document_width"],
+        loss_bytes / 2**20,
+        encoder_bytes / 2**20,
+    )
+    return {
+        "shape": shape,
+        "measured": {"inference": inference_bytes, "loss": loss_bytes, "encoder": encoder_bytes},
+        "kind": kind,
+        "maxsim_backend": getattr(loss, "maxsim_backend", maxsim_backend),
+    }
 
 
 def _no_grad_forward(model: Any, features: dict[str, Any]) -> None:
@@ -126,7 +153,17 @@ def _no_grad_forward(model: Any, features: dict[str, Any]) -> None:
 
 
 def row_token_lengths(model: Any, dataset: Any, *, rows: int) -> dict[str, list[int]]:
-    """Token lengths (specials included, truncated at the model's lengths) of the first ``rows`` rows, per column."""
+    """Token lengths (specials included, truncated at the model's lengths) of the first ``rows`` rows, per column.
+
+    Parameters
+    ----------
+    model
+        A loaded PyLate ColBERT: its tokenizer and lengths count the tokens.
+    dataset
+        The loaded triples (``query``, ``positive``, ``negative`` columns).
+    rows
+        Rows counted (all of them if the dataset holds fewer).
+    """
     sample = dataset.select(range(min(rows, len(dataset))))
     return {
         column: token_counts(model, sample[column], is_query=column == "query")

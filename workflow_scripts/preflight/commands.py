@@ -11,6 +11,13 @@ __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run one preflight command (``train``, ``evaluate`` or ``forecast``), one flag per keyword.
+
+    Parameters
+    ----------
+    argv
+        The command and its flags (``forecast --train a.json ...``); None: ``sys.argv[1:]``.
+    """
     commands = {"train": spread_records(measure_training), "evaluate": measure_evaluation, "forecast": forecast}
     run_commands(commands, argv)
 

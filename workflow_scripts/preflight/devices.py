@@ -28,6 +28,13 @@ def current_device() -> str:
 
 
 def set_threads(threads: int | None) -> None:
+    """Give torch ``threads`` CPU threads (intra-op).
+
+    Parameters
+    ----------
+    threads
+        The job's thread count; None or 0 leaves torch's default.
+    """
     import torch
 
     if threads:
@@ -74,7 +81,18 @@ def device_memory() -> dict[str, Any]:
 
 
 def architecture(model: Any) -> dict[str, int]:
-    """The sizes the FLOP count needs, read from a loaded PyLate ColBERT."""
+    """The sizes the FLOP count needs, read from a loaded PyLate ColBERT.
+
+    Parameters
+    ----------
+    model
+        A loaded ``pylate.models.ColBERT``: module 0 the Transformer, the last a Dense layer.
+
+    Returns
+    -------
+    ``parameters``, ``matmul_parameters`` (all but the input embeddings), ``layers``, ``hidden``, ``dim``
+    (the output width) and ``largest_parameter`` (elements of the largest tensor).
+    """
     backbone = model[0].auto_model
     embeddings = backbone.get_input_embeddings().weight.numel()
     total = sum(p.numel() for p in model.parameters())
@@ -91,7 +109,15 @@ def architecture(model: Any) -> dict[str, int]:
 
 def shards_for(files: list[str], rows: int) -> list[str]:
     """The first shards holding at least ``rows`` rows (all of them if fewer): shards are a uniform
-    hash-shuffle of the stage, so a prefix is a random sample of it."""
+    hash-shuffle of the stage, so a prefix is a random sample of it.
+
+    Parameters
+    ----------
+    files
+        The stage's parquet shards, in order.
+    rows
+        Rows wanted.
+    """
     import pyarrow.parquet as pq
 
     chosen, total = [], 0
@@ -104,13 +130,30 @@ def shards_for(files: list[str], rows: int) -> list[str]:
 
 
 def stage_rows(files: list[str]) -> int:
+    """Rows in all of ``files``, from the parquet footers (no data is read).
+
+    Parameters
+    ----------
+    files
+        A stage's parquet shards.
+    """
     import pyarrow.parquet as pq
 
     return sum(pq.read_metadata(p).num_rows for p in files)
 
 
 def token_counts(model: Any, texts: list[str], *, is_query: bool) -> list[int]:
-    """Tokens each text is encoded with (specials included, truncated at the model's length)."""
+    """Tokens each text is encoded with (specials included, truncated at the model's length).
+
+    Parameters
+    ----------
+    model
+        A loaded PyLate ColBERT; its tokenizer and lengths are used, 256 texts at a time.
+    texts
+        The texts to count.
+    is_query
+        True: tokenized as queries (query prefix and length); False: as documents.
+    """
     counts: list[int] = []
     for start in range(0, len(texts), 256):
         masks = model.tokenize(texts[start : start + 256], is_query=is_query)["attention_mask"]

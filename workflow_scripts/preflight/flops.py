@@ -50,6 +50,13 @@ GIB = 1024**3
 def rate_times_count(*, seconds: float, done: float, count: float) -> float:
     """Seconds that ``count`` units take at the measured rate ``done / seconds``.
 
+    Parameters
+    ----------
+    seconds, done
+        The measurement: ``done`` units took ``seconds``; ``done <= 0`` (nothing measured) raises UserError.
+    count
+        The units to project, in the unit of ``done`` (rows, steps, triples).
+
     Examples
     --------
     >>> rate_times_count(seconds=10.0, done=5, count=100)
@@ -66,6 +73,16 @@ def encoder_flops(tokens: int, *, matmul_parameters: int, layers: int, hidden: i
     Attention is counted at full length in every layer (``4 * layers * tokens**2 * hidden``):
     that is what PyTorch's SDPA computes for ModernBERT's 128-token local layers too (a mask,
     not a narrower kernel).
+
+    Parameters
+    ----------
+    tokens
+        The sequence's length, padding included (all of it is computed).
+    matmul_parameters
+        Weights used in matrix products: the model's parameters less the token embeddings
+        (:func:`~workflow_scripts.preflight.devices.architecture`).
+    layers, hidden
+        The encoder's layer count and hidden size.
 
     Examples
     --------
@@ -85,6 +102,23 @@ def train_step_flops(
     counts GradCache's extra no-grad pass (4 x the encoder's forward: no-grad pass, forward,
     backward) and the score's forward and backward (3x); ``model`` is forward + backward of each
     (3x), what MFU counts.
+
+    Parameters
+    ----------
+    per_device
+        Rows (query, positive, negative) one device encodes per step.
+    candidates
+        Documents each query is scored against (above).
+    query_length, document_length
+        The tokens every query and every document is padded to.
+    arch
+        ``matmul_parameters``, ``layers``, ``hidden`` and the output ``dim``
+        (:func:`~workflow_scripts.preflight.devices.architecture`).
+
+    Returns
+    -------
+    FLOPs per device: ``encoder_forward`` (one forward of every query and document), ``score_forward``
+    (MaxSim of every query against the candidates), ``executed`` and ``model`` (above).
 
     Examples
     --------
@@ -121,6 +155,27 @@ def project_training(
     ``candidates`` and ``flops``). Same shape: measured step time x steps. Another shape: the
     measured FLOP rate x the FLOPs of the forecast's steps (:func:`train_step_flops`), with
     documents gathered across devices as the recipe does (``gather_across_devices``).
+
+    Parameters
+    ----------
+    measured
+        The ``train`` measurement (above); its ``query_length``, ``document_length`` and ``arch`` give the
+        step's shape.
+    rows
+        Training triples of the stage.
+    devices
+        GPUs of the run; more than one gathers the documents across them.
+    per_device, global_batch
+        Rows per device per micro-batch, and rows per optimizer step over all devices.
+    epochs
+        Passes over the rows (a fraction allowed).
+    accumulation
+        Gradient-accumulation steps per optimizer step (each micro-batch is its own contrastive batch).
+
+    Returns
+    -------
+    ``rows``, ``steps`` (optimizer steps; the last partial batch dropped), ``step_seconds``, ``wall_hours``,
+    ``gpu_hours`` (wall x devices) and ``how`` (which of the two ways, in words).
 
     Examples
     --------
@@ -168,6 +223,19 @@ def project_split(*, measured: dict[str, Any], documents: int, queries: int) -> 
     queries: measured seconds per query x queries; scoring: measured (query token x document
     token) pairs/s x the pairs.
 
+    Parameters
+    ----------
+    measured
+        One split's evaluation measurement: ``document_tokens_per_s``, ``mean_document_tokens``,
+        ``query_seconds``, ``mean_query_tokens`` and ``score_pairs_per_s``.
+    documents, queries
+        The corpus size and query count projected to.
+
+    Returns
+    -------
+    ``encode_seconds``, ``query_seconds``, ``score_seconds``, their sum ``seconds``, the two counts and
+    ``how``.
+
     Examples
     --------
     >>> m = {"document_tokens_per_s": 1000.0, "mean_document_tokens": 100.0, "query_seconds": 0.5,
@@ -206,6 +274,24 @@ def project_split_from_flops(
     (2 x query tokens x document tokens x dim, float32), each / (the GPU's peak x ``mfu``, an
     ASSUMED utilisation). A CPU's own seconds say nothing about a GPU's.
 
+    Parameters
+    ----------
+    measured
+        One split's evaluation measurement; only ``mean_document_tokens`` and ``mean_query_tokens`` are read.
+    arch
+        ``matmul_parameters``, ``layers``, ``hidden`` and ``dim`` of the model.
+    documents, queries
+        The corpus size and query count projected to.
+    gpu
+        A key of :data:`PEAK_TFLOPS` and :data:`PEAK_FP32_TFLOPS` (``"H100"``).
+    mfu
+        The ASSUMED fraction of the peak reached (0-1).
+
+    Returns
+    -------
+    As :func:`project_split`'s, plus ``encode_flops`` and ``score_flops``; ``query_seconds`` is 0 (the
+    queries' encoding is in ``encode_seconds``).
+
     Examples
     --------
     >>> arch = {"matmul_parameters": 13_000_000, "layers": 10, "hidden": 384, "dim": 128}
@@ -241,6 +327,11 @@ def project_split_from_flops(
 
 def peak_tflops(device_name: str) -> float | None:
     """Dense bf16 peak of a known GPU from its name; None for others (a CPU).
+
+    Parameters
+    ----------
+    device_name
+        The device as torch names it (``"NVIDIA H100 80GB HBM3"``), or a CPU's description.
 
     Examples
     --------

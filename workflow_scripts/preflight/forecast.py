@@ -94,6 +94,26 @@ def forecast_memory(
     rows at ``document_length`` (one document at the cap puts the longest rows in one full
     mini-batch). Activations at bf16 under autocast (the calibration is at fp32, halved);
     ``if_activations_fp32_gib`` says what it would be if autocast kept them all in fp32.
+
+    Parameters
+    ----------
+    measured
+        A ``train`` measurement: its ``query_length``, ``document_length`` and ``arch`` are read.
+    shape
+        The forecast's shape (``per_device``, ``devices``, ``global_batch``, ``accumulation``,
+        ``mini_batch_size``, ``score_chunk``, ``bf16``, ``device_memory_bytes``) and ``processed_tokens``:
+        the tokens one device processes per micro-batch after GradCache's trimming.
+    backend
+        The loss's MaxSim backend, resolved (not ``auto``): it sets the score's terms.
+    calibration
+        The activation fit (:func:`~workflow_scripts.preflight.memory.calibrate_activations`): its
+        ``activation`` coefficients, ``shapes`` and ``max_abs_relative_error``.
+
+    Returns
+    -------
+    ``peak_gib``, ``capacity_gib``, ``headroom_gib`` and ``fits``; the peak ``phase`` and each phase's GiB;
+    ``terms`` (GiB and dtype each); ``largest_term`` and ``change`` (the config key that shrinks it, None
+    when it fits); ``if_activations_fp32_gib``; ``how``.
     """
     lq, ld = measured["query_length"], measured["document_length"]
     per_device, devices = shape["per_device"], shape["devices"]
@@ -520,6 +540,44 @@ def forecast(
     Longer than ~50 lines because its keyword signature is the stage's CLI (:mod:`.cli`): one
     option per parameter; the work is in :func:`_forecast_shape`, :func:`_forecast_stages` and
     :func:`_write_forecast`.
+
+    Parameters
+    ----------
+    train
+        The ``train`` measurement JSON of each training stage (``preflight train``).
+    evaluate
+        The ``evaluate`` measurement JSON (``preflight evaluate``).
+    shard_stats, shard_benchmarks
+        Each stage's ``build_shards`` stats JSON, and the job's Snakemake benchmark TSV (``<stage>.tsv``).
+    out_json, out_md, out_html
+        Where the forecast goes: the result, ``preflight.md`` (verdict and tables), the report page.
+    nodes, gpus_per_node
+        The cluster the forecast is for.
+    global_batch_size, gradient_accumulation_steps, mini_batch_size, epochs
+        The training's settings on that cluster (``train.*``).
+    bf16
+        ``train.bf16``: true, false or ``auto`` (forecast as true).
+    shuffle_buckets
+        ``data.shuffle_buckets``: ``build_shards``' projected peak RSS grows with one bucket (rows / buckets).
+    device_memory_gib
+        Memory of one cluster GPU, the verdict's limit (``preflight.device_memory_gib``).
+    gpu_hours_budget
+        The GPU-hours the verdict compares the projected total with (``preflight.gpu_hours_budget``).
+    widen
+        The widening verification JSON(s) of the measured model; empty when nothing widens.
+    evaluated_models
+        Models the run evaluates on every split: the evaluation's GPU-hours are one model's x this.
+    maxsim_backend
+        ``train.maxsim_backend``; from a CPU measurement, ``auto`` is forecast as ``chunked``.
+    score_mini_batch_size
+        ``train.score_mini_batch_size``; None: ``mini_batch_size``.
+    assumed_mfu
+        The MFU a time forecast from a CPU assumes (``preflight.assumed_mfu``, 0-1).
+
+    Returns
+    -------
+    The result written to ``out_json``: ``forecast_for``, ``measured_on``, ``stages``, ``checks`` and
+    ``verdict``.
     """
     shape = _forecast_shape(
         nodes=nodes,

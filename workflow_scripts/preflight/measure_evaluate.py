@@ -57,20 +57,14 @@ def _timed(function: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
 def _measure_split(
     model: Any, *, root: Path, split: str, settings: dict[str, Any], device: str, dtype: Any
 ) -> dict[str, Any]:
-    from ..bright.load import load_bright_examples
-    from ..bright.meta import DOMAINS
+    """Encode and score one split's samples as the evaluation does: rates, token counts and memory."""
     from ..evaluate.job import encode
     from ..evaluate.maxsim import maxsim_scores
 
     override = settings["overrides"].get(split, {})
     model.query_length = override.get("query_length", settings["query_length"])
     model.document_length = override.get("document_length", settings["document_length"])
-    examples = load_bright_examples(root, split)
-    queries = [settings["query_template"].format(domain=DOMAINS[split], query=e["query"]) for e in examples]
-    if settings["queries_per_split"]:
-        queries = random.Random(f"{settings['seed']}-{split}-q").sample(
-            queries, min(len(queries), settings["queries_per_split"])
-        )
+    examples, queries = _sample_queries(root=root, split=split, settings=settings)
     docs = _sample_split(
         root, split, documents=settings["documents_per_split"], lengths=settings["length_sample"], seed=settings["seed"]
     )
@@ -88,7 +82,7 @@ def _measure_split(
     padded = padded_tokens([len(t) for t in docs["encode"]], d_tokens, batch_size=batch)
     return {
         "documents": docs["count"],
-        "queries": len(examples),
+        "queries": examples,
         "sampled_documents": len(docs["encode"]),
         "sampled_queries": len(queries),
         "query_length": model.query_length,
@@ -110,12 +104,35 @@ def _measure_split(
     }
 
 
+def _sample_queries(*, root: Path, split: str, settings: dict[str, Any]) -> tuple[int, list[str]]:
+    """The split's query count, and a seeded sample of its queries in the evaluation's template."""
+    from ..bright.load import load_bright_examples
+    from ..bright.meta import DOMAINS
+
+    examples = load_bright_examples(root, split)
+    queries = [settings["query_template"].format(domain=DOMAINS[split], query=e["query"]) for e in examples]
+    if settings["queries_per_split"]:
+        queries = random.Random(f"{settings['seed']}-{split}-q").sample(
+            queries, min(len(queries), settings["queries_per_split"])
+        )
+    return len(examples), queries
+
+
 def padded_tokens(chars: list[int], tokens: list[int], *, batch_size: int) -> int:
     """Tokens a sentence-transformers ``encode`` computes, padding included.
 
     It sorts the texts by length in characters (longest first) and pads each batch to its
     longest. A whole split is encoded in length-sorted chunks of thousands of documents,
     where padding is small; a small sample is not, so its rate is per computed token.
+
+    Parameters
+    ----------
+    chars
+        Each text's length in characters (what ``encode`` sorts by).
+    tokens
+        Each text's token count (:func:`~workflow_scripts.preflight.devices.token_counts`), in the same order.
+    batch_size
+        The encoder's batch size.
 
     Examples
     --------
@@ -132,6 +149,20 @@ def check_long_document(model: Any, text: str, *, document_length: int) -> dict[
 
     Passes when the document is cut at ``document_length`` (specials included) and not at the
     base model's 511, i.e. a document beyond 600 tokens gives more than 512 vectors.
+
+    Parameters
+    ----------
+    model
+        A loaded PyLate ColBERT; its ``document_length`` is set to ``document_length`` (and left so).
+    text
+        The document (the longest one sampled).
+    document_length
+        Its split's document token limit (specials included).
+
+    Returns
+    -------
+    ``document_tokens`` (without specials), ``kept_tokens``, ``vectors``, ``document_length``, the model's
+    ``max_seq_length`` and ``passed``.
     """
     model.document_length = document_length
     tokens = len(model.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -224,6 +255,42 @@ def measure_evaluation(
     Longer than ~50 lines because its keyword signature is the stage's CLI (:mod:`.cli`): one
     option per parameter; the work is in :func:`_evaluation_model`, :func:`_measure_splits` and
     :func:`_longest_document_check`.
+
+    Parameters
+    ----------
+    model_path
+        The model measured: a checkpoint directory or its download manifest.
+    bright_manifest
+        The BRIGHT download manifest (its data is checked against it first).
+    out_json
+        Where the result is written.
+    splits
+        The BRIGHT splits measured, in order.
+    query_length, document_length, overrides
+        Token limits, and per-split overrides of them (``{"pony": {"query_length": 32}}``), as the evaluation's.
+    encode_batch_size
+        The encoder's batch size.
+    documents_per_split
+        Documents per split in the seeded sample that is encoded and scored.
+    length_sample
+        Documents per split in the (larger) seeded sample whose token lengths are counted.
+    seed
+        Seeds each split's samples (with the split's name).
+    dtype
+        ``auto`` (bfloat16), ``float32``, ``float16`` or ``bfloat16`` on CUDA; the CPU always runs float32.
+    queries_per_split
+        Queries per split in a seeded sample; None: all.
+    query_template
+        How a query is written (``{query}``, ``{domain}``); None: ``protocols.CARD_TEMPLATE``.
+    trust_remote_code
+        Allow a checkpoint that ships code.
+    threads
+        Torch's CPU threads; None or 0 leaves its default.
+
+    Returns
+    -------
+    The result written to ``out_json``: ``model_path``, ``device``, ``dtype``, each split's measurement
+    (``splits``), the ``long_document_check`` and the model's ``arch``.
     """
     from ..bright.protocols import CARD_TEMPLATE
     from ..sources.manifest import source_root

@@ -39,6 +39,26 @@ def replay_false_negatives(
     accelerate gives per-device batch ``k`` to rank ``k % world``, and CachedContrastive
     gathers the ranks' documents, so ``world`` consecutive per-device batches are one
     contrastive batch. Rows are compared by text (:func:`workflow_scripts.train.negatives.false_negatives`).
+
+    Parameters
+    ----------
+    trainer
+        The stage's trainer (:func:`~workflow_scripts.train.trainer.make_trainer`): its sampler and collator are used.
+    dataset
+        The loaded triples the sampler draws from.
+    per_device
+        Rows of one per-device batch (the preflight passes the real one, at the forecast's shape).
+    world
+        Devices whose per-device batches make one contrastive batch.
+    batches
+        Contrastive batches replayed (fewer if the sampler runs out; 0: none).
+    seed
+        Seeds the sampler's generator.
+
+    Returns
+    -------
+    ``batches`` replayed, ``rows_per_batch``, the mean and largest share of rows with a false negative, and the
+    mean false-negative pairs and duplicate-query rows per batch (None where no batch was replayed).
     """
     import torch
 
@@ -55,14 +75,14 @@ def replay_false_negatives(
     )
     found, group = [], []
     for indices in sampler:
+        if len(found) >= batches:  # 0: no replay
+            break
         group.extend(indices)
         if len(group) < per_device * world:
             continue
         rows = dataset[group]
         found.append(false_negatives(rows["query"], rows["positive"], rows["negative"]))
         group = []
-        if len(found) == batches:
-            break
     rates = [f["rows_with_false_negative"] / f["rows"] for f in found]
     return {
         "batches": len(found),
@@ -129,6 +149,15 @@ def measured_settings(settings: TrainSettings, *, steps: int, device: str) -> Tr
     """The stage's settings as the preflight runs them: ``steps`` optimizer steps, and on a CPU
     the exact chunked MaxSim where the stage's backend is a CUDA kernel.
 
+    Parameters
+    ----------
+    settings
+        The stage's training settings.
+    steps
+        Optimizer steps to run (``max_steps``).
+    device
+        This process's device, ``cpu`` or ``cuda``: on ``cpu`` the ``lik``/``flash`` backends become ``chunked``.
+
     Examples
     --------
     >>> s = TrainSettings(learning_rate=1e-5, global_batch_size=64, gradient_accumulation_steps=1,
@@ -174,21 +203,54 @@ def measure_training(
     the real one. The first step carries the warm-up; with more steps it is left out of the
     rate. The ``forecast_*`` shape is the one the batch sampler is replayed at. Writes
     ``out_json`` (rank 0). The command line (``preflight train``) takes the settings as flags.
+
+    Longer than ~50 lines because its keyword signature is the stage's CLI (:mod:`.cli`): one
+    flag per parameter; the body calls short helpers.
+
+    Parameters
+    ----------
+    stage
+        ``stage1`` or ``stage2``: names the log lines and the result.
+    init_model
+        The model the stage starts from: a checkpoint directory or its download manifest.
+    shards
+        The stage's ``part-*.parquet`` folder; only the first shards holding the rows needed are loaded.
+    out_json
+        Where rank 0 writes the result; the scratch folder is made beside it.
+    settings
+        The stage's training settings; ``max_steps`` (and on a CPU a CUDA-only MaxSim backend) replaced.
+    train_steps
+        Optimizer steps measured.
+    false_negative_batches
+        Contrastive batches of the sampler replayed at the forecast's shape.
+    forecast_nodes, forecast_gpus_per_node, forecast_global_batch_size
+        The cluster and global batch the forecast projects to: the shape the sampler is replayed at.
+    per_device_batch_size
+        Rows per device and micro-step of the measured steps; None: the real one.
+    trust_remote_code
+        Allow a checkpoint that ships code.
+    threads
+        Torch's CPU threads; None or 0 leaves its default.
+
+    Returns
+    -------
+    The result written to ``out_json`` on rank 0; ``{}`` on the other ranks.
     """
     from ..model.load import load_colbert
-    from ..train.stage import load_triples, shard_files, world_info
-    from ..train.trainer import per_device_batch_size as real_per_device
+    from ..train.stage import shard_files, world_info
 
     set_threads(threads)
-    world, accumulation = world_info(), settings.gradient_accumulation_steps
-    forecast_devices = forecast_nodes * forecast_gpus_per_node
-    per_device = per_device_batch_size or real_per_device(settings.global_batch_size, world["world_size"], accumulation)
-    forecast_per_device = real_per_device(forecast_global_batch_size, forecast_devices, accumulation)
-    files = shard_files(shards)
-    needed = max(
-        per_device * world["world_size"] * accumulation * train_steps,
-        forecast_global_batch_size * false_negative_batches,
+    world = world_info()
+    shapes = _batch_shapes(
+        settings=settings,
+        world_size=world["world_size"],
+        per_device_batch_size=per_device_batch_size,
+        forecast_devices=forecast_nodes * forecast_gpus_per_node,
+        forecast_global_batch_size=forecast_global_batch_size,
+        train_steps=train_steps,
+        false_negative_batches=false_negative_batches,
     )
+    files = shard_files(shards)
     model = load_colbert(
         init_model,
         query_length=settings.query_length,
@@ -197,9 +259,93 @@ def measure_training(
         device=current_device(),
     )
     settings = measured_settings(settings, steps=train_steps, device=current_device())
+    run = _run_steps(
+        model=model, files=files, shapes=shapes, settings=settings, stage=stage, world=world, out_json=out_json
+    )
+    if world["rank"] != 0:
+        return {}
+    result = _result(
+        model=model,
+        files=files,
+        shapes=shapes,
+        settings=settings,
+        world=world,
+        run=run,
+        stage=stage,
+        init_model=init_model,
+    )
+    write_json(out_json, result)
+    return result
+
+
+@dataclasses.dataclass(frozen=True)
+class _BatchShapes:
+    """The measured steps' per-device batch, the real one the sampler is replayed at, and the rows to load."""
+
+    per_device: int
+    forecast_per_device: int
+    forecast_devices: int
+    rows_needed: int
+    false_negative_batches: int
+
+
+def _batch_shapes(
+    *,
+    settings: TrainSettings,
+    world_size: int,
+    per_device_batch_size: int | None,
+    forecast_devices: int,
+    forecast_global_batch_size: int,
+    train_steps: int,
+    false_negative_batches: int,
+) -> _BatchShapes:
+    """Per-device batches of the measured steps (``per_device_batch_size`` or the real one) and of the replay."""
+    from ..train.trainer import per_device_batch_size as real_per_device
+
+    accumulation = settings.gradient_accumulation_steps
+    per_device = per_device_batch_size or real_per_device(settings.global_batch_size, world_size, accumulation)
+    return _BatchShapes(
+        per_device=per_device,
+        forecast_per_device=real_per_device(forecast_global_batch_size, forecast_devices, accumulation),
+        forecast_devices=forecast_devices,
+        rows_needed=max(
+            per_device * world_size * accumulation * train_steps, forecast_global_batch_size * false_negative_batches
+        ),
+        false_negative_batches=false_negative_batches,
+    )
+
+
+@dataclasses.dataclass
+class _Run:
+    """What the measured steps left: the trainer, its step times, the replay, wall time, memory, rank 0's extras."""
+
+    training: Training
+    timer: Any
+    replay: dict[str, Any] | None
+    wall: float
+    memory: dict[str, Any]
+    extra: dict[str, Any]
+    rows: int
+
+
+def _run_steps(
+    *,
+    model: Any,
+    files: list[str],
+    shapes: _BatchShapes,
+    settings: TrainSettings,
+    stage: str,
+    world: dict[str, Any],
+    out_json: str,
+) -> _Run:
+    """Load the rows, replay the sampler (rank 0), run the steps, then rank 0's extras; the scratch folder goes."""
+    import shutil
+
+    from ..train.stage import load_triples
+
     scratch = Path(tempfile.mkdtemp(dir=Path(out_json).parent, prefix=f".{Path(out_json).name}.tmp-"))
     try:
-        dataset = load_triples(shards_for(files, needed), scratch / "datasets-cache")
+        dataset = load_triples(shards_for(files, shapes.rows_needed), scratch / "datasets-cache")
         training, timer = _measured_training(
             model=model,
             dataset=dataset,
@@ -207,55 +353,66 @@ def measure_training(
             settings=settings,
             stage=stage,
             world_size=world["world_size"],
-            per_device=per_device,
+            per_device=shapes.per_device,
         )
         replay = None
         if world["rank"] == 0:  # the sampler replay needs no model and no other rank
             replay = replay_false_negatives(
                 training.trainer,
                 dataset,
-                per_device=forecast_per_device,
-                world=forecast_devices,
-                batches=false_negative_batches,
+                per_device=shapes.forecast_per_device,
+                world=shapes.forecast_devices,
+                batches=shapes.false_negative_batches,
                 seed=settings.seed,
             )
         wall = _timed_train(training=training, stage=stage, rank=world["rank"])
         memory = _max_over_ranks(device_memory())
-        if world["rank"] == 0:
-            extra = _rank0_extras(model=model, dataset=dataset, settings=settings)
+        extra = _rank0_extras(model=model, dataset=dataset, settings=settings) if world["rank"] == 0 else {}
+        return _Run(
+            training=training, timer=timer, replay=replay, wall=wall, memory=memory, extra=extra, rows=len(dataset)
+        )
     finally:
-        import shutil
-
         shutil.rmtree(scratch, ignore_errors=True)
-    if world["rank"] != 0:
-        return {}
+
+
+def _result(
+    *,
+    model: Any,
+    files: list[str],
+    shapes: _BatchShapes,
+    settings: TrainSettings,
+    world: dict[str, Any],
+    run: _Run,
+    stage: str,
+    init_model: str,
+) -> dict[str, Any]:
+    """Rank 0's record of the steps: rates, FLOPs and memory, the shapes, false negatives, the extras."""
     result = _training_result(
         model=model,
-        trainer=training.trainer,
-        seconds=timer.seconds,
+        trainer=run.training.trainer,
+        seconds=run.timer.seconds,
         world_size=world["world_size"],
-        per_device=per_device,
+        per_device=shapes.per_device,
         settings=settings,
-        memory=memory,
+        memory=run.memory,
     )
     result |= {
         "stage": stage,
         "init_model": init_model,
-        "real_per_device_batch_size": forecast_per_device,
-        "train_wall_s": wall,
-        "rows_loaded": len(dataset),
+        "real_per_device_batch_size": shapes.forecast_per_device,
+        "train_wall_s": run.wall,
+        "rows_loaded": run.rows,
         "stage_rows": stage_rows(files),
-        **_loss_facts(training=training, settings=settings, replay=replay),
-        **extra,
+        **_loss_facts(training=run.training, settings=settings, replay=run.replay),
+        **run.extra,
     }
-    write_json(out_json, result)
     logger.info(
         "preflight %s: %.1f s/step at per-device %d, %.2f samples/s, peak %.2f GiB",
         stage,
         result["step_seconds"],
-        per_device,
+        shapes.per_device,
         result["samples_per_s"],
-        memory["peak_bytes"] / GIB,
+        run.memory["peak_bytes"] / GIB,
     )
     return result
 

@@ -55,6 +55,20 @@ def column_tokens(lengths: list[int], *, mini_batch_size: int, width: int) -> di
     squared lengths gives the sum over mini-batches of rows x width**2. ``collated`` is every row
     at ``width`` (PyLate's collator pads to ``query_length``/``document_length``).
 
+    Parameters
+    ----------
+    lengths
+        Each row's token length (specials included, truncated), in row order.
+    mini_batch_size
+        Rows per GradCache mini-batch.
+    width
+        The column's collated width (``query_length`` or ``document_length``).
+
+    Returns
+    -------
+    ``tokens`` and ``squares`` (the same counts on the squared lengths), each with ``real``, ``processed``,
+    ``padded`` and ``collated``.
+
     Examples
     --------
     Mini-batches [300], [120, 40], [7, 5]; squares: 300**2 + 2 x 120**2 + 2 x 7**2.
@@ -74,6 +88,13 @@ def column_tokens(lengths: list[int], *, mini_batch_size: int, width: int) -> di
 
 def widest_minibatch(lengths: list[int], *, mini_batch_size: int) -> dict[str, int]:
     """The GradCache mini-batch of one column that holds the most activations: its rows and width.
+
+    Parameters
+    ----------
+    lengths
+        Each row's token length, in row order.
+    mini_batch_size
+        Rows per GradCache mini-batch (:func:`~workflow_scripts.train.gradcache.minibatch_plan`).
 
     Examples
     --------
@@ -110,6 +131,33 @@ def simulate_steps(
     queries and documents apart. Encoder FLOPs are per device: the slowest device of a step
     sets its time.
 
+    Parameters
+    ----------
+    lengths
+        Per column, the token lengths of the same rows, as above.
+    per_device
+        Rows per device and micro-step.
+    devices
+        Devices of the cluster simulated.
+    accumulation
+        Micro-steps per optimizer step (``gradient_accumulation_steps``).
+    mini_batch_size
+        Rows per GradCache mini-batch.
+    widths
+        Each column's collated width (``query_length`` for ``query``, ``document_length`` for the others).
+    arch
+        The model's ``matmul_parameters``, ``layers`` and ``hidden``
+        (:func:`~workflow_scripts.preflight.devices.architecture`).
+    steps
+        Optimizer steps simulated.
+    seed
+        Seeds the row draws.
+
+    Returns
+    -------
+    ``tokens`` per kind (``queries`` and ``documents``), ``encoder_forward_flops_per_device`` per kind, the
+    ``widest_minibatch`` drawn, ``steps_simulated`` and ``rows_sampled`` (the rows drawn from).
+
     Examples
     --------
     >>> arch = {"matmul_parameters": 1000, "layers": 2, "hidden": 8}
@@ -135,19 +183,14 @@ def simulate_steps(
             device = {k: 0.0 for k in kinds}
             for _micro in range(accumulation):
                 rows = rng.sample(range(n), per_device) if n >= per_device else rng.choices(range(n), k=per_device)
-                for column, values in lengths.items():
-                    col = [values[i] for i in rows]
-                    counted = column_tokens(col, mini_batch_size=mini_batch_size, width=widths[column])
-                    group = "queries" if column == "query" else "documents"
-                    for k in kinds:
-                        tokens[k][group] += counted["tokens"][k]
-                        device[k] += (
-                            2.0 * arch["matmul_parameters"] * counted["tokens"][k]
-                            + 4.0 * arch["layers"] * arch["hidden"] * counted["squares"][k]
-                        )
-                    w = widest_minibatch(col, mini_batch_size=mini_batch_size)
-                    if w["rows"] * w["width"] > widest["rows"] * widest["width"]:
-                        widest = w
+                widest = _count_rows(
+                    {column: [values[i] for i in rows] for column, values in lengths.items()},
+                    mini_batch_size=mini_batch_size,
+                    widths=widths,
+                    arch=arch,
+                    into={"tokens": tokens, "device": device},
+                    widest=widest,
+                )
             slowest = {k: max(slowest[k], device[k]) for k in kinds}
         flops = {k: flops[k] + slowest[k] for k in kinds}
     per_step = {k: {g: v / steps for g, v in tokens[k].items()} for k in kinds}
@@ -158,6 +201,31 @@ def simulate_steps(
         "steps_simulated": steps,
         "rows_sampled": n,
     }
+
+
+def _count_rows(
+    columns: dict[str, list[int]],
+    *,
+    mini_batch_size: int,
+    widths: dict[str, int],
+    arch: dict[str, int],
+    into: dict[str, Any],
+    widest: dict[str, int],
+) -> dict[str, int]:
+    """Add one per-device batch's tokens (``into["tokens"]``) and encoder FLOPs (``into["device"]``); the widest mini-batch."""
+    for column, col in columns.items():
+        counted = column_tokens(col, mini_batch_size=mini_batch_size, width=widths[column])
+        group = "queries" if column == "query" else "documents"
+        for k in into["device"]:
+            into["tokens"][k][group] += counted["tokens"][k]
+            into["device"][k] += (
+                2.0 * arch["matmul_parameters"] * counted["tokens"][k]
+                + 4.0 * arch["layers"] * arch["hidden"] * counted["squares"][k]
+            )
+        w = widest_minibatch(col, mini_batch_size=mini_batch_size)
+        if w["rows"] * w["width"] > widest["rows"] * widest["width"]:
+            widest = w
+    return widest
 
 
 def time_forecast(
@@ -173,6 +241,25 @@ def time_forecast(
 
     Per device and step, GradCache executes 4 encoder forwards' worth (the no-grad pass, the
     forward again with gradients, a backward of 2) and 3 of the MaxSim (forward, backward).
+
+    Parameters
+    ----------
+    encoder_forward_flops
+        One forward's encoder FLOPs per device and optimizer step.
+    score_forward_flops
+        One forward's MaxSim FLOPs per device and optimizer step.
+    steps
+        Optimizer steps of the run.
+    devices
+        GPUs the run holds (GPU-hours are wall hours x devices).
+    peak_tflops
+        One GPU's peak TFLOP/s (its bf16 peak in the forecast).
+    mfu
+        The ASSUMED model FLOPs utilisation, between 0 and 1.
+
+    Returns
+    -------
+    ``executed_flops_per_step``, ``step_seconds``, ``wall_hours`` and ``gpu_hours``.
 
     Examples
     --------
@@ -331,6 +418,29 @@ def memory_terms(
     Longer than ~50 lines because of this docstring and its example: the body is a few calls of
     the per-phase helpers (:func:`_embed_terms`, :func:`_loss_terms`, :func:`_encoder_terms`).
 
+    Parameters
+    ----------
+    arch
+        The model's ``parameters``, ``largest_parameter``, ``dim`` and ``layers``
+        (:func:`~workflow_scripts.preflight.devices.architecture`).
+    shape
+        The step's shape, keys as above.
+    backend
+        The loss's MaxSim backend, resolved (not ``auto``): it sets the loss's working set.
+    activation
+        The calibrated activation coefficients at fp32, keys as above.
+    activation_bytes
+        Bytes per activation value: 2 under bf16 autocast, 4 in fp32.
+    world_size
+        Devices; above 1 every rank's documents are gathered.
+    allowance
+        Add the ASSUMED CUDA context, NCCL buffers and allocator fragmentation to every phase.
+
+    Returns
+    -------
+    Per phase (``embed``, ``loss``, ``encoder``), its terms by name, the resident ``weights`` and ``adamw_states``
+    included.
+
     Examples
     --------
     >>> arch = {"parameters": 1000, "largest_parameter": 500, "dim": 4, "layers": 2}
@@ -365,6 +475,15 @@ def memory_terms(
 def memory_peak(phases: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
     """The step's peak: the phase whose terms sum highest, its terms, and the sum.
 
+    Parameters
+    ----------
+    phases
+        Per phase, its named terms (:func:`memory_terms`).
+
+    Returns
+    -------
+    The peak ``phase``, its sum (``peak_bytes``), every phase's sum (``phase_bytes``) and the peak phase's ``terms``.
+
     Examples
     --------
     >>> t = lambda b: {"bytes": b, "dtype": "fp32", "grows": True}
@@ -377,7 +496,13 @@ def memory_peak(phases: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
 
 
 def grown(terms: dict[str, dict[str, Any]]) -> int:
-    """Bytes a phase allocates (what a measurement from the phase's start sees)."""
+    """Bytes a phase allocates (what a measurement from the phase's start sees).
+
+    Parameters
+    ----------
+    terms
+        One phase's named terms (:func:`memory_terms`).
+    """
     return sum(t["bytes"] for t in terms.values() if t["grows"])
 
 
@@ -473,6 +598,21 @@ def calibrate_activations(points: list[dict[str, Any]], *, arch: dict[str, int],
     analytic terms, from the shapes where they exceed the gradient temporary. The loss call
     (the larger of the embed and loss phases) is not fitted. Errors are (model - measured) /
     measured, per shape and phase.
+
+    Parameters
+    ----------
+    points
+        The measured calibration steps, as above.
+    arch
+        The model's sizes (:func:`~workflow_scripts.preflight.devices.architecture`).
+    backend
+        The MaxSim backend the calibration's loss ran (the points' ``maxsim_backend``).
+
+    Returns
+    -------
+    The fitted ``activation`` coefficients (:func:`memory_terms`'s), each shape's measured and modelled bytes and
+    ``relative_error`` (``shapes``), the ``max_abs_relative_error``, ``fitted_on_encoder`` (how many shapes the saved
+    activations were fitted on) and ``how``.
     """
     common = {"arch": arch, "backend": backend, "activation_bytes": 4, "world_size": 1, "allowance": False}
     inference = _fit_inference(points)

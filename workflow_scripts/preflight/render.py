@@ -43,7 +43,17 @@ def _wall(projection: dict[str, Any]) -> str:
 
 
 def forecast_rows(result: dict[str, Any]) -> list[list[str]]:
-    """The forecast table: one row per measured stage (build_shards per stage, training per stage, each split)."""
+    """The forecast table: one row per measured stage (build_shards per stage, training per stage, each split).
+
+    Parameters
+    ----------
+    result
+        The forecast (:func:`~workflow_scripts.preflight.forecast.forecast`'s result).
+
+    Returns
+    -------
+    Rows of cells (text) in :data:`HEADER`'s order.
+    """
     stages, rows = result["stages"], []
     for stage, d in stages["build_shards"].items():
         p = d["projected"]
@@ -99,7 +109,17 @@ TRAIN_STAGES = ("train_stage1", "train_stage2")
 
 
 def training_lines(result: dict[str, Any]) -> list[str]:
-    """Per training stage: memory at the forecast's shape (fits, margin), tokens per step, GPU-hours from FLOPs."""
+    """Per training stage: memory at the forecast's shape (fits, margin), tokens per step, GPU-hours from FLOPs.
+
+    Parameters
+    ----------
+    result
+        The forecast (:func:`~workflow_scripts.preflight.forecast.forecast`'s result).
+
+    Returns
+    -------
+    Markdown list items, two per training stage (memory; tokens and GPU-hours).
+    """
     low, high = CARD["hours"]
     gpus = CARD["nodes"] * CARD["gpus_per_node"]
     lines = []
@@ -127,7 +147,17 @@ def training_lines(result: dict[str, Any]) -> list[str]:
 
 
 def memory_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Memory terms per GPU at the forecast's shape, one column per training stage (its peak phase)."""
+    """Memory terms per GPU at the forecast's shape, one column per training stage (its peak phase).
+
+    Parameters
+    ----------
+    result
+        The forecast (:func:`~workflow_scripts.preflight.forecast.forecast`'s result).
+
+    Returns
+    -------
+    The header and the rows (text): one per memory term, then their sum (the peak).
+    """
     stages = {name: result["stages"][name]["memory_at_forecast"] for name in TRAIN_STAGES}
     names = list(dict.fromkeys(k for m in stages.values() for k in m["terms"]))
     header = ["term (peak phase)", *(f"{s} GiB ({m['phase']})" for s, m in stages.items()), "dtype"]
@@ -142,7 +172,18 @@ def memory_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def calibration_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """The memory model against this machine's measurements: per stage and shape, measured, model, error."""
+    """The memory model against this machine's measurements: per stage and shape, measured, model, error.
+
+    Parameters
+    ----------
+    result
+        The forecast (:func:`~workflow_scripts.preflight.forecast.forecast`'s result).
+
+    Returns
+    -------
+    The header and the rows (text): one per stage, measured shape and phase (``inference``, ``loss``,
+    ``encoder``).
+    """
     header = ["stage", "rows x q/d tokens", "phase", "measured MiB", "model MiB", "relative error"]
     rows = []
     for name in TRAIN_STAGES:
@@ -162,7 +203,18 @@ def calibration_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]
 
 
 def token_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Tokens per optimizer step and the GPU-hours they imply (published sizes), per stage and count."""
+    """Tokens per optimizer step and the GPU-hours they imply (published sizes), per stage and count.
+
+    Parameters
+    ----------
+    result
+        The forecast (:func:`~workflow_scripts.preflight.forecast.forecast`'s result).
+
+    Returns
+    -------
+    The header and the rows (text): one per stage and token count (``real``, ``processed``, ``padded``,
+    ``collated``); ``real`` has no time.
+    """
     header = ["stage", "count", "query tokens/step", "document tokens/step", "s/step", "GPU-hours (published)"]
     rows = []
     for name in TRAIN_STAGES:
@@ -200,7 +252,18 @@ def _html_table(table_id: str, header: list[str], rows: list[list[str]]) -> str:
 
 
 def verdict_lines(result: dict[str, Any]) -> list[str]:
-    """The one-screen verdict."""
+    """The one-screen verdict.
+
+    Parameters
+    ----------
+    result
+        The forecast (:func:`~workflow_scripts.preflight.forecast.forecast`'s result).
+
+    Returns
+    -------
+    Markdown: the bold headline, then list items (problems, GPU-hours, where it was measured, the training
+    lines, the checks, in-batch false negatives).
+    """
     v, f = result["verdict"], result["forecast_for"]
     head = "FITS" if v["fits"] else "DOES NOT FIT"
     lines = [
@@ -239,7 +302,13 @@ def verdict_lines(result: dict[str, Any]) -> list[str]:
 
 
 def render_markdown(result: dict[str, Any]) -> str:
-    """preflight.md: the verdict, then the forecast table."""
+    """preflight.md: the verdict, then the forecast table.
+
+    Parameters
+    ----------
+    result
+        The forecast (:func:`~workflow_scripts.preflight.forecast.forecast`'s result).
+    """
     table = [f"| {' | '.join(HEADER)} |", f"|{'---|' * len(HEADER)}"]
     table += [f"| {' | '.join(row)} |" for row in forecast_rows(result)]
     how = [f"{s}: {result['stages'][s]['projected']['published']['how']}" for s in ("train_stage1", "train_stage2")]
@@ -257,7 +326,13 @@ def render_markdown(result: dict[str, Any]) -> str:
 
 
 def render_html(result: dict[str, Any]) -> str:
-    """The report page: the same verdict and table as preflight.md."""
+    """The report page: the same verdict and table as preflight.md.
+
+    Parameters
+    ----------
+    result
+        The forecast (:func:`~workflow_scripts.preflight.forecast.forecast`'s result).
+    """
     css = (
         "<style>table{border-collapse:collapse;font:13px sans-serif}td,th{padding:3px 8px;border-bottom:1px solid "
         "#ddd;text-align:right}td:first-child,th:first-child{text-align:left}li{font:13px sans-serif}</style>"

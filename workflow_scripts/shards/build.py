@@ -56,6 +56,9 @@ def build_shards(
     ``contamination_drop``, overlapping triples are left out. ``threads`` bounds Arrow's
     thread pool (parquet decoding and zstd compression).
 
+    Longer than ~50 lines because its keyword signature is the stage's CLI (:mod:`~workflow_scripts.cli`):
+    one flag per parameter; the body calls short helpers.
+
     Parameters
     ----------
     stage

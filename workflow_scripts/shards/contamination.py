@@ -12,6 +12,11 @@ __all__ = ["ContaminationAudit", "normalise"]
 def normalise(text: str) -> str:
     """Lower case, punctuation and runs of white space folded to one space.
 
+    Parameters
+    ----------
+    text
+        A query or document text.
+
     Examples
     --------
     >>> normalise("  Why do Insects -- fly?  ")

@@ -19,6 +19,17 @@ BGE_FIELDS = {"prompt": str, "query": str, "pos": list, "neg": list}
 def format_query(instruction: str, text: str) -> str:
     """Query text as the model sees it at training and evaluation time.
 
+    Parameters
+    ----------
+    instruction
+        The task instruction (``""``: none); stripped.
+    text
+        The query itself; stripped.
+
+    Returns
+    -------
+    ``instruction``, then a line ``Query: <text>``; or whichever of the two is not empty.
+
     Examples
     --------
     >>> format_query("Given a Biology post, retrieve relevant passages", "Why?")
@@ -83,7 +94,22 @@ def reasonir_triples(
     id2doc: dict[str, tuple[str, str]] | None,
     counts: Counter[str],
 ) -> Iterator[dict[str, str]]:
-    """Triples of reasonir-data ``vl`` (text positives) or ``hq`` (BRIGHT-id positives)."""
+    """Triples of reasonir-data ``vl`` (text positives) or ``hq`` (BRIGHT-id positives).
+
+    Parameters
+    ----------
+    root
+        The reasonir-data directory, laid out like its hub repository.
+    config
+        ``vl`` (positives are texts) or ``hq`` (positives are BRIGHT document ids); its ``train`` files are read.
+    builder
+        Expands each row into capped triples and counts the rows it drops.
+    id2doc
+        For ``hq``: BRIGHT document id -> (domain, text) (:func:`~workflow_scripts.bright.load.bright_id2doc`);
+        None for ``vl``.
+    counts
+        Incremented in place: ``hq positive ids`` and ``hq unresolved ids`` (ids not in ``id2doc``, skipped).
+    """
     source = f"reasonir/{config}"
     for path, row_no, row in iter_parquet_rows(config_files(root, config, "train"), ["query", "pos", "neg"]):
         q = row["query"]
@@ -114,7 +140,19 @@ def reasonir_triples(
 def bge_reasoner_triples(
     root: Path, subdir: str | None, splits: list[str], builder: TripleBuilder
 ) -> Iterator[dict[str, str]]:
-    """Triples of the 12 per-domain bge-reasoner jsonl files (``<domain>[-formatted].jsonl``)."""
+    """Triples of the 12 per-domain bge-reasoner jsonl files (``<domain>[-formatted].jsonl``).
+
+    Parameters
+    ----------
+    root
+        The bge-reasoner-data directory.
+    subdir
+        The folder below ``root`` holding the jsonl files (``sources.bge_reasoner.subdir``); None: ``root``.
+    splits
+        The BRIGHT splits: each file's domain must be one of them.
+    builder
+        Expands each row into capped triples and counts the rows it drops.
+    """
     folder = root / subdir if subdir else root
     files = sorted(folder.glob("*.jsonl"))
     if not files:

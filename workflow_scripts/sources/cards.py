@@ -23,6 +23,19 @@ def config_files(root: str | Path, config: str, split: str | None = None) -> lis
 
     Falls back to ``<config>/**`` when the README has no ``configs`` block.
 
+    Parameters
+    ----------
+    root
+        The dataset's directory, laid out like its hub repository (``README.md`` at the top).
+    config
+        The config (``vl``, ``hq``): a ``config_name`` of the card's ``configs`` block, else a folder.
+    split
+        The split (``train``); None: every split of the config.
+
+    Returns
+    -------
+    The matching ``.parquet``, ``.jsonl`` and ``.json`` files, sorted; none is a UserError.
+
     Examples
     --------
     >>> import tempfile, pathlib

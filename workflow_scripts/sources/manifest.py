@@ -17,7 +17,13 @@ __all__ = ["escaping_link", "file_entry", "source_root", "source_roots", "tree_f
 
 
 def tree_files(root: Path) -> list[Path]:
-    """Files under ``root`` in sorted order, without the hub's ``.cache`` bookkeeping."""
+    """Files under ``root`` in sorted order, without the hub's ``.cache`` bookkeeping.
+
+    Parameters
+    ----------
+    root
+        A source's directory (a download or a mirror).
+    """
     return [p for p in sorted(root.rglob("*")) if p.is_file() and ".cache" not in p.relative_to(root).parts]
 
 
@@ -27,6 +33,11 @@ def escaping_link(root: Path) -> str | None:
     A mirror's data is what lies inside it: a link to a system file would otherwise be hashed
     into the manifest and read as data. A folder link is not followed (its target must be
     inside anyway); the hub's ``.cache`` bookkeeping is never read, so not checked.
+
+    Parameters
+    ----------
+    root
+        A mirror's directory.
 
     Examples
     --------
@@ -51,7 +62,15 @@ def escaping_link(root: Path) -> str | None:
 
 
 def file_entry(root: Path, path: Path) -> dict[str, Any]:
-    """One manifest row: the path relative to ``root``, size, mtime (ns) and sha256."""
+    """One manifest row: the path relative to ``root``, size, mtime (ns) and sha256.
+
+    Parameters
+    ----------
+    root
+        The source's directory; the recorded path is relative to it.
+    path
+        A file below ``root``, hashed whole.
+    """
     stat = path.stat()
     return {
         "path": path.relative_to(root).as_posix(),

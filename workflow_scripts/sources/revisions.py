@@ -24,6 +24,11 @@ REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")  # a commit, or a br
 def is_pinned(revision: str) -> bool:
     """True for a 40-hex commit sha other than the "not pinned yet" 40 zeros.
 
+    Parameters
+    ----------
+    revision
+        A configured revision: a commit sha, a branch or tag name, or 40 zeros.
+
     Examples
     --------
     >>> is_pinned("a75a0eb483f6a5233a6efc2d63d71540a4443dfb"), is_pinned("main"), is_pinned("0" * 40)
@@ -33,7 +38,15 @@ def is_pinned(revision: str) -> bool:
 
 
 def resolve_revision(repo: str, repo_type: str, revision: str | None = None) -> str:
-    """The commit sha ``revision`` (a branch or tag; None: the default branch) of ``repo`` points at on the hub."""
+    """The commit sha ``revision`` (a branch or tag; None: the default branch) of ``repo`` points at on the hub.
+
+    Parameters
+    ----------
+    repo, repo_type
+        The hub repository (``xlangai/BRIGHT``) and its kind (``dataset``, ``model``).
+    revision
+        A branch, tag or commit; None: the repository's default branch.
+    """
     from huggingface_hub import HfApi
 
     return HfApi().repo_info(repo, repo_type=repo_type, revision=revision).sha
@@ -44,6 +57,15 @@ def resolve_pin(*, name: str, repo: str, repo_type: str, revision: str) -> str:
 
     40 zeros ("not pinned yet") mean the default branch. Offline or unknown: one line naming
     the keys that fix it.
+
+    Parameters
+    ----------
+    name
+        The source's key in the config (``sources.<name>``), for the messages.
+    repo, repo_type
+        The hub repository (``xlangai/BRIGHT``) and its kind (``dataset``, ``model``).
+    revision
+        The configured revision: a branch or tag name, or 40 zeros (the default branch).
     """
     ref = None if revision == ZERO_REVISION else revision
     try:
@@ -71,6 +93,11 @@ def mirror_commit(root: Path) -> str | None:
     The CLI keeps ``.cache/huggingface/download/<file>.metadata`` per file; its first line is
     the commit the file came from.
 
+    Parameters
+    ----------
+    root
+        The mirror's directory (``sources.<name>.local``).
+
     Examples
     --------
     >>> import tempfile
@@ -92,5 +119,13 @@ def mirror_commit(root: Path) -> str | None:
 
 
 def print_revision(*, repo: str, repo_type: str = "dataset", revision: str | None = None) -> None:
-    """Print the commit a branch or tag (default: the default branch) points at on the hub."""
+    """Print the commit a branch or tag (default: the default branch) points at on the hub.
+
+    Parameters
+    ----------
+    repo, repo_type
+        The hub repository (``xlangai/BRIGHT``) and its kind (``dataset``, ``model``).
+    revision
+        A branch or tag name; None: the default branch.
+    """
     print(resolve_revision(repo, repo_type, revision))

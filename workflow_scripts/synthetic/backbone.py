@@ -91,6 +91,11 @@ def config_problems(folder: str | Path) -> list[str]:
     ``validate_rope``); every warning it logs is a problem, and so is a ``rope_parameters``
     that is not keyed by the config's ``layer_types`` (read raw, before transformers fills in
     defaults). The folder holds no code that is run: ``trust_remote_code`` stays off.
+
+    Parameters
+    ----------
+    folder
+        A saved model folder holding ``config.json``.
     """
     from transformers import AutoConfig
 
@@ -111,7 +116,13 @@ def config_problems(folder: str | Path) -> list[str]:
 
 
 def check_config(folder: str | Path) -> None:
-    """Raise a one-line :class:`UserError` naming ``folder/config.json`` if a strict loader would refuse it."""
+    """Raise a one-line :class:`UserError` naming ``folder/config.json`` if a strict loader would refuse it.
+
+    Parameters
+    ----------
+    folder
+        A saved model folder holding ``config.json``.
+    """
     if problems := config_problems(folder):
         raise UserError(f"{Path(folder) / 'config.json'}: {'; '.join(problems)}")
 

@@ -141,6 +141,11 @@ def _shared_split(rng: random.Random, split: str, base: dict, base_split: str) -
 def long_document_id(doc_id: str) -> str:
     """The long document (the page) a BRIGHT chunk id comes from: ``topic/Page_3.txt`` -> ``topic/Page.txt``.
 
+    Parameters
+    ----------
+    doc_id
+        A BRIGHT document (chunk) id, ``<topic>/<name>.txt``; a name without ``_`` is its own page.
+
     Examples
     --------
     >>> long_document_id("insects/Phototaxis_3.txt"), long_document_id("pony_topic0/duplicate.txt")
@@ -318,7 +323,26 @@ def make_assets(
     train_rows: int = 240,
     seed: int = 0,
 ) -> Path:
-    """Create all demo assets under ``out_dir`` (atomically; same bytes for the same seed)."""
+    """Create all demo assets under ``out_dir`` (atomically; same bytes for the same seed).
+
+    Parameters
+    ----------
+    out_dir
+        Output folder: ``BRIGHT/``, ``reasonir-data/``, ``bge-reasoner-data/``, ``base-model/``.
+    queries_per_split
+        Queries (topics) per BRIGHT split, each with 2 gold documents (theoremqa_questions has aops's).
+    documents_per_split
+        Documents per split: the gold ones and near misses up to this, plus a copy of every fourth query
+        (its excluded id).
+    train_rows
+        Rows of reasonir ``vl`` and of ``hq``; bge-reasoner gets ``train_rows // 12`` per domain (at least 1).
+    seed
+        Seed of every random choice and of the model's weights.
+
+    Returns
+    -------
+    ``out_dir``, as a Path.
+    """
     rng = random.Random(seed)
     splits: dict[str, dict] = {}
     base, shared = SHARED_DOCUMENTS

@@ -141,6 +141,15 @@ def parameter_count(
     ``2i*h``, Wo ``i*h``; an attention LayerNorm in every layer but the first, an MLP
     LayerNorm in each, a final LayerNorm (norms without bias); the Dense weights.
 
+    Parameters
+    ----------
+    vocab_size
+        Rows of the embedding matrix (default: ModernBERT's 50,368 + PyLate's ``[Q] ``/``[D] ``).
+    hidden, intermediate, layers
+        ModernBERT's hidden size, MLP width (of each GLU half) and layer count (defaults: :data:`ETTIN_32M`).
+    head
+        ``(in, out)`` of each bias-free Dense layer.
+
     Examples
     --------
     >>> parameter_count()
@@ -177,6 +186,13 @@ CHARS_PER_TOKEN = {"prose": 4.0, "code": 3.5, "math": 3.0}
 def make_lexicon(n_words: int, seed: int) -> list[str]:
     """``n_words`` distinct made-up lower-case words (2-4 syllables), sorted.
 
+    Parameters
+    ----------
+    n_words
+        How many words.
+    seed
+        Seed of the draw: the same seed gives the same words.
+
     Examples
     --------
     >>> words = make_lexicon(100, seed=0)
@@ -199,6 +215,12 @@ def build_tokenizer(words: list[str]):
     ``do_lower_case``; here direct tokenizer use, e.g. shard length statistics, sees what the
     model sees). Special ids: ``[UNK]`` 50280, ``[CLS]`` 50281, ``[SEP]`` 50282, ``[PAD]``
     50283, ``[MASK]`` 50284; PyLate adds ``[Q] ``/``[D] `` at 50368/50369 when it loads it.
+
+    Parameters
+    ----------
+    words
+        The made-up words (:func:`make_lexicon`) the BPE is trained on, with the filler words, symbols,
+        domains and instructions.
 
     Examples
     --------
@@ -298,6 +320,17 @@ def single_token_units(tokenizer, words: list[str]) -> Units:
 
     LaTeX commands (a backslash, then letters) take two and are left out.
 
+    Parameters
+    ----------
+    tokenizer
+        :func:`build_tokenizer`'s tokenizer.
+    words
+        Candidate words (:func:`make_lexicon`); those longer than 6 letters are left out.
+
+    Returns
+    -------
+    A :class:`Units` of the kept ``words``, ``filler``, ``code`` and ``math`` units.
+
     Examples
     --------
     >>> words = make_lexicon(2000, seed=0)
@@ -337,7 +370,19 @@ def _compose(rng: random.Random, n: int, pool: tuple[list[str], list[float]], ke
 
 # ----------------------------------------------------------------------------- length model
 def split_tokens(chars: tuple[int, float, int], style: str) -> tuple[int, float, int]:
-    """(min, mean, max) characters in tokens at the style's assumed characters per token."""
+    """(min, mean, max) characters in tokens at the style's assumed characters per token.
+
+    Parameters
+    ----------
+    chars
+        (min, mean, max) characters of a split's texts (:data:`~workflow_scripts.bright.stats.BRIGHT_STATS`).
+    style
+        ``prose``, ``code`` or ``math`` (:data:`CHARS_PER_TOKEN`).
+
+    Returns
+    -------
+    (min, mean, max) tokens: min and max rounded and at least 1, the mean not rounded.
+    """
     cpt = CHARS_PER_TOKEN[style]
     return max(1, round(chars[0] / cpt)), chars[1] / cpt, max(1, round(chars[2] / cpt))
 
@@ -353,6 +398,15 @@ def lognormal_sigma(*, mean: float, maximum: float, population: int) -> float:
 
     Solves ``log(maximum / mean) = sigma * z - sigma**2 / 2`` with ``z`` the ``1 - 1/population``
     normal quantile (the smaller root; ``z`` itself when the maximum is beyond reach).
+
+    Parameters
+    ----------
+    mean
+        The mean length.
+    maximum
+        The longest length, in ``mean``'s unit; at most ``mean`` gives a sigma of about 0.
+    population
+        Texts in the real split: the maximum is taken as the ``1 - 1/population`` quantile.
 
     Examples
     --------
@@ -382,6 +436,19 @@ def sample_lengths(
     at least ``long_count`` lengths lie there (the longest are replaced by quantiles of the
     distribution's own tail): a reduced sample of a split with a tail keeps its tail.
     Shuffled with ``rng`` when given.
+
+    Parameters
+    ----------
+    n
+        How many lengths.
+    minimum, mean, maximum, population
+        The real split's lengths (tokens) and its size: the lognormal fit and the clip.
+    long_count
+        Lengths forced beyond :data:`LONG` when the clip range reaches there.
+    cap
+        A clip below ``maximum``; None: ``maximum``.
+    rng
+        Shuffles the lengths; None leaves them in quantile order.
 
     Examples
     --------
@@ -529,6 +596,19 @@ def write_reasonir(root: Path, splits: dict[str, dict], units: Units, sizes: dic
 
     Rows ``{query: [instruction, text], pos: [["", text|id]], neg: [["", text]]}``
     (:data:`workflow_scripts.synthetic.demo.REASONIR_SCHEMA`); about 2% of hq ids are missing from BRIGHT.
+
+    Parameters
+    ----------
+    root
+        The ``reasonir-data`` folder (``vl/``, ``hq/`` and ``README.md`` are written in it).
+    splits
+        The BRIGHT splits made (:func:`write_data`): their ``topics`` and ``gold`` ids.
+    units
+        The single-token units texts are made of (:func:`single_token_units`).
+    sizes
+        :func:`make_assets`'s sizes: ``train_rows`` and the training texts' caps.
+    seed
+        Seed of the rows (one stream per config).
     """
     names = list(splits)
     for config in ("vl", "hq"):
@@ -561,6 +641,20 @@ def write_bge_reasoner(root: Path, splits: dict[str, dict], units: Units, sizes:
     """``bge-reasoner-data-0904/<domain>.jsonl``: rows ``{prompt, query, pos: [text], neg: [text]}``.
 
     Positives (up to 2) and negatives (5) are BRIGHT document texts of that domain, as upstream.
+
+    Parameters
+    ----------
+    root
+        The ``bge-reasoner-data`` folder.
+    splits
+        The BRIGHT splits made (:func:`write_data`): their ``topics``, ``docs``, ``gold`` and ``near``.
+    units
+        The single-token units texts are made of (:func:`single_token_units`).
+    sizes
+        :func:`make_assets`'s sizes: ``train_rows`` (``// 12`` rows per domain, at least 1) and
+        ``max_train_query_tokens``.
+    seed
+        Seed of the rows (one stream per domain).
     """
     folder = root / "bge-reasoner-data-0904"
     folder.mkdir(parents=True)
@@ -585,6 +679,22 @@ def write_data(out: Path, *, units: Units, sizes: dict[str, int], seed: int) -> 
     """``BRIGHT/``, ``reasonir-data/`` and ``bge-reasoner-data/`` under ``out``; the splits made.
 
     ``sizes`` holds :func:`make_assets`'s size parameters.
+
+    Parameters
+    ----------
+    out
+        The folder to write into.
+    units
+        The single-token units texts are made of (:func:`single_token_units`).
+    sizes
+        :func:`make_assets`'s sizes (above); too small ones raise UserError.
+    seed
+        Seed of every split and row.
+
+    Returns
+    -------
+    Per BRIGHT split, in :data:`SPLITS`' order: ``topics``, ``docs`` (id -> text), ``gold``, ``near`` and
+    ``examples``; theoremqa_questions shares aops's corpus.
 
     Examples
     --------
@@ -646,6 +756,15 @@ def write_base_model(root: Path, tokenizer, seed: int) -> None:
     PyLate, which adds ``[Q] ``/``[D] `` (50368/50369) and resizes the embeddings to 50,370.
     The writer is the demo's (:func:`workflow_scripts.synthetic.backbone.write_colbert`): transformers
     writes ``config.json``.
+
+    Parameters
+    ----------
+    root
+        The model folder to write.
+    tokenizer
+        :func:`build_tokenizer`'s tokenizer (ModernBERT's layout).
+    seed
+        Seed of the random weights.
     """
     write_colbert(
         root,

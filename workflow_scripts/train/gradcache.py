@@ -102,6 +102,13 @@ def minibatch_plan(lengths: Sequence[int], *, mini_batch_size: int) -> list[list
     the ``n % mini_batch_size`` longest rows (if any), every other one ``mini_batch_size``: the
     longest rows sit in the smallest mini-batch, and the largest activations come first.
 
+    Parameters
+    ----------
+    lengths
+        Each row's token length (its attention-mask ones), in row order.
+    mini_batch_size
+        Rows per mini-batch (GradCache's ``mini_batch_size``), at least 1.
+
     Examples
     --------
     >>> minibatch_plan([5, 300, 40, 7, 120], mini_batch_size=2)
@@ -129,6 +136,13 @@ def trimmed_token_counts(lengths: Sequence[int], *, mini_batch_size: int) -> dic
 
     ``real``: the sum of the lengths; ``processed``: each mini-batch of :func:`minibatch_plan`
     trimmed to its own longest row; ``padded``: every row padded to the longest of the column.
+
+    Parameters
+    ----------
+    lengths
+        Each row's token length (its attention-mask ones), in row order.
+    mini_batch_size
+        Rows per GradCache mini-batch, as for :func:`minibatch_plan`.
 
     Examples
     --------
@@ -215,6 +229,16 @@ def plan_column(features: dict[str, torch.Tensor], *, mini_batch_size: int, trim
 
     A row's length is one past its last attention-mask one (right padding, as PyLate's
     tokenizer pads); a left-padded row is as long as the tensor, so it is never cut.
+
+    Parameters
+    ----------
+    features
+        One column's tokenized rows; only ``attention_mask`` (rows, collated width) is read.
+    mini_batch_size
+        Rows per GradCache mini-batch (:func:`minibatch_plan`).
+    trim
+        Cut each mini-batch to its longest row; False (a query column with query expansion): every
+        row keeps the collated width.
     """
     mask = features["attention_mask"]
     rows, width = mask.shape

@@ -79,6 +79,21 @@ def default_chunk_size(
 ) -> int:
     """Document tokens per chunk so that one chunk's similarities fit ``budget_bytes``.
 
+    Parameters
+    ----------
+    queries, candidates
+        Queries scored at once, and the candidate documents each one is scored against.
+    query_tokens, document_tokens
+        Tokens of a query and of a document, padding included.
+    bytes_per_value
+        Bytes of one similarity: the documents' element size (4 in fp32, 2 in bf16).
+    budget_bytes
+        The most one chunk's (queries, candidates, query tokens, chunk) similarities may take.
+
+    Returns
+    -------
+    Between 1 and ``document_tokens``.
+
     Examples
     --------
     >>> default_chunk_size(queries=32, candidates=4096, query_tokens=256, document_tokens=2048, bytes_per_value=4)
@@ -92,6 +107,11 @@ def default_chunk_size(
 
 def mask_has_holes(mask: torch.Tensor | None) -> bool:
     """Whether some row of a 0/1 token mask is not a prefix (a masked token before a valid one).
+
+    Parameters
+    ----------
+    mask
+        A (..., tokens) mask, 0/1 or bool; None (no mask) has no holes.
 
     Examples
     --------
@@ -224,6 +244,19 @@ class _ChunkedMaxSim(torch.autograd.Function):
 
 def backward_block(*, candidates: int, chunk_size: int, dim: int) -> int:
     """Candidates per backward step: their (q, Qt, block, dim) gather is as big as a forward chunk.
+
+    Parameters
+    ----------
+    candidates
+        Candidate documents scored (the B of (q, Qt, B)).
+    chunk_size
+        Document tokens per forward chunk.
+    dim
+        Dimension of a token vector.
+
+    Returns
+    -------
+    ``ceil(candidates * chunk_size / dim)``, between 1 and ``candidates``.
 
     Examples
     --------

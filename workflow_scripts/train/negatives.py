@@ -55,7 +55,18 @@ def false_negatives(queries: list[Any], positives: list[Any], negatives: list[An
 
 
 def row_identities(features: dict[str, Any]) -> Any:
-    """One int64 per row of a tokenized column: a hash of its unpadded token ids (what the model sees)."""
+    """One int64 per row of a tokenized column: a hash of its unpadded token ids (what the model sees).
+
+    Parameters
+    ----------
+    features
+        One tokenized column: ``input_ids`` and ``attention_mask``, (rows, tokens); only the tokens
+        the mask keeps are hashed.
+
+    Returns
+    -------
+    A (rows,) int64 tensor on the device of ``input_ids``: rows with the same tokens get the same value.
+    """
     import torch
 
     ids, mask = features["input_ids"].cpu(), features["attention_mask"].cpu().bool()

@@ -138,7 +138,13 @@ def training_device(*, local_rank: int, environ: Mapping[str, str] | None = None
 
 
 def shard_files(shards: str | Path) -> list[str]:
-    """The parquet shards of a stage, checked for the columns training needs."""
+    """The parquet shards of a stage, checked for the columns training needs.
+
+    Parameters
+    ----------
+    shards
+        The stage's shard folder, holding ``part-*.parquet`` files with ``query``, ``positive`` and ``negative``.
+    """
     files = sorted(str(p) for p in Path(shards).glob("part-*.parquet"))
     if not files:
         raise UserError(f"{shards}: no part-*.parquet shards")
@@ -155,6 +161,18 @@ def run_fingerprint(args: dict[str, Any], paths: list[str | Path]) -> str:
 
     Checkpoints live under it, so a rerun with another lr, another init model or rebuilt
     shards starts fresh instead of resuming a run that was about something else.
+
+    Parameters
+    ----------
+    args
+        What defines the run (:func:`run_identity`); a float with an integral value counts as the int.
+    paths
+        The input files or folders (the init model, the shards), each file identified by its name (relative to
+        the folder), size and mtime; files under a ``.cache`` folder are left out.
+
+    Returns
+    -------
+    The first 16 hex digits of the SHA-256 of both.
 
     Examples
     --------
@@ -182,6 +200,17 @@ def last_checkpoint(folder: Path, *, cleanup: bool) -> str | None:
 
     A checkpoint is complete when its ``trainer_state.json`` (written last) parses and names
     its own step; incomplete ones are removed when ``cleanup`` (rank 0).
+
+    Parameters
+    ----------
+    folder
+        The run's directory, holding the Trainer's ``checkpoint-<step>`` folders.
+    cleanup
+        Remove the incomplete checkpoints passed over (those newer than the one returned).
+
+    Returns
+    -------
+    The newest complete checkpoint's path; None when there is none.
     """
 
     def step(path: Path) -> int:
@@ -200,7 +229,15 @@ def last_checkpoint(folder: Path, *, cleanup: bool) -> str | None:
 
 
 def load_triples(files: list[str], cache_dir: Path):
-    """Memory-mapped Arrow dataset of (query, positive, negative): streamed in, never in RAM."""
+    """Memory-mapped Arrow dataset of (query, positive, negative): streamed in, never in RAM.
+
+    Parameters
+    ----------
+    files
+        The stage's parquet shards (:func:`shard_files`).
+    cache_dir
+        The ``datasets`` cache folder the Arrow files are written to.
+    """
     from datasets import load_dataset
 
     dataset = load_dataset("parquet", data_files=files, split="train", cache_dir=str(cache_dir))
@@ -332,6 +369,9 @@ def train_stage(
     (:class:`~workflow_scripts.train.negatives.FalseNegativeCounter`) and summarised in the meta.
     The command line (``train fit``) takes the settings as flags (:data:`fit`).
 
+    Longer than ~50 lines because its keyword signature is the stage's CLI (:mod:`~workflow_scripts.cli`):
+    one flag per parameter; the body calls short helpers.
+
     Parameters
     ----------
     stage
@@ -349,21 +389,9 @@ def train_stage(
     trust_remote_code
         Let the model's own code run when it loads.
     """
-    import torch
-
     world = world_info()
     per_device_batch_size(settings.global_batch_size, world["world_size"], settings.gradient_accumulation_steps)
-    device = training_device(local_rank=world["local_rank"])
-    if device != "cpu":  # before anything touches CUDA: no rank opens a context on GPU 0
-        torch.cuda.set_device(device)
-    logger.info(
-        "rank %d: device %s, torch %s, CUDA build %s, CUDA_VISIBLE_DEVICES=%s",
-        world["rank"],
-        device,
-        torch.__version__,
-        torch.version.cuda,
-        os.environ.get("CUDA_VISIBLE_DEVICES", "(unset)"),
-    )
+    device = _claim_device(world)
     files = shard_files(shards)
     identity = run_identity(
         stage=stage,
@@ -411,6 +439,24 @@ def train_stage(
     return meta
 
 
+def _claim_device(world: dict[str, Any]) -> str:
+    """This rank's device, made current before anything touches CUDA (no rank opens a context on GPU 0)."""
+    import torch
+
+    device = training_device(local_rank=world["local_rank"])
+    if device != "cpu":
+        torch.cuda.set_device(device)
+    logger.info(
+        "rank %d: device %s, torch %s, CUDA build %s, CUDA_VISIBLE_DEVICES=%s",
+        world["rank"],
+        device,
+        torch.__version__,
+        torch.version.cuda,
+        os.environ.get("CUDA_VISIBLE_DEVICES", "(unset)"),
+    )
+    return device
+
+
 fit = spread_records(train_stage)  # the command line's `train fit`: one flag per TrainSettings field
 
 
@@ -427,6 +473,25 @@ def run_identity(
 
     Outputs and the checkpoint directory are not part of it: the same run written elsewhere
     resumes from the same checkpoints.
+
+    Parameters
+    ----------
+    stage
+        ``stage1`` or ``stage2``.
+    init_model
+        The model the stage starts from (a model directory or a download manifest), as given.
+    shards
+        The stage's shard folder, as given.
+    settings
+        The training settings: each field becomes a key.
+    trust_remote_code
+        Whether the model's own code may run when it loads.
+    world_size
+        Number of training processes.
+
+    Returns
+    -------
+    One flat dict: the inputs above, the settings' fields and ``world_size``.
 
     Examples
     --------
@@ -456,7 +521,31 @@ def stage_training(
     device: str,
     world_size: int,
 ) -> tuple[Training, Any]:
-    """The stage's model, rows and trainer (:func:`workflow_scripts.train.trainer.make_trainer`), not yet run."""
+    """The stage's model, rows and trainer (:func:`workflow_scripts.train.trainer.make_trainer`), not yet run.
+
+    Parameters
+    ----------
+    stage
+        ``stage1`` or ``stage2``: names the trainer's messages (``train <stage>``).
+    init_model
+        The model the stage starts from (a model directory or a download manifest).
+    files
+        The stage's parquet shards (:func:`shard_files`).
+    run_dir
+        The run's checkpoint directory: the Trainer's output, and the datasets cache under it.
+    settings
+        The training settings.
+    trust_remote_code
+        Let the model's own code run when it loads.
+    device
+        ``cpu`` or ``cuda:<local rank>`` (:func:`training_device`).
+    world_size
+        Number of training processes.
+
+    Returns
+    -------
+    The :class:`~workflow_scripts.train.trainer.Training` and the loaded rows (:func:`load_triples`).
+    """
     model = load_colbert(
         init_model,
         query_length=settings.query_length,
@@ -528,8 +617,35 @@ def stage_meta(
 ) -> dict[str, Any]:
     """The stage's meta JSON: what ran, where, how long, and what the loss saw.
 
-    A dict literal of ~30 keys, one line each: longer than ~20 lines because the meta is read
+    Longer than ~50 lines because it is a dict literal of ~30 keys, one line each: the meta is read
     by the report and tests by these names, and one table of them is easier to check than parts.
+
+    Parameters
+    ----------
+    stage
+        ``stage1`` or ``stage2``.
+    init_model
+        The model the stage started from, as given.
+    settings
+        The training settings.
+    training
+        The trainer after its run (:func:`stage_training`): its steps, loss and counters are read.
+    rows
+        Training rows loaded.
+    world
+        This rank's layout (:func:`world_info`).
+    ranks
+        Every rank's layout, gathered.
+    device
+        This rank's device; ``cpu`` counts no GPU.
+    resume
+        The checkpoint the run resumed from; None: a fresh start.
+    run_dir
+        The run's checkpoint directory.
+    wall
+        Wall seconds of this process's training.
+    curve
+        The whole run's metrics JSONL (:func:`loss_summary`).
     """
     steps, loss, batch = training.trainer.state.global_step, training.loss, settings.global_batch_size
     devices = world["world_size"] if device != "cpu" else 0
@@ -602,6 +718,11 @@ def loss_summary(curve: str) -> dict[str, Any]:
 
     ``mean_loss`` is the mean of the logged losses (each the mean over its logging interval),
     ``last_loss`` the last one logged; ``logged_steps`` counts them.
+
+    Parameters
+    ----------
+    curve
+        The metrics JSONL text; blank and torn lines are skipped.
 
     Examples
     --------

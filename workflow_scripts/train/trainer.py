@@ -141,6 +141,15 @@ TRAIN_KEYS = tuple(field.name for field in dataclasses.fields(TrainSettings))  #
 def per_device_batch_size(global_batch_size: int, world_size: int, accumulation: int) -> int:
     """The per-device batch that makes ``per_device * world * accumulation == global``.
 
+    Parameters
+    ----------
+    global_batch_size
+        Rows per optimizer step, all ranks and accumulation steps together (``train.global_batch_size``).
+    world_size
+        Number of training processes.
+    accumulation
+        Gradient accumulation steps (``train.gradient_accumulation_steps``).
+
     Examples
     --------
     >>> per_device_batch_size(2048, 8, 1)
@@ -245,6 +254,21 @@ def training_arguments(
     """The ``SentenceTransformerTrainingArguments`` of a step built from ``settings``.
 
     ``save_checkpoints=False`` (the preflight) saves nothing; everything else is the settings'.
+
+    Parameters
+    ----------
+    settings
+        The training settings (epochs, steps, learning rate, precision, saving, logging, seed, sampler).
+    output_dir
+        Where the Trainer writes checkpoints.
+    device
+        ``cpu`` or ``cuda:<local rank>``; ``cpu`` runs on the CPU (gloo DDP with several processes).
+    world_size
+        Number of training processes.
+    per_device
+        Rows per device and micro-step (:func:`per_device_batch_size`).
+    save_checkpoints
+        Save every ``settings.save_steps`` (the stage) or never (the preflight).
     """
     from sentence_transformers import SentenceTransformerTrainingArguments
 
