@@ -130,6 +130,15 @@ def check_config(folder: str | Path) -> None:
 def modernbert_config(**settings: Any):
     """``ModernBertConfig(**settings)``, refused (one line) if it would save in a shape loaders refuse.
 
+    Parameters
+    ----------
+    **settings
+        ``ModernBertConfig``'s keywords (layers, widths, attention pattern, RoPE).
+
+    Returns
+    -------
+    The config, whose every RoPE parameter names a layer type the model has.
+
     Examples
     --------
     >>> modernbert_config(num_hidden_layers=2, global_attn_every_n_layers=2).layer_types
