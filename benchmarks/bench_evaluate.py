@@ -188,9 +188,10 @@ def demo_agreement(queries_per_split: int = 30, documents_per_split: int = 200) 
     import tempfile
 
     from workflow_scripts.bright.load import gold_ids, load_bright_documents, load_bright_examples
+    from workflow_scripts.bright.meta import SPLITS
     from workflow_scripts.evaluate.job import encode
     from workflow_scripts.model.load import load_colbert
-    from workflow_scripts.synthetic.demo import SPLITS, make_assets
+    from workflow_scripts.synthetic.demo import make_assets
 
     runs: dict[str, dict] = {"float32": {}, "bfloat16": {}}
     qrels, tops = {}, {"float32": [], "bfloat16": []}

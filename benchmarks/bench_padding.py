@@ -158,7 +158,8 @@ def main() -> None:
     from pylate import losses
 
     from workflow_scripts.model.load import load_colbert
-    from workflow_scripts.train.gradcache import TrimmedCachedContrastive, guard_padding
+    from workflow_scripts.model.padding_guard import guard_padding
+    from workflow_scripts.train.gradcache import TrimmedCachedContrastive
 
     config = merged_config()
     q_len, d_len = config["train"]["query_length"], config["train"]["document_length"]

@@ -10,7 +10,7 @@ checkpoints itself. This script checks that both give the same token vectors:
 2. it takes the demo's trained stage-2 model (``--demo-model``; ``make demo`` writes it) and
    the rehearsal's widened checkpoint (``--rehearsal-model``, or made here: the rehearsal's
    base model, :func:`workflow_scripts.synthetic.rehearsal.write_base_model`, widened 64 -> 128 by
-   :func:`workflow_scripts.model.widen`, as the pipeline does);
+   :func:`workflow_scripts.model.widen.widen`, as the pipeline does);
 3. it encodes a few queries and documents with ``MultiVectorEncoder.encode_query`` /
    ``encode_document`` in that environment (a child process) and with PyLate's
    ``ColBERT.encode`` here, each with the checkpoint's own settings (prefixes, lengths,

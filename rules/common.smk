@@ -26,7 +26,7 @@ from workflow_scripts import warm
 from workflow_scripts.job_usage import sidecar
 
 SCHEMA = os.path.join(workflow.basedir, "workflow_scripts/config.schema.yaml")
-# BRIGHT's split names (bright_meta.py), the protocol presets and query sets (protocols.py): one place each.
+# BRIGHT's split names (bright/meta.py), the protocol presets and query sets (bright/protocols.py): one place each.
 ENUMS = {"split": BRIGHT_SPLITS, "protocol_preset": list(PRESETS), "query_set": QUERY_SETS}
 if problem := config_problem(config, SCHEMA, ENUMS):
     raise WorkflowError(problem)
@@ -93,7 +93,7 @@ for _warning in semantic_warnings(config):
 # An overlay's `{}` merges nothing (`protocols: {}` keeps config.yaml's protocols): refused, saying how.
 if problems := overlay_problems([os.path.join(workflow.basedir, "config.yaml"), *workflow.overwrite_configfiles]):
     raise WorkflowError("\n".join(problems))
-# The protocols scored (protocols.py), and the evaluation rules that cover every (split, protocol):
+# The protocols scored (bright/protocols.py), and the evaluation rules that cover every (split, protocol):
 # a split's documents are encoded once per model, aops and theoremqa_questions' one corpus too.
 PROTOCOLS = resolve_protocols(config["evaluate"]["protocols"])
 _DOCUMENT_LENGTHS = {
@@ -119,7 +119,8 @@ def as_flags(settings):
 @cache
 def get_code(stage, *extra):
     """Fingerprint of a stage's module and every project module it imports (transitively), as
-    a param: editing `model/load.py` reruns widen, training and evaluation, and nothing else."""
+    a param: editing `model/load.py` reruns widen, training, evaluation and the preflight's measurements
+    (every stage that loads a model), and nothing else."""
     return code_fingerprint(stage, *extra)
 
 

@@ -117,7 +117,7 @@ def copy_repo(dst: Path) -> Path:
 
 
 def train_kwargs(tmp_path, init, shards, **overrides):
-    """Keywords of a small real training run (`train.fit`) on the demo's tiny model; ``overrides`` win."""
+    """Keywords of a small real training run (`train.stage.fit`) on the demo's tiny model; ``overrides`` win."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     kwargs = dict(
         stage="stage1",

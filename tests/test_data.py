@@ -11,12 +11,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from workflow_scripts.bright.meta import SPLITS
 from workflow_scripts.cli import to_argv
 from workflow_scripts.common import UserError
 from workflow_scripts.shards.build import build_shards
 from workflow_scripts.shards.schema import SHARD_SCHEMA
 from workflow_scripts.sources.hub import fetch_source
-from workflow_scripts.synthetic.demo import SPLITS
 
 STAGES = {
     "stage1": [{"source": "reasonir", "config": "vl"}],

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 from conftest import train_kwargs
 
+from workflow_scripts.bright.meta import SPLITS
 from workflow_scripts.shards import shuffle
 from workflow_scripts.shards.build import build_shards
-from workflow_scripts.synthetic.demo import SPLITS
 from workflow_scripts.train.stage import fit, metrics_callback
 
 SAMPLES_LINE = re.compile(

@@ -25,6 +25,7 @@ __all__ = [
     "atomic_dir",
     "atomic_file",
     "config_file_problems",
+    "config_problem",
     "follow_umask",
     "load_config_file",
     "naming_write_errors",
@@ -443,6 +444,15 @@ def config_problem(
 
     ``enums`` fills ``definitions.<name>.enum`` of the schema first (BRIGHT's split names live
     in :mod:`workflow_scripts.bright.meta`, not in a second copy in the YAML).
+
+    Parameters
+    ----------
+    config
+        The merged config, as Snakemake holds it.
+    schema_path
+        The JSON schema (YAML) the config must follow.
+    enums
+        Definition name -> allowed values, filled into the schema before validating (None: none).
 
     Examples
     --------

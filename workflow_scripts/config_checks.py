@@ -43,7 +43,7 @@ SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 TEMPLATE_FIELDS = ("domain", "query")  # what an evaluation job fills in a protocol's query templates
 REASONIR_CONFIGS = ("vl", "hq")  # what build_shards reads from reasonir-data
 CLUSTER_SHAPE = ("nodes", "gpus_per_node")  # Slurm resources: the top-level train section only
-METRIC_DEPTH = 100  # deepest cutoff of evaluate.MEASURES (ndcg/map/recall/mrr @100)
+METRIC_DEPTH = 100  # deepest cutoff of evaluate.trec.MEASURES (ndcg/map/recall/mrr @100)
 
 
 def semantic_problems(config: dict[str, Any], schema_path: str | Path = SCHEMA_PATH) -> list[str]:
@@ -292,7 +292,7 @@ def batch_problems(train: dict[str, Any]) -> list[str]:
     """The global batch must split evenly over devices and accumulation steps.
 
     Only this must hold: ``per_device = global / (nodes x gpus_per_node x accumulation)`` is
-    a whole number (``train.per_device_batch_size``). ``mini_batch_size`` is GradCache's
+    a whole number (``train.trainer.per_device_batch_size``). ``mini_batch_size`` is GradCache's
     chunk: PyLate's CachedContrastive steps through the per-device batch in chunks of it, so
     it need not divide the batch and may exceed it (then one chunk).
 

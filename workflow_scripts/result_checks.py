@@ -71,7 +71,7 @@ def check_results_against_runs(*, results: list[str], run_files: list[str], brig
     bright_manifest
         The BRIGHT download manifest; its mirror gives the qrels.
     """
-    from .evaluate.trec import read_run, score_run  # torch comes with it: only when a summary is made
+    from .evaluate.trec import read_run, score_run  # here: only a summary reads run files back
 
     if len(results) != len(run_files):
         raise UserError(f"{len(results)} results but {len(run_files)} run files: each result needs the run beside it")

@@ -47,5 +47,5 @@ def run(argv: list[str]) -> int | None:
         print(f"usage: python -m workflow_scripts {{{','.join(STAGES)}}} COMMAND [--flag value ...]", file=sys.stderr)
         return 2
     module = importlib.import_module(f"workflow_scripts.{STAGES[argv[0]]}")
-    sys.argv = [module.__file__, *argv[1:]]  # argparse names the stage, as a cold start would
+    sys.argv = [f"python -m workflow_scripts {argv[0]}", *argv[1:]]  # argparse names the stage in its messages
     return module.main(argv[1:])

@@ -1,4 +1,5 @@
-"""BRIGHT: its facts (``meta``), loading and checking a split (``load``), the evaluation protocols (``protocols``).
+"""BRIGHT: its facts (``meta``), its published size per split (``stats``), loading and checking a split
+(``load``), the evaluation protocols (``protocols``).
 
 Nothing is re-exported here: importing any module of a package runs its ``__init__``, so a
 re-export would put every module of the package into the code fingerprint of each user of one

@@ -16,7 +16,7 @@ and qrels are scored (``documents`` + ``gold_ids``, or ``long_documents`` +
 - ``reasoning``: ``run.py --reasoning gpt4``: the ``gpt4_reason`` query set (same rows as
   ``examples``, the query replaced by GPT-4's reasoning), otherwise as ``bright``.
 - ``long``: ``run.py --long_context``: ``long_documents`` + ``gold_ids_long``, excluded ids
-  removed; only the splits that have long documents (:data:`bright_meta.LONG_SPLITS`).
+  removed; only the splits that have long documents (:data:`~workflow_scripts.bright.meta.LONG_SPLITS`).
 - ``mteb-v1.1``: mteb's per-domain tasks (``BrightBiologyRetrieval`` ...,
   ``bright_v1_1_retrieval.py``, mteb 2.10-2.26): excluded ids removed through per-query
   candidate lists (``top_ranked``: all documents but the query's excluded ids). The query
@@ -35,7 +35,7 @@ with like when their :meth:`Protocol.definition` is equal; a configured protocol
 name of the preset it equals (``preset``), which is how published numbers find their table.
 
 Evaluation jobs (:func:`evaluation_rules`): one per model and split, or per model and the two
-splits that share one corpus (:data:`bright_meta.SHARED_DOCUMENTS`); a job encodes each corpus
+splits that share one corpus (:data:`~workflow_scripts.bright.meta.SHARED_DOCUMENTS`); a job encodes each corpus
 it needs once and scores every protocol on it.
 """
 
@@ -62,7 +62,7 @@ __all__ = [
     "resolve",
 ]
 
-# The card's query format: {domain} is the split's label (bright_meta.DOMAINS), {query} the query.
+# The card's query format: {domain} is the split's label (bright/meta.py DOMAINS), {query} the query.
 CARD_TEMPLATE = "Given a {domain} post, retrieve relevant passages that help answer the post.\nQuery: {query}"
 # corpus config -> the examples column holding its qrels (run.py: `key = 'gold_ids_long'` with long_context)
 CORPORA = {"documents": "gold_ids", "long_documents": "gold_ids_long"}
@@ -116,7 +116,7 @@ class Protocol:
         What it is and who reports it, one sentence.
     queries
         The BRIGHT config the queries (and their ids, qrels, excluded ids) come from:
-        ``examples`` or a reasoning set (:data:`bright_meta.REASONING_CONFIGS`).
+        ``examples`` or a reasoning set (:data:`~workflow_scripts.bright.meta.REASONING_CONFIGS`).
     query_template
         How a query is written for the model: ``{query}`` and optionally ``{domain}``.
     instructions
@@ -362,7 +362,7 @@ def evaluation_rules(
 
     ``evaluate`` takes a split that every protocol covers; ``evaluate_documents_only`` a split
     without long documents when some protocol reads them; ``evaluate_shared_corpus`` the
-    splits of :data:`bright_meta.SHARED_DOCUMENTS` in one job, when both are evaluated with
+    splits of :data:`~workflow_scripts.bright.meta.SHARED_DOCUMENTS` in one job, when both are evaluated with
     the same document length (one encoding of their one corpus). A rule with no split is left out.
 
     Parameters

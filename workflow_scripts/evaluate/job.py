@@ -13,16 +13,16 @@ BRIGHT's ``calculate_retrieval_metrics`` and mteb; each (protocol, split) gets m
 ``TaskResult`` JSON layout plus a TREC run file, with encode and score times.
 
 Before any model is loaded, the mirror is checked against its download manifest and against
-the invariants BRIGHT's own code relies on (``bright.py``), for every query set and corpus
+the invariants BRIGHT's own code relies on (:mod:`workflow_scripts.bright.load`), for every query set and corpus
 the job reads; what is legal but odd is counted under ``data_checks`` in each result. Two
 splits given together are encoded once only when their corpora are byte-identical (same ids
 and texts in the same order, by digest); otherwise each is encoded, and the result says so.
 
 Nothing that looks like a score but is not one is written as one: a NaN or infinite MaxSim
 score stops the job before anything is ranked, in one line naming the split
-(:func:`check_finite_scores`); a ranking where every document of a query (or of the split)
+(:func:`~workflow_scripts.evaluate.scores.check_finite_scores`); a ranking where every document of a query (or of the split)
 got the same score, a query set that covers part of its split, and a length capped at what
-the model takes are each a line in the result's ``flags`` (:func:`result_flags`), which the
+the model takes are each a line in the result's ``flags`` (:func:`~workflow_scripts.evaluate.scores.result_flags`), which the
 summary and the report show beside the number. The lengths recorded are the ones applied.
 """
 
@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from ..bright.load import CorpusScan, gold_ids, load_bright_documents, load_bright_examples, scan_corpus, validate_split
+from ..bright.meta import TASK_NAME
 from ..bright.protocols import job_name, job_pairs
 from ..cli import run_commands
 from ..common import UserError, read_json, write_json
@@ -49,11 +50,9 @@ from .maxsim import DTYPES, bf16_native, maxsim_scores
 from .scores import ScoreSpread, TopK, check_finite_scores, result_flags
 from .trec import score_run, score_run_files, write_run
 
-__all__ = ["TASK_NAME", "encode", "evaluate_job", "evaluate_split", "query_coverage"]
+__all__ = ["encode", "evaluate_job", "evaluate_split", "query_coverage"]
 
 logger = logging.getLogger(__name__)
-
-TASK_NAME = "BrightRetrieval"
 
 
 def _chunks(root: Path, split: str, corpus: str, size: int) -> Iterator[tuple[list[str], list[str]]]:
@@ -682,7 +681,7 @@ def _finish(task: _Task, corpus: _Corpus, lengths: dict[str, int], info: dict[st
     result["protocol"] = _protocol_record(task=task, corpus=corpus, lengths=lengths, info=info)
     result["timing"] = timing
     result["encoding"] = _encoding_record(task=task, corpus=corpus, job=info["job"])
-    result["data_checks"] = task.checks  # what BRIGHT allows but is odd (bright.check_split)
+    result["data_checks"] = task.checks  # what BRIGHT allows but is odd (bright.load.check_split)
     result["coverage"] = task.coverage
     result["score_checks"] = task.spread.summary(task.qids)
     result["flags"] = result_flags(

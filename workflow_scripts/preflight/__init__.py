@@ -21,17 +21,17 @@ project the whole run from the measurements:
 
 Projections are given for the data at hand (the mirror, the shards) and for the published
 sizes. Data: a measured rate x a count. Evaluation: the same on a GPU; from a CPU, FLOPs / (the
-GPU's peak x ``preflight.assumed_mfu``) (:func:`project_split_from_flops`). Training (issue #21):
+GPU's peak x ``preflight.assumed_mfu``) (:func:`~workflow_scripts.preflight.flops.project_split_from_flops`). Training (issue #21):
 
 - time measured on a known GPU: the measured step time, or the measured FLOP rate x the FLOPs
-  of the real steps (:func:`train_step_flops`). From a CPU, CPU seconds say nothing about a
+  of the real steps (:func:`~workflow_scripts.preflight.flops.train_step_flops`). From a CPU, CPU seconds say nothing about a
   GPU: the FLOPs of the tokens GradCache processes after trimming each mini-batch to its
-  longest row, drawn from the data's own token lengths (:func:`simulate_steps`), / (the GPU's
-  bf16 peak x ``preflight.assumed_mfu``, an assumption) (:func:`time_forecast`); the counts
+  longest row, drawn from the data's own token lengths (:func:`~workflow_scripts.preflight.memory.simulate_steps`), / (the GPU's
+  bf16 peak x ``preflight.assumed_mfu``, an assumption) (:func:`~workflow_scripts.preflight.memory.time_forecast`); the counts
   padded to the batch's longest and collated to ``document_length`` beside it.
 - memory at the forecast's shape: a sum of named terms, each at its dtype
-  (:func:`memory_terms`), the activation terms calibrated against the memory this machine
-  measured at three scaled shapes (:func:`calibrate_activations`), with the model's error per
+  (:func:`~workflow_scripts.preflight.memory.memory_terms`), the activation terms calibrated against the memory this machine
+  measured at three scaled shapes (:func:`~workflow_scripts.preflight.memory.calibrate_activations`), with the model's error per
   shape; the verdict names the config key to change where it does not fit.
 
 

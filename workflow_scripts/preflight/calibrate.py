@@ -6,9 +6,12 @@ import logging
 from functools import partial
 from typing import Any
 
-from .devices import token_counts
-
-__all__ = ["CALIBRATION_SHAPES", "LENGTH_SAMPLE_ROWS", "measure_calibration", "peak_growth", "row_token_lengths"]
+__all__ = [
+    "CALIBRATION_SHAPES",
+    "LENGTH_SAMPLE_ROWS",
+    "measure_calibration",
+    "peak_growth",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -150,22 +153,3 @@ def _no_grad_forward(model: Any, features: dict[str, Any]) -> None:
 
     with torch.no_grad():
         model(dict(features))
-
-
-def row_token_lengths(model: Any, dataset: Any, *, rows: int) -> dict[str, list[int]]:
-    """Token lengths (specials included, truncated at the model's lengths) of the first ``rows`` rows, per column.
-
-    Parameters
-    ----------
-    model
-        A loaded PyLate ColBERT: its tokenizer and lengths count the tokens.
-    dataset
-        The loaded triples (``query``, ``positive``, ``negative`` columns).
-    rows
-        Rows counted (all of them if the dataset holds fewer).
-    """
-    sample = dataset.select(range(min(rows, len(dataset))))
-    return {
-        column: token_counts(model, sample[column], is_query=column == "query")
-        for column in ("query", "positive", "negative")
-    }

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ..cli import run_commands, spread_records
+from ..cli import run_commands
 from .forecast import forecast
 from .measure_evaluate import measure_evaluation
-from .measure_train import measure_training
+from .measure_train import train_command
 
 __all__ = ["main"]
 
@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> None:
     argv
         The command and its flags (``forecast --train a.json ...``); None: ``sys.argv[1:]``.
     """
-    commands = {"train": spread_records(measure_training), "evaluate": measure_evaluation, "forecast": forecast}
+    commands = {"train": train_command, "evaluate": measure_evaluation, "forecast": forecast}
     run_commands(commands, argv)
 
 

@@ -1,4 +1,4 @@
-"""Measurement helpers: the device, its memory, threads and the model's architecture."""
+"""Measurement helpers: the device, its memory and threads, the model's architecture, the rows and their token counts."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ __all__ = [
     "current_device",
     "device_memory",
     "reset_peak_memory",
+    "row_token_lengths",
     "set_threads",
     "shards_for",
     "stage_rows",
@@ -159,3 +160,22 @@ def token_counts(model: Any, texts: list[str], *, is_query: bool) -> list[int]:
         masks = model.tokenize(texts[start : start + 256], is_query=is_query)["attention_mask"]
         counts += masks.sum(dim=1).tolist()
     return counts
+
+
+def row_token_lengths(model: Any, dataset: Any, *, rows: int) -> dict[str, list[int]]:
+    """Token lengths (specials included, truncated at the model's lengths) of the first ``rows`` rows, per column.
+
+    Parameters
+    ----------
+    model
+        A loaded PyLate ColBERT: its tokenizer and lengths count the tokens.
+    dataset
+        The loaded triples (``query``, ``positive``, ``negative`` columns).
+    rows
+        Rows counted (all of them if the dataset holds fewer).
+    """
+    sample = dataset.select(range(min(rows, len(dataset))))
+    return {
+        column: token_counts(model, sample[column], is_query=column == "query")
+        for column in ("query", "positive", "negative")
+    }

@@ -151,8 +151,8 @@ def project_training(
 ) -> dict[str, Any]:
     """One stage's wall time and GPU-hours for ``rows`` triples on ``devices`` at the forecast's batch.
 
-    ``measured`` is a ``train`` measurement (its ``step_seconds``, ``per_device_batch_size``,
-    ``candidates`` and ``flops``). Same shape: measured step time x steps. Another shape: the
+    ``measured`` is a ``train`` measurement (its ``step_seconds``, ``per_device_batch_size``
+    and ``flops``). Same shape: measured step time x steps. Another shape: the
     measured FLOP rate x the FLOPs of the forecast's steps (:func:`train_step_flops`), with
     documents gathered across devices as the recipe does (``gather_across_devices``).
 
@@ -218,7 +218,7 @@ def project_training(
 def project_split(*, measured: dict[str, Any], documents: int, queries: int) -> dict[str, Any]:
     """One split's evaluation time (one model) for ``documents`` and ``queries`` at the measured rates.
 
-    Documents: measured tokens/s (computed tokens, padding included: :func:`padded_tokens`) x
+    Documents: measured tokens/s (computed tokens, padding included: :func:`~workflow_scripts.preflight.measure_evaluate.padded_tokens`) x
     (documents x mean tokens), i.e. a whole split's length-sorted batches assumed to pad little;
     queries: measured seconds per query x queries; scoring: measured (query token x document
     token) pairs/s x the pairs.

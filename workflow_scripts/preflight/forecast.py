@@ -112,8 +112,9 @@ def forecast_memory(
     Returns
     -------
     ``peak_gib``, ``capacity_gib``, ``headroom_gib`` and ``fits``; the peak ``phase`` and each phase's GiB;
-    ``terms`` (GiB and dtype each); ``largest_term`` and ``change`` (the config key that shrinks it, None
-    when it fits); ``if_activations_fp32_gib``; ``how``.
+    ``terms`` (GiB and dtype each); the ``shape`` and ``maxsim_backend`` it was computed at; ``largest_term``
+    and ``change`` (the config key that shrinks it, None when it fits); ``calibration``;
+    ``if_activations_fp32_gib``; ``how``.
     """
     lq, ld = measured["query_length"], measured["document_length"]
     per_device, devices = shape["per_device"], shape["devices"]
@@ -299,9 +300,9 @@ def _measured_training_summary(measured: dict[str, Any]) -> dict[str, Any]:
 def _train_forecast(measured: dict[str, Any], stats_rows: int, shape: dict[str, Any]) -> dict[str, Any]:
     """Tokens, time and memory of one stage at the forecast's shape (data at hand and published sizes).
 
-    Time on a known GPU: the measured step time or FLOP rate (:func:`project_training`). From a
+    Time on a known GPU: the measured step time or FLOP rate (:func:`~workflow_scripts.preflight.flops.project_training`). From a
     CPU: the FLOPs of the tokens GradCache processes after trimming, drawn from the data's own
-    lengths (:func:`simulate_steps`), / (the forecast GPU's bf16 peak x the ASSUMED MFU); padded
+    lengths (:func:`~workflow_scripts.preflight.memory.simulate_steps`), / (the forecast GPU's bf16 peak x the ASSUMED MFU); padded
     and collated counts beside it.
     """
     sim = _simulate_stage(measured, shape=shape)
@@ -334,7 +335,7 @@ def _train_forecast(measured: dict[str, Any], stats_rows: int, shape: dict[str, 
 
 def _evaluation_forecast(measured: dict[str, Any], evaluated_models: int, mfu: float) -> dict[str, Any]:
     """Per split: time at the measured rates on a GPU; from a CPU, from FLOPs at the ASSUMED MFU
-    (:func:`project_split_from_flops`), with the CPU's own rates kept beside it (``at_cpu_rates``)."""
+    (:func:`~workflow_scripts.preflight.flops.project_split_from_flops`), with the CPU's own rates kept beside it (``at_cpu_rates``)."""
     from ..bright.stats import BRIGHT_STATS
 
     on_gpu = peak_tflops(measured["device"]) is not None
@@ -537,7 +538,7 @@ def forecast(
     ``maxsim_backend``/``score_mini_batch_size`` the training's (``train.*``); ``assumed_mfu``
     the MFU a time forecast from a CPU assumes (``preflight.assumed_mfu``).
 
-    Longer than ~50 lines because its keyword signature is the stage's CLI (:mod:`.cli`): one
+    Longer than ~50 lines because its keyword signature is the stage's CLI (:mod:`~workflow_scripts.cli`): one
     option per parameter; the work is in :func:`_forecast_shape`, :func:`_forecast_stages` and
     :func:`_write_forecast`.
 

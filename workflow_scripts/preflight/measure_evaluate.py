@@ -252,7 +252,7 @@ def measure_evaluation(
     ``query_template`` formats the queries (None: the card's, ``protocols.CARD_TEMPLATE``);
     only their token lengths matter here, up to ``query_length``.
 
-    Longer than ~50 lines because its keyword signature is the stage's CLI (:mod:`.cli`): one
+    Longer than ~50 lines because its keyword signature is the stage's CLI (:mod:`~workflow_scripts.cli`): one
     option per parameter; the work is in :func:`_evaluation_model`, :func:`_measure_splits` and
     :func:`_longest_document_check`.
 

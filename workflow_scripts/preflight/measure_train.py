@@ -10,14 +10,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..cli import spread_records
 from ..common import UserError, write_json
 from ..train.trainer import Training, TrainSettings
-from .calibrate import LENGTH_SAMPLE_ROWS, measure_calibration, row_token_lengths
+from .calibrate import LENGTH_SAMPLE_ROWS, measure_calibration
 from .devices import (
     architecture,
     current_device,
     device_memory,
     reset_peak_memory,
+    row_token_lengths,
     set_threads,
     shards_for,
     stage_rows,
@@ -32,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 def replay_false_negatives(
     trainer: Any, dataset: Any, *, per_device: int, world: int, batches: int, seed: int
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """In-batch false negatives of the first ``batches`` contrastive batches the trainer's sampler would draw.
 
     The batch sampler is the trainer's own (``train.batch_sampler``) at ``per_device``;
@@ -51,15 +53,18 @@ def replay_false_negatives(
     world
         Devices whose per-device batches make one contrastive batch.
     batches
-        Contrastive batches replayed (fewer if the sampler runs out; 0: none).
+        Contrastive batches replayed (fewer if the sampler runs out); 0: no replay (None).
     seed
         Seeds the sampler's generator.
 
     Returns
     -------
     ``batches`` replayed, ``rows_per_batch``, the mean and largest share of rows with a false negative, and the
-    mean false-negative pairs and duplicate-query rows per batch (None where no batch was replayed).
+    mean false-negative pairs and duplicate-query rows per batch (None where no batch was replayed);
+    None when ``batches`` is 0.
     """
+    if batches <= 0:  # preflight.false_negative_batches: 0 turns the replay off
+        return None
     import torch
 
     from ..train.negatives import false_negatives
@@ -75,14 +80,14 @@ def replay_false_negatives(
     )
     found, group = [], []
     for indices in sampler:
-        if len(found) >= batches:  # 0: no replay
-            break
         group.extend(indices)
         if len(group) < per_device * world:
             continue
         rows = dataset[group]
         found.append(false_negatives(rows["query"], rows["positive"], rows["negative"]))
         group = []
+        if len(found) == batches:
+            break
     rates = [f["rows_with_false_negative"] / f["rows"] for f in found]
     return {
         "batches": len(found),
@@ -195,8 +200,8 @@ def measure_training(
     """A few optimizer steps of one stage at the real shapes: step time, throughput, peak memory, false negatives.
 
     Then, on rank 0, what the forecast needs beyond the steps: the token lengths of the loaded
-    rows (:func:`row_token_lengths`) and the memory of one GradCache step at three scaled shapes
-    (:func:`measure_calibration`).
+    rows (:func:`~workflow_scripts.preflight.devices.row_token_lengths`) and the memory of one GradCache step at three scaled shapes
+    (:func:`~workflow_scripts.preflight.calibrate.measure_calibration`).
 
     Runs in a job shaped like the training job (``launch.sh``: one process per GPU) with the
     training stage's settings and trainer; the per-device batch is ``per_device_batch_size`` or
@@ -204,7 +209,7 @@ def measure_training(
     rate. The ``forecast_*`` shape is the one the batch sampler is replayed at. Writes
     ``out_json`` (rank 0). The command line (``preflight train``) takes the settings as flags.
 
-    Longer than ~50 lines because its keyword signature is the stage's CLI (:mod:`.cli`): one
+    Longer than ~50 lines because its keyword signature is the stage's CLI (:mod:`~workflow_scripts.cli`): one
     flag per parameter; the body calls short helpers.
 
     Parameters
@@ -275,7 +280,18 @@ def measure_training(
         init_model=init_model,
     )
     write_json(out_json, result)
+    logger.info(
+        "preflight %s: %.1f s/step at per-device %d, %.2f samples/s, peak %.2f GiB",
+        stage,
+        result["step_seconds"],
+        shapes.per_device,
+        result["samples_per_s"],
+        run.memory["peak_bytes"] / GIB,
+    )
     return result
+
+
+train_command = spread_records(measure_training)  # `preflight train`: one flag per TrainSettings field
 
 
 @dataclasses.dataclass(frozen=True)
@@ -406,14 +422,6 @@ def _result(
         **_loss_facts(training=run.training, settings=settings, replay=run.replay),
         **run.extra,
     }
-    logger.info(
-        "preflight %s: %.1f s/step at per-device %d, %.2f samples/s, peak %.2f GiB",
-        stage,
-        result["step_seconds"],
-        shapes.per_device,
-        result["samples_per_s"],
-        run.memory["peak_bytes"] / GIB,
-    )
     return result
 
 

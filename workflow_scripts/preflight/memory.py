@@ -589,7 +589,7 @@ def _calibration_shape(point: dict[str, Any], *, fitted: dict[str, float], commo
 def calibrate_activations(points: list[dict[str, Any]], *, arch: dict[str, int], backend: str) -> dict[str, Any]:
     """Fit the activation terms to the measured phases of a few scaled shapes; the model's error per shape.
 
-    Each point is a measured calibration step (:func:`measure_calibration`): its ``shape`` and
+    Each point is a measured calibration step (:func:`~workflow_scripts.preflight.calibrate.measure_calibration`): its ``shape`` and
     the bytes allocated by the widest mini-batch's forward without gradients (``inference``),
     by the loss call (GradCache's steps 1-2: ``loss``) and by its backward (step 3:
     ``encoder``), at fp32 in one process. Fitted, each as ``c x rows x width + m x rows x

@@ -92,7 +92,7 @@ def source_root(manifest: str | Path) -> Path:
     Parameters
     ----------
     manifest
-        A ``resources/sources/<name>.manifest.json`` written by :func:`fetch_source`.
+        A ``resources/sources/<name>.manifest.json`` written by :func:`~workflow_scripts.sources.hub.fetch_source`.
 
     Returns
     -------

@@ -116,7 +116,7 @@ def config_problems(folder: str | Path) -> list[str]:
 
 
 def check_config(folder: str | Path) -> None:
-    """Raise a one-line :class:`UserError` naming ``folder/config.json`` if a strict loader would refuse it.
+    """Raise a one-line :class:`~workflow_scripts.common.UserError` naming ``folder/config.json`` if a strict loader would refuse it.
 
     Parameters
     ----------

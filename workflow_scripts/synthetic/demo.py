@@ -43,7 +43,7 @@ from ..cli import run_commands
 from ..common import atomic_dir
 from .backbone import write_colbert
 
-__all__ = ["SPLITS", "DOMAINS", "long_document_id", "make_assets"]
+__all__ = ["REASONIR_SCHEMA", "long_document_id", "make_assets", "write_bright"]
 
 EXAMPLES_SCHEMA = pa.schema(
     [
@@ -200,7 +200,15 @@ def _write_readme(root: Path, configs: dict[str, dict[str, str]]) -> None:
 
 def write_bright(root: Path, splits: dict[str, dict]) -> None:
     """BRIGHT's configs, one parquet file per split: ``examples``, ``documents``, ``long_documents``
-    (the splits that have them, built from the chunks' pages) and the reasoning query sets."""
+    (the splits that have them, built from the chunks' pages) and the reasoning query sets.
+
+    Parameters
+    ----------
+    root
+        The folder laid out like BRIGHT's hub repository (its README's ``configs`` included).
+    splits
+        Split -> ``{"docs": id -> text, "examples": rows}`` as the generator made them.
+    """
     configs: dict[str, dict[str, str]] = {}
     for split, data in splits.items():
         corpora = {"documents": data["docs"]} | (

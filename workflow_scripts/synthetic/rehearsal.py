@@ -40,11 +40,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..bright.meta import LONG_SPLITS
+from ..bright.meta import DOMAINS, LONG_SPLITS, SPLITS
 from ..bright.stats import BRIGHT_STATS
 from ..common import UserError, atomic_dir
 from .backbone import write_colbert
-from .demo import DOMAINS, REASONIR_SCHEMA, SPLITS, write_bright
+from .demo import REASONIR_SCHEMA, write_bright
 
 __all__ = [
     "COLBERT_CONFIG",
@@ -693,7 +693,7 @@ def write_data(out: Path, *, units: Units, sizes: dict[str, int], seed: int) -> 
 
     Returns
     -------
-    Per BRIGHT split, in :data:`SPLITS`' order: ``topics``, ``docs`` (id -> text), ``gold``, ``near`` and
+    Per BRIGHT split, in :data:`~workflow_scripts.bright.meta.SPLITS`' order: ``topics``, ``docs`` (id -> text), ``gold``, ``near`` and
     ``examples``; theoremqa_questions shares aops's corpus.
 
     Examples

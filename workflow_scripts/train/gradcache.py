@@ -288,7 +288,7 @@ class TrimmedCachedContrastive(CachedContrastive):
     Parameters
     ----------
     model
-        The PyLate ColBERT being trained; :func:`guard_padding` is applied to it unless
+        The PyLate ColBERT being trained; :func:`~workflow_scripts.model.padding_guard.guard_padding` is applied to it unless
         ``guard`` is False.
     score_metric, mini_batch_size, score_mini_batch_size, size_average
         As in ``pylate.losses.CachedContrastive`` (``score_metric=None``: PyLate's
@@ -296,7 +296,7 @@ class TrimmedCachedContrastive(CachedContrastive):
     gather_across_devices, show_progress_bar, temperature
         As in ``pylate.losses.CachedContrastive``.
     guard
-        Apply :func:`guard_padding` to ``model``.
+        Apply :func:`~workflow_scripts.model.padding_guard.guard_padding` to ``model``.
     """
 
     def __init__(

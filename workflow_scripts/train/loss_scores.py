@@ -346,7 +346,7 @@ def _grads_through_argmax(
 
 
 def check_finite(scores: torch.Tensor, *, what: str) -> None:
-    """Raise a one-line :class:`UserError` naming ``what`` if any score is NaN or infinite.
+    """Raise a one-line :class:`~workflow_scripts.common.UserError` naming ``what`` if any score is NaN or infinite.
 
     Parameters
     ----------
@@ -453,7 +453,7 @@ def _kernel_installed(name: str) -> bool:
 
 
 def _refuse_kernel(backend: str, *, on_cuda: bool, device: str, masks_have_holes: bool) -> None:
-    """One-line :class:`UserError` where kernel ``backend`` was asked for but cannot run, or would be wrong."""
+    """One-line :class:`~workflow_scripts.common.UserError` where kernel ``backend`` was asked for but cannot run, or would be wrong."""
     package = {"lik": "late-interaction-kernels", "flash": "flash-maxsim"}[backend]
     if backend == "flash" and masks_have_holes:
         raise UserError(f"train.maxsim_backend: {FLASH_HOLES}")

@@ -182,15 +182,22 @@ def run_fingerprint(args: dict[str, Any], paths: list[str | Path]) -> str:
     False
     >>> run_fingerprint({"epochs": 2}, []) == run_fingerprint({"epochs": 2.0}, [])  # CLI: float("2")
     True
+    >>> import tempfile
+    >>> model = Path(tempfile.mkdtemp()) / ".cache" / "model"  # e.g. under ~/.cache: its files still count
+    >>> model.mkdir(parents=True); _ = (model / "w.bin").write_bytes(b"1")
+    >>> before = run_fingerprint({}, [model]); _ = (model / "w.bin").write_bytes(b"22")
+    >>> before == run_fingerprint({}, [model])
+    False
     """
     args = {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in args.items()}
     files = []
     for path in paths:
         path = Path(path)
         for f in sorted(path.rglob("*") if path.is_dir() else [path]):
-            if f.is_file() and ".cache" not in f.parts:
+            name = f.relative_to(path) if path.is_dir() else Path(f.name)
+            if f.is_file() and ".cache" not in name.parts:  # the folder's own caches, not a ~/.cache above it
                 stat = f.stat()
-                files.append((str(f.relative_to(path)) if path.is_dir() else f.name, stat.st_size, stat.st_mtime_ns))
+                files.append((str(name), stat.st_size, stat.st_mtime_ns))
     blob = json.dumps({"args": args, "files": files}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

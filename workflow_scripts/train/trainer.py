@@ -36,7 +36,7 @@ __all__ = [
 # "no_duplicates" defers a row any of whose texts (query, positive or negative) is already a text
 # of the per-device batch, in any column (NoDuplicatesBatchSampler: exact string equality).
 BATCH_SAMPLERS = ("batch_sampler", "no_duplicates")
-# MaxSim in the loss (workflow_scripts/loss_scores.py): auto = a fused kernel where one is
+# MaxSim in the loss (workflow_scripts/train/loss_scores.py): auto = a fused kernel where one is
 # installed and exact for these masks, else chunked (exact, memory-bounded); torch = PyLate's
 # einsum, which holds the whole (queries, documents, query tokens, document tokens) tensor.
 MAXSIM_BACKENDS = ("auto", "chunked", "torch", "lik", "flash")
@@ -316,7 +316,7 @@ class Training:
     candidates
         Documents each query was scored against (:class:`CandidateCounter`).
     false_negatives
-        In-batch false negatives of every contrastive batch (:class:`FalseNegativeCounter`).
+        In-batch false negatives of every contrastive batch (:class:`~workflow_scripts.train.negatives.FalseNegativeCounter`).
     per_device_batch_size
         Rows per device and micro-step.
     """
