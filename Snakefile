@@ -9,9 +9,9 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 # Each config file read strictly first: a key given twice (Snakemake keeps the later one) or a YAML
-# tag is one line naming the file (workflow_scripts/common.py load_config_file).
+# tag is one line naming the file (workflow_scripts/config_files.py load_config_file).
 sys.path.insert(0, workflow.basedir)
-from workflow_scripts.common import config_file_problems
+from workflow_scripts.config_files import config_file_problems
 
 if _problems := config_file_problems([os.path.join(workflow.basedir, "config.yaml"), *workflow.overwrite_configfiles]):
     raise WorkflowError("\n".join(_problems))

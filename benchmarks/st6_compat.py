@@ -44,7 +44,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from workflow_scripts.common import UserError, write_json  # noqa: E402
+from workflow_scripts.errors import UserError  # noqa: E402
+from workflow_scripts.files import write_json  # noqa: E402
 
 ST_SPEC = "sentence-transformers>=6,<7"
 # "plain": letters (no j), commas and question marks: characters every tokenizer here knows, the

@@ -14,7 +14,7 @@ from snakemake.utils import validate
 # own validation with the same schema.
 sys.path.insert(0, workflow.basedir)
 from workflow_scripts.bright.meta import SPLITS as BRIGHT_SPLITS
-from workflow_scripts.common import config_problem
+from workflow_scripts.config_files import config_problem
 from workflow_scripts.config_checks import overlay_problems, semantic_problems, semantic_warnings
 from workflow_scripts.cli import to_argv
 from workflow_scripts.fingerprint import code_fingerprint

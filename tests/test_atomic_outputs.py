@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from workflow_scripts.common import atomic_dir, atomic_file, write_json
+from workflow_scripts.files import atomic_dir, atomic_file, write_json
 
 
 @pytest.fixture(params=[0o022, 0o002, 0o077], ids=oct)

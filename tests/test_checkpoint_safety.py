@@ -12,7 +12,9 @@ import pytest
 import torch
 from safetensors import SafetensorError
 
-from workflow_scripts.common import UserError, atomic_dir, run_cli, write_json
+from workflow_scripts.cli import run_cli
+from workflow_scripts.errors import UserError
+from workflow_scripts.files import atomic_dir, write_json
 from workflow_scripts.model.load import load_colbert
 
 # a module that leaves a marker file when imported

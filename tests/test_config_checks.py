@@ -20,7 +20,6 @@ import yaml
 from snakemake.utils import update_config
 
 from workflow_scripts.cli import parser_for, spread_records, to_argv
-from workflow_scripts.common import UserError, config_problem, read_json
 from workflow_scripts.config_checks import (
     batch_problems,
     float_integer_problems,
@@ -32,8 +31,11 @@ from workflow_scripts.config_checks import (
     step_problems,
     template_problems,
 )
+from workflow_scripts.config_files import config_problem
+from workflow_scripts.errors import UserError
 from workflow_scripts.evaluate.job import evaluate_job, evaluate_split
 from workflow_scripts.evaluate.trec import MEASURES
+from workflow_scripts.files import read_json
 from workflow_scripts.model.widen import widen
 from workflow_scripts.preflight.forecast import forecast
 from workflow_scripts.preflight.measure_evaluate import measure_evaluation
@@ -644,7 +646,7 @@ DUPLICATED = [
 @pytest.mark.parametrize("text", TAGGED)
 def test_security_yaml_tag_is_named(tmp_path, text):
     """Any YAML tag, at any depth, is refused in one line naming the file, the line and the tag."""
-    from workflow_scripts.common import load_config_file
+    from workflow_scripts.config_files import load_config_file
 
     file = tmp_path / "overlay.yaml"
     file.write_text(text)
@@ -658,7 +660,7 @@ def test_security_yaml_tag_is_named(tmp_path, text):
 @pytest.mark.parametrize("text", DUPLICATED)
 def test_late_or_loud_duplicate_keys_are_refused(tmp_path, text):
     """A key given twice in one mapping (YAML or JSON, any depth) is refused, naming the file and both lines."""
-    from workflow_scripts.common import load_config_file
+    from workflow_scripts.config_files import load_config_file
 
     file = tmp_path / "overlay.yaml"
     file.write_text(text)

@@ -13,7 +13,7 @@ import pytest
 
 from workflow_scripts.bright.meta import SPLITS
 from workflow_scripts.cli import to_argv
-from workflow_scripts.common import UserError
+from workflow_scripts.errors import UserError
 from workflow_scripts.shards.build import build_shards
 from workflow_scripts.shards.schema import SHARD_SCHEMA
 from workflow_scripts.sources.hub import fetch_source

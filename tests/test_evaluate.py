@@ -144,7 +144,7 @@ def test_bf16_scoring_is_recorded_and_close_to_float32(demo_assets, manifests, t
 
 
 def test_an_unknown_score_dtype_is_one_line_before_any_model_is_loaded(demo_assets, manifests, tmp_path):
-    from workflow_scripts.common import UserError
+    from workflow_scripts.errors import UserError
 
     with pytest.raises(UserError, match=r"score_dtype 'float16' is not one of float32, bfloat16"):
         run_split(demo_assets, manifests, tmp_path, model_path=str(tmp_path / "no-model"), score_dtype="float16")
@@ -205,7 +205,7 @@ def test_score_run_cli_breaks_ties_like_trec_eval(tmp_path):
 
 
 def test_malformed_trec_line_is_named(tmp_path):
-    from workflow_scripts.common import UserError
+    from workflow_scripts.errors import UserError
     from workflow_scripts.evaluate.trec import read_qrels
 
     (tmp_path / "qrels").write_text("q1 0 a 1\nq2 0 b yes\n")
@@ -350,7 +350,7 @@ def test_splits_whose_corpora_differ_are_encoded_apart(demo_assets, tmp_path, co
 
 
 def test_output_lists_must_match_the_protocols_and_splits(demo_assets, manifests, tmp_path):
-    from workflow_scripts.common import UserError
+    from workflow_scripts.errors import UserError
 
     with pytest.raises(UserError, match=r"4 \(protocol, split\) results to write, but 1 --out-json and 1 --run-file"):
         run_job(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workflow_scripts.common import UserError
+from workflow_scripts.errors import UserError
 from workflow_scripts.model.load import load_colbert
 from workflow_scripts.model.padding_guard import guard_padding, unguard_padding
 from workflow_scripts.synthetic.rehearsal import build_tokenizer, make_lexicon, single_token_units, write_base_model

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from workflow_scripts.common import UserError
+from workflow_scripts.errors import UserError
 from workflow_scripts.evaluate.job import evaluate_split
 from workflow_scripts.evaluate.trec import read_qrels, read_run, score_run
 from workflow_scripts.shards.build import build_shards

@@ -12,7 +12,7 @@ from pylate.losses.contrastive import extract_skiplist_mask
 from pylate.scores import ColBERTScores, _flash_backend, _lik_backend
 from torch.distributed._tools.mem_tracker import MemTracker
 
-from workflow_scripts.common import UserError
+from workflow_scripts.errors import UserError
 from workflow_scripts.train import loss_scores
 from workflow_scripts.train.loss_scores import (
     check_finite,

@@ -7,7 +7,7 @@ import logging
 import pytest
 import torch
 
-from workflow_scripts.common import UserError
+from workflow_scripts.errors import UserError
 from workflow_scripts.evaluate import maxsim
 from workflow_scripts.evaluate.maxsim import CPU_BUDGET, QUERY_BLOCK, maxsim_scores, plan_blocks
 

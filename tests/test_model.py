@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from workflow_scripts.common import UserError
+from workflow_scripts.errors import UserError
 from workflow_scripts.model.load import load_colbert
 from workflow_scripts.model.widen import widen
 

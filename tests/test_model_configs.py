@@ -18,7 +18,7 @@ import yaml
 from conftest import REPO
 from transformers import ModernBertConfig, ModernBertModel
 
-from workflow_scripts.common import UserError
+from workflow_scripts.errors import UserError
 from workflow_scripts.lineage import Lineage
 from workflow_scripts.model.widen import widen
 from workflow_scripts.synthetic import rehearsal

@@ -20,8 +20,9 @@ from conftest import REPO, job_counts, snakemake, train_kwargs
 
 from workflow_scripts import data
 from workflow_scripts.cli import to_argv
-from workflow_scripts.common import UserError, config_problem
 from workflow_scripts.config_checks import semantic_problems
+from workflow_scripts.config_files import config_problem
+from workflow_scripts.errors import UserError
 from workflow_scripts.preflight.calibrate import CALIBRATION_SHAPES, measure_calibration
 from workflow_scripts.preflight.devices import architecture
 from workflow_scripts.preflight.flops import (

@@ -17,7 +17,7 @@ from workflow_scripts.bright.protocols import (
     mteb_files,
     resolve,
 )
-from workflow_scripts.common import UserError
+from workflow_scripts.errors import UserError
 
 
 def test_card_is_mtebs_legacy_task_which_never_reads_excluded_ids():

@@ -224,7 +224,7 @@ def test_data_is_deterministic(tmp_path):
 
 
 def test_config_overlay_matches_the_generator(tmp_path):
-    from workflow_scripts.common import config_problem
+    from workflow_scripts.config_files import config_problem
 
     overlay = yaml.safe_load((REPO / "rehearsal/config.yaml").read_text())
     settings = {k for k in overlay["rehearsal"] if k != "assets_dir"}

@@ -123,7 +123,7 @@ def out_splits(rows):
 
 
 def test_a_missing_result_is_named(tmp_path):
-    from workflow_scripts.common import UserError
+    from workflow_scripts.errors import UserError
 
     protocols = [p.summary(["pony"]) for p in resolve({"card": {}}).values()]
     with pytest.raises(UserError, match=r"no evaluation result for card/stage2/pony, card/base/pony"):
@@ -251,7 +251,7 @@ def test_seed_rows_give_mean_and_std_across_the_seeds(with_statistics):
 
 
 def test_a_result_without_per_query_scores_is_named(tmp_path):
-    from workflow_scripts.common import UserError
+    from workflow_scripts.errors import UserError
     from workflow_scripts.stats import per_query_frame
 
     with pytest.raises(UserError, match=r"^card/stage2/pony: the result has no per_query scores"):
@@ -261,7 +261,7 @@ def test_a_result_without_per_query_scores_is_named(tmp_path):
 def test_the_report_draws_intervals_and_marks_significant_tests(with_statistics):
     import re
 
-    from workflow_scripts.common import write_json
+    from workflow_scripts.files import write_json
     from workflow_scripts.report import paired_tests_html, plot_intervals
 
     tables, _, tmp_path = with_statistics

@@ -12,7 +12,7 @@ from conftest import train_kwargs
 
 from workflow_scripts.bright.meta import SPLITS
 from workflow_scripts.cli import to_argv
-from workflow_scripts.common import UserError
+from workflow_scripts.errors import UserError
 from workflow_scripts.shards.build import build_shards
 from workflow_scripts.train.stage import fit
 from workflow_scripts.train.trainer import per_device_batch_size

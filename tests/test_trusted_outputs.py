@@ -16,7 +16,7 @@ from test_evaluate import run_job
 from test_summarize import SETTINGS, statistics_args
 
 from workflow_scripts.bright.protocols import mteb_files, resolve
-from workflow_scripts.common import UserError
+from workflow_scripts.errors import UserError
 from workflow_scripts.summarize import summarize
 
 NAMES = ["card", "bright"]

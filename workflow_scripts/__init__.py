@@ -15,8 +15,9 @@ commands.
 - ``report``, ``job_usage``: the report's pages, a job's usage sidecar
 - ``preflight``: bounded measurements of every heavy stage and the cost forecast
 - ``synthetic``: the demo's and the rehearsal's generated inputs, in the real formats
-- ``common``, ``cli``, ``config_checks``, ``lineage``, ``fingerprint``, ``progress``, ``warm``: errors and atomic
-  files, flags from signatures, config checks, experiments, code fingerprints, progress lines, the opt-in fork server
+- ``errors``, ``files``, ``cli``, ``config_files``, ``config_checks``, ``lineage``, ``fingerprint``, ``progress``,
+  ``warm``: one-line errors, atomic outputs and strict JSON, flags from signatures and the CLI runner, strict
+  config files and the schema, config checks, experiments, code fingerprints, progress lines, the opt-in fork server
 
 Nothing is imported here: importing the package loads nothing heavy, and a module's code
 fingerprint holds only what it imports.

@@ -21,15 +21,19 @@ import dataclasses
 import functools
 import inspect
 import json
+import logging
+import os
+import sys
 import types
 import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .common import run_cli
+from .errors import UserError, write_error
+from .progress import quiet_library_progress_bars
 
-__all__ = ["parser_for", "run_commands", "spread_records", "to_argv"]
+__all__ = ["parser_for", "run_cli", "run_commands", "spread_records", "to_argv"]
 
 NONE_WORDS = {"none", "null"}
 
@@ -203,7 +207,7 @@ def spread_records(function: Callable[..., Any]) -> Callable[..., Any]:
 def run_commands(commands: dict[str, Callable[..., Any]], argv: list[str] | None = None) -> None:
     """Parse ``argv`` as ``COMMAND --flag value ...`` and call that function by keyword.
 
-    User errors end as one line and exit 2 (:func:`workflow_scripts.common.run_cli`).
+    User errors end as one line and exit 2 (:func:`workflow_scripts.cli.run_cli`).
 
     Parameters
     ----------
@@ -224,3 +228,33 @@ def run_commands(commands: dict[str, Callable[..., Any]], argv: list[str] | None
         commands[kwargs.pop("command")](**kwargs)
 
     run_cli(main, argv)
+
+
+def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
+    """Run a CLI entry point: user errors and OS errors become one line and exit code 2.
+
+    Parameters
+    ----------
+    main
+        The entry point; its return value is the exit code (None: 0).
+    argv
+        Handed to ``main`` as is; None lets its parser read ``sys.argv``.
+    """
+    logging.basicConfig(
+        level=os.environ.get("LOGLEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    quiet_library_progress_bars()
+    try:
+        code = main(argv)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except Exception as err:  # disk full, permission denied: the path and the reason
+        failure = write_error(err, None) or err  # a full disk outside any atomic output: no path
+        if not isinstance(failure, OSError):
+            raise
+        where = f"{failure.filename}: " if failure.filename else ""
+        print(f"error: {where}{failure.strerror or failure}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(code or 0)

@@ -6,7 +6,7 @@ cluster, or that ``top_k: 1000.0`` -- an *integer* to JSON Schema Draft 2020-12,
 any float with a zero fraction as one -- reaches a stage whose command line reads ``int``
 (``int("1000.0")`` fails). :func:`semantic_problems` finds those from the config alone, at
 parse time, each as one line naming the key, in the format of
-:func:`workflow_scripts.common.config_problem`; call it after the schema passed.
+:func:`workflow_scripts.config_files.config_problem`; call it after the schema passed.
 
 Integers: a float is refused wherever the schema says ``integer`` (decided here rather than
 casting in every stage: ``2.0`` GPUs or ``1000.0`` documents are slips worth a line, and
@@ -128,7 +128,7 @@ def semantic_warnings(config: dict[str, Any]) -> list[str]:
 def _duplicate_protocols(entries: dict[str, Any]) -> list[str]:
     """Two protocols that score exactly the same thing (same definition) cost twice for one result."""
     from .bright.protocols import resolve
-    from .common import UserError
+    from .errors import UserError
 
     try:
         protocols = list(resolve(entries).values())
@@ -238,7 +238,7 @@ def protocol_problems(evaluate: dict[str, Any]) -> list[str]:
     """
     from .bright.meta import LONG_SPLITS
     from .bright.protocols import resolve
-    from .common import UserError
+    from .errors import UserError
 
     out = []
     for name, entry in evaluate["protocols"].items():
@@ -550,7 +550,8 @@ def overlay_problems(paths: list[str | Path]) -> list[str]:
     """
     from snakemake.utils import update_config
 
-    from .common import UserError, load_config_file
+    from .config_files import load_config_file
+    from .errors import UserError
 
     before: dict[str, Any] = {}
     out = []

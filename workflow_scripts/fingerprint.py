@@ -117,9 +117,9 @@ def imported_modules(source: str, root: Path = ROOT, *, module: str = "") -> set
 
     Examples
     --------
-    >>> code = "from .common import UserError\\nimport json\\ndef f():\\n    from workflow_scripts import data"
+    >>> code = "from .errors import UserError\\nimport json\\ndef f():\\n    from workflow_scripts import data"
     >>> sorted(imported_modules(code))
-    ['common', 'data']
+    ['data', 'errors']
     """
     package = _package_of(module, root)
     found: set[str] = set()

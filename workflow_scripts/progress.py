@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 
-__all__ = ["Progress", "default_interval", "format_seconds"]
+__all__ = ["PROGRESS_BAR_SWITCHES", "Progress", "default_interval", "format_seconds", "quiet_library_progress_bars"]
 
 logger = logging.getLogger(__name__)
 
@@ -112,3 +113,27 @@ class Progress:
     def close(self) -> None:
         """Log the final line."""
         self.log(self.line(self.clock()))
+
+
+# Read at import by the libraries (tqdm, huggingface_hub, datasets); a warm-started job has
+# them imported already, so their switches are flipped too (:func:`quiet_library_progress_bars`).
+PROGRESS_BAR_SWITCHES = {
+    "TQDM_DISABLE": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+}
+
+
+def quiet_library_progress_bars() -> None:
+    """No library progress bars when stderr is a log file: each redraw is a carriage return,
+    and `tail -f` shows one unreadable line. The stages log their own (progress.py)."""
+    if sys.stderr.isatty():
+        return
+    os.environ.update(PROGRESS_BAR_SWITCHES)
+    for module, switch in (
+        ("huggingface_hub.utils", "disable_progress_bars"),
+        ("transformers.utils.logging", "disable_progress_bar"),
+        ("datasets.utils.tqdm", "disable_progress_bars"),
+    ):
+        if module in sys.modules:
+            getattr(sys.modules[module], switch)()

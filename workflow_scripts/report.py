@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from .cli import run_commands
-from .common import UserError, atomic_file, read_json
+from .errors import UserError
+from .files import atomic_file, read_json
 from .job_usage import UsageError, usage_beside
 
 __all__ = [

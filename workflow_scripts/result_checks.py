@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from .bright.load import gold_ids, load_bright_examples
-from .common import UserError, read_json
+from .errors import UserError
+from .files import read_json
 from .sources.manifest import source_root
 
 __all__ = ["check_results_against_runs", "recorded_ndcg", "result_flags_by_cell"]
@@ -44,7 +45,7 @@ def recorded_ndcg(result: dict[str, Any], path: str | Path) -> float:
     >>> recorded_ndcg({"scores": {"standard": [{"ndcg_at_10": 0.5, "main_score": 0.7}]}}, "r.json")
     Traceback (most recent call last):
     ...
-    workflow_scripts.common.UserError: r.json: main_score 0.7 differs from ndcg_at_10 0.5 (edited by hand?)
+    workflow_scripts.errors.UserError: r.json: main_score 0.7 differs from ndcg_at_10 0.5 (edited by hand?)
     """
     try:
         entry = next(iter(result["scores"].values()))[0]

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .common import UserError
+from .errors import UserError
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -24,7 +24,8 @@ from typing import Any
 
 from .bright.protocols import mteb_files
 from .cli import run_commands
-from .common import UserError, atomic_file, read_json, write_json
+from .errors import UserError
+from .files import atomic_file, read_json, write_json
 from .result_checks import check_results_against_runs, result_flags_by_cell
 from .stats import card_check, intervals, pair_tests, per_query_frame, seed_rows
 

@@ -39,7 +39,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..common import UserError
+from ..errors import UserError
 from ..sources.cards import config_files
 from ..sources.readers import iter_parquet_batches, iter_parquet_rows
 
@@ -275,7 +275,7 @@ def check_split(
     >>> check_split(examples=ex, doc_ids={"b"}, empty_documents=0, where="f")
     Traceback (most recent call last):
     ...
-    workflow_scripts.common.UserError: f: none of the 2 gold ids of the split is one of its 1 document ids: examples and documents do not belong together
+    workflow_scripts.errors.UserError: f: none of the 2 gold ids of the split is one of its 1 document ids: examples and documents do not belong together
     """
     golds = [set(gold_ids(e, gold_field)) for e in examples]
     excluded = [set(e["excluded_ids"]) - {NOT_AVAILABLE} for e in examples]

@@ -45,7 +45,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..common import UserError
+from ..errors import UserError
 from .meta import DOMAINS, LONG_SPLITS, REASONING_CONFIGS, SHARED_DOCUMENTS, SPLITS
 
 __all__ = [
@@ -314,7 +314,7 @@ def resolve(entries: Mapping[str, Mapping[str, Any] | None]) -> dict[str, Protoc
     >>> resolve({"x": {}})
     Traceback (most recent call last):
     ...
-    workflow_scripts.common.UserError: config: evaluate/protocols/x: not a preset name; say which preset it starts from (preset: one of card, bright, reasoning, long, mteb-v1.1, mteb-v1.1-prompt)
+    workflow_scripts.errors.UserError: config: evaluate/protocols/x: not a preset name; say which preset it starts from (preset: one of card, bright, reasoning, long, mteb-v1.1, mteb-v1.1-prompt)
     """
     out = {}
     for name, entry in entries.items():

@@ -42,7 +42,8 @@ from ..bright.load import CorpusScan, gold_ids, load_bright_documents, load_brig
 from ..bright.meta import TASK_NAME
 from ..bright.protocols import job_name, job_pairs
 from ..cli import run_commands
-from ..common import UserError, read_json, write_json
+from ..errors import UserError
+from ..files import read_json, write_json
 from ..model.load import effective_length, load_colbert
 from ..progress import Progress
 from ..sources.manifest import source_root
@@ -86,7 +87,7 @@ def _score_dtype(setting: str, device: str) -> str:
     >>> _score_dtype("fp16", "cpu")
     Traceback (most recent call last):
     ...
-    workflow_scripts.common.UserError: score_dtype 'fp16' is not one of float32, bfloat16
+    workflow_scripts.errors.UserError: score_dtype 'fp16' is not one of float32, bfloat16
     """
     if setting not in DTYPES:
         raise UserError(f"score_dtype {setting!r} is not one of {', '.join(DTYPES)}")

@@ -35,7 +35,7 @@ from functools import partial
 
 import torch
 
-from ..common import UserError
+from ..errors import UserError
 
 __all__ = ["DTYPES", "bf16_native", "maxsim_scores", "plan_blocks"]
 
@@ -192,7 +192,7 @@ def _compute_dtype(dtype: str, device: torch.device) -> torch.dtype:
     >>> _compute_dtype("fp8", torch.device("cpu"))
     Traceback (most recent call last):
     ...
-    workflow_scripts.common.UserError: score dtype 'fp8' is not one of float32, bfloat16
+    workflow_scripts.errors.UserError: score dtype 'fp8' is not one of float32, bfloat16
     """
     if dtype not in DTYPES:
         raise UserError(f"score dtype {dtype!r} is not one of {', '.join(DTYPES)}")

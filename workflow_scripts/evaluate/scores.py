@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ..common import UserError
+from ..errors import UserError
 
 __all__ = ["ScoreSpread", "TopK", "check_finite_scores", "result_flags"]
 
@@ -51,7 +51,7 @@ def check_finite_scores(scores: torch.Tensor, documents: list[torch.Tensor], ids
     >>> check_finite_scores(torch.tensor([[float("nan"), float("-inf")]]), docs, ["a", "b"], where="evaluate m")
     Traceback (most recent call last):
     ...
-    workflow_scripts.common.UserError: evaluate m: 1 MaxSim scores are NaN or infinite (first document 'a'): the model's vectors are not finite; nothing was ranked
+    workflow_scripts.errors.UserError: evaluate m: 1 MaxSim scores are NaN or infinite (first document 'a'): the model's vectors are not finite; nothing was ranked
     """
     empty = torch.tensor([len(d) == 0 for d in documents], device=scores.device)
     bad = torch.isnan(scores) | torch.isposinf(scores) | (torch.isneginf(scores) & ~empty)

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from ..common import UserError, atomic_file
+from ..errors import UserError
+from ..files import atomic_file
 
 __all__ = ["MEASURES", "read_qrels", "read_run", "score_run", "score_run_files", "write_run"]
 
@@ -145,7 +146,7 @@ def _trec_number(where: str, field: str, text: str, cast: type) -> Any:
     >>> _trec_number("run:1", "score", "nan", float)
     Traceback (most recent call last):
     ...
-    workflow_scripts.common.UserError: run:1: score 'nan' is not a finite number
+    workflow_scripts.errors.UserError: run:1: score 'nan' is not a finite number
     """
     try:
         number = cast(text)

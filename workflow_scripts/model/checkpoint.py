@@ -28,7 +28,8 @@ from typing import Any
 
 import torch
 
-from ..common import UserError, read_json
+from ..errors import UserError
+from ..files import read_json
 
 __all__ = [
     "ACTIVATIONS",

@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-from ..common import UserError, read_json
+from ..errors import UserError
+from ..files import read_json
 from ..sources.manifest import source_root
 from .checkpoint import check_checkpoint, check_untrusted_checkpoint, read_modules
 from .padding_guard import guard_padding

@@ -19,7 +19,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..cli import run_commands
-from ..common import UserError, atomic_dir, follow_umask, write_json
+from ..errors import UserError
+from ..files import atomic_dir, follow_umask, write_json
 from .checkpoint import check_checkpoint, read_modules
 from .load import load_colbert, model_dir
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..common import UserError
+from ..errors import UserError
 
 __all__ = [
     "BASE_DOCUMENT_VECTORS",

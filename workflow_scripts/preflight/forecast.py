@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..common import UserError, atomic_file, read_json, write_json
+from ..errors import UserError
+from ..files import atomic_file, read_json, write_json
 from .flops import (
     BASE_DOCUMENT_VECTORS,
     CARD,

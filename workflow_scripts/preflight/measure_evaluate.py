@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..common import write_json
+from ..files import write_json
 from .devices import (
     architecture,
     current_device,

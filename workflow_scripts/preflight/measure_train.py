@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from ..cli import spread_records
-from ..common import UserError, write_json
+from ..errors import UserError
+from ..files import write_json
 from ..train.trainer import Training, TrainSettings
 from .calibrate import LENGTH_SAMPLE_ROWS, measure_calibration
 from .devices import (

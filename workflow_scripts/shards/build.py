@@ -14,7 +14,8 @@ import pyarrow as pa
 
 from ..bright.load import bright_id2doc, load_bright_examples
 from ..bright.meta import SPLITS
-from ..common import UserError, atomic_dir, write_json
+from ..errors import UserError
+from ..files import atomic_dir, write_json
 from ..sources.manifest import source_root, source_roots
 from .contamination import ContaminationAudit
 from .lengths import length_stats, reservoir_add

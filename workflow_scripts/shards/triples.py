@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..common import UserError
+from ..errors import UserError
 from ..sources.cards import config_files
 from ..sources.readers import iter_jsonl_rows, iter_parquet_rows
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from ..common import UserError
+from ..errors import UserError
 
 __all__ = ["config_files"]
 
@@ -92,7 +92,7 @@ def _front_matter(readme: Path) -> dict[str, Any] | None:
     >>> _front_matter(card)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    workflow_scripts.common.UserError: .../README.md:3: front matter is not valid YAML (expected ',' or ']', but got '<stream end>')
+    workflow_scripts.errors.UserError: .../README.md:3: front matter is not valid YAML (expected ',' or ']', but got '<stream end>')
     """
     if not readme.exists():
         return None

@@ -6,7 +6,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..common import UserError, write_json
+from ..errors import UserError
+from ..files import write_json
 from .manifest import escaping_link, file_entry, tree_files
 from .revisions import REF_RE, is_pinned, mirror_commit, resolve_pin
 

@@ -7,7 +7,9 @@ from typing import Any
 
 import yaml
 
-from ..common import UserError, atomic_file, load_config_file, one_line, read_json
+from ..config_files import load_config_file
+from ..errors import UserError, one_line
+from ..files import atomic_file, read_json
 from .revisions import is_pinned
 
 __all__ = ["lock_revisions"]

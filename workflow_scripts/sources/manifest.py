@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..common import UserError, read_json, sha256_file
+from ..errors import UserError
+from ..files import read_json, sha256_file
 
 __all__ = ["escaping_link", "file_entry", "source_root", "source_roots", "tree_files"]
 
@@ -112,7 +113,7 @@ def source_root(manifest: str | Path) -> Path:
     >>> source_root(d / "x.json")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    workflow_scripts.common.UserError: .../src/b.jsonl: changed since its download manifest .../x.json was written (not listed in it); rerun the download (snakemake --forcerun download)
+    workflow_scripts.errors.UserError: .../src/b.jsonl: changed since its download manifest .../x.json was written (not listed in it); rerun the download (snakemake --forcerun download)
     """
     data = read_json(manifest)
     if not isinstance(data, dict) or not isinstance(data.get("path"), str) or not isinstance(data.get("files"), list):

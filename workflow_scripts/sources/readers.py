@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..common import UserError, one_line
+from ..errors import UserError, one_line
 
 __all__ = ["BATCH_ROWS", "iter_jsonl_rows", "iter_parquet_batches", "iter_parquet_rows"]
 
@@ -101,7 +101,7 @@ def iter_jsonl_rows(path: Path) -> Iterator[tuple[Path, int, dict]]:
     >>> list(iter_jsonl_rows(path))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    workflow_scripts.common.UserError: .../a.jsonl:2: malformed JSON line (Expecting value)
+    workflow_scripts.errors.UserError: .../a.jsonl:2: malformed JSON line (Expecting value)
     """
     if path.stat().st_size == 0:
         raise UserError(f"{path}: empty file")

@@ -11,13 +11,14 @@ import logging
 import re
 from pathlib import Path
 
-from ..common import ZERO_REVISION, UserError
+from ..errors import UserError
 
 __all__ = ["REF_RE", "is_pinned", "mirror_commit", "print_revision", "resolve_pin", "resolve_revision"]
 
 logger = logging.getLogger(__name__)
 
 REVISION_RE = re.compile(r"^[0-9a-f]{40}$")
+ZERO_REVISION = "0" * 40  # the hub's "default branch" revision: not a pin
 REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")  # a commit, or a branch / tag name (main, v1.0)
 
 

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..common import UserError
+from ..errors import UserError
 
 __all__ = ["check_config", "config_problems", "modernbert_config", "write_colbert"]
 
@@ -116,7 +116,7 @@ def config_problems(folder: str | Path) -> list[str]:
 
 
 def check_config(folder: str | Path) -> None:
-    """Raise a one-line :class:`~workflow_scripts.common.UserError` naming ``folder/config.json`` if a strict loader would refuse it.
+    """Raise a one-line :class:`~workflow_scripts.errors.UserError` naming ``folder/config.json`` if a strict loader would refuse it.
 
     Parameters
     ----------
@@ -146,7 +146,7 @@ def modernbert_config(**settings: Any):
     >>> modernbert_config(num_hidden_layers=2, global_attn_every_n_layers=1)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    workflow_scripts.common.UserError: ModernBertConfig(...): rope_parameters has keys that are not layer types: ...
+    workflow_scripts.errors.UserError: ModernBertConfig(...): rope_parameters has keys that are not layer types: ...
     """
     from transformers import ModernBertConfig
 

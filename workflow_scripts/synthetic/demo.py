@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 
 from ..bright.meta import DOMAINS, LONG_SPLITS, REASONING_CONFIGS, SHARED_DOCUMENTS, SPLITS
 from ..cli import run_commands
-from ..common import atomic_dir
+from ..files import atomic_dir
 from .backbone import write_colbert
 
 __all__ = ["REASONIR_SCHEMA", "long_document_id", "make_assets", "write_bright"]

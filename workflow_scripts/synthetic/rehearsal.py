@@ -42,7 +42,8 @@ import pyarrow.parquet as pq
 
 from ..bright.meta import DOMAINS, LONG_SPLITS, SPLITS
 from ..bright.stats import BRIGHT_STATS
-from ..common import UserError, atomic_dir
+from ..errors import UserError
+from ..files import atomic_dir
 from .backbone import write_colbert
 from .demo import REASONIR_SCHEMA, write_bright
 
@@ -736,7 +737,7 @@ def _check_sizes(sizes: dict[str, int]) -> None:
     >>> _check_sizes({"queries_per_split": 20, "documents_per_split": 30, "train_rows": 1})  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    workflow_scripts.common.UserError: rehearsal: documents_per_split=30 must be at least 2 * queries_per_split=40 ...
+    workflow_scripts.errors.UserError: rehearsal: documents_per_split=30 must be at least 2 * queries_per_split=40 ...
     """
     for key, value in sizes.items():
         if value < (0 if key == "long_documents_per_split" else 1):

@@ -71,7 +71,7 @@ import torch.nn.functional as F
 from pylate.losses import CachedContrastive
 from pylate.losses.cached_contrastive import RandContext
 
-from ..common import UserError
+from ..errors import UserError
 from ..model.padding_guard import guard_padding
 from .loss_scores import check_finite
 

@@ -44,7 +44,7 @@ from functools import partial
 
 import torch
 
-from ..common import UserError
+from ..errors import UserError
 
 __all__ = [
     "BACKENDS",
@@ -346,7 +346,7 @@ def _grads_through_argmax(
 
 
 def check_finite(scores: torch.Tensor, *, what: str) -> None:
-    """Raise a one-line :class:`~workflow_scripts.common.UserError` naming ``what`` if any score is NaN or infinite.
+    """Raise a one-line :class:`~workflow_scripts.errors.UserError` naming ``what`` if any score is NaN or infinite.
 
     Parameters
     ----------
@@ -360,7 +360,7 @@ def check_finite(scores: torch.Tensor, *, what: str) -> None:
     >>> check_finite(torch.tensor([1.0, 2.0]), what="train stage1 step 3")
     >>> check_finite(torch.tensor([1.0, float("nan"), float("inf")]), what="train stage1 step 3")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    workflow_scripts.common.UserError: train stage1 step 3: 2 of 3 scores are not finite (1 NaN, 1 inf): ...
+    workflow_scripts.errors.UserError: train stage1 step 3: 2 of 3 scores are not finite (1 NaN, 1 inf): ...
     """
     finite = torch.isfinite(scores)
     if bool(finite.all()):
@@ -405,7 +405,7 @@ def score_metric_for(
     'chunked'
     >>> score_metric_for("flash", device="cuda", masks_have_holes=True)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    workflow_scripts.common.UserError: train.maxsim_backend: flash turns document masks into prefix lengths ...
+    workflow_scripts.errors.UserError: train.maxsim_backend: flash turns document masks into prefix lengths ...
     """
     if backend not in BACKENDS:
         raise UserError(f"train.maxsim_backend: {backend!r} is not one of {', '.join(BACKENDS)}")
@@ -453,7 +453,7 @@ def _kernel_installed(name: str) -> bool:
 
 
 def _refuse_kernel(backend: str, *, on_cuda: bool, device: str, masks_have_holes: bool) -> None:
-    """One-line :class:`~workflow_scripts.common.UserError` where kernel ``backend`` was asked for but cannot run, or would be wrong."""
+    """One-line :class:`~workflow_scripts.errors.UserError` where kernel ``backend`` was asked for but cannot run, or would be wrong."""
     package = {"lik": "late-interaction-kernels", "flash": "flash-maxsim"}[backend]
     if backend == "flash" and masks_have_holes:
         raise UserError(f"train.maxsim_backend: {FLASH_HOLES}")

@@ -29,7 +29,8 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from ..cli import run_commands, spread_records
-from ..common import UserError, atomic_dir, atomic_file, naming_write_errors, write_json
+from ..errors import UserError, naming_write_errors
+from ..files import atomic_dir, atomic_file, write_json
 from ..model.load import load_colbert, model_dir
 from ..progress import Progress
 from .trainer import Training, TrainSettings, make_trainer, per_device_batch_size

@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from ..common import UserError
+from ..errors import UserError
 from .negatives import FalseNegativeCounter
 
 __all__ = [
@@ -100,7 +100,7 @@ class TrainSettings:
     >>> dataclasses.replace(s, batch_sampler="random")
     Traceback (most recent call last):
     ...
-    workflow_scripts.common.UserError: train.batch_sampler: 'random' is not one of ['batch_sampler', 'no_duplicates']
+    workflow_scripts.errors.UserError: train.batch_sampler: 'random' is not one of ['batch_sampler', 'no_duplicates']
     """
 
     learning_rate: float
@@ -157,7 +157,7 @@ def per_device_batch_size(global_batch_size: int, world_size: int, accumulation:
     >>> per_device_batch_size(2048, 3, 1)
     Traceback (most recent call last):
     ...
-    workflow_scripts.common.UserError: train.global_batch_size=2048 is not divisible by world size 3 x gradient_accumulation_steps 1
+    workflow_scripts.errors.UserError: train.global_batch_size=2048 is not divisible by world size 3 x gradient_accumulation_steps 1
     """
     denominator = world_size * accumulation
     if global_batch_size % denominator:
