@@ -152,7 +152,7 @@ def encode_rate(n_docs: int = 512) -> float:
     """Documents/s of the demo model on demo text (CPU), i.e. the encoding phase alone."""
     import tempfile
 
-    from workflow_scripts.evaluate.job import encode
+    from workflow_scripts.evaluate.encoding import encode
     from workflow_scripts.model.load import load_colbert
     from workflow_scripts.synthetic.demo import make_assets
 
@@ -189,7 +189,7 @@ def demo_agreement(queries_per_split: int = 30, documents_per_split: int = 200) 
 
     from workflow_scripts.bright.load import gold_ids, load_bright_documents, load_bright_examples
     from workflow_scripts.bright.meta import SPLITS
-    from workflow_scripts.evaluate.job import encode
+    from workflow_scripts.evaluate.encoding import encode
     from workflow_scripts.model.load import load_colbert
     from workflow_scripts.synthetic.demo import make_assets
 

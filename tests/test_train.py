@@ -149,7 +149,7 @@ def test_a_rank_without_its_devices_refuses_to_train(demo_assets, stage1_shards,
 def test_each_rank_trains_on_its_own_device(monkeypatch, environ, visible, local_rank, expected):
     import torch
 
-    from workflow_scripts.train.stage import training_device
+    from workflow_scripts.train.world import training_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: visible > 0)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: visible)
@@ -218,8 +218,10 @@ def test_the_preflight_measures_the_trainer_the_stage_trains_with(demo_assets, s
     cap, nothing saved, its scratch directory)."""
     from workflow_scripts.preflight.measure_train import _measured_training, measured_settings
     from workflow_scripts.train.negatives import FalseNegativeCounter
-    from workflow_scripts.train.stage import shard_files, stage_training, world_info
+    from workflow_scripts.train.rows import shard_files
+    from workflow_scripts.train.stage import stage_training
     from workflow_scripts.train.trainer import CandidateCounter, TrainSettings
+    from workflow_scripts.train.world import world_info
 
     kwargs = train_kwargs(
         tmp_path,

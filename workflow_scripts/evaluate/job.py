@@ -47,11 +47,12 @@ from ..files import read_json, write_json
 from ..model.load import effective_length, load_colbert
 from ..progress import Progress
 from ..sources.manifest import source_root
+from .encoding import encode
 from .maxsim import DTYPES, bf16_native, maxsim_scores
 from .scores import ScoreSpread, TopK, check_finite_scores, result_flags
 from .trec import score_run, score_run_files, write_run
 
-__all__ = ["encode", "evaluate_job", "evaluate_split", "query_coverage"]
+__all__ = ["evaluate_job", "evaluate_split", "query_coverage"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,36 +96,6 @@ def _score_dtype(setting: str, device: str) -> str:
         logger.warning("score_dtype bfloat16: %s has no native bf16 GEMM, scoring in float32 (recorded so)", device)
         return "float32"
     return setting
-
-
-def encode(
-    model, texts: list[str], *, is_query: bool, batch_size: int, device: str, dtype: torch.dtype
-) -> list[torch.Tensor]:
-    """Normalised token vectors, one (tokens, dim) tensor per text (padding/skiplist removed).
-
-    Parameters
-    ----------
-    model
-        A loaded PyLate ColBERT (:func:`workflow_scripts.model.load.load_colbert`).
-    texts
-        The queries (already formatted by their template) or the documents.
-    is_query
-        Encode as queries (query prefix and length) rather than documents.
-    batch_size
-        The encoder's batch size.
-    device, dtype
-        Where the returned tensors are put (``cuda``, ``cpu``) and their dtype.
-    """
-    with torch.inference_mode():
-        vecs = model.encode(
-            texts,
-            is_query=is_query,
-            batch_size=batch_size,
-            convert_to_numpy=False,
-            convert_to_tensor=False,
-            show_progress_bar=False,
-        )
-    return [v.to(device=device, dtype=dtype) for v in vecs]
 
 
 def evaluate_split(

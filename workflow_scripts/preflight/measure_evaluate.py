@@ -58,7 +58,7 @@ def _measure_split(
     model: Any, *, root: Path, split: str, settings: dict[str, Any], device: str, dtype: Any
 ) -> dict[str, Any]:
     """Encode and score one split's samples as the evaluation does: rates, token counts and memory."""
-    from ..evaluate.job import encode
+    from ..evaluate.encoding import encode
     from ..evaluate.maxsim import maxsim_scores
 
     override = settings["overrides"].get(split, {})

@@ -243,7 +243,8 @@ def measure_training(
     The result written to ``out_json`` on rank 0; ``{}`` on the other ranks.
     """
     from ..model.load import load_colbert
-    from ..train.stage import shard_files, world_info
+    from ..train.rows import shard_files
+    from ..train.world import world_info
 
     set_threads(threads)
     world = world_info()
@@ -358,7 +359,7 @@ def _run_steps(
     """Load the rows, replay the sampler (rank 0), run the steps, then rank 0's extras; the scratch folder goes."""
     import shutil
 
-    from ..train.stage import load_triples
+    from ..train.rows import load_triples
 
     scratch = Path(tempfile.mkdtemp(dir=Path(out_json).parent, prefix=f".{Path(out_json).name}.tmp-"))
     try:

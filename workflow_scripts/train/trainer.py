@@ -357,7 +357,7 @@ def make_trainer(
     output_dir
         Where the Trainer writes checkpoints.
     device
-        ``cpu`` or ``cuda:<local rank>`` (:func:`workflow_scripts.train.stage.training_device`).
+        ``cpu`` or ``cuda:<local rank>`` (:func:`workflow_scripts.train.world.training_device`).
     world_size
         Number of training processes.
     label
