@@ -116,6 +116,34 @@ def copy_repo(dst: Path) -> Path:
     return dst
 
 
+STAGE_SOURCES = {  # the recipe's sources per curriculum stage (config.yaml data.stages)
+    "stage1": [{"source": "reasonir", "config": "vl"}],
+    "stage2": [{"source": "bge_reasoner", "config": None}, {"source": "reasonir", "config": "hq"}],
+}
+
+
+def shard_kwargs(manifests: list[str], out: Path, stage: str = "stage1", **overrides) -> dict:
+    """Keywords of a small real shard build (`shards.build.build_shards`) into ``out``; ``overrides`` win."""
+    from workflow_scripts.bright.meta import SPLITS
+
+    kwargs = dict(
+        stage=stage,
+        stage_sources=STAGE_SOURCES[stage],
+        manifests=manifests,
+        out_dir=out / "shards",
+        stats_path=out / "stats.json",
+        splits=SPLITS,
+        positives_per_query=1,
+        negatives_per_query=2,
+        min_text_chars=10,
+        max_unresolved_rate=0.1,
+        rows_per_shard=64,
+        shuffle_buckets=2,
+        seed=0,
+    )
+    return kwargs | overrides
+
+
 def train_kwargs(tmp_path, init, shards, **overrides):
     """Keywords of a small real training run (`train.stage.fit`) on the demo's tiny model; ``overrides`` win."""
     tmp_path.mkdir(parents=True, exist_ok=True)

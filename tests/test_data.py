@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import shard_kwargs
 
 from workflow_scripts.bright.meta import SPLITS
 from workflow_scripts.cli import to_argv
@@ -18,32 +19,18 @@ from workflow_scripts.shards.build import build_shards
 from workflow_scripts.shards.schema import SHARD_SCHEMA
 from workflow_scripts.sources.hub import fetch_source
 
-STAGES = {
-    "stage1": [{"source": "reasonir", "config": "vl"}],
-    "stage2": [{"source": "bge_reasoner", "config": None}, {"source": "reasonir", "config": "hq"}],
-}
-
 
 def shards(manifests, out, stage="stage2", **overrides):
     kwargs = dict(
-        stage=stage,
-        stage_sources=STAGES[stage],
-        manifests=list(manifests.values()),
-        out_dir=out / "shards",
-        stats_path=out / "stats.json",
-        splits=SPLITS,
         positives_per_query=2,
         negatives_per_query=4,
-        min_text_chars=10,
-        max_unresolved_rate=0.1,
         rows_per_shard=100,
         shuffle_buckets=3,
         seed=42,
         bge_subdir="bge-reasoner-data-0904",
         tokenizer_manifest=manifests["base_model"],
     )
-    kwargs.update(overrides)
-    return build_shards(**kwargs)
+    return build_shards(**shard_kwargs(list(manifests.values()), out, stage=stage, **kwargs | overrides))
 
 
 def test_manifest_lists_every_file_with_hash(manifests, demo_assets):

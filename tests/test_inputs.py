@@ -12,6 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import shard_kwargs
 
 from workflow_scripts.errors import UserError
 from workflow_scripts.evaluate.job import evaluate_split
@@ -19,7 +20,7 @@ from workflow_scripts.evaluate.trec import read_qrels, read_run, score_run
 from workflow_scripts.shards.build import build_shards
 from workflow_scripts.sources.cards import config_files
 from workflow_scripts.sources.hub import fetch_source
-from workflow_scripts.synthetic.demo import DOCUMENTS_SCHEMA, EXAMPLES_SCHEMA, SPLITS
+from workflow_scripts.synthetic.demo import DOCUMENTS_SCHEMA, EXAMPLES_SCHEMA
 
 TEMPLATE = "Given a {domain} post, retrieve relevant passages that help answer the post.\nQuery: {query}"
 CHANGED = r"changed since its download manifest .* was written .*; rerun the download \(snakemake --forcerun download\)"
@@ -44,20 +45,17 @@ def mirror(demo_assets: Path, sub: str, dst: Path, name: str) -> tuple[Path, str
 
 def stage2(manifest: str, out: Path) -> dict:
     return build_shards(
-        stage="stage2",
-        stage_sources=[{"source": "bge_reasoner", "config": None}],
-        manifests=[manifest],
-        out_dir=out / "shards",
-        stats_path=out / "stats.json",
-        splits=SPLITS,
-        positives_per_query=2,
-        negatives_per_query=4,
-        min_text_chars=10,
-        max_unresolved_rate=0.1,
-        rows_per_shard=100,
-        shuffle_buckets=2,
-        seed=1,
-        bge_subdir="bge-reasoner-data-0904",
+        **shard_kwargs(
+            [manifest],
+            out,
+            stage="stage2",
+            stage_sources=[{"source": "bge_reasoner", "config": None}],
+            positives_per_query=2,
+            negatives_per_query=4,
+            rows_per_shard=100,
+            seed=1,
+            bge_subdir="bge-reasoner-data-0904",
+        )
     )
 
 

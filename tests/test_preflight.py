@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import huggingface_hub
 import pytest
 import yaml
-from conftest import REPO, job_counts, snakemake, train_kwargs
+from conftest import REPO, STAGE_SOURCES, job_counts, shard_kwargs, snakemake, train_kwargs
 
 from workflow_scripts import data
 from workflow_scripts.cli import to_argv
@@ -139,27 +139,21 @@ def test_preflight_on_tiny_sizes(demo_assets, manifests, tmp_path):
     from workflow_scripts.model.widen import widen
 
     stats, benches = [], []
-    stages = {
-        "stage1": [{"source": "reasonir", "config": "vl"}],
-        "stage2": [{"source": "bge_reasoner", "config": None}, {"source": "reasonir", "config": "hq"}],
-    }
-    for stage, sources in stages.items():
+    for stage in STAGE_SOURCES:
         started = time.perf_counter()
         build_shards(
-            stage=stage,
-            stage_sources=sources,
-            manifests=list(manifests.values()),
-            out_dir=tmp_path / "shards" / stage,
-            stats_path=tmp_path / f"{stage}.stats.json",
-            positives_per_query=2,
-            negatives_per_query=4,
-            min_text_chars=10,
-            max_unresolved_rate=0.1,
-            rows_per_shard=100,
-            shuffle_buckets=2,
-            seed=0,
-            bge_subdir="bge-reasoner-data-0904",
-            tokenizer_manifest=manifests["base_model"],
+            **shard_kwargs(
+                list(manifests.values()),
+                tmp_path,
+                stage=stage,
+                out_dir=tmp_path / "shards" / stage,
+                stats_path=tmp_path / f"{stage}.stats.json",
+                positives_per_query=2,
+                negatives_per_query=4,
+                rows_per_shard=100,
+                bge_subdir="bge-reasoner-data-0904",
+                tokenizer_manifest=manifests["base_model"],
+            )
         )
         stats.append(str(tmp_path / f"{stage}.stats.json"))
         benches.append(benchmark_file(tmp_path / f"{stage}.tsv", time.perf_counter() - started))
@@ -170,7 +164,7 @@ def test_preflight_on_tiny_sizes(demo_assets, manifests, tmp_path):
         to=96,
     )
     train = []
-    for stage in stages:
+    for stage in STAGE_SOURCES:
         out = tmp_path / "preflight" / f"train_{stage}.json"
         out.parent.mkdir(exist_ok=True)
         settings = TrainSettings(
@@ -311,19 +305,17 @@ def test_training_meta_reports_in_batch_false_negatives(demo_assets, manifests, 
     from workflow_scripts.train.stage import fit
 
     build_shards(
-        stage="stage2",
-        stage_sources=[{"source": "bge_reasoner", "config": None}],
-        manifests=list(manifests.values()),
-        out_dir=tmp_path / "shards",
-        stats_path=tmp_path / "s.json",
-        positives_per_query=2,
-        negatives_per_query=4,
-        min_text_chars=10,
-        max_unresolved_rate=0.1,
-        rows_per_shard=1000,
-        shuffle_buckets=2,
-        seed=0,
-        bge_subdir="bge-reasoner-data-0904",
+        **shard_kwargs(
+            list(manifests.values()),
+            tmp_path,
+            stage="stage2",
+            stage_sources=[{"source": "bge_reasoner", "config": None}],
+            stats_path=tmp_path / "s.json",
+            positives_per_query=2,
+            negatives_per_query=4,
+            rows_per_shard=1000,
+            bge_subdir="bge-reasoner-data-0904",
+        )
     )
     meta = fit(
         **train_kwargs(

@@ -6,9 +6,8 @@ import logging
 import re
 from types import SimpleNamespace
 
-from conftest import train_kwargs
+from conftest import shard_kwargs, train_kwargs
 
-from workflow_scripts.bright.meta import SPLITS
 from workflow_scripts.shards import shuffle
 from workflow_scripts.shards.build import build_shards
 from workflow_scripts.train.stage import fit, metrics_callback
@@ -20,21 +19,7 @@ SAMPLES_LINE = re.compile(
 
 
 def shards(manifests, tmp_path):
-    return build_shards(
-        stage="stage1",
-        stage_sources=[{"source": "reasonir", "config": "vl"}],
-        manifests=list(manifests.values()),
-        out_dir=tmp_path / "shards",
-        stats_path=tmp_path / "stats.json",
-        splits=SPLITS,
-        positives_per_query=1,
-        negatives_per_query=2,
-        min_text_chars=10,
-        max_unresolved_rate=0.1,
-        rows_per_shard=64,
-        shuffle_buckets=2,
-        seed=0,
-    )
+    return build_shards(**shard_kwargs(list(manifests.values()), tmp_path))
 
 
 def messages(caplog, logger: str) -> list[str]:

@@ -8,9 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import train_kwargs
+from conftest import shard_kwargs, train_kwargs
 
-from workflow_scripts.bright.meta import SPLITS
 from workflow_scripts.cli import to_argv
 from workflow_scripts.errors import UserError
 from workflow_scripts.shards.build import build_shards
@@ -20,21 +19,7 @@ from workflow_scripts.train.trainer import per_device_batch_size
 
 @pytest.fixture()
 def stage1_shards(manifests, tmp_path):
-    build_shards(
-        stage="stage1",
-        stage_sources=[{"source": "reasonir", "config": "vl"}],
-        manifests=list(manifests.values()),
-        out_dir=tmp_path / "shards",
-        stats_path=tmp_path / "stats.json",
-        splits=SPLITS,
-        positives_per_query=1,
-        negatives_per_query=2,
-        min_text_chars=10,
-        max_unresolved_rate=0.1,
-        rows_per_shard=64,
-        shuffle_buckets=2,
-        seed=0,
-    )
+    build_shards(**shard_kwargs(list(manifests.values()), tmp_path))
     return tmp_path / "shards"
 
 
